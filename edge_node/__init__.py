@@ -1,0 +1,1 @@
+"""edgesync edge_node."""

@@ -1,0 +1,222 @@
+"""Byte-level canonical encoding: varints, strings, JSON-like values.
+
+Every encoder here has exactly one output for a given input, and every decoder
+accepts exactly those outputs: integers are minimal varints, dict keys are sorted,
+floats are IEEE 754 big-endian with ``-0.0`` folded to ``0.0`` before they get here.
+Decoders check each length and count against the bytes that remain before they
+allocate anything, and nested values against a depth limit, so hostile input
+costs at most its own size in memory and time.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+FORMAT_VERSION: Final = 1
+MAX_DEPTH: Final = 32
+DEFAULT_MAX_SIZE: Final = 64 * 1024 * 1024
+INT_BITS: Final = 64  # plain integers in values and counters fit a signed 64-bit word
+
+_DOUBLE = struct.Struct(">d")
+
+# Value tags. Order matters only in that it is fixed forever within a format version.
+V_NONE, V_FALSE, V_TRUE, V_INT, V_FLOAT, V_STR, V_BYTES, V_LIST, V_DICT = range(9)
+
+
+class CodecError(ValueError):
+    """Input that is not a canonical encoding this build can read."""
+
+
+class Writer:
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def u8(self, n: int) -> None:
+        self.buf.append(n)
+
+    def uvarint(self, n: int) -> None:
+        buf = self.buf
+        while n > 0x7F:
+            buf.append((n & 0x7F) | 0x80)
+            n >>= 7
+        buf.append(n)
+
+    def svarint(self, n: int) -> None:
+        self.uvarint((n << 1) if n >= 0 else ((-n << 1) - 1))
+
+    def blob(self, data: bytes) -> None:
+        self.uvarint(len(data))
+        self.buf += data
+
+    def text(self, s: str) -> None:
+        self.blob(s.encode("utf-8"))
+
+    def float64(self, x: float) -> None:
+        self.buf += _DOUBLE.pack(x)
+
+    def value(self, v: object, depth: int = 0) -> None:
+        if depth > MAX_DEPTH:
+            raise ValueError(f"value nested deeper than {MAX_DEPTH} levels")
+        if v is None:
+            self.u8(V_NONE)
+        elif v is True:
+            self.u8(V_TRUE)
+        elif v is False:
+            self.u8(V_FALSE)
+        elif isinstance(v, int):
+            self.u8(V_INT)
+            self.svarint(v)
+        elif isinstance(v, float):
+            self.u8(V_FLOAT)
+            self.float64(v)
+        elif isinstance(v, str):
+            self.u8(V_STR)
+            self.text(v)
+        elif isinstance(v, bytes):
+            self.u8(V_BYTES)
+            self.blob(v)
+        elif isinstance(v, tuple | list):
+            self.u8(V_LIST)
+            self.uvarint(len(v))
+            for item in v:
+                self.value(item, depth + 1)
+        elif isinstance(v, Mapping):
+            self.u8(V_DICT)
+            self.uvarint(len(v))
+            for key in sorted(v):
+                self.text(key)
+                self.value(v[key], depth + 1)
+        else:
+            raise TypeError(f"cannot encode a value of type {type(v).__name__}")
+
+    def getvalue(self) -> bytes:
+        return bytes(self.buf)
+
+
+class Reader:
+    __slots__ = ("data", "end", "pos")
+
+    def __init__(self, data: bytes, pos: int = 0) -> None:
+        self.data = data
+        self.pos = pos
+        self.end = len(data)
+
+    def remaining(self) -> int:
+        return self.end - self.pos
+
+    def u8(self) -> int:
+        if self.pos >= self.end:
+            raise CodecError(f"truncated input: expected a byte at offset {self.pos}")
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def uvarint(self) -> int:
+        start = self.pos
+        result = shift = 0
+        while True:
+            b = self.u8()
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift >= 70:
+                raise CodecError(f"varint at offset {start} is longer than 10 bytes")
+        if b == 0 and self.pos - start > 1:
+            raise CodecError(f"varint at offset {start} is not minimal")
+        if result >> INT_BITS:
+            raise CodecError(f"varint at offset {start} exceeds {INT_BITS} bits")
+        return result
+
+    def svarint(self) -> int:
+        z = self.uvarint()
+        return (z >> 1) if not z & 1 else -((z + 1) >> 1)
+
+    def count(self, what: str, min_item_size: int = 1) -> int:
+        """A collection length, refused when the remaining bytes cannot hold it."""
+        n = self.uvarint()
+        if n * min_item_size > self.remaining():
+            raise CodecError(f"{what} count {n} exceeds the {self.remaining()} bytes left")
+        return n
+
+    def blob(self) -> bytes:
+        n = self.uvarint()
+        if n > self.remaining():
+            raise CodecError(f"truncated input: {n}-byte string with {self.remaining()} bytes left")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return bytes(out)
+
+    def text(self) -> str:
+        raw = self.blob()
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CodecError(f"invalid UTF-8 in string: {exc.reason}") from None
+
+    def float64(self) -> float:
+        if self.remaining() < 8:
+            raise CodecError("truncated input: float needs 8 bytes")
+        (x,) = _DOUBLE.unpack_from(self.data, self.pos)
+        self.pos += 8
+        if not math.isfinite(x):
+            raise CodecError("non-finite float in input")
+        if x == 0.0 and math.copysign(1.0, x) < 0:
+            raise CodecError("negative zero is not canonical")
+        return float(x)
+
+    def value(self, depth: int = 0) -> object:
+        if depth > MAX_DEPTH:
+            raise CodecError(f"value nested deeper than {MAX_DEPTH} levels")
+        tag = self.u8()
+        if tag == V_NONE:
+            return None
+        if tag == V_TRUE:
+            return True
+        if tag == V_FALSE:
+            return False
+        if tag == V_INT:
+            return self.int64()
+        if tag == V_FLOAT:
+            return self.float64()
+        if tag == V_STR:
+            return self.text()
+        if tag == V_BYTES:
+            return self.blob()
+        if tag == V_LIST:
+            n = self.count("list")
+            return tuple(self.value(depth + 1) for _ in range(n))
+        if tag == V_DICT:
+            n = self.count("dict", 2)
+            out: dict[str, object] = {}
+            prev: str | None = None
+            for _ in range(n):
+                key = self.text()
+                if prev is not None and key <= prev:
+                    raise CodecError("dict keys are not strictly sorted")
+                out[key] = self.value(depth + 1)
+                prev = key
+            return MappingProxyType(out)
+        raise CodecError(f"unknown value tag {tag}")
+
+    def int64(self) -> int:
+        n = self.svarint()
+        if not -(1 << (INT_BITS - 1)) <= n < (1 << (INT_BITS - 1)):
+            raise CodecError(f"integer {n} does not fit in {INT_BITS} bits")
+        return n
+
+    def expect_end(self) -> None:
+        if self.pos != self.end:
+            raise CodecError(f"{self.end - self.pos} trailing bytes after the encoding")
+
+
+def encode_value(v: object) -> bytes:
+    w = Writer()
+    w.value(v)
+    return w.getvalue()

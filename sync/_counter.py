@@ -1,0 +1,83 @@
+"""Shared machinery of GCounter and PNCounter: presence dots plus tallies.
+
+A counter stores (a) *presence* dots, so that inside an ``ORMap`` a key removed
+while someone concurrently incremented it stays present (update wins), and (b)
+one ``Tally`` per direction. Each increment replaces the observed presence dots
+with one fresh dot, so presence costs at most one dot per concurrent updater.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar, Self
+
+from sync._causal import DotContext
+from sync._codec import Reader, Writer
+from sync._kernel import DotKernel
+from sync._tally import Tally
+from sync._values import check_int
+
+
+class Counter(DotKernel[None]):
+    _DIRECTIONS: ClassVar[int] = 1
+
+    def __init__(self, ctx: DotContext | None = None) -> None:
+        super().__init__(ctx)
+        self.tallies = [Tally() for _ in range(self._DIRECTIONS)]
+
+    def _bump(self, actor: str, direction: int, n: int) -> Self:
+        tally = self.tallies[direction]
+        total = check_int(tally.totals.get(actor, 0) + n, "counter total")
+        delta = self._replace_all(actor, None)
+        if n:
+            tally.totals[actor] = total
+            delta.tallies[direction].totals[actor] = total
+        return delta
+
+    def _join_store(self, other: Self) -> None:
+        super()._join_store(other)
+        for mine, theirs in zip(self.tallies, other.tallies, strict=True):
+            mine.join(theirs)
+
+    def _store_is_bottom(self) -> bool:
+        return not self.ds and all(t.is_bottom() for t in self.tallies)
+
+    def _reset_into(self, out: DotContext) -> Self:
+        delta = super()._reset_into(out)
+        delta.tallies = [t.reset() for t in self.tallies]
+        return delta
+
+    def _copy_store(self, ctx: DotContext) -> Self:
+        twin = super()._copy_store(ctx)
+        twin.tallies = [t.copy() for t in self.tallies]
+        return twin
+
+    def _decompose_store(self) -> list[Self]:
+        parts = super()._decompose_store()
+        for direction, tally in enumerate(self.tallies):
+            for piece in tally.decompose():
+                part = type(self)()
+                part.tallies[direction] = piece
+                parts.append(part)
+        return parts
+
+    def _store_actors(self) -> Iterable[str]:
+        return set().union(*(t.actors() for t in self.tallies))
+
+    def _encode_store(self, w: Writer, index: dict[str, int]) -> None:
+        super()._encode_store(w, index)
+        for tally in self.tallies:
+            tally.encode(w, index)
+
+    @classmethod
+    def _decode_store(cls, r: Reader, ctx: DotContext, actors: list[str], depth: int) -> Self:
+        counter = super()._decode_store(r, ctx, actors, depth)
+        counter.tallies = [Tally.decode(r, actors) for _ in range(cls._DIRECTIONS)]
+        return counter
+
+    def _encode_payload(self, w: Writer, payload: None) -> None:
+        pass  # presence dots carry nothing
+
+    @classmethod
+    def _decode_payload(cls, r: Reader) -> None:
+        return None

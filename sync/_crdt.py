@@ -1,0 +1,322 @@
+"""The one contract every CRDT type in this package keeps.
+
+Every type is a *causal* CRDT in the sense of Almeida, Shoker and Baquero (JPDC
+2018, section 6): a store of what it holds plus a ``DotContext`` of every dot it
+has seen. Types nested in an ``ORMap`` share the map's context object, which is
+what lets removing a map key cancel exactly what the remover had observed.
+
+The contract:
+
+- a mutator changes the replica in place and returns a *delta* of the same type;
+- ``merge`` is the one join: commutative, associative and idempotent, and the
+  only way state from elsewhere gets in;
+- ``decompose`` splits a state into irreducible parts that re-join to it;
+- ``encode``/``decode`` are canonical: equal states give equal bytes, and ``==``
+  is defined as equality of those bytes;
+- ``reset`` is the observed-reset (cancel everything seen so far), the building
+  block of key removal in ``ORMap``.
+
+Subclasses implement the store-level half (``_join_store``, ``_store_dots`` ...)
+against ``self.ctx`` and the other side's ``ctx``, before the contexts are joined.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from sync._causal import Dot, DotContext, VersionVector
+from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, CodecError, Reader, Writer
+
+if TYPE_CHECKING:
+    from sync._hlc import Timestamp
+
+C = TypeVar("C", bound="CRDT")
+
+_REGISTRY: dict[int, type[CRDT]] = {}
+
+
+def crdt_types() -> list[type[CRDT]]:
+    """Every registered CRDT type, in tag order."""
+    return [_REGISTRY[tag] for tag in sorted(_REGISTRY)]
+
+
+def type_for_tag(tag: int) -> type[CRDT]:
+    try:
+        return _REGISTRY[tag]
+    except KeyError:
+        raise CodecError(f"unknown CRDT type tag {tag}") from None
+
+
+class CRDT(ABC):
+    TYPE_TAG: ClassVar[int]
+    TYPE_NAME: ClassVar[str]
+    ctx: DotContext
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        tag = cls.__dict__.get("TYPE_TAG")
+        if tag is not None:
+            if tag in _REGISTRY:
+                raise TypeError(f"type tag {tag} is taken by {_REGISTRY[tag].__name__}")
+            _REGISTRY[tag] = cls
+            cls.TYPE_NAME = cls.__name__
+
+    def __init__(self, ctx: DotContext | None = None) -> None:
+        self.ctx = ctx if ctx is not None else DotContext()
+
+    # ---- store-level operations, implemented by each type -------------------
+
+    @abstractmethod
+    def _join_store(self: C, other: C) -> None:
+        """Join ``other``'s store into this one, using both (not yet joined) contexts."""
+
+    @abstractmethod
+    def _store_dots(self) -> Iterator[Dot]:
+        """The dots the store holds."""
+
+    @abstractmethod
+    def _holds(self, dot: Dot) -> bool:
+        """Whether the store holds ``dot``."""
+
+    @abstractmethod
+    def _store_is_bottom(self) -> bool:
+        """True when the store holds nothing at all (not even counter tallies)."""
+
+    @abstractmethod
+    def _reset_into(self: C, out: DotContext) -> C:
+        """Cancel everything stored; return the delta, bound to context ``out``."""
+
+    @abstractmethod
+    def _copy_store(self: C, ctx: DotContext) -> C:
+        """A deep copy of the store, bound to ``ctx``."""
+
+    @abstractmethod
+    def _decompose_store(self: C) -> list[C]:
+        """Irreducible parts of the store, each with a context of just its own dots."""
+
+    @abstractmethod
+    def _store_actors(self) -> Iterable[str]:
+        """Actors named by the store outside its dots (counter tallies)."""
+
+    @abstractmethod
+    def _encode_store(self, w: Writer, index: dict[str, int]) -> None: ...
+
+    @classmethod
+    @abstractmethod
+    def _decode_store(
+        cls: type[C], r: Reader, ctx: DotContext, actors: list[str], depth: int
+    ) -> C: ...
+
+    @abstractmethod
+    def value(self) -> Any:
+        """The value a reader sees."""
+
+    # ---- the contract, shared by every type ----------------------------------
+
+    def is_present(self) -> bool:
+        """Whether the value exists for readers: some update is not yet cancelled."""
+        return next(self._store_dots(), None) is not None
+
+    def is_bottom(self) -> bool:
+        return self._store_is_bottom() and not self.ctx.vv and not self.ctx.cloud
+
+    def merge(self: C, other: C) -> None:
+        """Join ``other`` into this replica (in place)."""
+        if type(other) is not type(self):
+            raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
+        self._join_store(other)
+        self.ctx.merge(other.ctx)
+
+    def reset(self: C) -> C:
+        """Observed-reset: cancel every update this replica has seen; return the delta."""
+        return self._reset_into(DotContext())
+
+    def copy(self: C) -> C:
+        return self._copy_store(self.ctx.copy())
+
+    def decompose(self: C) -> list[C]:
+        """Split into irreducible states whose join is this state."""
+        parts = self._decompose_store()
+        held = set(self._store_dots())
+        for dot in self.ctx.dots():
+            if dot not in held:
+                parts.append(type(self)(DotContext.of([dot])))
+        return parts
+
+    def timestamps(self) -> Iterator[Timestamp]:
+        """Every HLC timestamp held, for checking a received delta against the local clock."""
+        return iter(())
+
+    def encode(self) -> bytes:
+        return encode(self)
+
+    @classmethod
+    def decode(cls: type[C], data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> C:
+        obj = decode(data, max_size)
+        if not isinstance(obj, cls):
+            raise CodecError(f"expected {cls.__name__}, found {type(obj).__name__}")
+        return obj
+
+    def digest(self) -> str:
+        return digest(self)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, CRDT) and type(other) is type(self) and encode(self) == encode(other)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.value()!r}, ctx={self.ctx!r})"
+
+
+# ---- shared helpers for stores ----------------------------------------------
+
+
+def write_dot(w: Writer, index: dict[str, int], dot: Dot) -> None:
+    w.uvarint(index[dot[0]])
+    w.uvarint(dot[1])
+
+
+def read_dot(r: Reader, actors: list[str]) -> Dot:
+    ix = r.uvarint()
+    if ix >= len(actors):
+        raise CodecError(f"actor index {ix} outside the table of {len(actors)}")
+    n = r.uvarint()
+    if n == 0:
+        raise CodecError("dot counter 0 (counters start at 1)")
+    return Dot(actors[ix], n)
+
+
+def dot_sort_key(index: dict[str, int]) -> Any:
+    return lambda dot: (index[dot[0]], dot[1])
+
+
+def check_sorted_dot(prev: Dot | None, dot: Dot, actors_ix: dict[str, int]) -> None:
+    if prev is not None and (actors_ix[prev[0]], prev[1]) >= (actors_ix[dot[0]], dot[1]):
+        raise CodecError("dots are not strictly sorted")
+
+
+# ---- whole-state encoding ---------------------------------------------------
+
+
+def _collect_actors(obj: CRDT) -> list[str]:
+    actors = obj.ctx.actors()
+    actors.update(obj._store_actors())
+    return sorted(actors)
+
+
+def encode(obj: CRDT) -> bytes:
+    """Canonical bytes: format version, type tag, actor table, context, store."""
+    actors = _collect_actors(obj)
+    index = {a: i for i, a in enumerate(actors)}
+    w = Writer()
+    w.u8(FORMAT_VERSION)
+    w.u8(obj.TYPE_TAG)
+    w.uvarint(len(actors))
+    for actor in actors:
+        w.text(actor)
+    _encode_context(w, index, obj.ctx)
+    obj._encode_store(w, index)
+    return w.getvalue()
+
+
+def _encode_context(w: Writer, index: dict[str, int], ctx: DotContext) -> None:
+    vv = sorted((index[a], n) for a, n in ctx.vv.items())
+    w.uvarint(len(vv))
+    for ix, n in vv:
+        w.uvarint(ix)
+        w.uvarint(n)
+    cloud = sorted((index[a], n) for a, n in ctx.cloud)
+    w.uvarint(len(cloud))
+    for ix, n in cloud:
+        w.uvarint(ix)
+        w.uvarint(n)
+
+
+def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> CRDT:
+    """Decode any CRDT; raises ``CodecError`` (and only that) on bad input."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CodecError(f"expected bytes, not {type(data).__name__}")
+    if len(data) > max_size:
+        raise CodecError(f"encoding of {len(data)} bytes exceeds the {max_size}-byte limit")
+    r = Reader(bytes(data))
+    version = r.u8()
+    if version != FORMAT_VERSION:
+        raise CodecError(
+            f"unsupported encoding format version {version}; "
+            f"this build reads version {FORMAT_VERSION}"
+        )
+    cls = type_for_tag(r.u8())
+    actors = _decode_actor_table(r)
+    ctx = _decode_context(r, actors)
+    try:
+        obj = cls._decode_store(r, ctx, actors, 0)
+    except RecursionError:
+        raise CodecError("encoding nested too deeply") from None
+    r.expect_end()
+    _check_decoded(obj, actors)
+    return obj
+
+
+def _decode_actor_table(r: Reader) -> list[str]:
+    n = r.count("actor table", 1)
+    actors: list[str] = []
+    for _ in range(n):
+        actor = r.text()
+        if actors and actor <= actors[-1]:
+            raise CodecError("actor table is not strictly sorted")
+        actors.append(actor)
+    return actors
+
+
+def _decode_context(r: Reader, actors: list[str]) -> DotContext:
+    vv = VersionVector()
+    prev_ix = -1
+    for _ in range(r.count("version vector", 2)):
+        dot = read_dot(r, actors)
+        ix = _ix(actors, dot[0])
+        if ix <= prev_ix:
+            raise CodecError("version vector entries are not strictly sorted")
+        prev_ix = ix
+        vv.advance(dot[0], dot[1])
+    cloud: list[Dot] = []
+    prev: tuple[int, int] | None = None
+    for _ in range(r.count("dot cloud", 2)):
+        dot = read_dot(r, actors)
+        key = (_ix(actors, dot[0]), dot[1])
+        if prev is not None and key <= prev:
+            raise CodecError("dot cloud is not strictly sorted")
+        prev = key
+        if dot[1] <= vv[dot[0]] + 1:
+            raise CodecError(f"dot cloud entry {dot!r} is not compact against the version vector")
+        cloud.append(dot)
+    ctx = DotContext(vv)
+    ctx.cloud = set(cloud)
+    return ctx
+
+
+def _ix(actors: list[str], actor: str) -> int:
+    return bisect_left(actors, actor)  # actor tables are sorted
+
+
+def _check_decoded(obj: CRDT, actors: list[str]) -> None:
+    seen: set[Dot] = set()
+    for dot in obj._store_dots():
+        if dot not in obj.ctx:
+            raise CodecError(f"stored dot {dot!r} is not covered by the context")
+        if dot in seen:
+            raise CodecError(f"dot {dot!r} is stored twice")
+        seen.add(dot)
+    if _collect_actors(obj) != actors:
+        raise CodecError("actor table names actors the state does not use")
+
+
+def digest(obj: CRDT) -> str:
+    """Hex SHA-256 of the canonical encoding: equal digests mean equal states."""
+    return hashlib.sha256(encode(obj)).hexdigest()

@@ -1,0 +1,140 @@
+"""DotKernel: the dot store behind every set-, flag- and register-like type.
+
+A kernel maps dots to payloads. Joining two kernels (Almeida, Shoker, Baquero,
+JPDC 2018, section 6.1) keeps a dot when both sides store it, or when one side
+stores it and the other has never seen it; a dot one side stores and the other has
+seen but no longer stores was removed there, and stays removed. Removal therefore
+needs no tombstones beyond the (compact) context.
+
+Joins cost time in proportion to the smaller of the two sides' relevant parts, so
+merging a small delta into a large state is cheap: removals are found by walking
+the delta's context rather than the whole store, whenever that is smaller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Generic, TypeVar
+
+from sync._causal import Dot, DotContext
+from sync._codec import CodecError, Reader, Writer
+from sync._crdt import CRDT, read_dot, write_dot
+
+V = TypeVar("V")
+K = TypeVar("K", bound="DotKernel")  # type: ignore[type-arg]
+
+
+class DotKernel(CRDT, Generic[V]):
+    """A map from dots to payloads, joined causally. Subclasses give payload codecs."""
+
+    def __init__(self, ctx: DotContext | None = None) -> None:
+        super().__init__(ctx)
+        self.ds: dict[Dot, V] = {}
+
+    # Index hooks: subclasses that look payloads up by value override both.
+    def _put(self, dot: Dot, payload: V) -> None:
+        self.ds[dot] = payload
+
+    def _drop(self, dot: Dot) -> None:
+        del self.ds[dot]
+
+    # ---- mutator building blocks ----------------------------------------------
+
+    def _delta(self: K) -> K:
+        return type(self)(DotContext())
+
+    def _mint(self: K, actor: str, payload: V, delta: K) -> None:
+        """Store ``payload`` under a fresh dot of ``actor``, here and in ``delta``."""
+        dot = self.ctx.next_dot(actor)
+        self._put(dot, payload)
+        self.ctx.add(dot)
+        delta._put(dot, payload)
+        delta.ctx.add(dot)
+
+    def _remove(self: K, dots: Iterable[Dot], delta: K) -> None:
+        """Remove observed ``dots`` here and record their removal in ``delta``."""
+        for dot in list(dots):
+            self._drop(dot)
+            delta.ctx.add(dot)
+
+    def _replace_all(self: K, actor: str, payload: V) -> K:
+        """Remove every observed dot and store ``payload`` under a new one."""
+        delta = self._delta()
+        self._remove(self.ds, delta)
+        self._mint(actor, payload, delta)
+        return delta
+
+    # ---- store-level contract -------------------------------------------------
+
+    def _join_store(self: K, other: K) -> None:
+        mine, theirs = self.ds, other.ds
+        my_ctx, their_ctx = self.ctx, other.ctx
+        for dot, payload in theirs.items():
+            if dot not in mine and dot not in my_ctx:
+                self._put(dot, payload)
+        if their_ctx.size() < len(mine):
+            removed = [d for d in their_ctx.dots() if d in mine and d not in theirs]
+        else:
+            removed = [d for d in mine if d in their_ctx and d not in theirs]
+        for dot in removed:
+            self._drop(dot)
+
+    def _store_dots(self) -> Iterator[Dot]:
+        return iter(self.ds)
+
+    def _holds(self, dot: Dot) -> bool:
+        return dot in self.ds
+
+    def _store_is_bottom(self) -> bool:
+        return not self.ds
+
+    def _reset_into(self: K, out: DotContext) -> K:
+        delta = type(self)(out)
+        self._remove(self.ds, delta)
+        return delta
+
+    def _copy_store(self: K, ctx: DotContext) -> K:
+        twin = type(self)(ctx)
+        for dot, payload in self.ds.items():
+            twin._put(dot, payload)
+        return twin
+
+    def _decompose_store(self: K) -> list[K]:
+        parts = []
+        for dot, payload in self.ds.items():
+            part = type(self)(DotContext.of([dot]))
+            part._put(dot, payload)
+            parts.append(part)
+        return parts
+
+    def _store_actors(self) -> Iterable[str]:
+        return ()
+
+    def _encode_store(self, w: Writer, index: dict[str, int]) -> None:
+        w.uvarint(len(self.ds))
+        for dot in sorted(self.ds, key=lambda d: (index[d[0]], d[1])):
+            write_dot(w, index, dot)
+            self._encode_payload(w, self.ds[dot])
+
+    @classmethod
+    def _decode_store(cls: type[K], r: Reader, ctx: DotContext, actors: list[str], depth: int) -> K:
+        kernel = cls(ctx)
+        rank = {a: i for i, a in enumerate(actors)}
+        prev: tuple[int, int] | None = None
+        for _ in range(r.count("dot store", 2)):
+            dot = read_dot(r, actors)
+            key = (rank[dot[0]], dot[1])
+            if prev is not None and key <= prev:
+                raise CodecError("dot store entries are not strictly sorted")
+            prev = key
+            kernel._put(dot, cls._decode_payload(r))
+        return kernel
+
+    # ---- payloads -------------------------------------------------------------
+
+    def _encode_payload(self, w: Writer, payload: V) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def _decode_payload(cls, r: Reader) -> V:
+        raise NotImplementedError

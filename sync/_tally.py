@@ -1,0 +1,87 @@
+"""Per-actor running totals with observed-reset bases: the payload of counters.
+
+Each actor only ever raises its own total, so totals join by maximum. A reset
+records, per actor, the total it observed as a *base*; bases also join by maximum.
+An actor contributes ``total - base``: exactly the increments no reset observed.
+Before a reset's own causal past has arrived a base may exceed the total known
+here; the contribution then reads as 0 until the increments catch up.
+"""
+
+from __future__ import annotations
+
+from sync._codec import CodecError, Reader, Writer
+
+
+class Tally:
+    __slots__ = ("bases", "totals")
+
+    def __init__(self) -> None:
+        self.totals: dict[str, int] = {}
+        self.bases: dict[str, int] = {}
+
+    def value(self) -> int:
+        bases = self.bases
+        return sum(max(0, t - bases.get(a, 0)) for a, t in self.totals.items())
+
+    def join(self, other: Tally) -> None:
+        for mine, theirs in ((self.totals, other.totals), (self.bases, other.bases)):
+            for actor, n in theirs.items():
+                if n > mine.get(actor, 0):
+                    mine[actor] = n
+
+    def reset(self) -> Tally:
+        """Set each base to the observed total; return the bases that moved."""
+        delta = Tally()
+        for actor, total in self.totals.items():
+            if total > self.bases.get(actor, 0):
+                self.bases[actor] = total
+                delta.bases[actor] = total
+        return delta
+
+    def is_bottom(self) -> bool:
+        return not self.totals and not self.bases
+
+    def copy(self) -> Tally:
+        twin = Tally()
+        twin.totals = dict(self.totals)
+        twin.bases = dict(self.bases)
+        return twin
+
+    def decompose(self) -> list[Tally]:
+        parts = []
+        for attr in ("totals", "bases"):
+            for actor, n in getattr(self, attr).items():
+                part = Tally()
+                getattr(part, attr)[actor] = n
+                parts.append(part)
+        return parts
+
+    def actors(self) -> set[str]:
+        return set(self.totals) | set(self.bases)
+
+    def encode(self, w: Writer, index: dict[str, int]) -> None:
+        for entries in (self.totals, self.bases):
+            rows = sorted((index[a], n) for a, n in entries.items())
+            w.uvarint(len(rows))
+            for ix, n in rows:
+                w.uvarint(ix)
+                w.uvarint(n)
+
+    @classmethod
+    def decode(cls, r: Reader, actors: list[str]) -> Tally:
+        tally = cls()
+        for entries in (tally.totals, tally.bases):
+            prev = -1
+            for _ in range(r.count("tally", 2)):
+                ix = r.uvarint()
+                if ix >= len(actors) or ix <= prev:
+                    raise CodecError("tally entries are unsorted or name an unknown actor")
+                prev = ix
+                n = r.uvarint()
+                if n == 0 or n >= 1 << 63:
+                    raise CodecError(f"tally entry {n} outside 1 .. 2**63-1")
+                entries[actors[ix]] = n
+        return tally
+
+    def __repr__(self) -> str:
+        return f"Tally(totals={self.totals!r}, bases={self.bases!r})"
