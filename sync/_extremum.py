@@ -19,6 +19,8 @@ MinRegister is the mirror image.
 
 from __future__ import annotations
 
+from typing import Self
+
 from sync._codec import CodecError, Reader, Writer
 from sync._kernel import DotKernel
 from sync._values import Number, check_number, number_order_key
@@ -33,7 +35,7 @@ class _Extremum(DotKernel[Number]):
         value, kind = number_order_key(x)
         return (value * self._SIGN, kind)
 
-    def set(self, actor: str, x: Number) -> _Extremum:
+    def set(self, actor: str, x: Number) -> Self:
         x = check_number(x)
         current = self.value()
         if current is not None and self._key(x) <= self._key(current):

@@ -107,8 +107,12 @@ class ORMap(CRDT):
     def _join_store(self, other: ORMap) -> None:
         for key in self._keys_touched_by(other):
             cls = type_for_tag(key[1])
-            mine = self.entries.get(key) or cls(self.ctx)
-            theirs = other.entries.get(key) or cls(other.ctx)
+            mine = self.entries.get(key)
+            if mine is None:
+                mine = cls(self.ctx)
+            theirs = other.entries.get(key)
+            if theirs is None:
+                theirs = cls(other.ctx)
             mine._join_store(theirs)
             self._store(key, mine)
 
