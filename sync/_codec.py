@@ -118,6 +118,15 @@ class Reader:
         return b
 
     def uvarint(self) -> int:
+        pos = self.pos
+        if pos < self.end:
+            b = self.data[pos]
+            if b < 0x80:  # one-byte varints dominate: take them without the loop
+                self.pos = pos + 1
+                return b
+        return self._long_uvarint()
+
+    def _long_uvarint(self) -> int:
         start = self.pos
         result = shift = 0
         while True:

@@ -29,7 +29,7 @@ class Counter(DotKernel[None]):
         tally = self.tallies[direction]
         total = check_int(tally.totals.get(actor, 0) + n, "counter total")
         delta = self._replace_all(actor, None)
-        if n:
+        if total:  # every delta carries its actor's running total, even for n == 0
             tally.totals[actor] = total
             delta.tallies[direction].totals[actor] = total
         return delta

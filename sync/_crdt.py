@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -183,23 +182,15 @@ def write_dot(w: Writer, index: dict[str, int], dot: Dot) -> None:
     w.uvarint(dot[1])
 
 
-def read_dot(r: Reader, actors: list[str]) -> Dot:
+def read_ranked_dot(r: Reader, actors: list[str]) -> tuple[int, str, int]:
+    """A dot as (actor index, actor, counter): the index orders dots canonically."""
     ix = r.uvarint()
     if ix >= len(actors):
         raise CodecError(f"actor index {ix} outside the table of {len(actors)}")
     n = r.uvarint()
     if n == 0:
         raise CodecError("dot counter 0 (counters start at 1)")
-    return Dot(actors[ix], n)
-
-
-def dot_sort_key(index: dict[str, int]) -> Any:
-    return lambda dot: (index[dot[0]], dot[1])
-
-
-def check_sorted_dot(prev: Dot | None, dot: Dot, actors_ix: dict[str, int]) -> None:
-    if prev is not None and (actors_ix[prev[0]], prev[1]) >= (actors_ix[dot[0]], dot[1]):
-        raise CodecError("dots are not strictly sorted")
+    return ix, actors[ix], n
 
 
 # ---- whole-state encoding ---------------------------------------------------
@@ -279,30 +270,24 @@ def _decode_context(r: Reader, actors: list[str]) -> DotContext:
     vv = VersionVector()
     prev_ix = -1
     for _ in range(r.count("version vector", 2)):
-        dot = read_dot(r, actors)
-        ix = _ix(actors, dot[0])
+        ix, actor, n = read_ranked_dot(r, actors)
         if ix <= prev_ix:
             raise CodecError("version vector entries are not strictly sorted")
         prev_ix = ix
-        vv.advance(dot[0], dot[1])
-    cloud: list[Dot] = []
-    prev: tuple[int, int] | None = None
+        vv.advance(actor, n)
+    cloud: set[Dot] = set()
+    prev = (-1, 0)
     for _ in range(r.count("dot cloud", 2)):
-        dot = read_dot(r, actors)
-        key = (_ix(actors, dot[0]), dot[1])
-        if prev is not None and key <= prev:
+        ix, actor, n = read_ranked_dot(r, actors)
+        if (ix, n) <= prev:
             raise CodecError("dot cloud is not strictly sorted")
-        prev = key
-        if dot[1] <= vv[dot[0]] + 1:
-            raise CodecError(f"dot cloud entry {dot!r} is not compact against the version vector")
-        cloud.append(dot)
+        prev = (ix, n)
+        if n <= vv[actor] + 1:
+            raise CodecError(f"dot cloud entry {Dot(actor, n)!r} is not compact against the vector")
+        cloud.add(Dot(actor, n))
     ctx = DotContext(vv)
-    ctx.cloud = set(cloud)
+    ctx.cloud = cloud
     return ctx
-
-
-def _ix(actors: list[str], actor: str) -> int:
-    return bisect_left(actors, actor)  # actor tables are sorted
 
 
 def _check_decoded(obj: CRDT, actors: list[str]) -> None:

@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 
 from sync._causal import Dot, DotContext
 from sync._codec import CodecError, Reader, Writer
-from sync._crdt import CRDT, read_dot, write_dot
+from sync._crdt import CRDT, read_ranked_dot, write_dot
 
 V = TypeVar("V")
 K = TypeVar("K", bound="DotKernel")  # type: ignore[type-arg]
@@ -119,15 +119,13 @@ class DotKernel(CRDT, Generic[V]):
     @classmethod
     def _decode_store(cls: type[K], r: Reader, ctx: DotContext, actors: list[str], depth: int) -> K:
         kernel = cls(ctx)
-        rank = {a: i for i, a in enumerate(actors)}
-        prev: tuple[int, int] | None = None
+        prev = (-1, 0)
         for _ in range(r.count("dot store", 2)):
-            dot = read_dot(r, actors)
-            key = (rank[dot[0]], dot[1])
-            if prev is not None and key <= prev:
+            ix, actor, n = read_ranked_dot(r, actors)
+            if (ix, n) <= prev:
                 raise CodecError("dot store entries are not strictly sorted")
-            prev = key
-            kernel._put(dot, cls._decode_payload(r))
+            prev = (ix, n)
+            kernel._put(Dot(actor, n), cls._decode_payload(r))
         return kernel
 
     # ---- payloads -------------------------------------------------------------
