@@ -39,6 +39,11 @@ class Counter(DotKernel[None]):
         for mine, theirs in zip(self.tallies, other.tallies, strict=True):
             mine.join(theirs)
 
+    def _novel_store(self, known: Self, out: DotContext) -> Self:
+        part = super()._novel_store(known, out)
+        part.tallies = [t.above(k) for t, k in zip(self.tallies, known.tallies, strict=True)]
+        return part
+
     def _store_is_bottom(self) -> bool:
         return not self.ds and all(t.is_bottom() for t in self.tallies)
 

@@ -98,6 +98,14 @@ class CRDT(ABC):
         """Irreducible parts of the store, each with a context of just its own dots."""
 
     @abstractmethod
+    def _novel_store(self: C, known: C, out: DotContext) -> C:
+        """What of this store ``known`` lacks, bound to ``out``.
+
+        Adds to ``out`` the dots ``known`` stores that this side removed. The
+        caller adds every dot of this context that ``known`` has not seen.
+        """
+
+    @abstractmethod
     def _store_actors(self) -> Iterable[str]:
         """Actors named by the store outside its dots (counter tallies)."""
 
@@ -145,6 +153,22 @@ class CRDT(ABC):
             if dot not in held:
                 parts.append(type(self)(DotContext.of([dot])))
         return parts
+
+    def novel_part(self: C, known: C) -> C:
+        """The part of this state (typically a received delta) that ``known`` lacks.
+
+        ``known.merge(x.novel_part(known))`` has the same effect as ``known.merge(x)``,
+        and the result is bottom when ``x`` adds nothing: the redundant-state removal
+        of Enes et al., "Efficient Synchronization of State-based CRDTs" (ICDE 2019).
+        """
+        if type(known) is not type(self):
+            raise TypeError(f"cannot compare {type(self).__name__} with {type(known).__name__}")
+        out = DotContext()
+        part = self._novel_store(known, out)
+        for dot in self.ctx.dots():
+            if dot not in known.ctx:
+                out.add(dot)
+        return part
 
     def timestamps(self) -> Iterator[Timestamp]:
         """Every HLC timestamp held, for checking a received delta against the local clock."""

@@ -67,17 +67,29 @@ class DotKernel(CRDT, Generic[V]):
     # ---- store-level contract -------------------------------------------------
 
     def _join_store(self: K, other: K) -> None:
-        mine, theirs = self.ds, other.ds
-        my_ctx, their_ctx = self.ctx, other.ctx
-        for dot, payload in theirs.items():
+        mine, my_ctx = self.ds, self.ctx
+        for dot, payload in other.ds.items():
             if dot not in mine and dot not in my_ctx:
                 self._put(dot, payload)
-        if their_ctx.size() < len(mine):
-            removed = [d for d in their_ctx.dots() if d in mine and d not in theirs]
-        else:
-            removed = [d for d in mine if d in their_ctx and d not in theirs]
-        for dot in removed:
+        for dot in other._removed_from(self):
             self._drop(dot)
+
+    def _novel_store(self: K, known: K, out: DotContext) -> K:
+        part = type(self)(out)
+        seen = known.ctx
+        for dot, payload in self.ds.items():
+            if dot not in seen:
+                part._put(dot, payload)
+        for dot in self._removed_from(known):
+            out.add(dot)
+        return part
+
+    def _removed_from(self: K, known: K) -> list[Dot]:
+        """Dots ``known`` stores that this side has seen and no longer stores."""
+        mine, theirs = self.ds, known.ds
+        if self.ctx.size() < len(theirs):
+            return [d for d in self.ctx.dots() if d in theirs and d not in mine]
+        return [d for d in theirs if d in self.ctx and d not in mine]
 
     def _store_dots(self) -> Iterator[Dot]:
         return iter(self.ds)

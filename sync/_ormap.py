@@ -136,6 +136,19 @@ class ORMap(CRDT):
                 return keys | set(self.entries)
         return keys
 
+    def _novel_store(self, known: ORMap, out: DotContext) -> ORMap:
+        part = ORMap(out)
+        for key in known._keys_touched_by(self):
+            cls = type_for_tag(key[1])
+            mine = self.entries.get(key)
+            if mine is None:
+                mine = cls(self.ctx)
+            theirs = known.entries.get(key)
+            if theirs is None:
+                theirs = cls(known.ctx)
+            part._store(key, mine._novel_store(theirs, out))
+        return part
+
     def _store_dots(self) -> Iterator[Dot]:
         return chain.from_iterable(child._store_dots() for child in self.entries.values())
 

@@ -29,6 +29,18 @@ class Tally:
                 if n > mine.get(actor, 0):
                     mine[actor] = n
 
+    def above(self, known: Tally) -> Tally:
+        """The entries of this tally that exceed ``known``'s."""
+        part = Tally()
+        for mine, theirs, out in (
+            (self.totals, known.totals, part.totals),
+            (self.bases, known.bases, part.bases),
+        ):
+            for actor, n in mine.items():
+                if n > theirs.get(actor, 0):
+                    out[actor] = n
+        return part
+
     def reset(self) -> Tally:
         """Set each base to the observed total; return the bases that moved."""
         delta = Tally()

@@ -147,3 +147,20 @@ def test_join_decomposition_rejoins_to_the_original(cls: type[CRDT], data: st.Da
 @type_param
 def test_every_type_has_a_repr_naming_it(cls: type[CRDT]) -> None:
     assert repr(cls()).startswith(cls.__name__)
+
+
+@type_param
+@given(data=st.data())
+def test_novel_part_keeps_exactly_what_the_receiver_lacks(
+    cls: type[CRDT], data: st.DataObject
+) -> None:
+    h = data.draw(histories(cls))
+    known, incoming = some_states(h, data, 2)
+    novel = incoming.novel_part(known)
+    assert joined(known, novel) == joined(known, incoming)
+    assert joined(novel, incoming) == incoming  # nothing invented
+    if joined(known, incoming) == known:
+        assert novel.is_bottom()
+    assert joined(known, incoming).is_bottom() or incoming.novel_part(
+        joined(known, incoming)
+    ).is_bottom()

@@ -1,0 +1,168 @@
+"""Storage: what a replica persists, behind one small interface.
+
+A store holds opaque bytes in four places: the store's *meta* (format version,
+node id, epoch, whether the last shutdown was clean), the *entries* of the
+replicated map (one per key, sorted by key bytes so a prefix is a range), the
+encoded root *context*, the *delta log* (sequence number to encoded delta) and
+the *acks* (peer to the first sequence number it has not acknowledged).
+
+``commit`` applies one ``WriteBatch`` atomically and durably: when it returns,
+everything in the batch survives a crash (kill -9, power loss), and if it raises,
+nothing in the batch was applied. The replica acknowledges a write to its client
+only after the batch holding it has committed.
+
+``MemoryStorage`` is the in-memory double (the simulator and tests use it); the
+LMDB implementation lives in ``sync.adapters.lmdb_storage``. One contract test
+suite runs against both.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+STORE_FORMAT = 1
+
+
+class StorageError(Exception):
+    """The store cannot do what was asked; the message says why and what to do."""
+
+
+class StoreFullError(StorageError):
+    """The store reached its size ceiling: writes are refused, reads and sync go on."""
+
+
+class IncompatibleStoreError(StorageError):
+    """The store was written by a format this build cannot read."""
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    node_id: str
+    epoch: int
+    clean_shutdown: bool = False
+    format_version: int = STORE_FORMAT
+
+    def with_clean_shutdown(self, clean: bool) -> StoreMeta:
+        return replace(self, clean_shutdown=clean)
+
+
+@dataclass
+class WriteBatch:
+    """Everything one commit changes; empty fields change nothing."""
+
+    meta: StoreMeta | None = None
+    entries: dict[bytes, bytes | None] = field(default_factory=dict)  # None deletes
+    context: bytes | None = None
+    log_append: list[tuple[int, bytes]] = field(default_factory=list)
+    log_drop_below: int | None = None  # delete log entries with seq < this
+    acks: dict[str, int] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return (
+            self.meta is None
+            and not self.entries
+            and self.context is None
+            and not self.log_append
+            and self.log_drop_below is None
+            and not self.acks
+        )
+
+    def absorb(self, later: WriteBatch) -> None:
+        """Fold a later batch into this one, so both commit as one (group commit)."""
+        if later.meta is not None:
+            self.meta = later.meta
+        self.entries.update(later.entries)
+        if later.context is not None:
+            self.context = later.context
+        self.log_append.extend(later.log_append)
+        if later.log_drop_below is not None:
+            self.log_drop_below = max(self.log_drop_below or 0, later.log_drop_below)
+        self.acks.update(later.acks)
+
+
+class Storage(ABC):
+    @abstractmethod
+    def meta(self) -> StoreMeta | None:
+        """The store's meta, or None for a store never committed to."""
+
+    @abstractmethod
+    def entries(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Entries whose key starts with ``prefix``, in key order."""
+
+    @abstractmethod
+    def context(self) -> bytes | None: ...
+
+    @abstractmethod
+    def log(self) -> Iterator[tuple[int, bytes]]:
+        """The delta log in sequence order."""
+
+    @abstractmethod
+    def acks(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def commit(self, batch: WriteBatch) -> None:
+        """Apply ``batch`` atomically and durably, or raise and apply nothing."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MemoryStorage(Storage):
+    """The in-memory double: same contract, no durability beyond the process."""
+
+    def __init__(self) -> None:
+        self._meta: StoreMeta | None = None
+        self._entries: dict[bytes, bytes] = {}
+        self._context: bytes | None = None
+        self._log: dict[int, bytes] = {}
+        self._acks: dict[str, int] = {}
+        self.commits = 0
+
+    def meta(self) -> StoreMeta | None:
+        return self._meta
+
+    def entries(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        for key in sorted(k for k in self._entries if k.startswith(prefix)):
+            yield key, self._entries[key]
+
+    def context(self) -> bytes | None:
+        return self._context
+
+    def log(self) -> Iterator[tuple[int, bytes]]:
+        for seq in sorted(self._log):
+            yield seq, self._log[seq]
+
+    def acks(self) -> dict[str, int]:
+        return dict(self._acks)
+
+    def commit(self, batch: WriteBatch) -> None:
+        if batch.meta is not None:
+            self._meta = batch.meta
+        for key, value in batch.entries.items():
+            if value is None:
+                self._entries.pop(key, None)
+            else:
+                self._entries[key] = value
+        if batch.context is not None:
+            self._context = batch.context
+        for seq, raw in batch.log_append:
+            self._log[seq] = raw
+        if batch.log_drop_below is not None:
+            for seq in [s for s in self._log if s < batch.log_drop_below]:
+                del self._log[seq]
+        self._acks.update(batch.acks)
+        self.commits += 1
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"MemoryStorage(entries={len(self._entries)}, log={len(self._log)})"
