@@ -21,6 +21,7 @@ from sync._extremum import MaxRegister, MinRegister
 from sync._gcounter import GCounter
 from sync._hlc import ClockSkewError, HybridLogicalClock, Timestamp
 from sync._kernel import DotKernel
+from sync._keyspace import Keyspace
 from sync._lwwregister import LWWRegister
 from sync._mvregister import MVRegister
 from sync._ormap import ORMap
@@ -40,6 +41,7 @@ __all__ = [
     "EWFlag",
     "GCounter",
     "HybridLogicalClock",
+    "Keyspace",
     "LWWRegister",
     "MVRegister",
     "MaxRegister",

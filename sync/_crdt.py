@@ -236,9 +236,14 @@ def encode(obj: CRDT) -> bytes:
     w.uvarint(len(actors))
     for actor in actors:
         w.text(actor)
+    encode_body(w, index, obj)
+    return w.getvalue()
+
+
+def encode_body(w: Writer, index: dict[str, int], obj: CRDT) -> None:
+    """Context and store, against an actor table the caller wrote."""
     _encode_context(w, index, obj.ctx)
     obj._encode_store(w, index)
-    return w.getvalue()
 
 
 def _encode_context(w: Writer, index: dict[str, int], ctx: DotContext) -> None:
@@ -269,13 +274,21 @@ def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> CRDT:
         )
     cls = type_for_tag(r.u8())
     actors = _decode_actor_table(r)
+    obj = decode_body(r, cls, actors)
+    r.expect_end()
+    if _collect_actors(obj) != actors:
+        raise CodecError("actor table names actors the state does not use")
+    return obj
+
+
+def decode_body(r: Reader, cls: type[C], actors: list[str]) -> C:
+    """Context and store of a ``cls``, checked, against an already-read actor table."""
     ctx = _decode_context(r, actors)
     try:
         obj = cls._decode_store(r, ctx, actors, 0)
     except RecursionError:
         raise CodecError("encoding nested too deeply") from None
-    r.expect_end()
-    _check_decoded(obj, actors)
+    _check_dots(obj)
     return obj
 
 
@@ -314,7 +327,7 @@ def _decode_context(r: Reader, actors: list[str]) -> DotContext:
     return ctx
 
 
-def _check_decoded(obj: CRDT, actors: list[str]) -> None:
+def _check_dots(obj: CRDT) -> None:
     seen: set[Dot] = set()
     for dot in obj._store_dots():
         if dot not in obj.ctx:
@@ -322,8 +335,6 @@ def _check_decoded(obj: CRDT, actors: list[str]) -> None:
         if dot in seen:
             raise CodecError(f"dot {dot!r} is stored twice")
         seen.add(dot)
-    if _collect_actors(obj) != actors:
-        raise CodecError("actor table names actors the state does not use")
 
 
 def digest(obj: CRDT) -> str:

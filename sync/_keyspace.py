@@ -1,0 +1,270 @@
+"""Keyspace: a replica's whole state, one independent CRDT per key.
+
+A key is ``(path, type)``: a ``/``-separated path and a CRDT type, so two replicas
+that concurrently create ``"x"`` as a set and as a counter create two keys.
+
+Unlike ``ORMap``, whose nested values share one dot context, every key here keeps
+its *own* context (as Riak KV keeps a clock per object). That is what makes the
+keyspace divisible: the part under a prefix, or in a key range, is itself a valid
+state. Link policies filter deltas by prefix, digests cover a prefix, and catch-up
+reconciles key ranges, all without the lie a shared context would tell (a dot of
+a filtered-out key would read as a removal).
+
+Removing a key resets its value (an observed-reset, see each type) and keeps the
+key's context as a *tombstone*, so stale copies of the key cannot come back. A
+tombstone is a few bytes per removed key; collecting them once every replica has
+seen the removal is future work. Dot counters are per key and per actor, so a
+key's context stays a compact version vector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from sync._causal import DotContext
+from sync._codec import DEFAULT_MAX_SIZE, CodecError, Reader, Writer
+from sync._crdt import CRDT, decode_body, encode_body, type_for_tag
+from sync._hlc import Timestamp
+
+T = TypeVar("T", bound=CRDT)
+Key = tuple[str, int]  # (path, type tag)
+
+KEYSPACE_FORMAT = 1
+MAX_PATH_BYTES = 1024
+
+
+def check_path(path: str) -> str:
+    if not isinstance(path, str):
+        raise TypeError(f"key paths are str, not {type(path).__name__}")
+    size = len(path.encode("utf-8"))
+    if not 0 < size <= MAX_PATH_BYTES:
+        raise ValueError(f"key path must be 1 to {MAX_PATH_BYTES} bytes of UTF-8, got {size}")
+    if "\x00" in path:
+        raise ValueError("key paths cannot contain NUL")
+    return path
+
+
+def storage_key(key: Key) -> bytes:
+    """Bytes that sort like the key and make a path prefix a byte prefix."""
+    return key[0].encode("utf-8") + b"\x00" + bytes([key[1]])
+
+
+def parse_storage_key(raw: bytes) -> Key:
+    path, sep, tag = raw.rpartition(b"\x00")
+    if not sep or len(tag) != 1:
+        raise CodecError(f"malformed storage key {raw[:40]!r}")
+    try:
+        return (path.decode("utf-8"), tag[0])
+    except UnicodeDecodeError:
+        raise CodecError("storage key path is not UTF-8") from None
+
+
+class Keyspace:
+    """Sorted keys, each an independent CRDT with its own dot context."""
+
+    def __init__(self) -> None:
+        self.entries: dict[Key, CRDT] = {}
+
+    # ---- reads ---------------------------------------------------------------
+
+    def get(self, path: str, cls: type[T]) -> T | None:
+        child = self.entries.get((path, cls.TYPE_TAG))
+        if child is None or not child.is_present():
+            return None
+        assert isinstance(child, cls)
+        return child
+
+    def types_at(self, path: str) -> list[CRDT]:
+        """Every present value at ``path``, one per type, in type-tag order."""
+        found = [(key[1], c) for key, c in self.entries.items() if key[0] == path]
+        return [c for _, c in sorted(found, key=lambda kc: kc[0]) if c.is_present()]
+
+    def keys(self, prefix: str = "") -> list[tuple[str, type[CRDT]]]:
+        return [
+            (path, type_for_tag(tag))
+            for (path, tag) in sorted(self.entries)
+            if path.startswith(prefix) and self.entries[(path, tag)].is_present()
+        ]
+
+    def value(self, prefix: str = "") -> dict[tuple[str, str], Any]:
+        return {
+            (path, cls.TYPE_NAME): self.entries[(path, cls.TYPE_TAG)].value()
+            for path, cls in self.keys(prefix)
+        }
+
+    def __len__(self) -> int:
+        return sum(1 for c in self.entries.values() if c.is_present())
+
+    # ---- mutators --------------------------------------------------------------
+
+    def apply(self, path: str, cls: type[T], mutate: Callable[[T], T]) -> Keyspace:
+        """Run a mutator of ``cls`` on the value at ``(path, cls)``; return the delta."""
+        key = (check_path(path), cls.TYPE_TAG)
+        child = self.entries.get(key)
+        if child is None:
+            child = cls()
+        assert isinstance(child, cls)
+        child_delta = mutate(child)
+        self._store(key, child)
+        delta = Keyspace()
+        delta._store(key, child_delta)
+        return delta
+
+    def remove(self, path: str, cls: type[CRDT]) -> Keyspace:
+        """Observed-remove of ``(path, cls)``; the key's context stays as a tombstone."""
+        delta = Keyspace()
+        child = self.entries.get((path, cls.TYPE_TAG))
+        if child is not None:
+            delta._store((path, cls.TYPE_TAG), child.reset())
+        return delta
+
+    def _store(self, key: Key, child: CRDT) -> None:
+        if child.is_bottom():
+            self.entries.pop(key, None)
+        else:
+            self.entries[key] = child
+
+    # ---- lattice ---------------------------------------------------------------
+
+    def merge(self, other: Keyspace) -> list[Key]:
+        """Join ``other`` in; return the keys it touched (the ones to persist)."""
+        for key, theirs in other.entries.items():
+            mine = self.entries.get(key)
+            if mine is None:
+                self.entries[key] = theirs.copy()
+            else:
+                mine.merge(theirs)
+        return list(other.entries)
+
+    def novel_part(self, known: Keyspace) -> Keyspace:
+        """What of this keyspace (a received delta) ``known`` lacks, key by key."""
+        out = Keyspace()
+        for key, mine in self.entries.items():
+            theirs = known.entries.get(key)
+            out._store(key, mine.copy() if theirs is None else mine.novel_part(theirs))
+        return out
+
+    def filtered(self, admit: Callable[[str], bool]) -> Keyspace:
+        """The sub-keyspace whose paths ``admit`` accepts (a valid state by itself)."""
+        out = Keyspace()
+        out.entries = {k: c for k, c in self.entries.items() if admit(k[0])}
+        return out
+
+    def copy(self) -> Keyspace:
+        out = Keyspace()
+        out.entries = {k: c.copy() for k, c in self.entries.items()}
+        return out
+
+    def is_bottom(self) -> bool:
+        return not self.entries
+
+    def timestamps(self) -> Iterator[Timestamp]:
+        for child in self.entries.values():
+            yield from child.timestamps()
+
+    def actor_progress(self) -> dict[str, int]:
+        """Per actor, how many of its events this keyspace has seen (over all keys)."""
+        totals: dict[str, int] = {}
+        for child in self.entries.values():
+            for actor, n in _events_per_actor(child.ctx).items():
+                totals[actor] = totals.get(actor, 0) + n
+        return dict(sorted(totals.items()))
+
+    # ---- encoding --------------------------------------------------------------
+
+    def encode(self) -> bytes:
+        """Canonical bytes: format, shared actor table, then (path, tag, context, store)*."""
+        actors = sorted(set().union(*(_actors(c) for c in self.entries.values())))
+        index = {a: i for i, a in enumerate(actors)}
+        w = Writer()
+        w.u8(KEYSPACE_FORMAT)
+        w.uvarint(len(actors))
+        for actor in actors:
+            w.text(actor)
+        w.uvarint(len(self.entries))
+        for key in sorted(self.entries):
+            w.text(key[0])
+            w.u8(key[1])
+            encode_body(w, index, self.entries[key])
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Keyspace:
+        if len(data) > max_size:
+            raise CodecError(f"keyspace of {len(data)} bytes exceeds the {max_size}-byte limit")
+        r = Reader(bytes(data))
+        version = r.u8()
+        if version != KEYSPACE_FORMAT:
+            raise CodecError(
+                f"unsupported keyspace format {version}; this build reads {KEYSPACE_FORMAT}"
+            )
+        actors = _read_actor_table(r)
+        out = cls()
+        prev: Key | None = None
+        for _ in range(r.count("keyspace", 4)):
+            key = (check_decoded_path(r.text()), r.u8())
+            if prev is not None and key <= prev:
+                raise CodecError("keyspace keys are not strictly sorted")
+            prev = key
+            child = decode_body(r, type_for_tag(key[1]), actors)
+            if child.is_bottom():
+                raise CodecError(f"keyspace entry {key[0]!r} holds nothing (not canonical)")
+            out.entries[key] = child
+        r.expect_end()
+        used = set().union(*(_actors(c) for c in out.entries.values()))
+        if used != set(actors):
+            raise CodecError("actor table names actors the keyspace does not use")
+        return out
+
+    def digest(self, prefix: str = "") -> str:
+        """Hex SHA-256 over the keys under ``prefix``: equal digests, equal state."""
+        h = hashlib.sha256()
+        for key in sorted(k for k in self.entries if k[0].startswith(prefix)):
+            h.update(entry_digest(key, self.entries[key]))
+        return h.hexdigest()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Keyspace) and self.encode() == other.encode()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{p!r}: {self.entries[(p, c.TYPE_TAG)]!r}" for p, c in self.keys())
+        return f"Keyspace({{{shown}}})"
+
+
+def entry_digest(key: Key, child: CRDT) -> bytes:
+    """A key's own fingerprint: its identity and its canonical standalone encoding."""
+    return hashlib.sha256(storage_key(key) + b"\x00" + child.encode()).digest()
+
+
+def check_decoded_path(path: str) -> str:
+    try:
+        return check_path(path)
+    except ValueError as exc:
+        raise CodecError(str(exc)) from None
+
+
+def _events_per_actor(ctx: DotContext) -> dict[str, int]:
+    out = dict(ctx.vv.items())
+    for dot in ctx.cloud:
+        out[dot.actor] = out.get(dot.actor, 0) + 1
+    return out
+
+
+def _actors(child: CRDT) -> set[str]:
+    found = child.ctx.actors()
+    found.update(child._store_actors())
+    return found
+
+
+def _read_actor_table(r: Reader) -> list[str]:
+    actors: list[str] = []
+    for _ in range(r.count("actor table")):
+        actor = r.text()
+        if actors and actor <= actors[-1]:
+            raise CodecError("actor table is not strictly sorted")
+        actors.append(actor)
+    return actors

@@ -1,0 +1,112 @@
+"""The replica's keyspace: per-key CRDTs, divisible by prefix, canonical as a whole."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sync import AWSet, CodecError, GCounter, Keyspace, LWWRegister, PNCounter, Timestamp
+
+from crdt_histories import ACTORS, OPS
+
+PATHS = ("a", "a/b", "a/c", "b", "local/x")
+TYPES = sorted(OPS, key=lambda c: c.TYPE_TAG)
+
+
+@st.composite
+def keyspace_history(draw: st.DrawFn) -> tuple[list[Keyspace], list[Keyspace]]:
+    replicas = [Keyspace() for _ in ACTORS]
+    deltas: list[Keyspace] = []
+    for _ in range(draw(st.integers(0, 30))):
+        i = draw(st.integers(0, len(ACTORS) - 1))
+        path = draw(st.sampled_from(PATHS))
+        cls = draw(st.sampled_from(TYPES))
+        choice = draw(st.integers(0, 5))
+        if choice == 0:
+            replicas[i].merge(replicas[draw(st.integers(0, len(ACTORS) - 1))].copy())
+        elif choice == 1:
+            deltas.append(replicas[i].remove(path, cls))
+        else:
+            op = draw(st.sampled_from(OPS[cls]))
+            x = draw(st.integers(0, 11))
+            mutate = lambda c, op=op, x=x, a=ACTORS[i]: op(c, a, x)  # noqa: E731
+            deltas.append(replicas[i].apply(path, cls, mutate))
+    return replicas, deltas
+
+
+def join(*spaces: Keyspace) -> Keyspace:
+    out = Keyspace()
+    for s in spaces:
+        out.merge(s.copy())
+    return out
+
+
+@given(keyspace_history(), st.integers(0, 2**32))
+def test_keyspace_laws(history: tuple[list[Keyspace], list[Keyspace]], seed: int) -> None:
+    replicas, deltas = history
+    a, b, c = replicas
+    assert join(a, b) == join(b, a)
+    assert join(join(a, b), c) == join(a, join(b, c))
+    assert join(a, a) == a
+    shuffled = deltas + deltas[: len(deltas) // 2]
+    random.Random(seed).shuffle(shuffled)
+    assert join(*shuffled) == join(*replicas)
+    for space in [*replicas, *deltas]:
+        raw = space.encode()
+        assert Keyspace.decode(raw).encode() == raw
+    novel = b.novel_part(a)
+    assert join(a, novel) == join(a, b)
+
+
+@given(keyspace_history())
+def test_prefix_digests_and_filtering_agree(history: tuple[list[Keyspace], list[Keyspace]]) -> None:
+    replicas, _ = history
+    for prefix in ("", "a", "a/", "local/"):
+        x, y = (r.filtered(lambda p, prefix=prefix: p.startswith(prefix)) for r in replicas[:2])
+        same = x == y
+        assert same == (replicas[0].digest(prefix) == replicas[1].digest(prefix))
+
+
+def test_removed_key_keeps_a_tombstone_so_stale_copies_cannot_return() -> None:
+    a, b = Keyspace(), Keyspace()
+    b.merge(a.apply("alerts", AWSet, lambda s: s.add("n1", "pump")))
+    stale = b.copy()
+    a.remove("alerts", AWSet)
+    a.merge(stale)
+    assert a.get("alerts", AWSet) is None and a.keys() == []
+    assert ("alerts", AWSet.TYPE_TAG) in a.entries  # the tombstone
+
+
+def test_same_path_two_types_are_two_keys() -> None:
+    k = Keyspace()
+    k.apply("x", PNCounter, lambda c: c.increment("n", 2))
+    k.apply("x", LWWRegister, lambda r: r.set("n", "hi", Timestamp(1)))
+    assert [c.value() for c in k.types_at("x")] == [2, "hi"]
+    assert k.value() == {("x", "PNCounter"): 2, ("x", "LWWRegister"): "hi"}
+
+
+def test_actor_progress_counts_events_over_all_keys() -> None:
+    k = Keyspace()
+    for path in ("p", "q", "q"):
+        k.apply(path, GCounter, lambda c: c.increment("n@1", 1))
+    assert k.actor_progress() == {"n@1": 3}
+
+
+@pytest.mark.parametrize("path", ["", "x" * 1025, "bad\x00path"])
+def test_bad_paths_are_refused(path: str) -> None:
+    with pytest.raises(ValueError):
+        Keyspace().apply(path, GCounter, lambda c: c.increment("n", 1))
+
+
+def test_malformed_keyspace_bytes_are_refused() -> None:
+    k = Keyspace()
+    k.apply("a", GCounter, lambda c: c.increment("n", 1))
+    raw = k.encode()
+    for cut in range(len(raw)):
+        with pytest.raises(CodecError):
+            Keyspace.decode(raw[:cut])
+    with pytest.raises(CodecError, match="exceeds"):
+        Keyspace.decode(raw, max_size=3)
