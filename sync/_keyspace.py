@@ -32,7 +32,7 @@ T = TypeVar("T", bound=CRDT)
 Key = tuple[str, int]  # (path, type tag)
 
 KEYSPACE_FORMAT = 1
-MAX_PATH_BYTES = 1024
+MAX_PATH_BYTES = 500  # storage keys (path, NUL, tag) must fit LMDB's 511-byte keys
 
 
 def check_path(path: str) -> str:

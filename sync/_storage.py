@@ -21,6 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Self
 
 STORE_FORMAT = 1
 
@@ -89,7 +90,11 @@ class Storage(ABC):
 
     @abstractmethod
     def entries(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """Entries whose key starts with ``prefix``, in key order."""
+        """Entries whose key starts with ``prefix``, in key order.
+
+        Consume the iterator before committing again: a scan interleaved with
+        commits may or may not see them.
+        """
 
     @abstractmethod
     def context(self) -> bytes | None: ...
@@ -103,12 +108,17 @@ class Storage(ABC):
 
     @abstractmethod
     def commit(self, batch: WriteBatch) -> None:
-        """Apply ``batch`` atomically and durably, or raise and apply nothing."""
+        """Apply ``batch`` atomically and durably, or raise and apply nothing.
+
+        Within a batch, log appends happen before ``log_drop_below``. Sequence numbers
+        and acks are in 0 .. 2**64-1 and only grow, so absorbing a later batch into an
+        earlier one commits the same thing as committing both in order.
+        """
 
     @abstractmethod
     def close(self) -> None: ...
 
-    def __enter__(self) -> Storage:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -130,8 +140,8 @@ class MemoryStorage(Storage):
         return self._meta
 
     def entries(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        for key in sorted(k for k in self._entries if k.startswith(prefix)):
-            yield key, self._entries[key]
+        rows = sorted((k, v) for k, v in self._entries.items() if k.startswith(prefix))
+        yield from rows
 
     def context(self) -> bytes | None:
         return self._context
@@ -144,6 +154,8 @@ class MemoryStorage(Storage):
         return dict(self._acks)
 
     def commit(self, batch: WriteBatch) -> None:
+        if batch.is_empty():
+            return
         if batch.meta is not None:
             self._meta = batch.meta
         for key, value in batch.entries.items():
