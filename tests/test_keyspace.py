@@ -65,6 +65,7 @@ def test_keyspace_laws(history: tuple[list[Keyspace], list[Keyspace]], seed: int
 def test_prefix_digests_and_filtering_agree(history: tuple[list[Keyspace], list[Keyspace]]) -> None:
     replicas, _ = history
     for prefix in ("", "a", "a/", "local/"):
+
         def under(path: str, prefix: str = prefix) -> bool:
             return path.startswith(prefix)
 

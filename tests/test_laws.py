@@ -161,6 +161,7 @@ def test_novel_part_keeps_exactly_what_the_receiver_lacks(
     assert joined(novel, incoming) == incoming  # nothing invented
     if joined(known, incoming) == known:
         assert novel.is_bottom()
-    assert joined(known, incoming).is_bottom() or incoming.novel_part(
-        joined(known, incoming)
-    ).is_bottom()
+    assert (
+        joined(known, incoming).is_bottom()
+        or incoming.novel_part(joined(known, incoming)).is_bottom()
+    )

@@ -1,0 +1,196 @@
+"""Delta propagation policy: what each peer is sent, when, and when to forget it.
+
+This is Algorithm 2 of Almeida, Shoker and Baquero, "Delta State Replicated Data
+Types" (JPDC 2018), with the two refinements of Enes et al., "Efficient
+Synchronization of State-based CRDTs" (ICDE 2019):
+
+- Every delta this replica makes or receives (reduced to its novel part, see
+  ``Keyspace.novel_part``) is appended to a log under a sequence number.
+- A peer is sent *delta intervals*: the join of log entries ``[start, end)``, up to
+  a byte budget. Entries that came from that very peer are left out (no
+  back-propagation), and so are keys its push policy excludes.
+- A peer acknowledges an interval by its ``(start, end)``. Its *acked* point is the
+  end of the longest acknowledged prefix; an interval not acknowledged in time is
+  sent again, so loss and reordering cost time, never state.
+- An entry is collected once every known peer's acked point has passed it. A peer
+  whose needed entries were collected anyway (the log hit its size bound) must
+  catch up another way; ``needs_catch_up`` says so.
+
+The policy does no I/O and reads no clock: ``now`` is a parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from sync._keyspace import Keyspace
+
+
+@dataclass
+class LogEntry:
+    seq: int
+    delta: Keyspace
+    origin: str | None  # the peer it came from; None for local updates
+    size: int  # encoded bytes, for budgets and the log bound
+    only_for: str | None = None  # a catch-up chunk meant for one peer
+
+
+@dataclass
+class Interval:
+    start: int
+    end: int
+    delta: Keyspace  # may be bottom when every entry was filtered out
+
+    def __repr__(self) -> str:
+        return f"Interval([{self.start}, {self.end}), keys={len(self.delta.entries)})"
+
+
+@dataclass
+class PeerProgress:
+    acked: int  # the peer has acknowledged every entry below this
+    sent: int  # entries below this have been sent (acked <= sent)
+    inflight: dict[tuple[int, int], int] = field(default_factory=dict)  # interval -> sent at
+    done: set[tuple[int, int]] = field(default_factory=set)  # acked, beyond ``acked``
+
+
+class DeltaLog:
+    """The delta buffer with per-peer progress."""
+
+    def __init__(
+        self,
+        next_seq: int = 1,
+        max_entries: int = 100_000,
+        max_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.next_seq = next_seq
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.entries: dict[int, LogEntry] = {}
+        self.peers: dict[str, PeerProgress] = {}
+        self.bytes = 0
+
+    # ---- the log ------------------------------------------------------------------
+
+    def append(self, delta: Keyspace, origin: str | None, size: int) -> LogEntry:
+        entry = LogEntry(self.next_seq, delta, origin, size)
+        self.entries[entry.seq] = entry
+        self.next_seq += 1
+        self.bytes += size
+        return entry
+
+    def first_seq(self) -> int:
+        """The lowest sequence number still held (``next_seq`` when empty)."""
+        return next(iter(self.entries), self.next_seq)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    # ---- peers ----------------------------------------------------------------------
+
+    def track(self, peer: str, acked: int) -> PeerProgress:
+        """Start (or resume) tracking ``peer``, who has everything below ``acked``."""
+        progress = self.peers.get(peer)
+        if progress is None:
+            progress = PeerProgress(acked=acked, sent=acked)
+            self.peers[peer] = progress
+        return progress
+
+    def forget(self, peer: str) -> None:
+        """Stop waiting for ``peer``: it will need a catch-up if it ever returns."""
+        self.peers.pop(peer, None)
+
+    def needs_catch_up(self, peer: str) -> bool:
+        progress = self.peers.get(peer)
+        return progress is not None and progress.acked < self.first_seq()
+
+    def reset_sent(self, peer: str) -> None:
+        """A link came back: whatever was in flight is presumed lost."""
+        progress = self.peers[peer]
+        progress.inflight.clear()
+        progress.sent = progress.acked
+
+    def next_interval(
+        self, peer: str, budget: int, admit: Callable[[str], bool], now: int
+    ) -> Interval | None:
+        """The next interval to send ``peer``, or None when it is up to date."""
+        progress = self.peers[peer]
+        if progress.sent >= self.next_seq or self.needs_catch_up(peer):
+            return None
+        start = max(progress.sent, self.first_seq())
+        delta = Keyspace()
+        end, used = start, 0
+        for entry in self._from(start):
+            if used and used + entry.size > budget:
+                break
+            # Never send a peer what came from it, nor another peer's catch-up.
+            if entry.origin != peer and entry.only_for in (None, peer):
+                delta.merge(entry.delta.filtered(admit))
+            used += entry.size
+            end = entry.seq + 1
+        progress.sent = end
+        progress.inflight[(start, end)] = now
+        return Interval(start, end, delta)
+
+    def _from(self, start: int) -> Iterator[LogEntry]:
+        for seq in range(start, self.next_seq):
+            entry = self.entries.get(seq)
+            if entry is not None:
+                yield entry
+
+    def acknowledge(self, peer: str, start: int, end: int) -> bool:
+        """Record an ack; return True if the peer's acked point moved."""
+        progress = self.peers.get(peer)
+        if progress is None or end <= progress.acked:
+            return False
+        progress.inflight.pop((start, end), None)
+        progress.done.add((start, end))
+        moved = False
+        while True:
+            nxt = next((iv for iv in progress.done if iv[0] <= progress.acked), None)
+            if nxt is None:
+                break
+            progress.done.discard(nxt)
+            if nxt[1] > progress.acked:
+                progress.acked = nxt[1]
+                moved = True
+        progress.sent = max(progress.sent, progress.acked)
+        return moved
+
+    def retransmit_due(self, now: int, timeout: int) -> list[str]:
+        """Peers with an interval unacknowledged for ``timeout``: rewind them to resend."""
+        due = []
+        for peer, progress in self.peers.items():
+            if any(now - sent_at >= timeout for sent_at in progress.inflight.values()):
+                progress.inflight.clear()
+                progress.done.clear()
+                progress.sent = progress.acked
+                due.append(peer)
+        return due
+
+    # ---- collection -------------------------------------------------------------------
+
+    def over_bounds(self) -> bool:
+        return len(self.entries) > self.max_entries or self.bytes > self.max_bytes
+
+    def collect(self) -> int:
+        """Drop entries every peer has acknowledged, and the oldest past the bounds.
+
+        Returns the new first sequence number: entries below it are gone.
+        """
+        floor = min((p.acked for p in self.peers.values()), default=self.next_seq)
+        for seq in [s for s in self.entries if s < floor]:
+            self._drop(seq)
+        while self.entries and self.over_bounds():
+            self._drop(next(iter(self.entries)))
+        return self.first_seq()
+
+    def _drop(self, seq: int) -> None:
+        entry = self.entries.pop(seq)
+        self.bytes -= entry.size
+
+    def __repr__(self) -> str:
+        return (
+            f"DeltaLog(entries={len(self.entries)}, next_seq={self.next_seq}, "
+            f"peers={ {p: (s.acked, s.sent) for p, s in self.peers.items()} })"
+        )

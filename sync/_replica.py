@@ -1,0 +1,374 @@
+"""The replica state machine, in the sans-IO style of etcd's raft.
+
+Inputs go in (a local update, bytes from a peer, a tick, a link coming up or
+going down); out comes a ``Ready``: a ``WriteBatch`` to persist and messages to
+send. The driver (a daemon, the simulator, the embedding API) must commit the
+batch *before* it sends the messages or acknowledges the update to its client:
+that ordering is what makes an acknowledged write durable, and a sent delta one
+that survives a crash of its sender.
+
+The replica reads no clock and draws no random numbers of its own: ``clock``
+(milliseconds) and ``new_epoch`` (a source of fresh 64-bit epochs) are parameters,
+so the simulator replays a run exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sync._codec import CodecError, Reader, Writer
+from sync._crdt import CRDT, decode
+from sync._hlc import DEFAULT_MAX_AHEAD_MS, HybridLogicalClock
+from sync._keyspace import Key, Keyspace, parse_storage_key, storage_key
+from sync._messages import (
+    DEFAULT_MAX_MESSAGE,
+    Ack,
+    Deltas,
+    Hello,
+    Message,
+    ProtocolError,
+    decode_message,
+    encode_message,
+)
+from sync._policy import EVERYTHING, LinkPolicy
+from sync._propagation import DeltaLog
+from sync._storage import Storage, StorageError, StoreMeta, WriteBatch
+
+T = TypeVar("T", bound=CRDT)
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    batch_bytes: int = 256 * 1024  # delta interval budget, below the message limit
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE
+    window: int = 8  # intervals in flight per peer
+    retransmit_ms: int = 2_000
+    max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS
+    log_max_entries: int = 100_000
+    log_max_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass
+class Ready:
+    """What the driver must do: persist ``batch``, then send ``messages``."""
+
+    batch: WriteBatch = field(default_factory=WriteBatch)
+    messages: list[tuple[str, bytes]] = field(default_factory=list)  # (link, encoded)
+
+    def absorb(self, later: Ready) -> None:
+        self.batch.absorb(later.batch)
+        self.messages.extend(later.messages)
+
+    def is_empty(self) -> bool:
+        return self.batch.is_empty() and not self.messages
+
+
+@dataclass
+class Link:
+    policy: LinkPolicy
+    remote: str | None = None  # the peer's actor, once its Hello arrived
+    hello_sent_at: int = 0
+
+
+def actor_name(node_id: str, epoch: int) -> str:
+    return f"{node_id}@{epoch:016x}"
+
+
+class Replica:
+    def __init__(
+        self,
+        node_id: str,
+        epoch: int,
+        clock: Callable[[], int],
+        new_epoch: Callable[[], int],
+        config: ReplicaConfig | None = None,
+    ) -> None:
+        if not node_id or "@" in node_id or any(c.isspace() for c in node_id):
+            raise ValueError(f"node id {node_id!r} must be non-empty, without '@' or spaces")
+        self.node_id = node_id
+        self.epoch = epoch
+        self.config = config or ReplicaConfig()
+        self.clock = clock
+        self.new_epoch = new_epoch
+        self.hlc = HybridLogicalClock(clock, self.config.max_ahead_ms)
+        self.keyspace = Keyspace()
+        self.log = DeltaLog(
+            max_entries=self.config.log_max_entries, max_bytes=self.config.log_max_bytes
+        )
+        self.links: dict[str, Link] = {}
+        self.acked_at_open: dict[str, int] = {}
+
+    @property
+    def actor(self) -> str:
+        return actor_name(self.node_id, self.epoch)
+
+    # ---- opening ------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        storage: Storage,
+        node_id: str,
+        clock: Callable[[], int],
+        new_epoch: Callable[[], int],
+        config: ReplicaConfig | None = None,
+    ) -> tuple[Replica, Ready]:
+        """Load a replica from ``storage``; the Ready marks the store as in use."""
+        meta = storage.meta()
+        if meta is not None and meta.node_id != node_id:
+            raise StorageError(
+                f"this store belongs to node {meta.node_id!r}, not {node_id!r}; "
+                "use that id or another data directory"
+            )
+        epoch = new_epoch() if meta is None else meta.epoch
+        replica = cls(node_id, epoch, clock, new_epoch, config)
+        replica._load(storage)
+        ready = Ready()
+        ready.batch.meta = StoreMeta(node_id, epoch, clean_shutdown=False)
+        return replica, ready
+
+    def _load(self, storage: Storage) -> None:
+        for raw_key, raw_value in storage.entries():
+            key = parse_storage_key(raw_key)
+            child = decode(raw_value)
+            if key[1] != child.TYPE_TAG:
+                raise CodecError(f"stored entry {key[0]!r} has the wrong type")
+            self.keyspace.entries[key] = child
+        last = 0
+        for seq, record in storage.log():
+            origin, payload = decode_log_record(record)
+            self.log.next_seq = seq
+            self.log.append(Keyspace.decode(payload), origin, len(payload))
+            last = seq
+        self.acked_at_open = storage.acks()
+        self.log.next_seq = max(last + 1, max(self.acked_at_open.values(), default=1), 1)
+        for peer, acked in self.acked_at_open.items():
+            self.log.track(peer, acked)
+
+    def close(self) -> Ready:
+        """The batch that records a clean shutdown."""
+        ready = Ready()
+        ready.batch.meta = StoreMeta(self.node_id, self.epoch, clean_shutdown=True)
+        return ready
+
+    # ---- local updates -------------------------------------------------------------
+
+    def update(self, path: str, cls: type[T], mutate: Callable[[T], T]) -> Ready:
+        """Apply a mutator of ``cls`` at ``path``; persist the Ready before acknowledging."""
+        return self._record(self.keyspace.apply(path, cls, mutate), origin=None)
+
+    def remove(self, path: str, cls: type[CRDT]) -> Ready:
+        return self._record(self.keyspace.remove(path, cls), origin=None)
+
+    def _record(self, delta: Keyspace, origin: str | None) -> Ready:
+        ready = Ready()
+        if delta.is_bottom():
+            return ready
+        payload = delta.encode()
+        entry = self.log.append(delta, origin, len(payload))
+        ready.batch.log_append.append((entry.seq, encode_log_record(origin, payload)))
+        for key in delta.entries:
+            ready.batch.entries[storage_key(key)] = self.keyspace.entries[key].encode()
+        if self.log.over_bounds():
+            ready.batch.log_drop_below = self.log.collect()
+        ready.absorb(self._pump())
+        return ready
+
+    # ---- links -------------------------------------------------------------------------
+
+    def connect(self, link: str, policy: LinkPolicy = EVERYTHING) -> Ready:
+        """A link came up: introduce ourselves. Deltas flow once the peer's Hello arrives."""
+        self.links[link] = Link(policy)
+        return self._hello(link)
+
+    def _hello(self, link: str) -> Ready:
+        state = self.links[link]
+        state.hello_sent_at = self.clock()
+        progress = self.keyspace.actor_progress()
+        hello = Hello(self.node_id, self.epoch, progress, knows_you=state.remote is not None)
+        return Ready(messages=[(link, encode_message(hello))])
+
+    def disconnect(self, link: str) -> None:
+        """A link went down. Its peer stays tracked, so the log waits for it."""
+        gone = self.links.pop(link, None)
+        if gone is not None and gone.remote is not None and gone.remote in self.log.peers:
+            self.log.reset_sent(gone.remote)
+
+    # ---- receiving -----------------------------------------------------------------------
+
+    def receive(self, link: str, raw: bytes) -> Ready:
+        """Handle bytes from ``link``. Bad input raises ``ProtocolError`` and changes nothing."""
+        if link not in self.links:
+            raise ProtocolError(f"message on unknown link {link!r}")
+        msg = decode_message(raw, self.config.max_message_bytes)
+        return self._handle(link, msg)
+
+    def _handle(self, link: str, msg: Message) -> Ready:
+        if isinstance(msg, Hello):
+            return self._on_hello(link, msg)
+        remote = self.links[link].remote
+        if remote is None:
+            raise ProtocolError(f"{type(msg).__name__} before Hello on link {link!r}")
+        if isinstance(msg, Deltas):
+            return self._on_deltas(link, remote, msg)
+        return self._on_ack(remote, msg)
+
+    def _on_hello(self, link: str, hello: Hello) -> Ready:
+        ready = Ready()
+        if hello.progress.get(self.actor, 0) > self.keyspace.actor_progress().get(self.actor, 0):
+            # Our store is behind what a peer saw of us (wiped or restored): our next
+            # dots would repeat ones it holds. A fresh epoch makes them new (kv679).
+            self.epoch = self.new_epoch()
+            ready.batch.meta = StoreMeta(self.node_id, self.epoch, clean_shutdown=False)
+        remote = actor_name(hello.node_id, hello.epoch)
+        state = self.links[link]
+        if state.remote is not None and state.remote != remote:
+            self.log.forget(state.remote)  # the peer restarted with a new epoch
+        state.remote = remote
+        known = remote in self.log.peers
+        self.log.track(remote, self.acked_at_open.get(remote, 1))
+        if known:
+            self.log.reset_sent(remote)
+        if not hello.knows_you:  # it has not heard from us (our Hello may be lost)
+            ready.absorb(self._hello(link))
+        ready.absorb(self._pump())
+        return ready
+
+    def _on_deltas(self, link: str, remote: str, msg: Deltas) -> Ready:
+        try:
+            incoming = Keyspace.decode(msg.payload, self.config.max_message_bytes)
+        except CodecError as exc:
+            raise ProtocolError(f"malformed delta payload from {remote}: {exc}") from None
+        admitted = incoming.filtered(self.links[link].policy.may_pull)
+        self.hlc.witness_all(admitted.timestamps())  # refuses far-future clocks, changes nothing
+        novel = admitted.novel_part(self.keyspace)
+        self.keyspace.merge(novel)
+        ready = self._record(novel, origin=remote)
+        ready.messages.append((link, encode_message(Ack(msg.start, msg.end))))
+        return ready
+
+    def _on_ack(self, remote: str, ack: Ack) -> Ready:
+        ready = Ready()
+        if self.log.acknowledge(remote, ack.start, ack.end):
+            ready.batch.acks[remote] = self.log.peers[remote].acked
+            ready.batch.log_drop_below = self.log.collect()
+        ready.absorb(self._pump())
+        return ready
+
+    # ---- time -------------------------------------------------------------------------------
+
+    def tick(self) -> Ready:
+        """Resend what is overdue (Hellos, unacknowledged intervals), send what is pending."""
+        now = self.clock()
+        ready = Ready()
+        for link, state in self.links.items():
+            if state.remote is None and now - state.hello_sent_at >= self.config.retransmit_ms:
+                ready.absorb(self._hello(link))
+        self.log.retransmit_due(now, self.config.retransmit_ms)
+        ready.absorb(self._pump())
+        return ready
+
+    # ---- sending ---------------------------------------------------------------------------
+
+    def _pump(self) -> Ready:
+        """Fill every live link's window with intervals from the log."""
+        ready = Ready()
+        now = self.clock()
+        for link, state in self.links.items():
+            remote = state.remote
+            if remote is None:
+                continue
+            if self.log.needs_catch_up(remote):
+                ready.absorb(self._snapshot_for(remote))
+            progress = self.log.peers[remote]
+            while len(progress.inflight) < self.config.window:
+                interval = self.log.next_interval(
+                    remote, self.config.batch_bytes, state.policy.may_push, now
+                )
+                if interval is None:
+                    break
+                if interval.delta.is_bottom():  # everything filtered: nothing to say
+                    self.log.acknowledge(remote, interval.start, interval.end)
+                    continue
+                msg = Deltas(interval.start, interval.end, interval.delta.encode())
+                ready.messages.append((link, encode_message(msg)))
+        return ready
+
+    def _snapshot_for(self, remote: str) -> Ready:
+        """Catch a peer up whose needed deltas were collected: log the whole state,
+        in chunks under the interval budget, visible to that peer only."""
+        ready = Ready()
+        first = self.log.next_seq
+        chunk = Keyspace()
+        size = 0
+        for key in sorted(self.keyspace.entries):
+            child = self.keyspace.entries[key]
+            encoded = len(child.encode()) + len(key[0]) + 2
+            if size and size + encoded > self.config.batch_bytes:
+                ready.absorb(self._log_chunk(chunk, remote))
+                chunk, size = Keyspace(), 0
+            chunk.entries[key] = child.copy()
+            size += encoded
+        ready.absorb(self._log_chunk(chunk, remote))
+        self.log.peers[remote].acked = self.log.peers[remote].sent = first
+        self.log.peers[remote].inflight.clear()
+        return ready
+
+    def _log_chunk(self, chunk: Keyspace, remote: str) -> Ready:
+        ready = Ready()
+        payload = chunk.encode()
+        entry = self.log.append(chunk, None, len(payload))
+        entry.only_for = remote
+        ready.batch.log_append.append((entry.seq, encode_log_record(None, payload, remote)))
+        return ready
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    def get(self, path: str, cls: type[T]) -> T | None:
+        return self.keyspace.get(path, cls)
+
+    def status(self, prefix: str = "") -> dict[str, object]:
+        return {
+            "id": self.node_id,
+            "epoch": f"{self.epoch:016x}",
+            "actor": self.actor,
+            "version_vector": self.keyspace.actor_progress(),
+            "digest": self.keyspace.digest(prefix),
+            "keys": len(self.keyspace),
+            "log_entries": len(self.log),
+            "peers": {
+                link: {"remote": s.remote, "lag": self._lag(s.remote)}
+                for link, s in sorted(self.links.items())
+            },
+        }
+
+    def _lag(self, remote: str | None) -> int | None:
+        if remote is None or remote not in self.log.peers:
+            return None
+        return self.log.next_seq - self.log.peers[remote].acked
+
+    def __repr__(self) -> str:
+        return f"Replica({self.actor!r}, keys={len(self.keyspace)}, log={len(self.log)})"
+
+
+def encode_log_record(origin: str | None, payload: bytes, only_for: str | None = None) -> bytes:
+    w = Writer()
+    w.text(origin or "")
+    w.text(only_for or "")
+    w.blob(payload)
+    return w.getvalue()
+
+
+def decode_log_record(record: bytes) -> tuple[str | None, bytes]:
+    r = Reader(record)
+    origin = r.text()
+    r.text()  # only_for: a snapshot chunk for one peer; after a restart, that peer re-syncs
+    payload = r.blob()
+    r.expect_end()
+    return origin or None, payload
+
+
+def key_of(raw: bytes) -> Key:
+    return parse_storage_key(raw)
