@@ -1,0 +1,156 @@
+"""Crash durability and amnesia, with real processes and real LMDB directories."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sync import LWWRegister, PNCounter
+from sync._memnet import MemoryNetwork
+from sync.adapters.embedded import open_replica
+from sync.adapters.lmdb_storage import LMDBStorage
+
+WRITER = Path(__file__).with_name("crash_writer.py")
+TOTAL = 10_000
+KILL_POINTS = [37, 611, 2_500, 5_003, 8_999]  # acknowledgements seen before SIGKILL
+
+
+def run_until_killed(directory: Path, kill_after: int) -> set[int]:
+    """Start the writer, SIGKILL it after ``kill_after`` acks; return every ack it printed."""
+    child = subprocess.Popen(
+        [sys.executable, str(WRITER), str(directory), str(TOTAL)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    acked: set[int] = set()
+    for line in child.stdout:
+        if line.strip().isdigit():
+            acked.add(int(line))
+        if len(acked) >= kill_after:
+            child.send_signal(signal.SIGKILL)
+            break
+    rest, _ = child.communicate(timeout=60)
+    acked |= {int(x) for x in rest.split() if x.isdigit()}  # acks printed before death
+    assert child.returncode == -signal.SIGKILL, "the writer finished before the kill point"
+    return acked
+
+
+@pytest.mark.parametrize("kill_after", KILL_POINTS)
+def test_every_acknowledged_write_survives_sigkill(tmp_path: Path, kill_after: int) -> None:
+    acked = run_until_killed(tmp_path, kill_after)
+    with open_replica(tmp_path, "crash-node") as r:
+        present = {int(p.split("/")[1]) for p, _ in r.keys("w/")}
+        assert acked <= present, f"lost acknowledged writes: {sorted(acked - present)[:10]}"
+        counted = r.value("acked")
+        assert counted >= len(acked)  # every acknowledged increment is there
+        for i in random.Random(kill_after).sample(sorted(acked), min(50, len(acked))):
+            assert r.value(f"w/{i:05d}") == i
+
+
+def test_crash_then_reopen_keeps_the_epoch_and_keeps_writing(tmp_path: Path) -> None:
+    run_until_killed(tmp_path, 200)
+    with open_replica(tmp_path, "crash-node") as r:
+        epoch = r.status()["epoch"]
+        r.counter("after").increment()
+    with open_replica(tmp_path, "crash-node") as r:
+        assert r.status()["epoch"] == epoch and r.value("after") == 1
+
+
+# ---- amnesia: a node whose store was wiped or rolled back -----------------------------
+
+
+def cluster(tmp_path: Path) -> MemoryNetwork:
+    net = MemoryNetwork(random.Random(11))
+    for name in ("a", "b", "c"):
+        net.add(name, storage=LMDBStorage(tmp_path / name))
+    for x, y in (("a", "b"), ("a", "c"), ("b", "c")):
+        net.link(x, y)
+    net.run()
+    return net
+
+
+def write(net: MemoryNetwork, name: str, path: str, value: object) -> None:
+    r = net.nodes[name].replica
+    ts = r.hlc.now()
+    net.deliver_ready(name, r.update(path, LWWRegister, lambda g: g.set(r.actor, value, ts)))
+
+
+def bump(net: MemoryNetwork, name: str, path: str, n: int) -> None:
+    r = net.nodes[name].replica
+    net.deliver_ready(name, r.update(path, PNCounter, lambda c: c.increment(r.actor, n)))
+
+
+def restart(net: MemoryNetwork, tmp_path: Path, name: str, prepare: object = None) -> None:
+    """Stop ``name`` (its links drop), let ``prepare`` touch its directory, start it again."""
+    for peer in net.nodes:
+        if peer != name:
+            net.nodes[peer].replica.disconnect(name)
+    net.pending = [m for m in net.pending if name not in m[:2]]
+    net.nodes.pop(name).storage.close()
+    if callable(prepare):
+        prepare()
+    net.add(name, storage=LMDBStorage(tmp_path / name))
+
+
+def relink(net: MemoryNetwork, name: str) -> None:
+    for peer in list(net.nodes):
+        if peer != name:
+            net.link(name, peer)
+    net.run()
+
+
+def test_wiped_store_takes_a_new_epoch_and_loses_no_later_write(tmp_path: Path) -> None:
+    net = cluster(tmp_path)
+    for i in range(5):
+        write(net, "a", "config", f"v{i}")
+        bump(net, "a", "count", 1)
+    net.run()
+    old = net.nodes["a"].replica.actor
+    restart(net, tmp_path, "a", prepare=lambda: shutil.rmtree(tmp_path / "a"))
+    assert net.nodes["a"].replica.actor != old
+    write(net, "a", "config", "after-wipe")  # written before it meets any peer
+    bump(net, "a", "count", 10)
+    relink(net, "a")
+    for name in ("a", "b", "c"):
+        r = net.nodes[name].replica
+        assert r.get("config", LWWRegister).value() == "after-wipe"  # type: ignore[union-attr]
+        assert r.get("count", PNCounter).value() == 15  # type: ignore[union-attr]
+    assert len(set(net.digests().values())) == 1
+
+
+def test_restored_older_copy_takes_a_new_epoch_once_peers_show_it_is_behind(
+    tmp_path: Path,
+) -> None:
+    net = cluster(tmp_path)
+    write(net, "a", "config", "v1")
+    net.run()
+    restart(net, tmp_path, "a", prepare=lambda: shutil.copytree(tmp_path / "a", tmp_path / "old"))
+    relink(net, "a")
+    for i in range(2, 6):
+        write(net, "a", "config", f"v{i}")
+        bump(net, "a", "count", 1)
+    net.run()
+    old_actor = net.nodes["a"].replica.actor
+
+    def restore() -> None:
+        shutil.rmtree(tmp_path / "a")
+        shutil.copytree(tmp_path / "old", tmp_path / "a")
+
+    restart(net, tmp_path, "a", prepare=restore)
+    relink(net, "a")
+    assert net.nodes["a"].replica.actor != old_actor  # peers had seen more of it
+    write(net, "a", "config", "after-restore")
+    bump(net, "a", "count", 10)
+    net.run()
+    for name in ("a", "b", "c"):
+        r = net.nodes[name].replica
+        assert r.get("config", LWWRegister).value() == "after-restore"  # type: ignore[union-attr]
+        assert r.get("count", PNCounter).value() == 14  # type: ignore[union-attr]
+    assert len(set(net.digests().values())) == 1
