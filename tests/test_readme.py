@@ -13,3 +13,15 @@ def test_readme_python_example_runs() -> None:
     assert blocks, "the README should show how to embed the core"
     for block in blocks:
         exec(compile(block, str(README), "exec"), {})
+
+
+def test_embedding_example_runs_and_converges() -> None:
+    import subprocess
+    import sys
+
+    example = README.parent / "docs" / "examples" / "embed.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "digests equal: True" in done.stdout
