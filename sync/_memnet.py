@@ -70,15 +70,17 @@ class MemoryNetwork:
         self, name: str, storage: Storage | None = None, config: ReplicaConfig | None = None
     ) -> Replica:
         storage = storage if storage is not None else MemoryStorage()
-        replica, ready = Replica.open(storage, name, self.clock, self.new_epoch, config)
+        replica = Replica.open(storage, name, self.clock, self.new_epoch, config)
         self.nodes[name] = Node(replica, storage)
-        self.deliver_ready(name, ready)
+        self.flush(name)
         return replica
 
     def link(self, a: str, b: str, policy_a: LinkPolicy = EVERYTHING,
              policy_b: LinkPolicy = EVERYTHING) -> None:  # fmt: skip
-        self.deliver_ready(a, self.nodes[a].replica.connect(b, policy_a))
-        self.deliver_ready(b, self.nodes[b].replica.connect(a, policy_b))
+        self.nodes[a].replica.connect(b, policy_a)
+        self.flush(a)
+        self.nodes[b].replica.connect(a, policy_b)
+        self.flush(b)
 
     def partition(self, a: str, b: str) -> None:
         """Cut the link both ways; messages in flight between them are lost."""
@@ -93,8 +95,12 @@ class MemoryNetwork:
 
     # ---- driving -------------------------------------------------------------------
 
+    def flush(self, name: str) -> None:
+        """Play the driver for ``name``: take its ready(), commit, then send."""
+        self.deliver_ready(name, self.nodes[name].replica.ready())
+
     def deliver_ready(self, name: str, ready: Ready) -> None:
-        """Play the driver: commit first, then let the messages go."""
+        """Commit first, then let the messages go."""
         self.nodes[name].storage.commit(ready.batch)
         for to, data in ready.messages:
             self._send(name, to, data)
@@ -117,17 +123,18 @@ class MemoryNetwork:
         src, dst, data = self.pending.pop(i)
         self.stats.delivered += 1
         try:
-            ready = self.nodes[dst].replica.receive(src, data)
+            self.nodes[dst].replica.receive(src, data)
         except ProtocolError as exc:  # a real driver logs it and keeps serving
             self.stats.rejected.append(f"{dst} <- {src}: {exc}")
             return True
-        self.deliver_ready(dst, ready)
+        self.flush(dst)
         return True
 
     def tick(self, ms: int = 100) -> None:
         self.now += ms
         for name, node in self.nodes.items():
-            self.deliver_ready(name, node.replica.tick())
+            node.replica.tick()
+            self.flush(name)
 
     def run(self, max_steps: int = 1_000_000, tick_every: int = 50) -> int:
         """Deliver and tick until nothing is pending or in flight; return steps taken."""

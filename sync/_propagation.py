@@ -52,6 +52,7 @@ class PeerProgress:
     sent: int  # entries below this have been sent (acked <= sent)
     inflight: dict[tuple[int, int], int] = field(default_factory=dict)  # interval -> sent at
     done: set[tuple[int, int]] = field(default_factory=set)  # acked, beyond ``acked``
+    behind: bool = False  # the size bound dropped an entry it had not acknowledged
 
 
 class DeltaLog:
@@ -81,7 +82,7 @@ class DeltaLog:
 
     def first_seq(self) -> int:
         """The lowest sequence number still held (``next_seq`` when empty)."""
-        return next(iter(self.entries), self.next_seq)
+        return min(self.entries, default=self.next_seq)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -102,7 +103,15 @@ class DeltaLog:
 
     def needs_catch_up(self, peer: str) -> bool:
         progress = self.peers.get(peer)
-        return progress is not None and progress.acked < self.first_seq()
+        return progress is not None and (progress.behind or progress.acked < self.first_seq())
+
+    def caught_up_from(self, peer: str, seq: int) -> None:
+        """``peer`` is being sent the whole state as of ``seq``: resume from there."""
+        progress = self.peers[peer]
+        progress.acked = progress.sent = seq
+        progress.behind = False
+        progress.inflight.clear()
+        progress.done.clear()
 
     def reset_sent(self, peer: str) -> None:
         """A link came back: whatever was in flight is presumed lost."""
@@ -141,8 +150,8 @@ class DeltaLog:
     def acknowledge(self, peer: str, start: int, end: int) -> bool:
         """Record an ack; return True if the peer's acked point moved."""
         progress = self.peers.get(peer)
-        if progress is None or end <= progress.acked:
-            return False
+        if progress is None or end <= progress.acked or end > self.next_seq:
+            return False  # unknown, old, or past anything ever logged: ignore
         progress.inflight.pop((start, end), None)
         progress.done.add((start, end))
         moved = False
@@ -155,6 +164,8 @@ class DeltaLog:
                 progress.acked = nxt[1]
                 moved = True
         progress.sent = max(progress.sent, progress.acked)
+        for stale in [iv for iv in progress.inflight if iv[1] <= progress.acked]:
+            del progress.inflight[stale]  # covered by a wider ack: no longer in flight
         return moved
 
     def retransmit_due(self, now: int, timeout: int) -> list[str]:
@@ -181,8 +192,16 @@ class DeltaLog:
         floor = min((p.acked for p in self.peers.values()), default=self.next_seq)
         for seq in [s for s in self.entries if s < floor]:
             self._drop(seq)
-        while self.entries and self.over_bounds():
-            self._drop(next(iter(self.entries)))
+        # Past the bounds, drop the oldest entries, but never a catch-up chunk still
+        # on its way: dropping it would only start the same catch-up again.
+        while self.over_bounds():
+            oldest = next((e for e in self.entries.values() if e.only_for is None), None)
+            if oldest is None:
+                break
+            self._drop(oldest.seq)
+            for progress in self.peers.values():
+                if progress.acked <= oldest.seq:
+                    progress.behind = True
         return self.first_seq()
 
     def _drop(self, seq: int) -> None:

@@ -1,11 +1,14 @@
 """The replica state machine, in the sans-IO style of etcd's raft.
 
 Inputs go in (a local update, bytes from a peer, a tick, a link coming up or
-going down); out comes a ``Ready``: a ``WriteBatch`` to persist and messages to
-send. The driver (a daemon, the simulator, the embedding API) must commit the
-batch *before* it sends the messages or acknowledges the update to its client:
-that ordering is what makes an acknowledged write durable, and a sent delta one
-that survives a crash of its sender.
+going down) and change the replica in memory; ``ready()`` then hands out
+everything they call for: a ``WriteBatch`` to persist and messages to send. The
+driver (a daemon, the simulator, the embedding API) must commit the batch
+*before* it sends the messages or acknowledges the updates to their clients: that
+ordering is what makes an acknowledged write durable, and a sent delta one that
+survives a crash of its sender. Calling ``ready()`` once for many inputs is how
+writes share a commit: all local deltas since the last ``ready()`` become one log
+entry, and each key touched is encoded once.
 
 The replica reads no clock and draws no random numbers of its own: ``clock``
 (milliseconds) and ``new_epoch`` (a source of fresh 64-bit epochs) are parameters,
@@ -27,7 +30,6 @@ from sync._messages import (
     Ack,
     Deltas,
     Hello,
-    Message,
     ProtocolError,
     decode_message,
     encode_message,
@@ -99,6 +101,11 @@ class Replica:
         )
         self.links: dict[str, Link] = {}
         self.acked_at_open: dict[str, int] = {}
+        # What the inputs since the last ready() call for:
+        self._pending: dict[str | None, Keyspace] = {}  # origin -> joined deltas
+        self._dirty: set[Key] = set()
+        self._outbox: list[tuple[str, bytes]] = []
+        self._batch = WriteBatch()
 
     @property
     def actor(self) -> str:
@@ -114,8 +121,8 @@ class Replica:
         clock: Callable[[], int],
         new_epoch: Callable[[], int],
         config: ReplicaConfig | None = None,
-    ) -> tuple[Replica, Ready]:
-        """Load a replica from ``storage``; the Ready marks the store as in use."""
+    ) -> Replica:
+        """Load a replica from ``storage``; its first ``ready()`` marks the store in use."""
         meta = storage.meta()
         if meta is not None and meta.node_id != node_id:
             raise StorageError(
@@ -125,9 +132,8 @@ class Replica:
         epoch = new_epoch() if meta is None else meta.epoch
         replica = cls(node_id, epoch, clock, new_epoch, config)
         replica._load(storage)
-        ready = Ready()
-        ready.batch.meta = StoreMeta(node_id, epoch, clean_shutdown=False)
-        return replica, ready
+        replica._batch.meta = StoreMeta(node_id, epoch, clean_shutdown=False)
+        return replica
 
     def _load(self, storage: Storage) -> None:
         for raw_key, raw_value in storage.entries():
@@ -148,47 +154,70 @@ class Replica:
             self.log.track(peer, acked)
 
     def close(self) -> Ready:
-        """The batch that records a clean shutdown."""
-        ready = Ready()
-        ready.batch.meta = StoreMeta(self.node_id, self.epoch, clean_shutdown=True)
-        return ready
+        """The last ``ready()``, recording a clean shutdown."""
+        self._batch.meta = StoreMeta(self.node_id, self.epoch, clean_shutdown=True)
+        return self.ready()
 
     # ---- local updates -------------------------------------------------------------
 
-    def update(self, path: str, cls: type[T], mutate: Callable[[T], T]) -> Ready:
-        """Apply a mutator of ``cls`` at ``path``; persist the Ready before acknowledging."""
-        return self._record(self.keyspace.apply(path, cls, mutate), origin=None)
+    def update(self, path: str, cls: type[T], mutate: Callable[[T], T]) -> Keyspace:
+        """Apply a mutator of ``cls`` at ``path``; return the delta.
 
-    def remove(self, path: str, cls: type[CRDT]) -> Ready:
-        return self._record(self.keyspace.remove(path, cls), origin=None)
+        The update is durable only once the batch of the next ``ready()`` is committed.
+        """
+        delta = self.keyspace.apply(path, cls, mutate)
+        self._note(delta, origin=None)
+        return delta
 
-    def _record(self, delta: Keyspace, origin: str | None) -> Ready:
-        ready = Ready()
+    def remove(self, path: str, cls: type[CRDT]) -> Keyspace:
+        delta = self.keyspace.remove(path, cls)
+        self._note(delta, origin=None)
+        return delta
+
+    def _note(self, delta: Keyspace, origin: str | None) -> None:
+        """Remember a delta already applied to the keyspace, for the next ready()."""
         if delta.is_bottom():
-            return ready
-        payload = delta.encode()
-        entry = self.log.append(delta, origin, len(payload))
-        ready.batch.log_append.append((entry.seq, encode_log_record(origin, payload)))
-        for key in delta.entries:
-            ready.batch.entries[storage_key(key)] = self.keyspace.entries[key].encode()
+            return
+        self._pending.setdefault(origin, Keyspace()).merge(delta)  # merge copies
+        self._dirty.update(delta.entries)
+
+    # ---- the output --------------------------------------------------------------
+
+    def ready(self) -> Ready:
+        """Everything the inputs since the last call require: persist, then send."""
+        batch, self._batch = self._batch, WriteBatch()
+        for origin, delta in self._pending.items():
+            payload = delta.encode()
+            entry = self.log.append(delta, origin, len(payload))
+            batch.log_append.append((entry.seq, encode_log_record(origin, payload)))
+        self._pending.clear()
+        entries = self.keyspace.entries
+        for key in self._dirty:
+            child = entries.get(key)
+            batch.entries[storage_key(key)] = None if child is None else child.encode()
+        self._dirty.clear()
         if self.log.over_bounds():
-            ready.batch.log_drop_below = self.log.collect()
-        ready.absorb(self._pump())
+            batch.log_drop_below = self.log.collect()
+        ready = Ready(batch, [])
+        self._pump(ready)
+        ready.batch.absorb(self._batch)  # acks and collection the pump itself caused
+        self._batch = WriteBatch()
+        ready.messages[:0], self._outbox = self._outbox, []
         return ready
 
     # ---- links -------------------------------------------------------------------------
 
-    def connect(self, link: str, policy: LinkPolicy = EVERYTHING) -> Ready:
+    def connect(self, link: str, policy: LinkPolicy = EVERYTHING) -> None:
         """A link came up: introduce ourselves. Deltas flow once the peer's Hello arrives."""
         self.links[link] = Link(policy)
-        return self._hello(link)
+        self._hello(link)
 
-    def _hello(self, link: str) -> Ready:
+    def _hello(self, link: str) -> None:
         state = self.links[link]
         state.hello_sent_at = self.clock()
         progress = self.keyspace.actor_progress()
         hello = Hello(self.node_id, self.epoch, progress, knows_you=state.remote is not None)
-        return Ready(messages=[(link, encode_message(hello))])
+        self._outbox.append((link, encode_message(hello)))
 
     def disconnect(self, link: str) -> None:
         """A link went down. Its peer stays tracked, so the log waits for it."""
@@ -198,30 +227,28 @@ class Replica:
 
     # ---- receiving -----------------------------------------------------------------------
 
-    def receive(self, link: str, raw: bytes) -> Ready:
+    def receive(self, link: str, raw: bytes) -> None:
         """Handle bytes from ``link``. Bad input raises ``ProtocolError`` and changes nothing."""
         if link not in self.links:
             raise ProtocolError(f"message on unknown link {link!r}")
         msg = decode_message(raw, self.config.max_message_bytes)
-        return self._handle(link, msg)
-
-    def _handle(self, link: str, msg: Message) -> Ready:
         if isinstance(msg, Hello):
-            return self._on_hello(link, msg)
+            self._on_hello(link, msg)
+            return
         remote = self.links[link].remote
         if remote is None:
             raise ProtocolError(f"{type(msg).__name__} before Hello on link {link!r}")
         if isinstance(msg, Deltas):
-            return self._on_deltas(link, remote, msg)
-        return self._on_ack(remote, msg)
+            self._on_deltas(link, remote, msg)
+        else:
+            self._on_ack(remote, msg)
 
-    def _on_hello(self, link: str, hello: Hello) -> Ready:
-        ready = Ready()
+    def _on_hello(self, link: str, hello: Hello) -> None:
         if hello.progress.get(self.actor, 0) > self.keyspace.actor_progress().get(self.actor, 0):
             # Our store is behind what a peer saw of us (wiped or restored): our next
             # dots would repeat ones it holds. A fresh epoch makes them new (kv679).
             self.epoch = self.new_epoch()
-            ready.batch.meta = StoreMeta(self.node_id, self.epoch, clean_shutdown=False)
+            self._batch.meta = StoreMeta(self.node_id, self.epoch, clean_shutdown=False)
         remote = actor_name(hello.node_id, hello.epoch)
         state = self.links[link]
         if state.remote is not None and state.remote != remote:
@@ -232,11 +259,9 @@ class Replica:
         if known:
             self.log.reset_sent(remote)
         if not hello.knows_you:  # it has not heard from us (our Hello may be lost)
-            ready.absorb(self._hello(link))
-        ready.absorb(self._pump())
-        return ready
+            self._hello(link)
 
-    def _on_deltas(self, link: str, remote: str, msg: Deltas) -> Ready:
+    def _on_deltas(self, link: str, remote: str, msg: Deltas) -> None:
         try:
             incoming = Keyspace.decode(msg.payload, self.config.max_message_bytes)
         except CodecError as exc:
@@ -245,43 +270,43 @@ class Replica:
         self.hlc.witness_all(admitted.timestamps())  # refuses far-future clocks, changes nothing
         novel = admitted.novel_part(self.keyspace)
         self.keyspace.merge(novel)
-        ready = self._record(novel, origin=remote)
-        ready.messages.append((link, encode_message(Ack(msg.start, msg.end))))
-        return ready
+        self._note(novel, origin=remote)
+        self._outbox.append((link, encode_message(Ack(msg.start, msg.end))))
 
-    def _on_ack(self, remote: str, ack: Ack) -> Ready:
-        ready = Ready()
-        if self.log.acknowledge(remote, ack.start, ack.end):
-            ready.batch.acks[remote] = self.log.peers[remote].acked
-            ready.batch.log_drop_below = self.log.collect()
-        ready.absorb(self._pump())
-        return ready
+    def _on_ack(self, remote: str, ack: Ack) -> None:
+        if ack.end > self.log.next_seq:
+            raise ProtocolError(
+                f"ack [{ack.start}, {ack.end}) from {remote} is past the log "
+                f"(next {self.log.next_seq})"
+            )
+        self._acknowledged(remote, ack.start, ack.end)
+
+    def _acknowledged(self, remote: str, start: int, end: int) -> None:
+        if self.log.acknowledge(remote, start, end):
+            self._batch.acks[remote] = self.log.peers[remote].acked
+            self._batch.log_drop_below = self.log.collect()
 
     # ---- time -------------------------------------------------------------------------------
 
-    def tick(self) -> Ready:
-        """Resend what is overdue (Hellos, unacknowledged intervals), send what is pending."""
+    def tick(self) -> None:
+        """Mark overdue Hellos and unacknowledged intervals for resending."""
         now = self.clock()
-        ready = Ready()
         for link, state in self.links.items():
             if state.remote is None and now - state.hello_sent_at >= self.config.retransmit_ms:
-                ready.absorb(self._hello(link))
+                self._hello(link)
         self.log.retransmit_due(now, self.config.retransmit_ms)
-        ready.absorb(self._pump())
-        return ready
 
     # ---- sending ---------------------------------------------------------------------------
 
-    def _pump(self) -> Ready:
+    def _pump(self, ready: Ready) -> None:
         """Fill every live link's window with intervals from the log."""
-        ready = Ready()
         now = self.clock()
         for link, state in self.links.items():
             remote = state.remote
             if remote is None:
                 continue
             if self.log.needs_catch_up(remote):
-                ready.absorb(self._snapshot_for(remote))
+                self._snapshot_for(remote, ready.batch)
             progress = self.log.peers[remote]
             while len(progress.inflight) < self.config.window:
                 interval = self.log.next_interval(
@@ -290,16 +315,14 @@ class Replica:
                 if interval is None:
                     break
                 if interval.delta.is_bottom():  # everything filtered: nothing to say
-                    self.log.acknowledge(remote, interval.start, interval.end)
+                    self._acknowledged(remote, interval.start, interval.end)
                     continue
                 msg = Deltas(interval.start, interval.end, interval.delta.encode())
                 ready.messages.append((link, encode_message(msg)))
-        return ready
 
-    def _snapshot_for(self, remote: str) -> Ready:
+    def _snapshot_for(self, remote: str, batch: WriteBatch) -> None:
         """Catch a peer up whose needed deltas were collected: log the whole state,
         in chunks under the interval budget, visible to that peer only."""
-        ready = Ready()
         first = self.log.next_seq
         chunk = Keyspace()
         size = 0
@@ -307,22 +330,18 @@ class Replica:
             child = self.keyspace.entries[key]
             encoded = len(child.encode()) + len(key[0]) + 2
             if size and size + encoded > self.config.batch_bytes:
-                ready.absorb(self._log_chunk(chunk, remote))
+                self._log_chunk(chunk, remote, batch)
                 chunk, size = Keyspace(), 0
             chunk.entries[key] = child.copy()
             size += encoded
-        ready.absorb(self._log_chunk(chunk, remote))
-        self.log.peers[remote].acked = self.log.peers[remote].sent = first
-        self.log.peers[remote].inflight.clear()
-        return ready
+        self._log_chunk(chunk, remote, batch)
+        self.log.caught_up_from(remote, first)
 
-    def _log_chunk(self, chunk: Keyspace, remote: str) -> Ready:
-        ready = Ready()
+    def _log_chunk(self, chunk: Keyspace, remote: str, batch: WriteBatch) -> None:
         payload = chunk.encode()
         entry = self.log.append(chunk, None, len(payload))
         entry.only_for = remote
-        ready.batch.log_append.append((entry.seq, encode_log_record(None, payload, remote)))
-        return ready
+        batch.log_append.append((entry.seq, encode_log_record(None, payload, remote)))
 
     # ---- reads -----------------------------------------------------------------------------
 
@@ -368,7 +387,3 @@ def decode_log_record(record: bytes) -> tuple[str | None, bytes]:
     payload = r.blob()
     r.expect_end()
     return origin or None, payload
-
-
-def key_of(raw: bytes) -> Key:
-    return parse_storage_key(raw)

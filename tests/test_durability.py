@@ -79,12 +79,14 @@ def cluster(tmp_path: Path) -> MemoryNetwork:
 def write(net: MemoryNetwork, name: str, path: str, value: object) -> None:
     r = net.nodes[name].replica
     ts = r.hlc.now()
-    net.deliver_ready(name, r.update(path, LWWRegister, lambda g: g.set(r.actor, value, ts)))
+    r.update(path, LWWRegister, lambda g: g.set(r.actor, value, ts))
+    net.flush(name)
 
 
 def bump(net: MemoryNetwork, name: str, path: str, n: int) -> None:
     r = net.nodes[name].replica
-    net.deliver_ready(name, r.update(path, PNCounter, lambda c: c.increment(r.actor, n)))
+    r.update(path, PNCounter, lambda c: c.increment(r.actor, n))
+    net.flush(name)
 
 
 def restart(net: MemoryNetwork, tmp_path: Path, name: str, prepare: object = None) -> None:

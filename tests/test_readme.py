@@ -21,7 +21,7 @@ def test_embedding_example_runs_and_converges() -> None:
 
     example = README.parent / "docs" / "examples" / "embed.py"
     done = subprocess.run(
-        [sys.executable, str(example)], capture_output=True, text=True, timeout=60
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
     assert "digests equal: True" in done.stdout

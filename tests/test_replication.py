@@ -37,7 +37,8 @@ def random_writes(net: MemoryNetwork, rng: random.Random, n: int) -> dict[str, i
         cls, mutate = random_op(r, rng, i)
         if cls is PNCounter:
             expected[path] = expected.get(path, 0) + i % 3 + 1
-        net.deliver_ready(name, r.update(path, cls, mutate))
+        r.update(path, cls, mutate)
+        net.flush(name)
         if rng.random() < 0.3:
             for _ in range(rng.randrange(5)):
                 net.step()
@@ -98,8 +99,10 @@ def test_no_back_propagation_and_local_keys_stay_home() -> None:
     net.link("a", "b")
     net.run()
     a = net.nodes["a"].replica
-    net.deliver_ready("a", a.update("local/raw", GCounter, lambda c: c.increment(a.actor, 5)))
-    net.deliver_ready("a", a.update("shared", GCounter, lambda c: c.increment(a.actor, 1)))
+    a.update("local/raw", GCounter, lambda c: c.increment(a.actor, 5))
+    net.flush("a")
+    a.update("shared", GCounter, lambda c: c.increment(a.actor, 1))
+    net.flush("a")
     sent_before = net.stats.bytes_sent
     net.run()
     b = net.nodes["b"].replica
@@ -118,9 +121,8 @@ def test_pull_policy_filters_what_a_peer_accepts() -> None:
     net.run()
     edge = net.nodes["edge"].replica
     for path in ("alerts/pump", "metrics/x"):
-        net.deliver_ready(
-            edge.node_id, edge.update(path, GCounter, lambda c: c.increment(edge.actor, 1))
-        )
+        edge.update(path, GCounter, lambda c: c.increment(edge.actor, 1))
+        net.flush(edge.node_id)
     net.run()
     hub = net.nodes["hub"].replica
     assert [p for p, _ in hub.keyspace.keys()] == ["alerts/pump"]
@@ -138,7 +140,8 @@ def test_a_peer_behind_the_collected_log_is_caught_up() -> None:
     net.partition("a", "b")
     a = net.nodes["a"].replica
     for i in range(40):
-        net.deliver_ready("a", a.update(f"k{i}", GCounter, lambda c: c.increment(a.actor, 1)))
+        a.update(f"k{i}", GCounter, lambda c: c.increment(a.actor, 1))
+        net.flush("a")
     assert a.log.first_seq() > 1  # the bound collected entries b still needed
     net.heal("a", "b")
     net.run()

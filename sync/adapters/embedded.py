@@ -40,7 +40,7 @@ from sync import (
     PNCounter,
 )
 from sync._policy import EVERYTHING, LinkPolicy
-from sync._replica import Ready, Replica, ReplicaConfig
+from sync._replica import Replica, ReplicaConfig
 from sync._storage import Storage
 from sync.adapters.lmdb_storage import LMDBStorage
 
@@ -73,12 +73,11 @@ class EmbeddedReplica:
     ) -> None:
         self.storage = storage
         self._factory = (node_id, clock, new_epoch, config)
-        self.replica, ready = Replica.open(storage, node_id, clock, new_epoch, config)
-        self.storage.commit(ready.batch)
+        self.replica = Replica.open(storage, node_id, clock, new_epoch, config)
+        self.storage.commit(self.replica.ready().batch)
         self.transports: dict[str, Transport] = {}
         self._state_lock = threading.Lock()  # guards the replica and the queue
         self._commit_cond = threading.Condition()
-        self._queued = Ready()
         self._queued_ticket = 0
         self._durable_ticket = 0
         self._committing = False
@@ -173,12 +172,10 @@ class EmbeddedReplica:
 
     # ---- group commit -------------------------------------------------------------------
 
-    def _submit(self, step: Callable[[Replica], Ready]) -> None:
+    def _submit(self, step: Callable[[Replica], object]) -> None:
+        """Apply ``step`` in memory now; return once a commit holding it is durable."""
         with self._state_lock:
-            ready = step(self.replica)  # raises before anything is queued on bad input
-            if ready.is_empty():
-                return
-            self._queued.absorb(ready)
+            step(self.replica)  # raises before anything changes on bad input
             self._queued_ticket += 1
             ticket = self._queued_ticket
         self._wait_durable(ticket)
@@ -204,7 +201,7 @@ class EmbeddedReplica:
     def _commit_queued(self) -> None:
         """Leader: commit everything queued so far in one transaction, then send."""
         with self._state_lock:
-            ready, self._queued = self._queued, Ready()
+            ready = self.replica.ready()
             first, upto = self._durable_ticket + 1, self._queued_ticket
         try:
             self.storage.commit(ready.batch)
@@ -229,14 +226,15 @@ class EmbeddedReplica:
         node_id, clock, new_epoch, config = self._factory
         with self._state_lock:
             links = {k: v.policy for k, v in self.replica.links.items()}
-            self.replica, _ = Replica.open(self.storage, node_id, clock, new_epoch, config)
+            self.replica = Replica.open(self.storage, node_id, clock, new_epoch, config)
             for link, policy in links.items():
-                self._queued.absorb(self.replica.connect(link, policy))
+                self.replica.connect(link, policy)
 
     def close(self) -> None:
         with self._state_lock:
             ready = self.replica.close()
         self.storage.commit(ready.batch)
+        self._send(ready.messages)
         self.storage.close()
 
     def __enter__(self) -> Self:

@@ -1,0 +1,382 @@
+"""DeltaLog on its own: intervals, acks, retransmission, collection and the size bound."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sync import GCounter, Keyspace
+from sync._propagation import DeltaLog, Interval, LogEntry
+
+PEERS = ("p1", "p2", "p3")
+
+
+def delta(path: str = "k") -> Keyspace:
+    ks = Keyspace()
+    return ks.apply(path, GCounter, lambda c: c.increment("a@1", 1))
+
+
+def size(path: str) -> int:
+    return len(delta(path).encode())
+
+
+SIZE = size("k0")  # the size of the delta at any two-letter path
+
+
+def add(log: DeltaLog, path: str = "k", origin: str | None = None) -> LogEntry:
+    d = delta(path)
+    return log.append(d, origin, len(d.encode()))
+
+
+def everything(path: str) -> bool:
+    return True
+
+
+def paths(interval: Interval) -> list[str]:
+    return sorted(path for path, _ in interval.delta.entries)
+
+
+def log_with(n: int, *peers: str) -> DeltaLog:
+    """A log holding entries 1..n under paths k0..k{n-1}, tracking ``peers`` from 1."""
+    log = DeltaLog()
+    for i in range(n):
+        add(log, f"k{i}")
+    for peer in peers:
+        log.track(peer, 1)
+    return log
+
+
+def send(log: DeltaLog, peer: str, budget: int = SIZE, now: int = 0) -> Interval:
+    interval = log.next_interval(peer, budget, everything, now)
+    assert interval is not None
+    return interval
+
+
+# ---- the log --------------------------------------------------------------------------
+
+
+def test_sequence_numbers_grow_from_next_seq() -> None:
+    log = DeltaLog(next_seq=5)
+    assert log.first_seq() == 5 and len(log) == 0
+    assert [add(log, p).seq for p in ("k0", "k1", "k2")] == [5, 6, 7]
+    assert log.next_seq == 8 and log.first_seq() == 5 and len(log) == 3
+    assert log.bytes == 3 * SIZE
+
+
+# ---- intervals ------------------------------------------------------------------------
+
+
+def test_interval_joins_entries_up_to_the_byte_budget() -> None:
+    log = log_with(5, "p1")
+    first = send(log, "p1", budget=2 * SIZE)
+    assert (first.start, first.end, paths(first)) == (1, 3, ["k0", "k1"])
+    second = send(log, "p1", budget=3 * SIZE + SIZE // 2)
+    assert (second.start, second.end, paths(second)) == (3, 6, ["k2", "k3", "k4"])
+    assert log.peers["p1"].sent == 6
+    assert log.next_interval("p1", 10 * SIZE, everything, 0) is None
+
+
+def test_interval_holds_one_entry_even_when_it_alone_exceeds_the_budget() -> None:
+    log = log_with(3, "p1")
+    for budget in (0, 1, SIZE - 1):
+        log.reset_sent("p1")
+        interval = send(log, "p1", budget=budget)
+        assert (interval.start, interval.end, paths(interval)) == (1, 2, ["k0"])
+
+
+def test_entries_from_the_peer_are_not_sent_back_but_their_range_is_covered() -> None:
+    log = DeltaLog()
+    add(log, "x")
+    add(log, "y", origin="p1")
+    add(log, "z")
+    log.track("p1", 1)
+    log.track("p2", 1)
+    to_p1 = send(log, "p1", budget=10 * SIZE)
+    assert (to_p1.start, to_p1.end, paths(to_p1)) == (1, 4, ["x", "z"])
+    to_p2 = send(log, "p2", budget=10 * SIZE)
+    assert paths(to_p2) == ["x", "y", "z"]
+
+
+def test_entry_only_for_one_peer_is_skipped_for_the_others() -> None:
+    log = DeltaLog()
+    add(log, "x")
+    add(log, "snap").only_for = "p1"
+    log.track("p1", 1)
+    log.track("p2", 1)
+    assert paths(send(log, "p1", budget=10 * SIZE)) == ["snap", "x"]
+    to_p2 = send(log, "p2", budget=10 * SIZE)
+    assert (to_p2.end, paths(to_p2)) == (3, ["x"])
+
+
+def test_only_for_entry_is_not_sent_back_to_its_origin() -> None:
+    log = DeltaLog()
+    add(log, "x", origin="p1").only_for = "p1"
+    log.track("p1", 1)
+    assert send(log, "p1").delta.is_bottom()
+
+
+def test_admit_filter_drops_keys_and_an_interval_may_come_out_bottom() -> None:
+    log = DeltaLog()
+    add(log, "local/raw")
+    add(log, "shared")
+    add(log, "local/other")
+    log.track("p1", 1)
+
+    def admit(path: str) -> bool:
+        return not path.startswith("local/")
+
+    mixed = log.next_interval("p1", size("local/raw") + size("shared"), admit, 0)
+    assert mixed is not None and (mixed.start, mixed.end) == (1, 3)
+    assert paths(mixed) == ["shared"]
+    filtered_out = log.next_interval("p1", 10 * SIZE, admit, 0)
+    assert filtered_out is not None and (filtered_out.start, filtered_out.end) == (3, 4)
+    assert filtered_out.delta.is_bottom()
+    assert log.peers["p1"].sent == 4
+
+
+# ---- acks -----------------------------------------------------------------------------
+
+
+def test_acked_advances_only_over_a_contiguous_prefix_of_acked_intervals() -> None:
+    log = log_with(3, "p1")
+    first, second = send(log, "p1"), send(log, "p1")
+    assert (first.start, first.end, second.start, second.end) == (1, 2, 2, 3)
+    assert log.acknowledge("p1", second.start, second.end) is False
+    assert log.peers["p1"].acked == 1
+    assert log.acknowledge("p1", first.start, first.end) is True
+    progress = log.peers["p1"]
+    assert progress.acked == 3 and progress.sent == 3
+    assert not progress.inflight and not progress.done
+
+
+def test_duplicate_and_old_acks_are_harmless() -> None:
+    log = log_with(3, "p1")
+    first, second = send(log, "p1"), send(log, "p1")
+    assert log.acknowledge("p1", first.start, first.end) is True
+    assert log.acknowledge("p1", first.start, first.end) is False
+    assert log.acknowledge("p1", second.start, second.end) is True
+    assert log.acknowledge("p1", second.start, second.end) is False
+    assert log.acknowledge("p1", first.start, first.end) is False
+    assert log.acknowledge("stranger", 1, 3) is False
+    progress = log.peers["p1"]
+    assert (progress.acked, progress.sent) == (3, 3)
+    assert not progress.inflight and not progress.done
+    assert "stranger" not in log.peers
+
+
+def test_ack_of_an_interval_beyond_the_log_is_ignored() -> None:
+    log = log_with(2, "p1")
+    log.acknowledge("p1", 1, log.next_seq + 10)
+    progress = log.peers["p1"]
+    assert progress.acked <= progress.sent <= log.next_seq
+    add(log, "k9")
+    assert log.next_interval("p1", SIZE, everything, 0) is not None
+
+
+def test_retransmit_due_rewinds_only_peers_with_an_overdue_interval() -> None:
+    log = log_with(4, "p1", "p2", "p3")
+    send(log, "p1", now=0)
+    send(log, "p2", now=50)
+    send(log, "p3", now=0)
+    log.acknowledge("p3", 1, 2)
+    assert log.retransmit_due(now=100, timeout=100) == ["p1"]
+    p1, p2, p3 = (log.peers[p] for p in PEERS)
+    assert (p1.acked, p1.sent) == (1, 1) and not p1.inflight
+    assert (p2.acked, p2.sent) == (1, 2) and list(p2.inflight) == [(1, 2)]
+    assert (p3.acked, p3.sent) == (2, 2)
+    assert log.retransmit_due(now=149, timeout=100) == []
+    assert log.retransmit_due(now=150, timeout=100) == ["p2"]
+
+
+def test_a_retransmitted_interval_is_sent_again_from_acked() -> None:
+    log = log_with(2, "p1")
+    before = send(log, "p1", budget=10 * SIZE, now=0)
+    log.retransmit_due(now=1_000, timeout=100)
+    again = send(log, "p1", budget=10 * SIZE, now=1_000)
+    assert (again.start, again.end, paths(again)) == (before.start, before.end, paths(before))
+
+
+def test_reset_sent_rewinds_to_acked_and_clears_inflight() -> None:
+    log = log_with(4, "p1")
+    first = send(log, "p1")
+    log.acknowledge("p1", first.start, first.end)
+    send(log, "p1")
+    send(log, "p1")
+    assert log.peers["p1"].sent == 4
+    log.reset_sent("p1")
+    progress = log.peers["p1"]
+    assert (progress.acked, progress.sent) == (2, 2) and not progress.inflight
+    assert send(log, "p1").start == 2
+
+
+# ---- collection -----------------------------------------------------------------------
+
+
+def ack_up_to(log: DeltaLog, peer: str, end: int) -> None:
+    interval = log.next_interval(peer, (end - log.peers[peer].sent) * SIZE, everything, 0)
+    assert interval is not None and interval.end == end
+    log.acknowledge(peer, interval.start, interval.end)
+
+
+def test_collect_drops_exactly_the_entries_below_the_minimum_acked() -> None:
+    log = log_with(5, "p1", "p2")
+    ack_up_to(log, "p1", 4)
+    ack_up_to(log, "p2", 3)
+    assert log.collect() == 3
+    assert sorted(log.entries) == [3, 4, 5]
+    assert log.bytes == 3 * SIZE
+
+
+def test_collect_drops_nothing_while_a_peer_lags() -> None:
+    log = log_with(5, "p1", "p2")
+    ack_up_to(log, "p1", 6)
+    assert log.collect() == 1
+    assert sorted(log.entries) == [1, 2, 3, 4, 5]
+
+
+def test_collect_with_no_tracked_peer_drops_everything() -> None:
+    log = log_with(3)
+    assert log.collect() == 4 and len(log) == 0 and log.bytes == 0
+
+
+def test_forget_lets_collection_proceed() -> None:
+    log = log_with(5, "p1", "p2")
+    ack_up_to(log, "p1", 6)
+    log.forget("p2")
+    log.forget("never-tracked")
+    assert log.collect() == 6 and len(log) == 0
+    assert not log.needs_catch_up("p2")  # untracked: nothing to wait for
+
+
+def test_entry_bound_drops_the_oldest_and_a_peer_behind_needs_catch_up() -> None:
+    log = DeltaLog(max_entries=2)
+    for i in range(4):
+        add(log, f"k{i}")
+    log.track("p1", 1)
+    log.track("p2", 4)  # has everything below 4: not hurt by the bound
+    assert log.over_bounds()
+    assert log.collect() == 3
+    assert sorted(log.entries) == [3, 4] and not log.over_bounds()
+    assert log.needs_catch_up("p1") and not log.needs_catch_up("p2")
+    assert log.next_interval("p1", 10 * SIZE, everything, 0) is None
+    assert send(log, "p2").start == 4
+
+
+def test_byte_bound_drops_the_oldest_and_a_peer_behind_needs_catch_up() -> None:
+    log = DeltaLog(max_bytes=2 * SIZE + 1)
+    for i in range(5):
+        add(log, f"k{i}")
+    log.track("p1", 3)
+    assert log.collect() == 4
+    assert sorted(log.entries) == [4, 5] and log.bytes == 2 * SIZE
+    assert log.needs_catch_up("p1")
+
+
+# ---- property: random schedules keep the invariants -----------------------------------
+
+
+@dataclass(frozen=True)
+class Sent:
+    peer: str
+    start: int
+    end: int
+
+
+def admit_shared(path: str) -> bool:
+    return not path.startswith("local/")
+
+
+origins = st.sampled_from([None, *PEERS])
+ops = st.one_of(
+    st.tuples(
+        st.just("append"),
+        origins,
+        st.sampled_from(["a", "b", "local/c"]),
+        st.sampled_from([None, *PEERS]),
+    ),
+    st.tuples(st.just("send"), st.sampled_from(PEERS), st.integers(0, 5 * SIZE)),
+    st.tuples(st.just("ack"), st.integers(0, 10_000), st.booleans()),
+    st.tuples(st.just("retransmit"), st.integers(0, 300), st.integers(1, 300)),
+    st.tuples(st.just("collect")),
+)
+
+
+@dataclass
+class Model:
+    appended: set[int]
+    acked: dict[str, int]  # each peer's acked point after the previous step
+    covered: dict[str, set[int]]  # seqs inside an interval the peer acknowledged
+
+    def acknowledge(self, log: DeltaLog, iv: Sent) -> None:
+        log.acknowledge(iv.peer, iv.start, iv.end)
+        self.covered[iv.peer].update(range(iv.start, iv.end))
+
+
+def check_invariants(log: DeltaLog, model: Model) -> None:
+    for peer, progress in log.peers.items():
+        assert progress.acked <= progress.sent <= log.next_seq, (peer, log)
+        assert progress.acked >= model.acked[peer], "acked went backwards"
+        assert set(range(1, progress.acked)) <= model.covered[peer], "acked past a gap"
+        model.acked[peer] = progress.acked
+    appended = model.appended
+    floor = min(p.acked for p in log.peers.values())
+    assert {s for s in appended if s >= floor} <= set(log.entries)
+    assert set(log.entries) <= appended
+
+
+@given(st.lists(ops, max_size=60), st.randoms(use_true_random=False))
+def test_random_schedules_keep_progress_consistent_and_drain_the_log(
+    steps: list[tuple[object, ...]], rng: random.Random
+) -> None:
+    log = DeltaLog(max_entries=10**9, max_bytes=10**12)
+    for peer in PEERS:
+        log.track(peer, 1)
+    model = Model(set(), dict.fromkeys(PEERS, 1), {peer: set() for peer in PEERS})
+    produced: list[Sent] = []
+    now = 0
+    for step in steps:
+        now += 10
+        match step:
+            case ("append", origin, path, only_for):
+                assert origin is None or isinstance(origin, str)
+                assert isinstance(path, str) and (only_for is None or isinstance(only_for, str))
+                entry = add(log, path, origin)
+                entry.only_for = only_for
+                model.appended.add(entry.seq)
+            case ("send", str(peer), int(budget)):
+                interval = log.next_interval(peer, budget, admit_shared, now)
+                if interval is not None:
+                    assert interval.start < interval.end
+                    produced.append(Sent(peer, interval.start, interval.end))
+            case ("ack", int(which), bool(twice)) if produced:
+                iv = produced[which % len(produced)]
+                for _ in range(2 if twice else 1):
+                    model.acknowledge(log, iv)
+            case ("retransmit", int(later), int(timeout)):
+                log.retransmit_due(now + later, timeout)
+            case ("collect",):
+                before = set(log.entries)
+                unacked = {s for s in before if any(s not in c for c in model.covered.values())}
+                log.collect()
+                assert unacked <= set(log.entries), "collected an entry a peer has not acked"
+                floor = min(p.acked for p in log.peers.values())
+                assert before - set(log.entries) == {s for s in before if s < floor}
+        check_invariants(log, model)
+
+    # Deliver everything: ack every interval ever produced (reordered), then send and
+    # ack until every peer is up to date. The log must then drain completely.
+    shuffled = list(produced)
+    rng.shuffle(shuffled)
+    for iv in shuffled:
+        model.acknowledge(log, iv)
+        check_invariants(log, model)
+    for peer in PEERS:
+        while (interval := log.next_interval(peer, 3 * SIZE, admit_shared, now)) is not None:
+            model.acknowledge(log, Sent(peer, interval.start, interval.end))
+            check_invariants(log, model)
+        assert log.peers[peer].acked == log.next_seq
+    log.collect()
+    assert len(log) == 0 and log.bytes == 0
