@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Final
 
@@ -49,6 +49,14 @@ class Writer:
 
     def svarint(self, n: int) -> None:
         self.uvarint((n << 1) if n >= 0 else ((-n << 1) - 1))
+
+    def counters(self, index: dict[str, int], counts: Iterable[tuple[str, int]]) -> None:
+        """(actor index, count) pairs sorted by actor: vectors and tallies."""
+        rows = sorted(counts)  # actor order is index order: the table is sorted
+        self.uvarint(len(rows))
+        for actor, n in rows:
+            self.uvarint(index[actor])
+            self.uvarint(n)
 
     def blob(self, data: bytes) -> None:
         self.uvarint(len(data))

@@ -247,16 +247,8 @@ def encode_body(w: Writer, index: dict[str, int], obj: CRDT) -> None:
 
 
 def _encode_context(w: Writer, index: dict[str, int], ctx: DotContext) -> None:
-    vv = sorted((index[a], n) for a, n in ctx.vv.items())
-    w.uvarint(len(vv))
-    for ix, n in vv:
-        w.uvarint(ix)
-        w.uvarint(n)
-    cloud = sorted((index[a], n) for a, n in ctx.cloud)
-    w.uvarint(len(cloud))
-    for ix, n in cloud:
-        w.uvarint(ix)
-        w.uvarint(n)
+    w.counters(index, ctx.vv.items())
+    w.counters(index, ctx.cloud)
 
 
 def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> CRDT:

@@ -138,6 +138,15 @@ class Keyspace:
                 mine.merge(theirs)
         return list(other.entries)
 
+    def absorb(self, other: Keyspace) -> None:
+        """Merge ``other`` in, taking its values rather than copying: ``other`` is spent."""
+        for key, theirs in other.entries.items():
+            mine = self.entries.get(key)
+            if mine is None:
+                self.entries[key] = theirs
+            else:
+                mine.merge(theirs)
+
     def novel_part(self, known: Keyspace) -> Keyspace:
         """What of this keyspace (a received delta) ``known`` lacks, key by key."""
         out = Keyspace()

@@ -164,6 +164,8 @@ class Replica:
         """Apply a mutator of ``cls`` at ``path``; return the delta.
 
         The update is durable only once the batch of the next ``ready()`` is committed.
+        The replica keeps the returned delta (and may merge later ones into it, or
+        take its values into an earlier one): copy it to keep it as it was.
         """
         delta = self.keyspace.apply(path, cls, mutate)
         self._note(delta, origin=None)
@@ -178,7 +180,11 @@ class Replica:
         """Remember a delta already applied to the keyspace, for the next ready()."""
         if delta.is_bottom():
             return
-        self._pending.setdefault(origin, Keyspace()).merge(delta)  # merge copies
+        pending = self._pending.get(origin)
+        if pending is None:
+            self._pending[origin] = delta  # the replica owns it from here on
+        else:
+            pending.absorb(delta)
         self._dirty.update(delta.entries)
 
     # ---- the output --------------------------------------------------------------

@@ -72,12 +72,8 @@ class Tally:
         return set(self.totals) | set(self.bases)
 
     def encode(self, w: Writer, index: dict[str, int]) -> None:
-        for entries in (self.totals, self.bases):
-            rows = sorted((index[a], n) for a, n in entries.items())
-            w.uvarint(len(rows))
-            for ix, n in rows:
-                w.uvarint(ix)
-                w.uvarint(n)
+        w.counters(index, self.totals.items())
+        w.counters(index, self.bases.items())
 
     @classmethod
     def decode(cls, r: Reader, actors: list[str]) -> Tally:
