@@ -70,6 +70,7 @@ class DeltaLog:
         self.entries: dict[int, LogEntry] = {}
         self.peers: dict[str, PeerProgress] = {}
         self.bytes = 0
+        self.complete_from = next_seq  # the log holds every change from here on
 
     # ---- the log ------------------------------------------------------------------
 
@@ -79,6 +80,15 @@ class DeltaLog:
         self.next_seq += 1
         self.bytes += size
         return entry
+
+    def skip(self) -> None:
+        """A change nobody is waiting for: count it, but do not keep it.
+
+        With no peer to send to, logging deltas only costs encoding and disk; a peer
+        that turns up later is caught up from the state instead.
+        """
+        self.next_seq += 1
+        self.complete_from = self.next_seq
 
     def first_seq(self) -> int:
         """The lowest sequence number still held (``next_seq`` when empty)."""
@@ -103,7 +113,9 @@ class DeltaLog:
 
     def needs_catch_up(self, peer: str) -> bool:
         progress = self.peers.get(peer)
-        return progress is not None and (progress.behind or progress.acked < self.first_seq())
+        return progress is not None and (
+            progress.behind or progress.acked < max(self.first_seq(), self.complete_from)
+        )
 
     def caught_up_from(self, peer: str, seq: int) -> None:
         """``peer`` is being sent the whole state as of ``seq``: resume from there."""

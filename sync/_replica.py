@@ -150,6 +150,11 @@ class Replica:
             last = seq
         self.acked_at_open = storage.acks()
         self.log.next_seq = max(last + 1, max(self.acked_at_open.values(), default=1), 1)
+        # Changes before the oldest logged entry (or all, if none is logged) are only in
+        # the state: a peer that needs them is caught up from it.
+        self.log.complete_from = self.log.first_seq()
+        if not self.log.entries and self.keyspace.entries:
+            self.log.skip()
         for peer, acked in self.acked_at_open.items():
             self.log.track(peer, acked)
 
@@ -193,6 +198,9 @@ class Replica:
         """Everything the inputs since the last call require: persist, then send."""
         batch, self._batch = self._batch, WriteBatch()
         for origin, delta in self._pending.items():
+            if not self.log.peers:
+                self.log.skip()
+                continue
             payload = delta.encode()
             entry = self.log.append(delta, origin, len(payload))
             batch.log_append.append((entry.seq, encode_log_record(origin, payload)))
@@ -257,13 +265,13 @@ class Replica:
             self._batch.meta = StoreMeta(self.node_id, self.epoch, clean_shutdown=False)
         remote = actor_name(hello.node_id, hello.epoch)
         state = self.links[link]
-        if state.remote is not None and state.remote != remote:
-            self.log.forget(state.remote)  # the peer restarted with a new epoch
-        state.remote = remote
-        known = remote in self.log.peers
+        if state.remote != remote:  # this link's first Hello from this peer
+            if state.remote is not None:
+                self.log.forget(state.remote)  # the peer restarted with a new epoch
+            if remote in self.log.peers:
+                self.log.reset_sent(remote)  # what was in flight before is presumed lost
+            state.remote = remote
         self.log.track(remote, self.acked_at_open.get(remote, 1))
-        if known:
-            self.log.reset_sent(remote)
         if not hello.knows_you:  # it has not heard from us (our Hello may be lost)
             self._hello(link)
 

@@ -10,6 +10,7 @@ import pytest
 
 from sync import CRDT, AWSet, GCounter, LWWRegister, MVRegister, PNCounter
 from sync._memnet import Faults, MemoryNetwork
+from sync._messages import Deltas, decode_message
 from sync._policy import LinkPolicy
 from sync._replica import Replica
 
@@ -154,3 +155,31 @@ def test_status_reports_identity_digest_and_lag() -> None:
     status = r.status()
     assert status["id"] == "a" and status["actor"] == r.actor
     assert isinstance(status["digest"], str) and len(status["digest"]) == 64
+
+
+def test_a_new_link_sends_each_delta_once() -> None:
+    net = MemoryNetwork(random.Random(0), Faults(reorder=False))
+    for name in ("a", "b"):
+        net.add(name)
+    net.link("a", "b")
+    net.run()
+    a = net.nodes["a"].replica
+    a.update("k", GCounter, lambda c: c.increment(a.actor, 1))
+    net.flush("a")
+    deltas = [m for m in net.pending if decode_message(m[2]).__class__ is Deltas]
+    net.run()
+    assert len(deltas) == 1 and net.stats.delivered == 4 + 2
+
+
+def test_writes_made_before_any_peer_reach_a_peer_that_comes_later() -> None:
+    net = MemoryNetwork(random.Random(5))
+    for name in ("a", "b"):
+        net.add(name)
+    a = net.nodes["a"].replica
+    for i in range(10):
+        a.update(f"k{i}", GCounter, lambda c: c.increment(a.actor, 1))
+        net.flush("a")
+    assert len(a.log) == 0  # nobody to send to: nothing logged
+    net.link("a", "b")
+    net.run()
+    assert net.digests()["a"] == net.digests()["b"]
