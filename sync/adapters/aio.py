@@ -1,0 +1,140 @@
+"""An asyncio front end to a durable replica, for daemons and async programs.
+
+Writers are coroutines, so they never fight over the GIL: an update is applied in
+memory on the event loop at once, then awaits durability. One committer task
+takes everything applied so far (one ``Replica.ready()``), commits it in a worker
+thread (LMDB releases the GIL while it writes and fsyncs), and meanwhile the loop
+keeps applying updates that will form the next commit. The slower the disk, the
+bigger each group: throughput follows the CPU, not the fsync rate.
+
+Messages leave only after the commit that holds their state returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sync import CRDT
+from sync._policy import EVERYTHING, LinkPolicy
+from sync._replica import Replica, ReplicaConfig
+from sync._storage import Storage
+
+T = TypeVar("T", bound=CRDT)
+Sender = Callable[[str, bytes], Awaitable[None] | None]
+
+
+class AsyncReplica:
+    def __init__(
+        self,
+        storage: Storage,
+        node_id: str,
+        *,
+        clock: Callable[[], int],
+        new_epoch: Callable[[], int],
+        config: ReplicaConfig | None = None,
+        send: Sender | None = None,
+    ) -> None:
+        self.storage = storage
+        self.replica = Replica.open(storage, node_id, clock, new_epoch, config)
+        self.storage.commit(self.replica.ready().batch)
+        self.send = send
+        self._applied = 0  # inputs applied in memory
+        self._durable = 0  # inputs whose commit returned
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._committer: asyncio.Task[None] | None = None
+        self.commits = 0
+
+    @property
+    def actor(self) -> str:
+        return self.replica.actor
+
+    async def update(self, path: str, cls: type[T], mutate: Callable[[T, str], Any]) -> None:
+        """Apply ``mutate(value, actor)`` at ``(path, cls)``; return once durable."""
+        actor = self.replica.actor
+        self.replica.update(path, cls, lambda child: mutate(child, actor))
+        await self._until_durable()
+
+    async def remove(self, path: str, cls: type[CRDT]) -> None:
+        self.replica.remove(path, cls)
+        await self._until_durable()
+
+    async def connect(self, link: str, policy: LinkPolicy = EVERYTHING) -> None:
+        self.replica.connect(link, policy)
+        await self._until_durable()
+
+    async def deliver(self, link: str, data: bytes) -> None:
+        """Bytes from a peer. Bad input raises ``ProtocolError`` and changes nothing."""
+        self.replica.receive(link, data)
+        await self._until_durable()
+
+    async def tick(self) -> None:
+        self.replica.tick()
+        await self._until_durable()
+
+    def disconnect(self, link: str) -> None:
+        self.replica.disconnect(link)
+
+    async def _until_durable(self) -> None:
+        self._applied += 1
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((self._applied, done))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_loop())
+        await done
+
+    async def _commit_loop(self) -> None:
+        """Commit whatever has been applied, again and again, until nothing waits."""
+        while self._durable < self._applied:
+            upto = self._applied
+            ready = self.replica.ready()
+            try:
+                await asyncio.to_thread(self.storage.commit, ready.batch)
+            except Exception as exc:
+                self._reload()
+                self._settle(upto, exc)
+                continue
+            self.commits += 1
+            self._settle(upto, None)
+            await self._send(ready.messages)
+
+    def _settle(self, upto: int, error: Exception | None) -> None:
+        self._durable = upto
+        still = []
+        for ticket, done in self._waiters:
+            if ticket > upto:
+                still.append((ticket, done))
+            elif not done.done():
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
+        self._waiters = still
+
+    async def _send(self, messages: list[tuple[str, bytes]]) -> None:
+        if self.send is None:
+            return
+        for link, data in messages:
+            sent = self.send(link, data)
+            if sent is not None:
+                await sent
+
+    def _reload(self) -> None:
+        """A commit failed: memory ran ahead of the store, so rebuild it from the store."""
+        old = self.replica
+        links = {k: v.policy for k, v in old.links.items()}
+        self.replica = Replica.open(self.storage, old.node_id, old.clock, old.new_epoch, old.config)
+        for link, policy in links.items():
+            self.replica.connect(link, policy)
+
+    async def close(self) -> None:
+        while self._committer is not None and not self._committer.done():
+            await self._committer
+        ready = self.replica.close()
+        await asyncio.to_thread(self.storage.commit, ready.batch)
+        await self._send(ready.messages)
+        self.storage.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncReplica({self.replica!r}, commits={self.commits})"
