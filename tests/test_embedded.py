@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sync import AWSet, GCounter, PNCounter
-from sync._storage import StorageError
+from sync._storage import StorageError, StoreFullError
 from sync.adapters.embedded import EmbeddedReplica, open_replica
 
 
@@ -118,3 +118,19 @@ def test_two_embedded_replicas_converge_through_a_transport(tmp_path: Path) -> N
         assert a.status()["digest"] == b.status()["digest"]
         assert a.get("s", AWSet) is not None
         assert b.get("n", PNCounter) is not None
+
+
+def test_a_full_store_refuses_writes_clearly_and_keeps_serving_reads(tmp_path: Path) -> None:
+    with open_replica(tmp_path, "n", max_store_bytes=1024 * 1024) as r:
+        r.counter("kept").increment(7)
+        with pytest.raises(StoreFullError, match="ceiling"):
+            for i in range(10_000):
+                r.register(f"blob/{i}").set("x" * 4000)
+        written = len(r.keys("blob/"))
+        assert r.value("kept") == 7  # reads keep working
+        digest = r.status()["digest"]
+        with pytest.raises(StoreFullError):
+            r.register("blob/one-more").set("x" * 4000)
+        assert r.status()["digest"] == digest  # the refused write left no trace in memory
+    with open_replica(tmp_path, "n", max_store_bytes=1024 * 1024) as r:
+        assert r.status()["digest"] == digest and len(r.keys("blob/")) == written
