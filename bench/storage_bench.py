@@ -23,6 +23,7 @@ runs, each in a fresh temp dir; nothing asserts on timings.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import gc
 import importlib.metadata
@@ -47,7 +48,9 @@ from sync import LWWRegister, PNCounter
 from sync._memnet import MemoryNetwork
 from sync._replica import Replica
 from sync._storage import MemoryStorage
+from sync.adapters.aio import AsyncReplica
 from sync.adapters.embedded import EmbeddedReplica, fresh_epoch, open_replica, wall_clock_ms
+from sync.adapters.lmdb_storage import LMDBStorage
 
 REPEATS = 3
 KEYS_PER_WRITER = 100  # each writer owns this many counters and as many registers
@@ -69,6 +72,7 @@ class Sizes:
     partition_updates: int  # (c): updates on a, and as many on b
     partition_keys: int  # (c)
     profile_updates: int
+    shared_history: int = 10_000  # (c): keys all replicas share before the partition
 
 
 FULL = Sizes(
@@ -92,6 +96,7 @@ QUICK = Sizes(
     partition_updates=100,
     partition_keys=30,
     profile_updates=200,
+    shared_history=1_000,
 )
 
 
@@ -272,6 +277,51 @@ def durable_rows(writers: int, total: int, single_put_rate: float) -> list[Row]:
     ]
 
 
+async def async_write_mix(r: AsyncReplica, keys: WriterKeys, count: int) -> None:
+    """The same mix as ``write_mix``, as one coroutine writer."""
+    for i in range(count):
+        k = (i // 2) % KEYS_PER_WRITER
+        if i % 2 == 0:
+            await r.update(keys.counters[k], PNCounter, lambda c, actor: c.increment(actor, 1))
+        else:
+            ts = r.replica.hlc.now()
+            await r.update(keys.registers[k], LWWRegister, lambda g, actor: g.set(actor, i, ts))
+
+
+def timed_async_run(writers: int, each: int) -> tuple[float, int]:
+    """Seconds for ``writers`` coroutines to make ``each`` durable updates, and commits made."""
+
+    async def run(directory: str) -> tuple[float, int]:
+        r = AsyncReplica(
+            LMDBStorage(directory), "bench", clock=wall_clock_ms, new_epoch=fresh_epoch
+        )
+        plans = [writer_keys(w) for w in range(writers)]
+        began = time.perf_counter()
+        await asyncio.gather(*(async_write_mix(r, keys, each) for keys in plans))
+        seconds = time.perf_counter() - began
+        commits = r.commits
+        for keys in plans:
+            assert sum_of_counters(r.replica, keys.counters) == expected_increments(each)
+        await r.close()
+        return seconds, commits
+
+    with tempfile.TemporaryDirectory() as directory:
+        return asyncio.run(run(directory))
+
+
+def async_rows(writers: int, total: int, single_put_rate: float) -> list[Row]:
+    each = total // writers
+    done = each * writers
+    seconds, commits = best_of(lambda: timed_async_run(writers, each))
+    rate = done / seconds
+    verdict = target_verdict(rate, single_put_rate)
+    w = f"(b) durable, asyncio, {writers} coroutine writer{'s' if writers > 1 else ''}"
+    return [
+        Row(w, "updates/s", rate, "/s", rate / single_put_rate, "ours/(a1)", verdict),
+        Row(w, "updates per commit", done / commits, ""),
+    ]
+
+
 def timed_memory_updates(count: int) -> tuple[float, None]:
     """Seconds for the same update mix on a sans-IO replica over ``MemoryStorage``."""
     storage = MemoryStorage()
@@ -302,6 +352,8 @@ def run_durable_updates(sizes: Sizes, single_put_rate: float) -> tuple[list[Row]
     rows: list[Row] = []
     for writers, total in sizes.durable_runs:
         rows += durable_rows(writers, total, single_put_rate)
+    for writers, total in sizes.durable_runs:
+        rows += async_rows(writers, total, single_put_rate)
     n = sizes.memory_updates
     seconds, _ = best_of(lambda: timed_memory_updates(n))
     ceiling = n / seconds
@@ -381,8 +433,21 @@ def heal_and_converge(net: AccountingNetwork) -> tuple[int, dict[str, int], int]
     return net.stats.bytes_sent - sent, per_link, net.stats.delivered - delivered
 
 
-def measure_convergence(sizes: Sizes) -> ConvergenceResult:
+def preload(net: MemoryNetwork, keys: int) -> None:
+    """Shared history before the partition: ``keys`` registers written on c, synced."""
+    r = net.nodes["c"].replica
+    for i in range(keys):
+        ts = r.hlc.now()
+        r.update(f"base/{i}", LWWRegister, lambda g: g.set(r.actor, i, ts))
+        if i % 100 == 99:
+            net.flush("c")
+    net.flush("c")
+    net.run()
+
+
+def measure_convergence(sizes: Sizes, history: int) -> ConvergenceResult:
     net = three_linked_nodes()
+    preload(net, history)
     start = net.stats.bytes_sent
     net.partition("a", "b")
     net.partition("a", "c")
@@ -398,16 +463,19 @@ def measure_convergence(sizes: Sizes) -> ConvergenceResult:
 
 
 def run_convergence(sizes: Sizes) -> tuple[list[Row], ConvergenceResult]:
-    result = measure_convergence(sizes)
-    n, k = sizes.partition_updates, sizes.partition_keys
-    w = f"(c) a | b,c partitioned, {n:,} updates on a + {n:,} on b, {k} keys"
-    delta, full = result.heal_bytes, result.full_state_bytes
-    rows = [
-        Row(w, "bytes sent during partition", result.partition_bytes, "bytes"),
-        Row(w, "  of which a's, lost at the cut", result.lost_at_cut, "bytes"),
-        Row(w, "full-state baseline bytes", full, "bytes"),
-        Row(w, "bytes sent after heal (delta)", delta, "bytes", full / delta, "full-state/delta"),
-    ]
+    """Two scenarios: no shared history (the worst case for deltas), and 10,000 shared keys."""
+    rows: list[Row] = []
+    for history in (0, sizes.shared_history):
+        result = measure_convergence(sizes, history)
+        n, k = sizes.partition_updates, sizes.partition_keys
+        w = f"(c) a | b,c, {n:,} updates each side on {k} keys, {history:,} shared keys"
+        delta, full = result.heal_bytes, result.full_state_bytes
+        rows += [
+            Row(w, "bytes sent during partition", result.partition_bytes, "bytes"),
+            Row(w, "  of which a's, lost at the cut", result.lost_at_cut, "bytes"),
+            Row(w, "full-state baseline bytes", full, "bytes"),
+            Row(w, "bytes after heal (delta)", delta, "bytes", full / delta, "full-state/delta"),
+        ]
     return rows, result
 
 
