@@ -54,7 +54,142 @@ class Ack:
     end: int
 
 
-Message = Hello | Deltas | Ack
+# ---- catch-up by digest (see sync/_catchup.py) ---------------------------------------
+# Positions travel as their top 48 bits and fingerprints as their low 32: enough to
+# tell keys and states apart within the small ranges where they are compared.
+
+
+@dataclass(frozen=True)
+class Expand:
+    """Asks for the fingerprints and key counts of the 4 children of each node."""
+
+    session: int
+    level: int
+    nodes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    session: int
+    level: int  # of the nodes expanded; the children are one level down
+    nodes: tuple[int, ...]
+    root: int  # the answerer's whole-tree fingerprint, 64 bits
+    fps: tuple[int, ...]  # 4 per node, 32 bits each
+    counts: tuple[int, ...]  # 4 per node
+
+
+@dataclass(frozen=True)
+class ListItems:
+    session: int
+    level: int
+    nodes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Items:
+    session: int
+    level: int
+    nodes: tuple[int, ...]
+    positions: tuple[int, ...]  # 48 bits, sorted
+    fps: tuple[int, ...]  # 32 bits, one per position
+
+
+@dataclass(frozen=True)
+class Push:
+    """Entries the answerer lacks or holds differently."""
+
+    session: int
+    chunk: int
+    payload: bytes  # an encoded Keyspace
+
+
+@dataclass(frozen=True)
+class PushAck:
+    session: int
+    chunk: int
+
+
+Message = Hello | Deltas | Ack | Expand | Fingerprints | ListItems | Items | Push | PushAck
+
+# Field layouts of the catch-up messages: u = uvarint, ns = sorted uvarints (delta
+# coded), f4/f6 = fixed 4/6-byte big-endian lists, q = fixed 8 bytes, b = blob.
+_LAYOUTS: dict[type, tuple[int, tuple[str, ...]]] = {
+    Expand: (4, ("u", "u", "ns")),
+    Fingerprints: (5, ("u", "u", "ns", "q", "f4", "us")),
+    ListItems: (6, ("u", "u", "ns")),
+    Items: (7, ("u", "u", "ns", "f6", "f4")),
+    Push: (8, ("u", "u", "b")),
+    PushAck: (9, ("u", "u")),
+}
+_BY_KIND = {kind: cls for cls, (kind, _) in _LAYOUTS.items()}
+
+
+def _encode_fields(w: Writer, msg: object) -> None:
+    kind, layout = _LAYOUTS[type(msg)]
+    w.u8(kind)
+    for value, code in zip(astuple_shallow(msg), layout, strict=True):
+        _write_field(w, code, value)
+
+
+def astuple_shallow(msg: object) -> tuple[object, ...]:
+    return tuple(getattr(msg, f) for f in msg.__dataclass_fields__)  # type: ignore[attr-defined]
+
+
+def _write_field(w: Writer, code: str, value: object) -> None:
+    if code == "u":
+        w.uvarint(value)  # type: ignore[arg-type]
+    elif code == "q":
+        w.buf += int(value).to_bytes(8, "big")  # type: ignore[call-overload]
+    elif code == "b":
+        w.blob(value)  # type: ignore[arg-type]
+    else:
+        items: tuple[int, ...] = value  # type: ignore[assignment]
+        w.uvarint(len(items))
+        if code == "ns":
+            prev = 0
+            for n in items:
+                w.uvarint(n - prev)
+                prev = n
+        elif code == "us":
+            for n in items:
+                w.uvarint(n)
+        else:
+            width = 4 if code == "f4" else 6
+            for n in items:
+                w.buf += n.to_bytes(width, "big")
+
+
+def _read_fields(r: Reader, cls: type) -> object:
+    _, layout = _LAYOUTS[cls]
+    return cls(*(_read_field(r, code) for code in layout))
+
+
+def _read_field(r: Reader, code: str) -> object:
+    if code == "u":
+        return r.uvarint()
+    if code == "q":
+        return int.from_bytes(_take(r, 8), "big")
+    if code == "b":
+        return r.blob()
+    width = {"ns": 1, "us": 1, "f4": 4, "f6": 6}[code]
+    n = r.count("list", width)
+    if code == "ns":
+        out, prev = [], 0
+        for _ in range(n):
+            prev += r.uvarint()
+            out.append(prev)
+        return tuple(out)
+    if code == "us":
+        return tuple(r.uvarint() for _ in range(n))
+    return tuple(int.from_bytes(_take(r, width), "big") for _ in range(n))
+
+
+def _take(r: Reader, n: int) -> bytes:
+    if r.remaining() < n:
+        raise ProtocolError(f"truncated message: {n} bytes needed")
+    out = r.data[r.pos : r.pos + n]
+    r.pos += n
+    return bytes(out)
 
 
 def encode_message(msg: Message) -> bytes:
@@ -75,10 +210,12 @@ def encode_message(msg: Message) -> bytes:
         w.uvarint(msg.end)
         w.blob(msg.payload)
         w.blob(msg.signature)
-    else:
+    elif isinstance(msg, Ack):
         w.u8(_ACK)
         w.uvarint(msg.start)
         w.uvarint(msg.end)
+    else:
+        _encode_fields(w, msg)
     return w.getvalue()
 
 
@@ -123,4 +260,7 @@ def _decode_kind(r: Reader) -> Message:
         if kind == _ACK:
             return Ack(start, end)
         return Deltas(start, end, r.blob(), r.blob())
-    raise ProtocolError(f"unknown message kind {kind}")
+    cls = _BY_KIND.get(kind)
+    if cls is None:
+        raise ProtocolError(f"unknown message kind {kind}")
+    return _read_fields(r, cls)  # type: ignore[return-value]

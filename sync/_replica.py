@@ -21,16 +21,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from sync._catchup import CatchUp, answer_expand, answer_list, check_answer
 from sync._codec import CodecError, Reader, Writer
 from sync._crdt import CRDT, decode
+from sync._digest import DigestTree
 from sync._hlc import DEFAULT_MAX_AHEAD_MS, HybridLogicalClock
 from sync._keyspace import Key, Keyspace, parse_storage_key, storage_key
 from sync._messages import (
     DEFAULT_MAX_MESSAGE,
     Ack,
     Deltas,
+    Expand,
+    Fingerprints,
     Hello,
+    Items,
+    ListItems,
+    Message,
     ProtocolError,
+    Push,
+    PushAck,
     decode_message,
     encode_message,
 )
@@ -101,6 +110,10 @@ class Replica:
         )
         self.links: dict[str, Link] = {}
         self.acked_at_open: dict[str, int] = {}
+        self.tree = DigestTree()  # fingerprints of the state as of the last ready()
+        self.catchups: dict[str, tuple[str, CatchUp]] = {}  # remote -> (link, session)
+        self._sessions = 0
+        self.last_catch_up: CatchUp | None = None
         # What the inputs since the last ready() call for:
         self._pending: dict[str | None, Keyspace] = {}  # origin -> joined deltas
         self._dirty: set[Key] = set()
@@ -142,6 +155,7 @@ class Replica:
             if key[1] != child.TYPE_TAG:
                 raise CodecError(f"stored entry {key[0]!r} has the wrong type")
             self.keyspace.entries[key] = child
+            self.tree.set(key, raw_value)
         last = 0
         for seq, record in storage.log():
             origin, payload = decode_log_record(record)
@@ -208,7 +222,9 @@ class Replica:
         entries = self.keyspace.entries
         for key in self._dirty:
             child = entries.get(key)
-            batch.entries[storage_key(key)] = None if child is None else child.encode()
+            encoded = None if child is None else child.encode()
+            batch.entries[storage_key(key)] = encoded
+            self.tree.set(key, encoded)
         self._dirty.clear()
         if self.log.over_bounds():
             batch.log_drop_below = self.log.collect()
@@ -236,8 +252,10 @@ class Replica:
     def disconnect(self, link: str) -> None:
         """A link went down. Its peer stays tracked, so the log waits for it."""
         gone = self.links.pop(link, None)
-        if gone is not None and gone.remote is not None and gone.remote in self.log.peers:
-            self.log.reset_sent(gone.remote)
+        if gone is not None and gone.remote is not None:
+            self.catchups.pop(gone.remote, None)  # restarted when the link comes back
+            if gone.remote in self.log.peers:
+                self.log.reset_sent(gone.remote)
 
     # ---- receiving -----------------------------------------------------------------------
 
@@ -254,8 +272,12 @@ class Replica:
             raise ProtocolError(f"{type(msg).__name__} before Hello on link {link!r}")
         if isinstance(msg, Deltas):
             self._on_deltas(link, remote, msg)
-        else:
+        elif isinstance(msg, Ack):
             self._on_ack(remote, msg)
+        elif isinstance(msg, Expand | ListItems | Push):
+            self._answer_catch_up(link, remote, msg)
+        else:
+            self._on_catch_up_answer(link, remote, msg)
 
     def _on_hello(self, link: str, hello: Hello) -> None:
         if hello.progress.get(self.actor, 0) > self.keyspace.actor_progress().get(self.actor, 0):
@@ -276,8 +298,13 @@ class Replica:
             self._hello(link)
 
     def _on_deltas(self, link: str, remote: str, msg: Deltas) -> None:
+        self._merge_from(link, remote, msg.payload)
+        self._outbox.append((link, encode_message(Ack(msg.start, msg.end))))
+
+    def _merge_from(self, link: str, remote: str, payload: bytes) -> None:
+        """Merge a Keyspace a peer sent: checked whole first, so bad input changes nothing."""
         try:
-            incoming = Keyspace.decode(msg.payload, self.config.max_message_bytes)
+            incoming = Keyspace.decode(payload, self.config.max_message_bytes)
         except CodecError as exc:
             raise ProtocolError(f"malformed delta payload from {remote}: {exc}") from None
         admitted = incoming.filtered(self.links[link].policy.may_pull)
@@ -285,7 +312,48 @@ class Replica:
         novel = admitted.novel_part(self.keyspace)
         self.keyspace.merge(novel)
         self._note(novel, origin=remote)
-        self._outbox.append((link, encode_message(Ack(msg.start, msg.end))))
+
+    # ---- catch-up by digest (sync/_catchup.py) ----------------------------------------
+
+    def _answer_catch_up(self, link: str, remote: str, msg: Expand | ListItems | Push) -> None:
+        """The peer is catching us up: answer from our tree, merge what it pushes."""
+        answer: Message
+        if isinstance(msg, Expand):
+            answer = answer_expand(msg, self.tree)
+        elif isinstance(msg, ListItems):
+            answer = answer_list(msg, self.tree)
+        else:
+            self._merge_from(link, remote, msg.payload)
+            answer = PushAck(msg.session, msg.chunk)
+        self._outbox.append((link, encode_message(answer)))
+
+    def _on_catch_up_answer(
+        self, link: str, remote: str, msg: Fingerprints | Items | PushAck
+    ) -> None:
+        running = self.catchups.get(remote)
+        if running is None or running[1].session != msg.session:
+            return  # an answer to a session that is over: nothing to do
+        session, now = running[1], self.clock()
+        if isinstance(msg, Fingerprints):
+            check_answer(msg)
+            follow = session.on_fingerprints(msg, self.tree, self.keyspace, now)
+        elif isinstance(msg, Items):
+            check_answer(msg)
+            follow = session.on_items(msg, self.tree, self.keyspace, now)
+        else:
+            session.on_push_ack(msg)
+            follow = []
+        self._outbox.extend((link, raw) for raw in follow)
+        if session.done():
+            del self.catchups[remote]
+            self.log.caught_up_from(remote, session.start_seq)
+            self.last_catch_up = session
+
+    def _start_catch_up(self, link: str, remote: str) -> None:
+        self._sessions += 1
+        session = CatchUp(self._sessions, self.log.next_seq, self.config.batch_bytes)
+        self.catchups[remote] = (link, session)
+        self._outbox.extend((link, raw) for raw in session.start(self.clock()))
 
     def _on_ack(self, remote: str, ack: Ack) -> None:
         if ack.end > self.log.next_seq:
@@ -309,6 +377,9 @@ class Replica:
             if state.remote is None and now - state.hello_sent_at >= self.config.retransmit_ms:
                 self._hello(link)
         self.log.retransmit_due(now, self.config.retransmit_ms)
+        for link, session in self.catchups.values():
+            due = session.due(now, self.config.retransmit_ms)
+            self._outbox.extend((link, raw) for raw in due)
 
     # ---- sending ---------------------------------------------------------------------------
 
@@ -320,7 +391,9 @@ class Replica:
             if remote is None:
                 continue
             if self.log.needs_catch_up(remote):
-                self._snapshot_for(remote, ready.batch)
+                if remote not in self.catchups:
+                    self._start_catch_up(link, remote)
+                continue  # intervals resume once the catch-up is done
             progress = self.log.peers[remote]
             while len(progress.inflight) < self.config.window:
                 interval = self.log.next_interval(
@@ -333,29 +406,6 @@ class Replica:
                     continue
                 msg = Deltas(interval.start, interval.end, interval.delta.encode())
                 ready.messages.append((link, encode_message(msg)))
-
-    def _snapshot_for(self, remote: str, batch: WriteBatch) -> None:
-        """Catch a peer up whose needed deltas were collected: log the whole state,
-        in chunks under the interval budget, visible to that peer only."""
-        first = self.log.next_seq
-        chunk = Keyspace()
-        size = 0
-        for key in sorted(self.keyspace.entries):
-            child = self.keyspace.entries[key]
-            encoded = len(child.encode()) + len(key[0]) + 2
-            if size and size + encoded > self.config.batch_bytes:
-                self._log_chunk(chunk, remote, batch)
-                chunk, size = Keyspace(), 0
-            chunk.entries[key] = child.copy()
-            size += encoded
-        self._log_chunk(chunk, remote, batch)
-        self.log.caught_up_from(remote, first)
-
-    def _log_chunk(self, chunk: Keyspace, remote: str, batch: WriteBatch) -> None:
-        payload = chunk.encode()
-        entry = self.log.append(chunk, None, len(payload))
-        entry.only_for = remote
-        batch.log_append.append((entry.seq, encode_log_record(None, payload, remote)))
 
     # ---- reads -----------------------------------------------------------------------------
 

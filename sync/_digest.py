@@ -1,0 +1,103 @@
+"""DigestTree: fingerprints of a keyspace over ranges of key hashes.
+
+Every key has a *position* (the first 64 bits of the SHA-256 of its storage key)
+and a *fingerprint* (64 bits of BLAKE2b over its storage key and its canonical
+encoding). A node of the tree is a range of positions: level ``L`` splits the
+position space into ``4**L`` equal ranges, down to ``MAX_LEVEL``. A node's
+fingerprint is the XOR of the fingerprints of the keys inside it, so two replicas
+whose ranges hold equal keys in equal states agree on it, and a change anywhere
+inside shows at every level above.
+
+The tree is maintained incrementally, one key at a time (XOR out the old
+fingerprint, XOR in the new), from encodings the replica computes anyway when it
+persists a key, so catching a peer up never re-reads or re-encodes the state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from sync._keyspace import Key, storage_key
+
+MAX_LEVEL = 10  # 4**10 = ~1M leaf ranges
+FANOUT = 4
+_LEAF_SHIFT = 64 - 2 * MAX_LEVEL
+
+
+def position(key: Key) -> int:
+    return int.from_bytes(hashlib.sha256(storage_key(key)).digest()[:8], "big")
+
+
+def fingerprint(key: Key, encoded: bytes) -> int:
+    h = hashlib.blake2b(storage_key(key), digest_size=8)
+    h.update(encoded)
+    return int.from_bytes(h.digest(), "big")
+
+
+class DigestTree:
+    def __init__(self) -> None:
+        # Sparse per level: small keyspaces cost little; absent nodes are (0, 0).
+        self.fps: list[dict[int, int]] = [{} for _ in range(MAX_LEVEL + 1)]
+        self.counts: list[dict[int, int]] = [{} for _ in range(MAX_LEVEL + 1)]
+        self.leaves: dict[int, dict[int, tuple[Key, int]]] = {}  # leaf -> pos -> (key, fp)
+        self.positions: dict[Key, int] = {}
+
+    def __len__(self) -> int:
+        return self.counts[0].get(0, 0)
+
+    def set(self, key: Key, encoded: bytes | None) -> None:
+        """Record ``key``'s new encoding (None: the key is gone)."""
+        pos = self.positions.get(key)
+        if pos is None:
+            if encoded is None:
+                return
+            pos = self.positions[key] = position(key)
+        leaf = pos >> _LEAF_SHIFT
+        bucket = self.leaves.setdefault(leaf, {})
+        old = bucket.get(pos)
+        new_fp = 0 if encoded is None else fingerprint(key, encoded)
+        change = (old[1] if old else 0) ^ new_fp
+        added = (encoded is not None) - (old is not None)
+        if encoded is None:
+            bucket.pop(pos, None)
+            del self.positions[key]
+        else:
+            bucket[pos] = (key, new_fp)
+        for level in range(MAX_LEVEL + 1):
+            node = leaf >> (2 * (MAX_LEVEL - level))
+            fps, counts = self.fps[level], self.counts[level]
+            fps[node] = fps.get(node, 0) ^ change
+            count = counts.get(node, 0) + added
+            if count:
+                counts[node] = count
+            else:
+                counts.pop(node, None)
+                fps.pop(node, None)
+
+    def node(self, level: int, index: int) -> tuple[int, int]:
+        """(fingerprint, key count) of a node."""
+        return self.fps[level].get(index, 0), self.counts[level].get(index, 0)
+
+    def root(self) -> int:
+        return self.fps[0].get(0, 0)
+
+    def items(self, level: int, index: int) -> dict[int, tuple[Key, int]]:
+        """Every key in a node: position -> (key, fingerprint)."""
+        span = FANOUT ** (MAX_LEVEL - level)
+        first = index * span
+        out: dict[int, tuple[Key, int]] = {}
+        if span <= len(self.leaves):
+            for leaf in range(first, first + span):
+                out.update(self.leaves.get(leaf, {}))
+        else:
+            for leaf, bucket in self.leaves.items():
+                if first <= leaf < first + span:
+                    out.update(bucket)
+        return out
+
+    def __repr__(self) -> str:
+        return f"DigestTree(keys={len(self)}, root={self.root():016x})"
+
+
+def valid_node(level: int, index: int) -> bool:
+    return 0 <= level <= MAX_LEVEL and 0 <= index < FANOUT**level
