@@ -33,7 +33,6 @@ class LogEntry:
     delta: Keyspace
     origin: str | None  # the peer it came from; None for local updates
     size: int  # encoded bytes, for budgets and the log bound
-    only_for: str | None = None  # a catch-up chunk meant for one peer
 
 
 @dataclass
@@ -92,7 +91,7 @@ class DeltaLog:
 
     def first_seq(self) -> int:
         """The lowest sequence number still held (``next_seq`` when empty)."""
-        return min(self.entries, default=self.next_seq)
+        return next(iter(self.entries), self.next_seq)  # entries are kept in seq order
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -144,8 +143,7 @@ class DeltaLog:
         for entry in self._from(start):
             if used and used + entry.size > budget:
                 break
-            # Never send a peer what came from it, nor another peer's catch-up.
-            if entry.origin != peer and entry.only_for in (None, peer):
+            if entry.origin != peer:  # never send a peer what came from it
                 delta.merge(entry.delta.filtered(admit))
             used += entry.size
             end = entry.seq + 1
@@ -204,16 +202,12 @@ class DeltaLog:
         floor = min((p.acked for p in self.peers.values()), default=self.next_seq)
         for seq in [s for s in self.entries if s < floor]:
             self._drop(seq)
-        # Past the bounds, drop the oldest entries, but never a catch-up chunk still
-        # on its way: dropping it would only start the same catch-up again.
-        while self.over_bounds():
-            oldest = next((e for e in self.entries.values() if e.only_for is None), None)
-            if oldest is None:
-                break
-            self._drop(oldest.seq)
+        while self.entries and self.over_bounds():
+            oldest = next(iter(self.entries))  # appended in order: the first is the oldest
+            self._drop(oldest)
             for progress in self.peers.values():
-                if progress.acked <= oldest.seq:
-                    progress.behind = True
+                if progress.acked <= oldest:
+                    progress.behind = True  # it will need a catch-up by digest
         return self.first_seq()
 
     def _drop(self, seq: int) -> None:

@@ -436,10 +436,9 @@ class Replica:
         return f"Replica({self.actor!r}, keys={len(self.keyspace)}, log={len(self.log)})"
 
 
-def encode_log_record(origin: str | None, payload: bytes, only_for: str | None = None) -> bytes:
+def encode_log_record(origin: str | None, payload: bytes) -> bytes:
     w = Writer()
     w.text(origin or "")
-    w.text(only_for or "")
     w.blob(payload)
     return w.getvalue()
 
@@ -447,7 +446,6 @@ def encode_log_record(origin: str | None, payload: bytes, only_for: str | None =
 def decode_log_record(record: bytes) -> tuple[str | None, bytes]:
     r = Reader(record)
     origin = r.text()
-    r.text()  # only_for: a snapshot chunk for one peer; after a restart, that peer re-syncs
     payload = r.blob()
     r.expect_end()
     return origin or None, payload

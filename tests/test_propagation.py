@@ -100,24 +100,6 @@ def test_entries_from_the_peer_are_not_sent_back_but_their_range_is_covered() ->
     assert paths(to_p2) == ["x", "y", "z"]
 
 
-def test_entry_only_for_one_peer_is_skipped_for_the_others() -> None:
-    log = DeltaLog()
-    add(log, "x")
-    add(log, "snap").only_for = "p1"
-    log.track("p1", 1)
-    log.track("p2", 1)
-    assert paths(send(log, "p1", budget=10 * SIZE)) == ["snap", "x"]
-    to_p2 = send(log, "p2", budget=10 * SIZE)
-    assert (to_p2.end, paths(to_p2)) == (3, ["x"])
-
-
-def test_only_for_entry_is_not_sent_back_to_its_origin() -> None:
-    log = DeltaLog()
-    add(log, "x", origin="p1").only_for = "p1"
-    log.track("p1", 1)
-    assert send(log, "p1").delta.is_bottom()
-
-
 def test_admit_filter_drops_keys_and_an_interval_may_come_out_bottom() -> None:
     log = DeltaLog()
     add(log, "local/raw")
@@ -295,7 +277,6 @@ ops = st.one_of(
         st.just("append"),
         origins,
         st.sampled_from(["a", "b", "local/c"]),
-        st.sampled_from([None, *PEERS]),
     ),
     st.tuples(st.just("send"), st.sampled_from(PEERS), st.integers(0, 5 * SIZE)),
     st.tuples(st.just("ack"), st.integers(0, 10_000), st.booleans()),
@@ -340,11 +321,10 @@ def test_random_schedules_keep_progress_consistent_and_drain_the_log(
     for step in steps:
         now += 10
         match step:
-            case ("append", origin, path, only_for):
+            case ("append", origin, path):
                 assert origin is None or isinstance(origin, str)
-                assert isinstance(path, str) and (only_for is None or isinstance(only_for, str))
+                assert isinstance(path, str)
                 entry = add(log, path, origin)
-                entry.only_for = only_for
                 model.appended.add(entry.seq)
             case ("send", str(peer), int(budget)):
                 interval = log.next_interval(peer, budget, admit_shared, now)
