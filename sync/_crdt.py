@@ -265,7 +265,7 @@ def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> CRDT:
             f"this build reads version {FORMAT_VERSION}"
         )
     cls = type_for_tag(r.u8())
-    actors = _decode_actor_table(r)
+    actors = read_actor_table(r)
     obj = decode_body(r, cls, actors)
     r.expect_end()
     if _collect_actors(obj) != actors:
@@ -284,7 +284,7 @@ def decode_body(r: Reader, cls: type[C], actors: list[str]) -> C:
     return obj
 
 
-def _decode_actor_table(r: Reader) -> list[str]:
+def read_actor_table(r: Reader) -> list[str]:
     n = r.count("actor table", 1)
     actors: list[str] = []
     for _ in range(n):

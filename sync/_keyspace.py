@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from sync._causal import DotContext
 from sync._codec import DEFAULT_MAX_SIZE, CodecError, Reader, Writer
-from sync._crdt import CRDT, decode_body, encode_body, type_for_tag
+from sync._crdt import CRDT, decode_body, encode_body, read_actor_table, type_for_tag
 from sync._hlc import Timestamp
 
 T = TypeVar("T", bound=CRDT)
@@ -209,7 +209,7 @@ class Keyspace:
             raise CodecError(
                 f"unsupported keyspace format {version}; this build reads {KEYSPACE_FORMAT}"
             )
-        actors = _read_actor_table(r)
+        actors = read_actor_table(r)
         out = cls()
         prev: Key | None = None
         for _ in range(r.count("keyspace", 4)):
@@ -267,13 +267,3 @@ def _actors(child: CRDT) -> set[str]:
     found = child.ctx.actors()
     found.update(child._store_actors())
     return found
-
-
-def _read_actor_table(r: Reader) -> list[str]:
-    actors: list[str] = []
-    for _ in range(r.count("actor table")):
-        actor = r.text()
-        if actors and actor <= actors[-1]:
-            raise CodecError("actor table is not strictly sorted")
-        actors.append(actor)
-    return actors

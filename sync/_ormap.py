@@ -104,15 +104,19 @@ class ORMap(CRDT):
 
     # ---- store-level contract --------------------------------------------------
 
+    def _pair(self, other: ORMap, key: Key) -> tuple[CRDT, CRDT]:
+        """Both sides' values at ``key``, an empty one (on its side's context) if absent."""
+        cls = type_for_tag(key[1])
+        mine = self.entries.get(key)
+        theirs = other.entries.get(key)
+        return (
+            cls(self.ctx) if mine is None else mine,
+            cls(other.ctx) if theirs is None else theirs,
+        )
+
     def _join_store(self, other: ORMap) -> None:
         for key in self._keys_touched_by(other):
-            cls = type_for_tag(key[1])
-            mine = self.entries.get(key)
-            if mine is None:
-                mine = cls(self.ctx)
-            theirs = other.entries.get(key)
-            if theirs is None:
-                theirs = cls(other.ctx)
+            mine, theirs = self._pair(other, key)
             mine._join_store(theirs)
             self._store(key, mine)
 
@@ -139,13 +143,7 @@ class ORMap(CRDT):
     def _novel_store(self, known: ORMap, out: DotContext) -> ORMap:
         part = ORMap(out)
         for key in known._keys_touched_by(self):
-            cls = type_for_tag(key[1])
-            mine = self.entries.get(key)
-            if mine is None:
-                mine = cls(self.ctx)
-            theirs = known.entries.get(key)
-            if theirs is None:
-                theirs = cls(known.ctx)
+            mine, theirs = self._pair(known, key)
             part._store(key, mine._novel_store(theirs, out))
         return part
 

@@ -58,7 +58,7 @@ def change_keys(net: MemoryNetwork, name: str, count: int, total: int) -> list[s
     paths = [f"k{i:07d}" for i in random.Random(7).sample(range(total), count)]
     for n, path in enumerate(paths):
         set_register(r, path, f"new{n}")
-        if n % 100 == 99:
+        if n % 10 == 9:
             net.flush(name)
     net.flush(name)
     return paths
