@@ -1,6 +1,6 @@
-"""Regenerate the Python code for proto/edgesync/v1/*.proto into edge_node/pb/.
+"""Regenerate the Python code for proto/edgesync/v1/*.proto into sync/adapters/pb/.
 
-Usage: python scripts/gen_proto.py [OUTPUT_DIR]   (default: edge_node/pb)
+Usage: python scripts/gen_proto.py [OUTPUT_DIR]   (default: sync/adapters/pb)
 
 The generated modules import each other relatively, so no top-level package named
 `edgesync` or `proto` is created (the latter would collide with proto-plus).
@@ -43,10 +43,10 @@ def generate(out: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    destination = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "edge_node" / "pb"
+    destination = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "sync" / "adapters" / "pb"
     for path in generate(destination):
         print(
             path.relative_to(destination.parent)
-            if destination == ROOT / "edge_node" / "pb"
+            if destination == ROOT / "sync" / "adapters" / "pb"
             else path
         )

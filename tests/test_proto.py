@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMITTED = ROOT / "edge_node" / "pb"
+COMMITTED = ROOT / "sync" / "adapters" / "pb"
 
 
 def test_regenerating_the_protobuf_code_changes_nothing(tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_regenerating_the_protobuf_code_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_generated_code_imports_without_a_top_level_proto_package() -> None:
-    from edge_node.pb import client_pb2, replication_pb2, replication_pb2_grpc
+    from sync.adapters.pb import client_pb2, replication_pb2, replication_pb2_grpc
 
     frame = replication_pb2.Frame(message=b"\x01", signature=b"")
     assert replication_pb2.Frame.FromString(frame.SerializeToString()) == frame
@@ -35,8 +35,8 @@ def test_generated_code_imports_without_a_top_level_proto_package() -> None:
 
 
 def test_wire_type_numbers_are_the_crdt_type_tags() -> None:
-    from edge_node.pb import client_pb2
     from sync import crdt_types
+    from sync.adapters.pb import client_pb2
 
     names = {
         "GCounter": "GCOUNTER", "PNCounter": "PNCOUNTER", "LWWRegister": "LWW_REGISTER",
