@@ -1,4 +1,4 @@
-"""The ``edgesync`` command line.
+"""The ``edgesync`` command line (the public contract in ../shared/design.md).
 
 Exit status: 0 success, 1 failure (one clear line on stderr), 2 usage error.
 Subcommands import their machinery lazily, so ``edgesync --help`` stays fast.
@@ -7,8 +7,179 @@ Subcommands import their machinery lazily, so ``edgesync --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+
+
+class Failure(Exception):
+    """A command failed; the message is the one line an operator sees."""
+
+
+# ---- daemons ---------------------------------------------------------------------------
+
+
+def _daemon(args: argparse.Namespace, role: str) -> int:
+    import asyncio
+
+    from edge_node.daemon import ConfigError, load_config, serve, setup_logging
+
+    flags = {
+        "id": args.id, "data": args.data, "listen": args.listen, "role": role,
+        "upstream": args.upstream, "peer": getattr(args, "peer", None),
+        "insecure": args.insecure, "tls_dir": args.tls_dir,
+    }  # fmt: skip
+    try:
+        cfg = load_config(args.config, flags)
+        cfg.check()
+    except ConfigError as exc:
+        print(f"edgesync {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging()
+    return asyncio.run(serve(cfg))
+
+
+def _node(args: argparse.Namespace) -> int:
+    return _daemon(args, "edge")
+
+
+def _hub(args: argparse.Namespace) -> int:
+    return _daemon(args, args.role)
+
+
+# ---- client commands -------------------------------------------------------------------
+
+
+def _stub(args: argparse.Namespace) -> Any:
+    import grpc
+
+    from sync.adapters.pb import client_pb2_grpc
+
+    if args.tls_dir is not None:
+        raise Failure("mutual TLS is not built yet; use --insecure against a loopback daemon")
+    if not args.insecure:
+        raise Failure("choose --tls-dir DIR or --insecure")
+    return client_pb2_grpc.ClientStub(grpc.insecure_channel(args.at))
+
+
+def _update(args: argparse.Namespace, **op: Any) -> dict[str, Any]:
+    from sync.adapters.pb import client_pb2
+
+    reply = _stub(args).Update(client_pb2.UpdateRequest(key=args.key, **op), timeout=30)
+    return {"key": args.key, "actor": reply.actor, "digest": reply.digest}
+
+
+def _put(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        json.loads(args.value)
+        as_json = args.value
+    except ValueError:
+        as_json = json.dumps(args.value)  # not JSON: store it as a string
+    return _update(args, register_set_json=as_json)
+
+
+def _inc(args: argparse.Namespace) -> dict[str, Any]:
+    return _update(args, counter_add=args.n)
+
+
+def _elements(args: argparse.Namespace, field: str) -> dict[str, Any]:
+    from sync.adapters.pb import client_pb2
+
+    return _update(args, **{field: client_pb2.ElementList(elements=args.elements)})
+
+
+def _values(args: argparse.Namespace) -> dict[str, Any]:
+    from edge_node.client_service import type_name
+    from sync.adapters.pb import client_pb2
+
+    reply = _stub(args).Get(client_pb2.GetRequest(key=args.key), timeout=30)
+    return {type_name(v.type): json.loads(v.json) for v in reply.values}
+
+
+def _get(args: argparse.Namespace) -> dict[str, Any]:
+    values = _values(args)
+    if not values:
+        raise Failure(f"no value at {args.key}")
+    return {"key": args.key, "values": values}
+
+
+def _del(args: argparse.Namespace) -> dict[str, Any]:
+    from sync import crdt_types
+
+    tags = {cls.__name__: cls.TYPE_TAG for cls in crdt_types()}
+    result: dict[str, Any] = {"key": args.key, "removed": []}
+    for name in _values(args):
+        result.update(_update(args, remove_key=tags[name]))
+        result["removed"].append(name)
+    return result
+
+
+def _keys(args: argparse.Namespace) -> dict[str, Any]:
+    from edge_node.client_service import type_name
+    from sync.adapters.pb import client_pb2
+
+    reply = _stub(args).Keys(client_pb2.KeysRequest(prefix=args.prefix), timeout=30)
+    return {"keys": [{"key": k.key, "type": type_name(k.type)} for k in reply.keys]}
+
+
+def _status(args: argparse.Namespace) -> dict[str, Any]:
+    from sync.adapters.pb import client_pb2
+
+    s = _stub(args).Status(client_pb2.StatusRequest(prefix=args.prefix), timeout=30)
+    return {
+        "id": s.id, "role": s.role, "epoch": s.epoch,
+        "version_vector": dict(sorted(s.version_vector.items())), "digest": s.digest,
+        "peers": [{"address": p.address, "connected": p.connected, "lag": p.lag} for p in s.peers],
+    }  # fmt: skip
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from edge_node.client_service import type_name
+    from sync.adapters.pb import client_pb2
+
+    for change in _stub(args).Watch(client_pb2.WatchRequest(prefix=args.prefix)):
+        values = {type_name(v.type): json.loads(v.json) for v in change.values}
+        line = {"key": change.key, "values": values}
+        print(json.dumps(line) if args.json else f"{change.key} {_plain(values)}", flush=True)
+    return 0
+
+
+def _plain(values: dict[str, Any]) -> str:
+    return " ".join(f"{t}={json.dumps(v)}" for t, v in values.items()) or "(removed)"
+
+
+def _show(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+    elif "values" in result:
+        print(_plain(result["values"]))
+    elif "keys" in result:
+        for k in result["keys"]:
+            print(f"{k['key']} {k['type']}")
+    elif "version_vector" in result:
+        print(
+            f"{result['id']} ({result['role']}) epoch {result['epoch']} digest {result['digest']}"
+        )
+        for p in result["peers"]:
+            print(f"  peer {p['address']} connected={p['connected']} lag={p['lag']}")
+    else:
+        print(f"ok {result.get('digest', '')[:16]}")
+
+
+def _client(command: Callable[[argparse.Namespace], dict[str, Any]]) -> Callable[..., int]:
+    def run(args: argparse.Namespace) -> int:
+        _show(command(args), args.json)
+        return 0
+
+    return run
+
+
+# ---- the in-process walkthrough -----------------------------------------------------------
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -17,15 +188,80 @@ def _demo(args: argparse.Namespace) -> int:
     return walkthrough()
 
 
+# ---- parser ------------------------------------------------------------------------------
+
+
+def _security(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--tls-dir", type=Path, help="mutual TLS material (from `certs`)")
+    group.add_argument("--insecure", action="store_true", help="plain text, loopback only")
+
+
+def _client_parser(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
+    p.add_argument("--at", required=True, metavar="HOST:PORT", help="the node to ask")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _security(p)
+    return p
+
+
+def _daemon_parser(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
+    p.add_argument("--id", help="this node's id")
+    p.add_argument("--data", type=Path, help="directory of the store")
+    p.add_argument("--listen", metavar="HOST:PORT")
+    p.add_argument("--upstream", action="append", default=[], metavar="HOST:PORT")
+    p.add_argument("--config", type=Path, help="TOML file with the same keys as the flags")
+    _security(p)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="edgesync",
-        description="CRDT-based, offline-first state sync for edge fleets.",
+        prog="edgesync", description="CRDT-based, offline-first state sync for edge fleets."
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    demo = commands.add_parser(
-        "demo", help="replicas diverge under a partition and converge after it heals"
-    )
+    node = _daemon_parser(commands, "node", "run an edge node daemon")
+    node.add_argument("--peer", action="append", default=[], metavar="HOST:PORT")
+    node.set_defaults(run=_node)
+    hub = _daemon_parser(commands, "hub", "run a regional or cloud hub daemon")
+    hub.add_argument("--role", choices=["regional", "cloud"], required=True)
+    hub.set_defaults(run=_hub)
+
+    p = _client_parser(commands, "put", "set a register (VALUE is JSON if it parses)")
+    p.add_argument("key")
+    p.add_argument("value")
+    p.set_defaults(run=_client(_put))
+    p = _client_parser(commands, "get", "read every value at a key")
+    p.add_argument("key")
+    p.set_defaults(run=_client(_get))
+    p = _client_parser(commands, "inc", "add to a counter (negative N decrements)")
+    p.add_argument("key")
+    p.add_argument("n", nargs="?", type=int, default=1)
+    p.set_defaults(run=_client(_inc))
+    for name, field, text in (
+        ("add", "set_add", "add to a set"),
+        ("rm", "set_remove", "remove from a set"),
+    ):
+        p = _client_parser(commands, name, text)
+        p.add_argument("key")
+        p.add_argument("elements", nargs="+", metavar="ELEMENT")
+        p.set_defaults(run=_client(functools.partial(_elements, field=field)))
+    p = _client_parser(commands, "del", "observed-remove of every value at a key")
+    p.add_argument("key")
+    p.set_defaults(run=_client(_del))
+    for name, run, text in (("keys", _keys, "list keys"), ("status", _status, "node status")):
+        p = _client_parser(commands, name, text)
+        if name == "keys":
+            p.add_argument("prefix", nargs="?", default="")
+        else:
+            p.add_argument("--prefix", default="")
+        p.set_defaults(run=_client(run))
+    p = _client_parser(commands, "watch", "print one line per change, until interrupted")
+    p.add_argument("prefix", nargs="?", default="")
+    p.set_defaults(run=_watch)
+
+    demo = commands.add_parser("demo", help="replicas diverge under a partition and converge")
     demo.set_defaults(run=_demo)
     return parser
 
@@ -35,11 +271,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args)
     except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # one clear line, never a traceback, for an operator
+        return 0 if args.command == "watch" else 130
+    except Failure as exc:
         print(f"edgesync {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
+    except Exception as exc:  # one clear line, never a traceback, for an operator
+        print(f"edgesync {args.command}: error: {_describe(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
     return code
+
+
+def _describe(exc: Exception) -> str:
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details):  # a grpc.RpcError
+        return f"{code().name}: {details()}"
+    return str(exc) or type(exc).__name__
 
 
 if __name__ == "__main__":

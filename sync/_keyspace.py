@@ -27,6 +27,7 @@ from sync._causal import DotContext
 from sync._codec import DEFAULT_MAX_SIZE, CodecError, Reader, Writer
 from sync._crdt import CRDT, decode_body, encode_body, read_actor_table, type_for_tag
 from sync._hlc import Timestamp
+from sync._policy import is_local
 
 T = TypeVar("T", bound=CRDT)
 Key = tuple[str, int]  # (path, type tag)
@@ -228,10 +229,16 @@ class Keyspace:
         return out
 
     def digest(self, prefix: str = "") -> str:
-        """Hex SHA-256 over the keys under ``prefix``: equal digests, equal state."""
+        """Hex SHA-256 over the keys under ``prefix``: equal digests, equal state.
+
+        Keys under ``local/`` never leave their node, so they count only when the
+        prefix asks for them.
+        """
         h = hashlib.sha256()
-        for key in sorted(k for k in self.entries if k[0].startswith(prefix)):
-            h.update(entry_digest(key, self.entries[key]))
+        for key in sorted(self.entries):
+            path = key[0]
+            if path.startswith(prefix) and (not is_local(path) or prefix.startswith("local")):
+                h.update(entry_digest(key, self.entries[key]))
         return h.hexdigest()
 
     def __eq__(self, other: object) -> bool:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sync import CRDT
+from sync._keyspace import Key, parse_storage_key
 from sync._policy import EVERYTHING, LinkPolicy
 from sync._replica import Replica, ReplicaConfig
 from sync._storage import Storage
@@ -45,6 +46,7 @@ class AsyncReplica:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
         self.commits = 0
+        self.watchers: list[Callable[[list[Key]], None]] = []  # told the keys each commit changed
 
     @property
     def actor(self) -> str:
@@ -97,7 +99,13 @@ class AsyncReplica:
                 continue
             self.commits += 1
             self._settle(upto, None)
+            self._notify([parse_storage_key(raw) for raw in ready.batch.entries])
             await self._send(ready.messages)
+
+    def _notify(self, keys: list[Key]) -> None:
+        if keys:
+            for watcher in list(self.watchers):
+                watcher(keys)
 
     def _settle(self, upto: int, error: Exception | None) -> None:
         self._durable = upto

@@ -1,0 +1,176 @@
+"""The edgesync daemon: one replica, its links, and the client API, in one process.
+
+Edge nodes (``edgesync node``) and hubs (``edgesync hub --role regional|cloud``)
+run this same machinery; a role is configuration. The daemon serves the
+Replication and Client services, the standard gRPC health service and server
+reflection, dials its upstreams and peers (reconnecting with backoff and
+jitter), and on SIGTERM or SIGINT stops accepting, lets in-flight writes commit,
+closes its links and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from edge_node.client_service import ClientService
+from sync._replica import ReplicaConfig
+from sync.adapters.aio import AsyncReplica
+from sync.adapters.embedded import fresh_epoch, wall_clock_ms
+from sync.adapters.grpc_link import GrpcLinks, channel_options, ticker
+from sync.adapters.lmdb_storage import LMDBStorage
+from sync.adapters.pb import client_pb2, client_pb2_grpc, replication_pb2, replication_pb2_grpc
+
+log = logging.getLogger("edgesync.daemon")
+SERVICES = ("edgesync.v1.Replication", "edgesync.v1.Client")
+
+
+class ConfigError(ValueError):
+    """The daemon's configuration cannot work; the message says what to change."""
+
+
+@dataclass
+class DaemonConfig:
+    id: str
+    data: Path
+    listen: str
+    role: str = "edge"
+    upstream: list[str] = field(default_factory=list)
+    peer: list[str] = field(default_factory=list)
+    insecure: bool = False
+    tls_dir: Path | None = None
+
+    def check(self) -> None:
+        if self.tls_dir is None and not self.insecure:
+            raise ConfigError(
+                "choose --tls-dir DIR (mutual TLS) or --insecure (plain text, loopback only)"
+            )
+        if self.tls_dir is not None:
+            raise ConfigError("mutual TLS is not built yet; use --insecure on loopback for now")
+        for address in [self.listen, *self.upstream, *self.peer]:
+            if not is_loopback(address):
+                raise ConfigError(f"--insecure serves plain text on loopback only, not {address}")
+
+
+def is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(
+                ipaddress.ip_address(a[4][0]).is_loopback for a in socket.getaddrinfo(host, None)
+            )
+        except OSError:
+            return False
+
+
+def load_config(path: Path | None, flags: dict[str, Any]) -> DaemonConfig:
+    """TOML file keys are the flags' names; flags given on the command line win."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from None
+    values.update({k: v for k, v in flags.items() if v not in (None, [], False)})
+    missing = [k for k in ("id", "data", "listen") if k not in values]
+    if missing:
+        raise ConfigError(f"missing {', '.join('--' + m for m in missing)}")
+    known = set(DaemonConfig.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+    values["data"] = Path(values["data"])
+    if values.get("tls_dir") is not None:
+        values["tls_dir"] = Path(values["tls_dir"])
+    return DaemonConfig(**values)
+
+
+async def serve(cfg: DaemonConfig) -> int:
+    cfg.check()
+    replica = AsyncReplica(
+        LMDBStorage(cfg.data), cfg.id, clock=wall_clock_ms, new_epoch=fresh_epoch,
+        config=ReplicaConfig(),
+    )  # fmt: skip
+    links = GrpcLinks(replica)
+    server = grpc.aio.server(options=channel_options(replica.replica.config.max_message_bytes))
+    health_servicer = _add_services(server, replica, links, cfg.role)
+    if server.add_insecure_port(cfg.listen) == 0:
+        raise ConfigError(f"cannot listen on {cfg.listen}")
+    await server.start()
+    log.info("started", extra={"node": cfg.id, "role": cfg.role, "listen": cfg.listen,
+                               "actor": replica.actor})  # fmt: skip
+    tasks = [asyncio.create_task(links.dial(a)) for a in [*cfg.upstream, *cfg.peer]]
+    tasks.append(asyncio.create_task(ticker(replica)))
+    await _until_signalled()
+    log.info("stopping", extra={"node": cfg.id})
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=2)  # stop accepting; in-flight calls (writes) finish
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await replica.close()  # commits what is pending, records a clean shutdown
+    log.info("stopped", extra={"node": cfg.id})
+    return 0
+
+
+def _add_services(
+    server: grpc.aio.Server, replica: AsyncReplica, links: GrpcLinks, role: str
+) -> health.aio.HealthServicer:
+    replication_pb2_grpc.add_ReplicationServicer_to_server(links, server)
+    client_pb2_grpc.add_ClientServicer_to_server(ClientService(replica, links, role), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [
+        replication_pb2.DESCRIPTOR.services_by_name["Replication"].full_name,
+        client_pb2.DESCRIPTOR.services_by_name["Client"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
+    reflection.enable_server_reflection(names, server)
+    for name in ["", *SERVICES]:
+        asyncio.get_running_loop().create_task(
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        )
+    return health_servicer
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+class KeyValueFormatter(logging.Formatter):
+    """One line per event: time, level, event, then key=value fields."""
+
+    SKIP = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in sorted(vars(record).items()) if k not in self.SKIP)
+        stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        return f"{stamp} {record.levelname.lower()} {record.getMessage()} {fields}".rstrip()
+
+
+def setup_logging() -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(KeyValueFormatter())
+    root = logging.getLogger("edgesync")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)

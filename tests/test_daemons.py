@@ -1,0 +1,135 @@
+"""Node and hub daemons as real processes on loopback, driven through the CLI contract."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "edge_node.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{args}: exit {done.returncode}: {done.stderr}")
+    return done
+
+
+class Fleet:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.addr: dict[str, str] = {}
+
+    def start(self, name: str, *args: str) -> str:
+        self.addr.setdefault(name, f"127.0.0.1:{free_port()}")
+        cmd = [*CLI, *args, "--id", name, "--data", str(self.root / name),
+               "--listen", self.addr[name], "--insecure"]  # fmt: skip
+        with (self.root / f"{name}.log").open("a") as log:  # the child keeps its own copy
+            self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=log, text=True)
+        return self.addr[name]
+
+    def status(self, name: str) -> dict[str, object]:
+        out = cli("status", "--at", self.addr[name], "--insecure", "--json")
+        parsed: dict[str, object] = json.loads(out.stdout)
+        return parsed
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        for name in self.procs:
+            while cli("status", "--at", self.addr[name], "--insecure", check=False).returncode:
+                assert time.monotonic() < deadline, (self.root / f"{name}.log").read_text()
+                time.sleep(0.2)
+
+    def stop(self, name: str) -> int:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=20)
+
+    def converged(self, timeout: float = 60) -> set[object]:
+        deadline = time.monotonic() + timeout
+        while True:
+            digests = {self.status(n)["digest"] for n in self.procs}
+            if len(digests) == 1 or time.monotonic() > deadline:
+                return digests
+            time.sleep(0.3)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    f = Fleet(tmp_path)
+    yield f
+    for name in list(f.procs):
+        f.procs[name].kill()
+        f.procs.pop(name).wait()
+
+
+def test_hierarchy_converges_and_cloud_sees_every_edge(fleet: Fleet) -> None:
+    cloud = fleet.start("cloud", "hub", "--role", "cloud")
+    regional = {r: fleet.start(r, "hub", "--role", "regional", "--upstream", cloud)
+                for r in ("r1", "r2")}  # fmt: skip
+    edges = {f"e{i}": regional["r1" if i < 2 else "r2"] for i in range(4)}
+    for edge, up in edges.items():
+        fleet.start(edge, "node", "--upstream", up)
+    fleet.wait_ready()
+    for edge in edges:
+        at = ["--at", fleet.addr[edge], "--insecure"]
+        cli("put", *at, f"cfg/{edge}", '{"mode": "auto"}')
+        cli("inc", *at, "fleet/anomalies", "2")
+        cli("add", *at, "fleet/alerts", f"{edge}-pump", f"{edge}-fan")
+        cli("rm", *at, "fleet/alerts", f"{edge}-fan")
+        cli("inc", *at, f"local/raw/{edge}", "9")  # never leaves the node
+    assert len(fleet.converged()) == 1, "digests differ"
+    at_cloud = ["--at", cloud, "--insecure", "--json"]
+    counter = json.loads(cli("get", *at_cloud, "fleet/anomalies").stdout)
+    assert counter["values"] == {"PNCounter": 8}
+    alerts = json.loads(cli("get", *at_cloud, "fleet/alerts").stdout)["values"]["AWSet"]
+    assert alerts == sorted(f"{e}-pump" for e in edges)
+    keys = json.loads(cli("keys", *at_cloud).stdout)["keys"]
+    assert not any(k["key"].startswith("local/") for k in keys)
+    assert {k["key"] for k in keys} >= {f"cfg/{e}" for e in edges}
+    for name in list(fleet.procs):
+        assert fleet.stop(name) == 0  # SIGTERM: clean exit
+
+
+def test_a_stopped_edge_catches_up_and_writes_made_offline_flow(fleet: Fleet) -> None:
+    hub = fleet.start("hub", "hub", "--role", "cloud")
+    fleet.start("edge", "node", "--upstream", hub)
+    fleet.wait_ready()
+    cli("inc", "--at", fleet.addr["edge"], "--insecure", "n", "1")
+    assert fleet.stop("edge") == 0
+    cli("inc", "--at", hub, "--insecure", "n", "10")  # while the edge is down
+    fleet.start("edge", "node", "--upstream", hub)
+    fleet.wait_ready()
+    assert len(fleet.converged()) == 1
+    out = cli("get", "--at", fleet.addr["edge"], "--insecure", "--json", "n").stdout
+    assert json.loads(out)["values"] == {"PNCounter": 11}
+
+
+def test_cli_exit_codes(fleet: Fleet, tmp_path: Path) -> None:
+    node = fleet.start("n", "node")
+    fleet.wait_ready()
+    assert cli("get", "--at", node, "--insecure", "missing", check=False).returncode == 1
+    assert cli("get", "--at", node, "k", check=False).returncode == 1  # neither --insecure nor TLS
+    refused = cli("node", "--id", "x", "--data", str(tmp_path / "x"),
+                  "--listen", "127.0.0.1:1", check=False)  # fmt: skip
+    assert refused.returncode == 2 and "--insecure" in refused.stderr
+    public = cli("node", "--id", "x", "--data", str(tmp_path / "x"),
+                 "--listen", "0.0.0.0:7000", "--insecure", check=False)  # fmt: skip
+    assert public.returncode == 2 and "loopback only" in public.stderr
+    assert cli("bogus", check=False).returncode == 2
+    assert cli("inc", "--at", node, "--insecure", "k", "notanumber", check=False).returncode == 2
