@@ -61,9 +61,13 @@ def _stub(args: argparse.Namespace) -> Any:
     from sync.adapters.pb import client_pb2_grpc
 
     if args.tls_dir is not None:
-        raise Failure("mutual TLS is not built yet; use --insecure against a loopback daemon")
+        from edge_node.certs import client_id, load_material
+
+        material = load_material(args.tls_dir, client_id(args.tls_dir))
+        creds = grpc.ssl_channel_credentials(material.ca, material.key, material.cert)
+        return client_pb2_grpc.ClientStub(grpc.secure_channel(args.at, creds))
     if not args.insecure:
-        raise Failure("choose --tls-dir DIR or --insecure")
+        raise Failure("choose --tls-dir DIR (mutual TLS) or --insecure (loopback only)")
     return client_pb2_grpc.ClientStub(grpc.insecure_channel(args.at))
 
 
@@ -179,6 +183,20 @@ def _client(command: Callable[[argparse.Namespace], dict[str, Any]]) -> Callable
     return run
 
 
+# ---- certificates ----------------------------------------------------------------------
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from edge_node.certs import CertError, init_ca, issue
+
+    try:
+        path = init_ca(args.dir) if args.action == "init" else issue(args.dir, args.id, args.role)
+    except CertError as exc:
+        raise Failure(str(exc)) from None
+    print(path)
+    return 0
+
+
 # ---- the in-process walkthrough -----------------------------------------------------------
 
 
@@ -260,6 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = _client_parser(commands, "watch", "print one line per change, until interrupted")
     p.add_argument("prefix", nargs="?", default="")
     p.set_defaults(run=_watch)
+
+    certs = commands.add_parser("certs", help="make the CA and node or client certificates")
+    actions = certs.add_subparsers(dest="action", required=True)
+    init = actions.add_parser("init", help="make a CA in DIR")
+    init.add_argument("--dir", type=Path, required=True)
+    issue = actions.add_parser("issue", help="make a certificate signed by DIR's CA")
+    issue.add_argument("--dir", type=Path, required=True)
+    issue.add_argument("--id", required=True)
+    issue.add_argument("--role", choices=["edge", "regional", "cloud", "client"], required=True)
+    certs.set_defaults(run=_certs)
 
     demo = commands.add_parser("demo", help="replicas diverge under a partition and converge")
     demo.set_defaults(run=_demo)

@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from edge_node.certs import CertError, identity_of, load_material
 from edge_node.client_service import ClientService
 from sync._replica import ReplicaConfig
 from sync.adapters.aio import AsyncReplica
@@ -56,11 +57,12 @@ class DaemonConfig:
             raise ConfigError(
                 "choose --tls-dir DIR (mutual TLS) or --insecure (plain text, loopback only)"
             )
-        if self.tls_dir is not None:
-            raise ConfigError("mutual TLS is not built yet; use --insecure on loopback for now")
-        for address in [self.listen, *self.upstream, *self.peer]:
-            if not is_loopback(address):
-                raise ConfigError(f"--insecure serves plain text on loopback only, not {address}")
+        if self.insecure:
+            for address in [self.listen, *self.upstream, *self.peer]:
+                if not is_loopback(address):
+                    raise ConfigError(
+                        f"--insecure serves plain text on loopback only, not {address}"
+                    )
 
 
 def is_loopback(address: str) -> bool:
@@ -106,10 +108,15 @@ async def serve(cfg: DaemonConfig) -> int:
         LMDBStorage(cfg.data), cfg.id, clock=wall_clock_ms, new_epoch=fresh_epoch,
         config=ReplicaConfig(),
     )  # fmt: skip
-    links = GrpcLinks(replica)
+    server_creds, channel_creds = tls_credentials(cfg)
+    links = GrpcLinks(replica, authenticate=peer_identity, credentials=channel_creds)
     server = grpc.aio.server(options=channel_options(replica.replica.config.max_message_bytes))
     health_servicer = _add_services(server, replica, links, cfg.role)
-    if server.add_insecure_port(cfg.listen) == 0:
+    if server_creds is None:
+        port = server.add_insecure_port(cfg.listen)
+    else:
+        port = server.add_secure_port(cfg.listen, server_creds)
+    if port == 0:
         raise ConfigError(f"cannot listen on {cfg.listen}")
     await server.start()
     log.info("started", extra={"node": cfg.id, "role": cfg.role, "listen": cfg.listen,
@@ -126,6 +133,38 @@ async def serve(cfg: DaemonConfig) -> int:
     await replica.close()  # commits what is pending, records a clean shutdown
     log.info("stopped", extra={"node": cfg.id})
     return 0
+
+
+def tls_credentials(
+    cfg: DaemonConfig,
+) -> tuple[grpc.ServerCredentials | None, grpc.ChannelCredentials | None]:
+    """Mutual TLS from ``--tls-dir``: every peer and client must hold a certificate of
+    our CA, and ours must name this node and its role."""
+    if cfg.tls_dir is None:
+        return None, None
+    try:
+        material = load_material(cfg.tls_dir, cfg.id)
+        mine = identity_of(material.cert)
+    except (CertError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    if (mine.node_id, mine.role) != (cfg.id, cfg.role):
+        raise ConfigError(
+            f"{cfg.id}.pem is for {mine.node_id!r} as {mine.role!r}, not {cfg.id!r} as {cfg.role!r}"
+        )
+    server = grpc.ssl_server_credentials(
+        [(material.key, material.cert)], root_certificates=material.ca, require_client_auth=True
+    )
+    channel = grpc.ssl_channel_credentials(material.ca, material.key, material.cert)
+    return server, channel
+
+
+def peer_identity(context: Any) -> tuple[str, str] | None:
+    """(node id, role) from the certificate an incoming peer presented, if any."""
+    pems = context.auth_context().get("x509_pem_cert")
+    if not pems:
+        return None
+    found = identity_of(pems[0])
+    return found.node_id, found.role
 
 
 def _add_services(

@@ -25,8 +25,10 @@ from typing import Any, TypeVar
 
 from sync._causal import DotContext
 from sync._codec import DEFAULT_MAX_SIZE, CodecError, Reader, Writer
+from sync._counter import Counter
 from sync._crdt import CRDT, decode_body, encode_body, read_actor_table, type_for_tag
 from sync._hlc import Timestamp
+from sync._ormap import ORMap
 from sync._policy import is_local
 
 T = TypeVar("T", bound=CRDT)
@@ -174,6 +176,16 @@ class Keyspace:
         for child in self.entries.values():
             yield from child.timestamps()
 
+    def writers(self) -> set[str]:
+        """The actors whose updates this keyspace carries (stored dots, counter totals).
+
+        Removals carry other actors' dots in the context; those are not updates.
+        """
+        found: set[str] = set()
+        for child in self.entries.values():
+            found |= _writers(child)
+        return found
+
     def actor_progress(self) -> dict[str, int]:
         """Per actor, how many of its events this keyspace has seen (over all keys)."""
         totals: dict[str, int] = {}
@@ -268,6 +280,17 @@ def _events_per_actor(ctx: DotContext) -> dict[str, int]:
     for dot in ctx.cloud:
         out[dot.actor] = out.get(dot.actor, 0) + 1
     return out
+
+
+def _writers(child: CRDT) -> set[str]:
+    found = {dot.actor for dot in child._store_dots()}
+    if isinstance(child, Counter):
+        for tally in child.tallies:
+            found.update(tally.totals)  # bases are what a reset saw: not updates
+    if isinstance(child, ORMap):
+        for nested in child.entries.values():
+            found |= _writers(nested)
+    return found
 
 
 def _actors(child: CRDT) -> set[str]:

@@ -81,6 +81,10 @@ class Link:
     policy: LinkPolicy
     remote: str | None = None  # the peer's actor, once its Hello arrived
     hello_sent_at: int = 0
+    # What the transport authenticated (a TLS certificate): the node the peer must
+    # say it is, and whether it may only send updates it made itself (an edge).
+    certified_node: str | None = None
+    own_writes_only: bool = False
 
 
 def actor_name(node_id: str, epoch: int) -> str:
@@ -237,9 +241,17 @@ class Replica:
 
     # ---- links -------------------------------------------------------------------------
 
-    def connect(self, link: str, policy: LinkPolicy = EVERYTHING) -> None:
+    def connect(
+        self,
+        link: str,
+        policy: LinkPolicy = EVERYTHING,
+        certified_node: str | None = None,
+        own_writes_only: bool = False,
+    ) -> None:
         """A link came up: introduce ourselves. Deltas flow once the peer's Hello arrives."""
-        self.links[link] = Link(policy)
+        self.links[link] = Link(
+            policy, certified_node=certified_node, own_writes_only=own_writes_only
+        )
         self._hello(link)
 
     def _hello(self, link: str) -> None:
@@ -280,6 +292,11 @@ class Replica:
             self._on_catch_up_answer(link, remote, msg)
 
     def _on_hello(self, link: str, hello: Hello) -> None:
+        certified = self.links[link].certified_node
+        if certified is not None and hello.node_id != certified:
+            raise ProtocolError(
+                f"peer's certificate is for {certified!r} but it says it is {hello.node_id!r}"
+            )
         if hello.progress.get(self.actor, 0) > self.keyspace.actor_progress().get(self.actor, 0):
             # Our store is behind what a peer saw of us (wiped or restored): our next
             # dots would repeat ones it holds. A fresh epoch makes them new (kv679).
@@ -307,7 +324,15 @@ class Replica:
             incoming = Keyspace.decode(payload, self.config.max_message_bytes)
         except CodecError as exc:
             raise ProtocolError(f"malformed delta payload from {remote}: {exc}") from None
-        admitted = incoming.filtered(self.links[link].policy.may_pull)
+        state = self.links[link]
+        if state.own_writes_only:
+            node = remote.split("@", 1)[0]
+            foreign = {a for a in incoming.writers() if a.split("@", 1)[0] != node}
+            if foreign:
+                raise ProtocolError(
+                    f"{remote} may send only its own updates, not those of {sorted(foreign)}"
+                )
+        admitted = incoming.filtered(state.policy.may_pull)
         self.hlc.witness_all(admitted.timestamps())  # refuses far-future clocks, changes nothing
         novel = admitted.novel_part(self.keyspace)
         self.keyspace.merge(novel)

@@ -183,3 +183,27 @@ def test_writes_made_before_any_peer_reach_a_peer_that_comes_later() -> None:
     net.link("a", "b")
     net.run()
     assert net.digests()["a"] == net.digests()["b"]
+
+
+def test_an_edge_link_refuses_updates_the_edge_did_not_make() -> None:
+    net = MemoryNetwork(random.Random(9))
+    for name in ("c", "edge", "hub"):
+        net.add(name)
+    net.link("c", "edge")
+    hub, edge = net.nodes["hub"].replica, net.nodes["edge"].replica
+    hub.connect("edge", certified_node="edge", own_writes_only=True)  # as an edge cert says
+    net.flush("hub")
+    edge.connect("hub")
+    net.flush("edge")
+    net.run()
+    c = net.nodes["c"].replica
+    c.update("from-c", GCounter, lambda g: g.increment(c.actor, 1))
+    net.flush("c")
+    edge.update("from-edge", GCounter, lambda g: g.increment(edge.actor, 1))
+    net.flush("edge")
+    for _ in range(200):
+        if not net.step():
+            net.tick(500)
+    assert hub.get("from-edge", GCounter) is not None
+    assert hub.get("from-c", GCounter) is None  # relayed by an edge: refused
+    assert any("may send only its own updates" in r for r in net.stats.rejected)

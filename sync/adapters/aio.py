@@ -62,8 +62,14 @@ class AsyncReplica:
         self.replica.remove(path, cls)
         await self._until_durable()
 
-    async def connect(self, link: str, policy: LinkPolicy = EVERYTHING) -> None:
-        self.replica.connect(link, policy)
+    async def connect(
+        self,
+        link: str,
+        policy: LinkPolicy = EVERYTHING,
+        certified_node: str | None = None,
+        own_writes_only: bool = False,
+    ) -> None:
+        self.replica.connect(link, policy, certified_node, own_writes_only)
         await self._until_durable()
 
     async def deliver(self, link: str, data: bytes) -> None:
@@ -131,10 +137,10 @@ class AsyncReplica:
     def _reload(self) -> None:
         """A commit failed: memory ran ahead of the store, so rebuild it from the store."""
         old = self.replica
-        links = {k: v.policy for k, v in old.links.items()}
+        links = dict(old.links)
         self.replica = Replica.open(self.storage, old.node_id, old.clock, old.new_epoch, old.config)
-        for link, policy in links.items():
-            self.replica.connect(link, policy)
+        for link, state in links.items():
+            self.replica.connect(link, state.policy, state.certified_node, state.own_writes_only)
 
     async def close(self) -> None:
         while self._committer is not None and not self._committer.done():

@@ -48,9 +48,15 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
         policy_for: Callable[[str], LinkPolicy] = lambda link: EVERYTHING,
         backoff_ms: tuple[int, int] = (100, 10_000),
         rng: random.Random | None = None,
+        authenticate: Callable[[Any], tuple[str, str] | None] = lambda context: None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        """``authenticate(context)`` gives an incoming peer's (node id, role) from its
+        certificate; ``credentials`` secure the links this side dials."""
         self.replica = replica
         self.policy_for = policy_for
+        self.authenticate = authenticate
+        self.credentials = credentials
         self.backoff_ms = backoff_ms
         self.rng = rng or random.Random()
         self.outgoing: dict[str, asyncio.Queue[bytes | None]] = {}
@@ -62,12 +68,15 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
         if queue is not None:
             queue.put_nowait(data)
 
-    async def _open(self, link: str) -> asyncio.Queue[bytes | None]:
+    async def _open(
+        self, link: str, peer: tuple[str, str] | None = None
+    ) -> asyncio.Queue[bytes | None]:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.outgoing[link] = queue
         self.connected[link] = True
         log.info("link up", extra={"link": link, "node": self.replica.replica.node_id})
-        await self.replica.connect(link, self.policy_for(link))
+        certified, role = peer if peer is not None else (None, None)
+        await self.replica.connect(link, self.policy_for(link), certified, role == "edge")
         return queue
 
     def _close(self, link: str) -> None:
@@ -90,8 +99,9 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
     # ---- serving peers that dial in ------------------------------------------------
 
     async def Link(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        peer = self.authenticate(context)
         link = f"in:{context.peer()}"
-        queue = await self._open(link)
+        queue = await self._open(link, peer)
         reader = asyncio.create_task(self._receive(link, request_iterator))
         reader.add_done_callback(lambda _: queue.put_nowait(None))
         try:
@@ -103,15 +113,16 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
 
     # ---- dialing peers ---------------------------------------------------------------------
 
-    async def dial(self, address: str, credentials: grpc.ChannelCredentials | None = None) -> None:
+    async def dial(self, address: str) -> None:
         """Keep a link to ``address`` up until cancelled, backing off between attempts."""
         delay = self.backoff_ms[0]
         while True:
             try:
-                await self._run_link(address, credentials)
+                await self._run_link(address, self.credentials)
                 delay = self.backoff_ms[0]  # it was up: start the backoff afresh
-            except grpc.aio.AioRpcError as exc:
-                log.info("link failed", extra={"link": address, "reason": exc.code().name})
+            except (grpc.aio.AioRpcError, TimeoutError) as exc:
+                reason = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
+                log.info("link failed", extra={"link": address, "reason": reason})
             finally:
                 self._close(address)
             await asyncio.sleep(self.rng.uniform(0, delay) / 1000)  # full jitter

@@ -1,0 +1,160 @@
+"""Certificates for mutual TLS: a fleet CA, and one certificate per node or client.
+
+``edgesync certs init --dir D`` makes the CA (``ca.pem``, ``ca.key``).
+``edgesync certs issue --dir D --id ID --role ROLE`` makes ``ID.pem`` and ``ID.key``,
+signed by it. A certificate's common name is the node's id and its organizational
+unit is the role (edge, regional, cloud, client): a peer's identity and role come
+from the certificate it presents, never from a message. Keys are ECDSA P-256,
+written readable by their owner only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ROLES = ("edge", "regional", "cloud", "client")
+VALID_DAYS = 825
+
+
+class CertError(ValueError):
+    """Certificate material is missing, unreadable or not what was asked for."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    node_id: str
+    role: str
+
+
+def _name(common: str, unit: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgesync"),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
+        x509.NameAttribute(NameOID.COMMON_NAME, common),
+    ])  # fmt: skip
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def init_ca(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / "ca.pem").exists():
+        raise CertError(f"{directory} already holds a CA; remove it first to start over")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    name = _name("edgesync fleet CA", "ca")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    _write_private(directory / "ca.key", _key_pem(key))
+    (directory / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return directory / "ca.pem"
+
+
+def issue(directory: Path, node_id: str, role: str) -> Path:
+    if role not in ROLES:
+        raise CertError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    try:
+        ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
+        ca = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    except (OSError, ValueError) as exc:
+        raise CertError(f"no usable CA in {directory} (run `edgesync certs init`): {exc}") from None
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    names: list[x509.GeneralName] = [
+        x509.DNSName(node_id),
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(node_id, role))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_private(directory / f"{node_id}.key", _key_pem(key))
+    path = directory / f"{node_id}.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def identity_of(pem: bytes) -> Identity:
+    """The node id and role a certificate names."""
+    cert = x509.load_pem_x509_certificate(pem)
+    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    unit = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    if not common or not unit:
+        raise CertError("certificate names no node id or role")
+    return Identity(str(common[0].value), str(unit[0].value))
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+
+def load_material(directory: Path, node_id: str) -> TlsMaterial:
+    try:
+        return TlsMaterial(
+            (directory / "ca.pem").read_bytes(),
+            (directory / f"{node_id}.pem").read_bytes(),
+            (directory / f"{node_id}.key").read_bytes(),
+        )
+    except OSError as exc:
+        raise CertError(
+            f"{directory} lacks ca.pem, {node_id}.pem or {node_id}.key "
+            f"(run `edgesync certs issue --dir {directory} --id {node_id} --role ...`): {exc}"
+        ) from None
+
+
+def client_id(directory: Path) -> str:
+    """The id of the one client certificate in ``directory``."""
+    for pem in sorted(directory.glob("*.pem")):
+        if pem.name != "ca.pem" and identity_of(pem.read_bytes()).role == "client":
+            return pem.stem
+    raise CertError(f"no client certificate in {directory} (issue one with --role client)")
