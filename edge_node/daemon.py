@@ -106,7 +106,7 @@ async def serve(cfg: DaemonConfig) -> int:
     cfg.check()
     replica = AsyncReplica(
         LMDBStorage(cfg.data), cfg.id, clock=wall_clock_ms, new_epoch=fresh_epoch,
-        config=ReplicaConfig(),
+        config=ReplicaConfig(relay=cfg.role != "edge"),
     )  # fmt: skip
     server_creds, channel_creds = tls_credentials(cfg)
     links = GrpcLinks(replica, authenticate=peer_identity, credentials=channel_creds)

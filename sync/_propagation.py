@@ -131,7 +131,12 @@ class DeltaLog:
         progress.sent = progress.acked
 
     def next_interval(
-        self, peer: str, budget: int, admit: Callable[[str], bool], now: int
+        self,
+        peer: str,
+        budget: int,
+        admit: Callable[[str], bool],
+        now: int,
+        local_only: bool = False,
     ) -> Interval | None:
         """The next interval to send ``peer``, or None when it is up to date."""
         progress = self.peers[peer]
@@ -143,7 +148,8 @@ class DeltaLog:
         for entry in self._from(start):
             if used and used + entry.size > budget:
                 break
-            if entry.origin != peer:  # never send a peer what came from it
+            # Never send a peer what came from it; a non-relaying replica sends only its own.
+            if entry.origin != peer and not (local_only and entry.origin is not None):
                 delta.merge(entry.delta.filtered(admit))
             used += entry.size
             end = entry.seq + 1

@@ -59,6 +59,9 @@ class ReplicaConfig:
     max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS
     log_max_entries: int = 100_000
     log_max_bytes: int = 64 * 1024 * 1024
+    # Hubs relay what they receive; an edge sends only its own updates (a hub refuses
+    # an edge's delta carrying anyone else's), so its peers' writes travel their way.
+    relay: bool = True
 
 
 @dataclass
@@ -422,8 +425,9 @@ class Replica:
             progress = self.log.peers[remote]
             while len(progress.inflight) < self.config.window:
                 interval = self.log.next_interval(
-                    remote, self.config.batch_bytes, state.policy.may_push, now
-                )
+                    remote, self.config.batch_bytes, state.policy.may_push, now,
+                    local_only=not self.config.relay,
+                )  # fmt: skip
                 if interval is None:
                     break
                 if interval.delta.is_bottom():  # everything filtered: nothing to say

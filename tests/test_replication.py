@@ -207,3 +207,30 @@ def test_an_edge_link_refuses_updates_the_edge_did_not_make() -> None:
     assert hub.get("from-edge", GCounter) is not None
     assert hub.get("from-c", GCounter) is None  # relayed by an edge: refused
     assert any("may send only its own updates" in r for r in net.stats.rejected)
+
+
+def bump_own(r: Replica, path: str) -> None:
+    r.update(path, GCounter, lambda g: g.increment(r.actor, 1))
+
+
+def test_peered_edges_send_hubs_only_their_own_updates_and_everything_converges() -> None:
+    from sync._replica import ReplicaConfig
+
+    net = MemoryNetwork(random.Random(10))
+    edge_config = ReplicaConfig(relay=False)
+    for name in ("e1", "e2"):
+        net.add(name, config=edge_config)
+    net.add("hub")
+    net.link("e1", "e2")  # edges peer with each other
+    hub = net.nodes["hub"].replica
+    for edge in ("e1", "e2"):
+        hub.connect(edge, certified_node=edge, own_writes_only=True)
+        net.flush("hub")
+        net.nodes[edge].replica.connect("hub")
+        net.flush(edge)
+    for edge in ("e1", "e2"):
+        bump_own(net.nodes[edge].replica, f"from/{edge}")
+        net.flush(edge)
+    net.run()
+    assert not net.stats.rejected
+    assert len(set(net.digests().values())) == 1
