@@ -133,3 +133,63 @@ def test_cli_exit_codes(fleet: Fleet, tmp_path: Path) -> None:
     assert public.returncode == 2 and "loopback only" in public.stderr
     assert cli("bogus", check=False).returncode == 2
     assert cli("inc", "--at", node, "--insecure", "k", "notanumber", check=False).returncode == 2
+
+
+def test_watch_prints_one_line_per_change(fleet: Fleet) -> None:
+    node = fleet.start("n", "node")
+    fleet.wait_ready()
+    watch = subprocess.Popen([*CLI, "watch", "--at", node, "--insecure", "--json", "alerts/"],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        time.sleep(1.0)  # let the watch stream open before writing
+        cli("add", "--at", node, "--insecure", "alerts/pump", "overheat")
+        cli("inc", "--at", node, "--insecure", "other/n", "1")  # outside the prefix
+        assert watch.stdout is not None
+        line = json.loads(watch.stdout.readline())
+        assert line == {"key": "alerts/pump", "values": {"AWSet": ["overheat"]}}
+    finally:
+        watch.terminate()
+        watch.communicate(timeout=10)
+
+
+def test_oversized_frame_is_refused_and_the_daemon_keeps_serving(fleet: Fleet) -> None:
+    import grpc
+
+    from sync.adapters.pb import replication_pb2, replication_pb2_grpc
+
+    node = fleet.start("n", "node")
+    fleet.wait_ready()
+    with grpc.insecure_channel(node) as channel:
+        stub = replication_pb2_grpc.ReplicationStub(channel)  # type: ignore[no-untyped-call]
+        huge = replication_pb2.Frame(message=b"x" * (5 * 1024 * 1024))
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.Link(iter([huge]), timeout=10))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert cli("inc", "--at", node, "--insecure", "still/up", "1").returncode == 0
+
+
+def test_regional_hub_killed_mid_stream_loses_no_acknowledged_increment(fleet: Fleet) -> None:
+    cloud = fleet.start("cloud", "hub", "--role", "cloud")
+    hub = fleet.start("r1", "hub", "--role", "regional", "--upstream", cloud)
+    for edge in ("e0", "e1"):
+        fleet.start(edge, "node", "--upstream", hub)
+    fleet.wait_ready()
+    acked = 0
+    for i in range(30):
+        edge = f"e{i % 2}"
+        if (
+            cli("inc", "--at", fleet.addr[edge], "--insecure", "total", "1", check=False).returncode
+            == 0
+        ):
+            acked += 1
+        if i == 10:
+            killed = fleet.procs.pop("r1")
+            killed.kill()  # SIGKILL, mid-stream
+            killed.wait()
+        if i == 20:
+            fleet.start("r1", "hub", "--role", "regional", "--upstream", cloud)
+    fleet.wait_ready()
+    assert acked == 30  # edges accept writes while their hub is down
+    assert len(fleet.converged(timeout=90)) == 1
+    out = cli("get", "--at", cloud, "--insecure", "--json", "total").stdout
+    assert json.loads(out)["values"] == {"PNCounter": acked}
