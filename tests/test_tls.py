@@ -124,7 +124,12 @@ def test_hub_ignores_a_peer_whose_hello_contradicts_its_certificate(
         links = GrpcLinks(r, credentials=creds)
         await r.update("stolen", GCounter, lambda c, actor: c.increment(actor, 1))
         task = asyncio.create_task(links.dial(cloud))
-        await asyncio.sleep(3)
+        log = tls_fleet.root / "cloud.log"
+        for _ in range(200):  # until the hub has heard (and refused) the Hello
+            if "certificate is for 'e1'" in log.read_text():
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # time for anything it wrongly accepted to land
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await r.close()
