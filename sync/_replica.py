@@ -179,6 +179,16 @@ class Replica:
         for peer, acked in self.acked_at_open.items():
             self.log.track(peer, acked)
 
+    def reloaded(self, storage: Storage) -> Replica:
+        """A replica rebuilt from ``storage`` with this one's links, introduced afresh.
+
+        For when a commit failed: memory then holds changes the store does not.
+        """
+        fresh = Replica.open(storage, self.node_id, self.clock, self.new_epoch, self.config)
+        for link, state in self.links.items():
+            fresh.connect(link, state.policy, state.certified_node, state.own_writes_only)
+        return fresh
+
     def close(self) -> Ready:
         """The last ``ready()``, recording a clean shutdown."""
         self._batch.meta = StoreMeta(self.node_id, self.epoch, clean_shutdown=True)

@@ -136,11 +136,7 @@ class AsyncReplica:
 
     def _reload(self) -> None:
         """A commit failed: memory ran ahead of the store, so rebuild it from the store."""
-        old = self.replica
-        links = dict(old.links)
-        self.replica = Replica.open(self.storage, old.node_id, old.clock, old.new_epoch, old.config)
-        for link, state in links.items():
-            self.replica.connect(link, state.policy, state.certified_node, state.own_writes_only)
+        self.replica = self.replica.reloaded(self.storage)
 
     async def close(self) -> None:
         while self._committer is not None and not self._committer.done():

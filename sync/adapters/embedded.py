@@ -72,7 +72,6 @@ class EmbeddedReplica:
         new_epoch: Callable[[], int] = fresh_epoch,
     ) -> None:
         self.storage = storage
-        self._factory = (node_id, clock, new_epoch, config)
         self.replica = Replica.open(storage, node_id, clock, new_epoch, config)
         self.storage.commit(self.replica.ready().batch)
         self.transports: dict[str, Transport] = {}
@@ -223,12 +222,8 @@ class EmbeddedReplica:
                 transport.send(link, data)
 
     def _reload(self) -> None:
-        node_id, clock, new_epoch, config = self._factory
         with self._state_lock:
-            links = {k: v.policy for k, v in self.replica.links.items()}
-            self.replica = Replica.open(self.storage, node_id, clock, new_epoch, config)
-            for link, policy in links.items():
-                self.replica.connect(link, policy)
+            self.replica = self.replica.reloaded(self.storage)
 
     def close(self) -> None:
         with self._state_lock:
