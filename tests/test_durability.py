@@ -36,7 +36,8 @@ def run_until_killed(directory: Path, kill_after: int) -> set[int]:
         if len(acked) >= kill_after:
             child.send_signal(signal.SIGKILL)
             break
-    rest, _ = child.communicate(timeout=60)
+    rest = child.stdout.read()  # not communicate(): it skips what the wrapper buffered
+    child.wait(timeout=60)
     acked |= {int(x) for x in rest.split() if x.isdigit()}  # acks printed before death
     assert child.returncode == -signal.SIGKILL, "the writer finished before the kill point"
     return acked

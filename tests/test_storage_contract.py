@@ -380,7 +380,11 @@ def test_a_returned_commit_survives_kill_9(store_dir: Path) -> None:
         assert child.stdout is not None
         seen = [child.stdout.readline() for _ in range(20)]
         child.kill()
-        rest, errors = child.communicate()
+        # Read the rest through the same file object: communicate() reads the raw pipe
+        # and would skip lines already sitting in the text wrapper's buffer.
+        rest = child.stdout.read()
+        errors = child.stderr.read() if child.stderr else ""
+        child.wait()
     printed = [
         int(line) for line in [*seen, *rest.splitlines(keepends=True)] if line.endswith("\n")
     ]
