@@ -23,21 +23,21 @@ KILL_POINTS = [37, 611, 2_500, 5_003, 8_999]  # acknowledgements seen before SIG
 
 def run_until_killed(directory: Path, kill_after: int) -> set[int]:
     """Start the writer, SIGKILL it after ``kill_after`` acks; return every ack it printed."""
-    child = subprocess.Popen(
+    acked: set[int] = set()
+    with subprocess.Popen(
         [sys.executable, str(WRITER), str(directory), str(TOTAL)],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    assert child.stdout is not None
-    acked: set[int] = set()
-    for line in child.stdout:
-        if line.strip().isdigit():
-            acked.add(int(line))
-        if len(acked) >= kill_after:
-            child.send_signal(signal.SIGKILL)
-            break
-    rest = child.stdout.read()  # not communicate(): it skips what the wrapper buffered
-    child.wait(timeout=60)
+    ) as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.strip().isdigit():
+                acked.add(int(line))
+            if len(acked) >= kill_after:
+                child.send_signal(signal.SIGKILL)
+                break
+        rest = child.stdout.read()  # not communicate(): it skips what the wrapper buffered
+        child.wait(timeout=60)
     acked |= {int(x) for x in rest.split() if x.isdigit()}  # acks printed before death
     assert child.returncode == -signal.SIGKILL, "the writer finished before the kill point"
     return acked
