@@ -33,6 +33,7 @@ def _daemon(args: argparse.Namespace, role: str) -> int:
         "id": args.id, "data": args.data, "listen": args.listen, "role": role,
         "upstream": args.upstream, "peer": getattr(args, "peer", None),
         "insecure": args.insecure, "tls_dir": args.tls_dir,
+        "reconnect_max_ms": args.reconnect_max_ms,
     }  # fmt: skip
     try:
         cfg = load_config(args.config, flags)
@@ -61,10 +62,9 @@ def _stub(args: argparse.Namespace) -> Any:
     from sync.adapters.pb import client_pb2_grpc
 
     if args.tls_dir is not None:
-        from edge_node.certs import client_id, load_material
+        from edge_node.client import channel_credentials
 
-        material = load_material(args.tls_dir, client_id(args.tls_dir))
-        creds = grpc.ssl_channel_credentials(material.ca, material.key, material.cert)
+        creds = channel_credentials(args.tls_dir)
         return client_pb2_grpc.ClientStub(grpc.secure_channel(args.at, creds))
     if not args.insecure:
         raise Failure("choose --tls-dir DIR (mutual TLS) or --insecure (loopback only)")
@@ -197,13 +197,13 @@ def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- the in-process walkthrough -----------------------------------------------------------
+# ---- the demo ----------------------------------------------------------------------------
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from sim.walkthrough import main as walkthrough
+    from sim.demo import main as demo
 
-    return walkthrough()
+    return demo(args)
 
 
 # ---- parser ------------------------------------------------------------------------------
@@ -230,6 +230,8 @@ def _daemon_parser(commands: Any, name: str, help_text: str) -> argparse.Argumen
     p.add_argument("--listen", metavar="HOST:PORT")
     p.add_argument("--upstream", action="append", default=[], metavar="HOST:PORT")
     p.add_argument("--config", type=Path, help="TOML file with the same keys as the flags")
+    p.add_argument("--reconnect-max-ms", type=int, metavar="MS",
+                   help="longest wait between redials of a lost link (default 10000)")  # fmt: skip
     _security(p)
     return p
 
@@ -289,7 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--role", choices=["edge", "regional", "cloud", "client"], required=True)
     certs.set_defaults(run=_certs)
 
-    demo = commands.add_parser("demo", help="replicas diverge under a partition and converge")
+    from sim.demo import add_arguments as demo_arguments
+
+    demo = commands.add_parser("demo", help="a small fleet on loopback, a partition, a heal")
+    demo_arguments(demo)
     demo.set_defaults(run=_demo)
     return parser
 

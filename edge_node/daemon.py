@@ -35,6 +35,7 @@ from sync.adapters.pb import client_pb2, client_pb2_grpc, replication_pb2, repli
 
 log = logging.getLogger("edgesync.daemon")
 SERVICES = ("edgesync.v1.Replication", "edgesync.v1.Client")
+RECONNECT_MIN_MS = 100  # the first redial waits up to this long
 
 
 class ConfigError(ValueError):
@@ -51,8 +52,11 @@ class DaemonConfig:
     peer: list[str] = field(default_factory=list)
     insecure: bool = False
     tls_dir: Path | None = None
+    reconnect_max_ms: int = 10_000  # redials back off exponentially, with jitter, up to this
 
     def check(self) -> None:
+        if self.reconnect_max_ms < RECONNECT_MIN_MS:
+            raise ConfigError(f"--reconnect-max-ms must be at least {RECONNECT_MIN_MS}")
         if self.tls_dir is None and not self.insecure:
             raise ConfigError(
                 "choose --tls-dir DIR (mutual TLS) or --insecure (plain text, loopback only)"
@@ -109,7 +113,10 @@ async def serve(cfg: DaemonConfig) -> int:
         config=ReplicaConfig(relay=cfg.role != "edge"),
     )  # fmt: skip
     server_creds, channel_creds = tls_credentials(cfg)
-    links = GrpcLinks(replica, authenticate=peer_identity, credentials=channel_creds)
+    links = GrpcLinks(
+        replica, authenticate=peer_identity, credentials=channel_creds,
+        backoff_ms=(RECONNECT_MIN_MS, cfg.reconnect_max_ms),
+    )  # fmt: skip
     server = grpc.aio.server(options=channel_options(replica.replica.config.max_message_bytes))
     health_servicer = _add_services(server, replica, links, cfg.role)
     if server_creds is None:

@@ -1,0 +1,217 @@
+"""A fleet of real edgesync daemons on loopback, with a proxy on every link.
+
+Each member is an ``edgesync node`` or ``edgesync hub`` process with its own
+store and log file under one root directory. A member dials each upstream
+through a ``LinkProxy``, so the fleet can cut and restore any link and count the
+bytes it carried. With ``tls=True`` (the default) the fleet makes a CA, a
+certificate per member and one for itself, and every link is mutual TLS, as in
+production. The demo and the real-process tests drive daemons through this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_node.certs import init_ca, issue
+from edge_node.client import Client
+from sim.proxy import LinkProxy
+
+CLIENT_ID = "fleet-client"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Member:
+    name: str
+    role: str  # edge, regional or cloud
+    address: str
+    upstreams: list[str]
+    log: Path
+    process: asyncio.subprocess.Process | None = None
+    links: list[LinkProxy] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        pid = self.process.pid if self.process else None
+        return f"Member({self.name!r}, {self.role}, {self.address}, pid={pid})"
+
+
+class FleetError(RuntimeError):
+    """A member did not start, answer or stop as it should; the message names it."""
+
+
+class Fleet:
+    """``async with Fleet(root) as fleet``: members started inside are stopped on exit."""
+
+    def __init__(self, root: Path, *, tls: bool = True, reconnect_max_ms: int = 1000) -> None:
+        self.root = root
+        self.tls_dir = root / "tls" if tls else None
+        self.reconnect_max_ms = reconnect_max_ms
+        self.members: dict[str, Member] = {}
+        self._clients: dict[str, Client] = {}
+        if self.tls_dir is not None:
+            init_ca(self.tls_dir)
+            issue(self.tls_dir, CLIENT_ID, "client")
+
+    def __repr__(self) -> str:
+        return f"Fleet({self.root}, {sorted(self.members)})"
+
+    async def __aenter__(self) -> Fleet:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for name in list(self.members):
+            await self.kill(name)
+        for member in self.members.values():
+            for proxy in member.links:
+                await proxy.close()
+
+    # ---- members --------------------------------------------------------------------
+
+    async def start(self, name: str, role: str, upstreams: Iterable[str] = ()) -> Member:
+        """Start (or restart) ``name``; ``upstreams`` are member names it dials."""
+        member = self.members.get(name)
+        if member is None:
+            member = await self._add(name, role, list(upstreams))
+        if member.process is not None and member.process.returncode is None:
+            raise FleetError(f"{name} is already running")
+        command = [sys.executable, "-m", "edge_node.cli", *self._daemon_args(member)]
+        with member.log.open("a") as log:  # the child keeps its own copy of the descriptor
+            member.process = await asyncio.create_subprocess_exec(
+                *command, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL
+            )
+        return member
+
+    async def _add(self, name: str, role: str, upstreams: list[str]) -> Member:
+        if self.tls_dir is not None:
+            issue(self.tls_dir, name, role)
+        address = f"127.0.0.1:{free_port()}"
+        member = Member(name, role, address, upstreams, self.root / f"{name}.log")
+        for up in upstreams:
+            proxy = LinkProxy(f"{name}->{up}", self.members[up].address)
+            await proxy.start()
+            member.links.append(proxy)
+        self.members[name] = member
+        return member
+
+    def _daemon_args(self, member: Member) -> list[str]:
+        kind = ["node"] if member.role == "edge" else ["hub", "--role", member.role]
+        args = [*kind, "--id", member.name, "--data", str(self.root / member.name),
+                "--listen", member.address,
+                "--reconnect-max-ms", str(self.reconnect_max_ms)]  # fmt: skip
+        for proxy in member.links:
+            args += ["--upstream", proxy.address]
+        if self.tls_dir is None:
+            return [*args, "--insecure"]
+        return [*args, "--tls-dir", str(self.tls_dir)]
+
+    async def wait_serving(self, timeout: float = 60) -> None:
+        """Wait until every running member answers its health check."""
+        deadline = time.monotonic() + timeout
+        for member in self.members.values():
+            while not await self.client(member.name).serving():
+                self._check_alive(member)
+                if time.monotonic() > deadline:
+                    raise FleetError(f"{member.name} did not start; see {member.log}")
+                await asyncio.sleep(0.1)
+
+    def _check_alive(self, member: Member) -> None:
+        if member.process is not None and member.process.returncode is not None:
+            tail = member.log.read_text().strip().splitlines()[-3:]
+            raise FleetError(f"{member.name} exited {member.process.returncode}: {tail}")
+
+    async def stop(self, name: str, timeout: float = 20) -> int:
+        """SIGTERM, then wait; returns the exit status."""
+        process = self.members[name].process
+        if process is None or process.returncode is not None:
+            return process.returncode if process and process.returncode is not None else 0
+        process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise FleetError(f"{name} did not stop within {timeout} s of SIGTERM") from None
+
+    async def kill(self, name: str) -> None:
+        """SIGKILL: no chance to commit or say goodbye."""
+        process = self.members[name].process
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+        client = self._clients.pop(name, None)
+        if client is not None:
+            await client.close()
+
+    # ---- links ----------------------------------------------------------------------
+
+    def link(self, dialer: str, target: str) -> LinkProxy:
+        """The proxy on the link ``dialer`` opens to ``target``."""
+        member = self.members[dialer]
+        for up, proxy in zip(member.upstreams, member.links, strict=True):
+            if up == target:
+                return proxy
+        raise FleetError(f"{dialer} does not dial {target}")
+
+    def links_of(self, name: str) -> list[LinkProxy]:
+        """Every link ``name`` dials or is dialled on."""
+        found = list(self.members[name].links)
+        for member in self.members.values():
+            found += [p for up, p in zip(member.upstreams, member.links, strict=True) if up == name]
+        return found
+
+    def sever(self, name: str) -> None:
+        for proxy in self.links_of(name):
+            proxy.sever()
+
+    def restore(self, name: str) -> None:
+        for proxy in self.links_of(name):
+            proxy.restore()
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(p.bytes_sent for m in self.members.values() for p in m.links)
+
+    # ---- reading the fleet ------------------------------------------------------------
+
+    def client(self, name: str) -> Client:
+        if name not in self._clients:
+            self._clients[name] = Client(self.members[name].address, tls_dir=self.tls_dir)
+        return self._clients[name]
+
+    async def digests(self, names: Iterable[str] | None = None) -> dict[str, str]:
+        chosen = list(self.members) if names is None else list(names)
+        statuses = await asyncio.gather(*(self.client(n).status() for n in chosen))
+        return {n: str(s["digest"]) for n, s in zip(chosen, statuses, strict=True)}
+
+    async def wait_converged(
+        self,
+        timeout: float = 60,
+        names: Iterable[str] | None = None,
+        on_poll: Callable[[float, dict[str, str]], Awaitable[None] | None] = lambda t, d: None,
+        interval: float = 0.25,
+    ) -> float:
+        """Poll digests until they are all equal; returns the seconds it took."""
+        started = time.monotonic()
+        while True:
+            digests = await self.digests(names)
+            elapsed = time.monotonic() - started
+            shown = on_poll(elapsed, digests)
+            if shown is not None:
+                await shown
+            if len(set(digests.values())) == 1:
+                return elapsed
+            if elapsed > timeout:
+                raise FleetError(f"no convergence within {timeout} s: {digests}")
+            await asyncio.sleep(interval)
