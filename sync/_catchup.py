@@ -28,7 +28,7 @@ the size of the state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sync._digest import FANOUT, MAX_LEVEL, DigestTree, valid_node
@@ -65,6 +65,7 @@ class CatchUp:
     session: int
     start_seq: int  # the log position the peer resumes from once this is done
     budget: int  # bytes per Push payload
+    project: Callable[[Keyspace], Keyspace] = lambda chunk: chunk  # what of a key we may send
     outstanding: dict[tuple[str, int], tuple[bytes, int]] = field(default_factory=dict)
     next_chunk: int = 0
     pushed_keys: int = 0
@@ -149,7 +150,10 @@ class CatchUp:
 
     def _push(self, keys: Iterable[Key], keyspace: Keyspace, now: int) -> list[bytes]:
         out = []
-        for chunk in _key_chunks(keys, keyspace, self.budget):
+        for whole in _key_chunks(keys, keyspace, self.budget):
+            chunk = self.project(whole)
+            if chunk.is_bottom():
+                continue
             self.pushed_keys += len(chunk.entries)
             out.append(self._request(Push(self.session, self._chunk(), chunk.encode()), now))
         return out

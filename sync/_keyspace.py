@@ -164,6 +164,26 @@ class Keyspace:
         out.entries = {k: c for k, c in self.entries.items() if admit(k[0])}
         return out
 
+    def authored_part(self, is_own: Callable[[str], bool]) -> Keyspace:
+        """What a replica that does not relay may send: its own updates and every removal.
+
+        Each key is split by join decomposition into irreducible parts, each one
+        update (a dot with its value, one actor's counter total) or one removal (a
+        dot seen and gone). Keeping the updates by ``is_own`` actors and all the
+        removals gives a state whose ``writers()`` are all own, so a hub that admits
+        only an edge's own updates takes it; others' updates reach the hub from
+        their authors. Keys with nothing of ours are left out.
+        """
+        out = Keyspace()
+        for key, child in self.entries.items():
+            kept = [p for p in child.decompose() if all(map(is_own, _writers(p)))]
+            if kept:
+                joined = kept[0]
+                for part in kept[1:]:
+                    joined.merge(part)
+                out.entries[key] = joined
+        return out
+
     def copy(self) -> Keyspace:
         out = Keyspace()
         out.entries = {k: c.copy() for k, c in self.entries.items()}

@@ -387,9 +387,15 @@ class Replica:
             self.log.caught_up_from(remote, session.start_seq)
             self.last_catch_up = session
 
+    def _is_own(self, actor: str) -> bool:
+        """An actor of this node, in any epoch."""
+        return actor.split("@", 1)[0] == self.node_id
+
     def _start_catch_up(self, link: str, remote: str) -> None:
         self._sessions += 1
         session = CatchUp(self._sessions, self.log.next_seq, self.config.batch_bytes)
+        if not self.config.relay:  # as with deltas, send only what this node wrote
+            session.project = lambda chunk: chunk.authored_part(self._is_own)
         self.catchups[remote] = (link, session)
         self._outbox.extend((link, raw) for raw in session.start(self.clock()))
 

@@ -102,7 +102,8 @@ def test_bad_client_input_is_refused_and_changes_nothing(tmp_path: Path) -> None
             async with grpc.aio.insecure_channel(node) as channel:
                 stub = client_pb2_grpc.ClientStub(channel)  # type: ignore[no-untyped-call]
                 for request in (
-                    client_pb2.UpdateRequest(key="k", remove_key=99),  # unknown type
+                    # an unknown type tag, no operation at all, a value that is not JSON
+                    client_pb2.UpdateRequest(key="k", remove_key=99),  # type: ignore[arg-type]
                     client_pb2.UpdateRequest(key="k"),  # no operation
                     client_pb2.UpdateRequest(key="k", register_set_json="{not json"),
                 ):

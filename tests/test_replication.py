@@ -234,3 +234,51 @@ def test_peered_edges_send_hubs_only_their_own_updates_and_everything_converges(
     net.run()
     assert not net.stats.rejected
     assert len(set(net.digests().values())) == 1
+
+
+def write_shared(r: Replica, n: int) -> None:
+    r.update("shared/n", PNCounter, lambda c: c.increment(r.actor, n))
+    r.update("shared/alerts", AWSet, lambda s: s.add(r.actor, f"{r.node_id}-a"))
+    r.update("shared/alerts", AWSet, lambda s: s.add(r.actor, f"{r.node_id}-b"))
+
+
+def test_a_wiped_hub_is_caught_up_by_edges_that_send_only_their_own_part() -> None:
+    """Edges share keys, so each edge's copy holds the other's updates; a hub refuses
+    those from an edge. Catch-up pushes must carry only the edge's own part."""
+    from sync._replica import ReplicaConfig
+    from sync._storage import MemoryStorage
+
+    net = MemoryNetwork(random.Random(12))
+    edges = ("e1", "e2")
+    for edge in edges:
+        net.add(edge, config=ReplicaConfig(relay=False))
+
+    def hub_up() -> Replica:
+        hub = net.add("hub", MemoryStorage())  # a fresh store: the old one was wiped
+        for edge in edges:
+            hub.connect(edge, certified_node=edge, own_writes_only=True)
+            net.flush("hub")
+            net.nodes[edge].replica.disconnect("hub")
+            net.nodes[edge].replica.connect("hub")
+            net.flush(edge)
+        return hub
+
+    hub_up()
+    for i, edge in enumerate(edges, start=1):
+        write_shared(net.nodes[edge].replica, i)
+        net.flush(edge)
+    net.run()
+    e1 = net.nodes["e1"].replica
+    e1.update("shared/alerts", AWSet, lambda s: s.remove("e2-b"))  # e1 removes e2's alert
+    net.flush("e1")
+    net.run()
+    assert len(set(net.digests().values())) == 1
+    assert all(len(net.nodes[e].replica.log) == 0 for e in edges)  # the log was collected
+
+    hub = hub_up()
+    net.run()
+    assert not net.stats.rejected, net.stats.rejected
+    assert len(set(net.digests().values())) == 1
+    counter, alerts = hub.get("shared/n", PNCounter), hub.get("shared/alerts", AWSet)
+    assert counter is not None and counter.value() == 3
+    assert alerts is not None and alerts.value() == frozenset({"e1-a", "e1-b", "e2-a"})
