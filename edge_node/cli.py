@@ -33,7 +33,7 @@ def _daemon(args: argparse.Namespace, role: str) -> int:
         "id": args.id, "data": args.data, "listen": args.listen, "role": role,
         "upstream": args.upstream, "peer": getattr(args, "peer", None),
         "insecure": args.insecure, "tls_dir": args.tls_dir,
-        "reconnect_max_ms": args.reconnect_max_ms,
+        "reconnect_max_ms": args.reconnect_max_ms, "new_epoch": args.new_epoch,
     }  # fmt: skip
     try:
         cfg = load_config(args.config, flags)
@@ -230,8 +230,14 @@ def _daemon_parser(commands: Any, name: str, help_text: str) -> argparse.Argumen
     p.add_argument("--listen", metavar="HOST:PORT")
     p.add_argument("--upstream", action="append", default=[], metavar="HOST:PORT")
     p.add_argument("--config", type=Path, help="TOML file with the same keys as the flags")
-    p.add_argument("--reconnect-max-ms", type=int, metavar="MS",
-                   help="longest wait between redials of a lost link (default 10000)")  # fmt: skip
+    p.add_argument(
+        "--reconnect-max-ms",
+        type=int,
+        metavar="MS",
+        help="longest wait between redials of a lost link (default 10000)",
+    )
+    p.add_argument("--new-epoch", action="store_true",
+                   help="start a new epoch: after restoring the store from a backup")  # fmt: skip
     _security(p)
     return p
 

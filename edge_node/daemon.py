@@ -53,6 +53,7 @@ class DaemonConfig:
     insecure: bool = False
     tls_dir: Path | None = None
     reconnect_max_ms: int = 10_000  # redials back off exponentially, with jitter, up to this
+    new_epoch: bool = False  # the store was restored from a backup: never reuse its dots
 
     def check(self) -> None:
         if self.reconnect_max_ms < RECONNECT_MIN_MS:
@@ -110,7 +111,7 @@ async def serve(cfg: DaemonConfig) -> int:
     cfg.check()
     replica = AsyncReplica(
         LMDBStorage(cfg.data), cfg.id, clock=wall_clock_ms, new_epoch=fresh_epoch,
-        config=ReplicaConfig(relay=cfg.role != "edge"),
+        config=ReplicaConfig(relay=cfg.role != "edge", new_epoch=cfg.new_epoch),
     )  # fmt: skip
     server_creds, channel_creds = tls_credentials(cfg)
     links = GrpcLinks(

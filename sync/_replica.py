@@ -62,6 +62,10 @@ class ReplicaConfig:
     # Hubs relay what they receive; an edge sends only its own updates (a hub refuses
     # an edge's delta carrying anyone else's), so its peers' writes travel their way.
     relay: bool = True
+    # The store was restored from a copy: its epoch's dots may already be out in the
+    # fleet. A new epoch at open makes every later dot new, even before any peer can
+    # tell us we are behind (which a Hello would, but only once a link is up).
+    new_epoch: bool = False
 
 
 @dataclass
@@ -149,7 +153,8 @@ class Replica:
                 f"this store belongs to node {meta.node_id!r}, not {node_id!r}; "
                 "use that id or another data directory"
             )
-        epoch = new_epoch() if meta is None else meta.epoch
+        restored = config is not None and config.new_epoch
+        epoch = new_epoch() if meta is None or restored else meta.epoch
         replica = cls(node_id, epoch, clock, new_epoch, config)
         replica._load(storage)
         replica._batch.meta = StoreMeta(node_id, epoch, clean_shutdown=False)

@@ -13,6 +13,7 @@ import pytest
 
 from sync import LWWRegister, PNCounter
 from sync._memnet import MemoryNetwork
+from sync._replica import ReplicaConfig
 from sync.adapters.embedded import open_replica
 from sync.adapters.lmdb_storage import LMDBStorage
 
@@ -90,7 +91,13 @@ def bump(net: MemoryNetwork, name: str, path: str, n: int) -> None:
     net.flush(name)
 
 
-def restart(net: MemoryNetwork, tmp_path: Path, name: str, prepare: object = None) -> None:
+def restart(
+    net: MemoryNetwork,
+    tmp_path: Path,
+    name: str,
+    prepare: object = None,
+    config: ReplicaConfig | None = None,
+) -> None:
     """Stop ``name`` (its links drop), let ``prepare`` touch its directory, start it again."""
     for peer in net.nodes:
         if peer != name:
@@ -99,7 +106,7 @@ def restart(net: MemoryNetwork, tmp_path: Path, name: str, prepare: object = Non
     net.nodes.pop(name).storage.close()
     if callable(prepare):
         prepare()
-    net.add(name, storage=LMDBStorage(tmp_path / name))
+    net.add(name, storage=LMDBStorage(tmp_path / name), config=config)
 
 
 def relink(net: MemoryNetwork, name: str) -> None:
@@ -152,6 +159,33 @@ def test_restored_older_copy_takes_a_new_epoch_once_peers_show_it_is_behind(
     write(net, "a", "config", "after-restore")
     bump(net, "a", "count", 10)
     net.run()
+    for name in ("a", "b", "c"):
+        r = net.nodes[name].replica
+        assert r.get("config", LWWRegister).value() == "after-restore"  # type: ignore[union-attr]
+        assert r.get("count", PNCounter).value() == 14  # type: ignore[union-attr]
+    assert len(set(net.digests().values())) == 1
+
+
+def test_restored_copy_started_with_new_epoch_loses_no_write_made_before_contact(
+    tmp_path: Path,
+) -> None:
+    net = cluster(tmp_path)
+    write(net, "a", "config", "v1")
+    net.run()
+    shutil.copytree(tmp_path / "a", tmp_path / "old")  # a cold copy taken while running
+    for i in range(2, 6):
+        write(net, "a", "config", f"v{i}")
+        bump(net, "a", "count", 1)
+    net.run()
+
+    def restore() -> None:
+        shutil.rmtree(tmp_path / "a")
+        shutil.copytree(tmp_path / "old", tmp_path / "a")
+
+    restart(net, tmp_path, "a", prepare=restore, config=ReplicaConfig(new_epoch=True))
+    write(net, "a", "config", "after-restore")  # before any peer could say it is behind
+    bump(net, "a", "count", 10)
+    relink(net, "a")
     for name in ("a", "b", "c"):
         r = net.nodes[name].replica
         assert r.get("config", LWWRegister).value() == "after-restore"  # type: ignore[union-attr]
