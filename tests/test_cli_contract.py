@@ -1,0 +1,113 @@
+"""Every client command of the public contract, plain and ``--json``, against a real node."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sim.fleet import free_port
+
+CLI = [sys.executable, "-m", "edge_node.cli"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def wait_serving(address: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    for _ in range(300):
+        if run_cli("status", "--at", address, "--insecure").returncode == 0:
+            return
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.1)
+    raise AssertionError(f"the node did not start: {log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("node")
+    address = f"127.0.0.1:{free_port()}"
+    with (root / "log").open("w") as log:
+        proc = subprocess.Popen(
+            [*CLI, "node", "--id", "n1", "--data", str(root / "n1"), "--listen", address,
+             "--insecure"], stdout=log, stderr=log,
+        )  # fmt: skip
+    try:
+        wait_serving(address, proc, root / "log")
+        yield address
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+
+
+def ask(node: str, *args: str, code: int = 0) -> str:
+    done = run_cli(*args[:1], "--at", node, "--insecure", *args[1:])
+    assert done.returncode == code, done.stderr
+    if code:
+        assert len(done.stderr.strip().splitlines()) == 1  # one clear line
+    return done.stdout
+
+
+def test_write_commands_plain_and_json(node: str) -> None:
+    assert ask(node, "put", "cfg/mode", '{"speed": 3}').startswith("ok ")
+    reply = json.loads(ask(node, "put", "cfg/name", "pump 7", "--json"))  # not JSON: a string
+    assert reply["key"] == "cfg/name" and len(reply["digest"]) == 64 and reply["actor"]
+    assert ask(node, "inc", "hits").startswith("ok ")
+    assert json.loads(ask(node, "inc", "hits", "-3", "--json"))["key"] == "hits"
+    assert ask(node, "add", "tags", "a", "b", "c").startswith("ok ")
+    assert json.loads(ask(node, "rm", "tags", "b", "--json"))["key"] == "tags"
+    assert ask(node, "get", "cfg/mode") == 'LWWRegister={"speed": 3}\n'
+    assert ask(node, "get", "cfg/name") == 'LWWRegister="pump 7"\n'
+    assert json.loads(ask(node, "get", "hits", "--json"))["values"] == {"PNCounter": -2}
+    assert json.loads(ask(node, "get", "tags", "--json"))["values"] == {"AWSet": ["a", "c"]}
+
+
+def test_del_keys_and_status(node: str) -> None:
+    ask(node, "inc", "gone/n", "4")
+    removed = json.loads(ask(node, "del", "gone/n", "--json"))
+    assert removed["removed"] == ["PNCounter"]
+    ask(node, "get", "gone/n", code=1)  # removed: nothing to show
+    ask(node, "add", "keys/s", "x")
+    assert "keys/s AWSet" in ask(node, "keys", "keys/").splitlines()
+    assert json.loads(ask(node, "keys", "keys/", "--json")) == {
+        "keys": [{"key": "keys/s", "type": "AWSet"}]
+    }
+    plain = ask(node, "status")
+    assert plain.startswith("n1 (edge) epoch ") and " digest " in plain
+    status = json.loads(ask(node, "status", "--json", "--prefix", "keys/"))
+    assert {"id", "role", "epoch", "version_vector", "digest", "peers"} <= set(status)
+    assert status["id"] == "n1" and status["role"] == "edge" and status["peers"] == []
+
+
+def test_watch_plain_prints_one_line_per_change(node: str) -> None:
+    import select
+
+    argv = [*CLI, "watch", "--at", node, "--insecure", "w/"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as watch:
+        assert watch.stdout is not None
+        sent = 0
+        while sent < 60:  # until the stream is open: changes before it are not replayed
+            ask(node, "inc", "w/n", "1")
+            sent += 1
+            if select.select([watch.stdout], [], [], 0.5)[0]:
+                break
+        line = watch.stdout.readline()
+        assert line.startswith("w/n PNCounter=") and int(line.split("=")[1]) <= sent
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=10) == 0  # interrupted: a clean end
+
+
+def test_exit_codes(node: str) -> None:
+    ask(node, "get", "no/such/key", code=1)
+    assert run_cli("get", "--at", node, "k").returncode == 1  # neither TLS nor --insecure
+    assert run_cli("get").returncode == 2  # usage: --at and KEY missing
+    assert run_cli("inc", "--at", node, "--insecure", "k", "x").returncode == 2
+    unreachable = run_cli("get", "--at", f"127.0.0.1:{free_port()}", "--insecure", "k")
+    assert unreachable.returncode == 1 and "UNAVAILABLE" in unreachable.stderr
