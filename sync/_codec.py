@@ -135,20 +135,24 @@ class Reader:
         return self._long_uvarint()
 
     def _long_uvarint(self) -> int:
-        start = self.pos
-        result = shift = 0
+        data, start, end = self.data, self.pos, self.end
+        pos, result, shift = start, 0, 0
         while True:
-            b = self.u8()
+            if pos >= end:
+                raise CodecError(f"truncated input: expected a byte at offset {pos}")
+            b = data[pos]
+            pos += 1
             result |= (b & 0x7F) << shift
             if not b & 0x80:
                 break
             shift += 7
             if shift >= 70:
                 raise CodecError(f"varint at offset {start} is longer than 10 bytes")
-        if b == 0 and self.pos - start > 1:
+        if b == 0 and pos - start > 1:
             raise CodecError(f"varint at offset {start} is not minimal")
         if result >> INT_BITS:
             raise CodecError(f"varint at offset {start} exceeds {INT_BITS} bits")
+        self.pos = pos
         return result
 
     def svarint(self) -> int:

@@ -16,6 +16,7 @@ persists a key, so catching a peer up never re-reads or re-encodes the state.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 from sync._keyspace import Key, storage_key
 
@@ -25,11 +26,19 @@ _LEAF_SHIFT = 64 - 2 * MAX_LEVEL
 
 
 def position(key: Key) -> int:
-    return int.from_bytes(hashlib.sha256(storage_key(key)).digest()[:8], "big")
+    return _position(storage_key(key))
 
 
 def fingerprint(key: Key, encoded: bytes) -> int:
-    h = hashlib.blake2b(storage_key(key), digest_size=8)
+    return _fingerprint(storage_key(key), encoded)
+
+
+def _position(stored: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(stored).digest()[:8], "big")
+
+
+def _fingerprint(stored: bytes, encoded: bytes) -> int:
+    h = hashlib.blake2b(stored, digest_size=8)
     h.update(encoded)
     return int.from_bytes(h.digest(), "big")
 
@@ -73,6 +82,32 @@ class DigestTree:
             else:
                 counts.pop(node, None)
                 fps.pop(node, None)
+
+    def load(self, entries: Iterable[tuple[Key, bytes, bytes]]) -> None:
+        """Build an empty tree from (key, storage key, encoding) at once.
+
+        Equal to ``set`` per key, but each key touches only its leaf; the levels
+        above are then folded from the level below, once per node rather than once
+        per key and level: what makes opening a store of a million keys quick.
+        """
+        assert not self.positions, "load() builds a tree from nothing"
+        leaf_fps, leaf_counts = self.fps[MAX_LEVEL], self.counts[MAX_LEVEL]
+        for key, stored, encoded in entries:
+            pos = self.positions[key] = _position(stored)
+            fp = _fingerprint(stored, encoded)
+            leaf = pos >> _LEAF_SHIFT
+            bucket = self.leaves.get(leaf)
+            if bucket is None:
+                bucket = self.leaves[leaf] = {}
+            bucket[pos] = (key, fp)
+            leaf_fps[leaf] = leaf_fps.get(leaf, 0) ^ fp
+            leaf_counts[leaf] = leaf_counts.get(leaf, 0) + 1
+        for level in range(MAX_LEVEL - 1, -1, -1):
+            fps, counts = self.fps[level], self.counts[level]
+            for child, count in self.counts[level + 1].items():
+                node = child >> 2
+                fps[node] = fps.get(node, 0) ^ self.fps[level + 1][child]
+                counts[node] = counts.get(node, 0) + count
 
     def node(self, level: int, index: int) -> tuple[int, int]:
         """(fingerprint, key count) of a node."""

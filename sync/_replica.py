@@ -17,7 +17,7 @@ so the simulator replays a run exactly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -161,13 +161,7 @@ class Replica:
         return replica
 
     def _load(self, storage: Storage) -> None:
-        for raw_key, raw_value in storage.entries():
-            key = parse_storage_key(raw_key)
-            child = decode(raw_value)
-            if key[1] != child.TYPE_TAG:
-                raise CodecError(f"stored entry {key[0]!r} has the wrong type")
-            self.keyspace.entries[key] = child
-            self.tree.set(key, raw_value)
+        self.tree.load(self._load_entries(storage))
         last = 0
         for seq, record in storage.log():
             origin, payload = decode_log_record(record)
@@ -183,6 +177,16 @@ class Replica:
             self.log.skip()
         for peer, acked in self.acked_at_open.items():
             self.log.track(peer, acked)
+
+    def _load_entries(self, storage: Storage) -> Iterator[tuple[Key, bytes, bytes]]:
+        entries = self.keyspace.entries
+        for raw_key, raw_value in storage.entries():
+            key = parse_storage_key(raw_key)
+            child = decode(raw_value)
+            if key[1] != child.TYPE_TAG:
+                raise CodecError(f"stored entry {key[0]!r} has the wrong type")
+            entries[key] = child
+            yield key, raw_key, raw_value
 
     def reloaded(self, storage: Storage) -> Replica:
         """A replica rebuilt from ``storage`` with this one's links, introduced afresh.

@@ -7,8 +7,11 @@ import random
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sync import GCounter, LWWRegister, Timestamp
+from sync._digest import DigestTree
 from sync._keyspace import storage_key
 from sync._memnet import MemoryNetwork
 from sync._replica import Replica, ReplicaConfig
@@ -114,3 +117,16 @@ def test_offline_replica_catches_up_on_a_million_keys_with_under_5_percent_of_th
         f"{time.monotonic() - started:.0f} s"
     )
     assert ratio < 0.05
+
+
+@given(st.dictionaries(st.text(max_size=8), st.binary(max_size=8), max_size=300))
+def test_bulk_loading_a_digest_tree_equals_setting_each_key(entries: dict[str, bytes]) -> None:
+    one_by_one, bulk = DigestTree(), DigestTree()
+    keys = [((path, 1), value) for path, value in entries.items()]
+    for key, value in keys:
+        one_by_one.set(key, value)
+    bulk.load((key, storage_key(key), value) for key, value in keys)
+    assert (bulk.fps, bulk.counts, bulk.leaves) == (
+        one_by_one.fps, one_by_one.counts, one_by_one.leaves
+    )  # fmt: skip
+    assert bulk.positions == one_by_one.positions
