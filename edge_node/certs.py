@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def init_ca(directory: Path) -> Path:
     return directory / "ca.pem"
 
 
-def issue(directory: Path, node_id: str, role: str) -> Path:
+def issue(directory: Path, node_id: str, role: str, hosts: Sequence[str] = ()) -> Path:
+    """A certificate for ``node_id`` as ``role``, valid for the node id, loopback and
+    ``hosts`` (the addresses or DNS names peers dial it at)."""
     if role not in ROLES:
         raise CertError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     try:
@@ -96,6 +99,7 @@ def issue(directory: Path, node_id: str, role: str) -> Path:
         x509.DNSName("localhost"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("::1")),
+        *(_general_name(h) for h in hosts),
     ]
     cert = (
         x509.CertificateBuilder()
@@ -119,6 +123,13 @@ def issue(directory: Path, node_id: str, role: str) -> Path:
     path = directory / f"{node_id}.pem"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return path
+
+
+def _general_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 def identity_of(pem: bytes) -> Identity:

@@ -190,7 +190,10 @@ def _certs(args: argparse.Namespace) -> int:
     from edge_node.certs import CertError, init_ca, issue
 
     try:
-        path = init_ca(args.dir) if args.action == "init" else issue(args.dir, args.id, args.role)
+        if args.action == "init":
+            path = init_ca(args.dir)
+        else:
+            path = issue(args.dir, args.id, args.role, args.host)
     except CertError as exc:
         raise Failure(str(exc)) from None
     print(path)
@@ -295,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--dir", type=Path, required=True)
     issue.add_argument("--id", required=True)
     issue.add_argument("--role", choices=["edge", "regional", "cloud", "client"], required=True)
+    issue.add_argument("--host", action="append", default=[], metavar="ADDRESS",
+                       help="an IP or DNS name peers dial this node at (repeat)")  # fmt: skip
     certs.set_defaults(run=_certs)
 
     from sim.demo import add_arguments as demo_arguments

@@ -140,3 +140,18 @@ def test_hub_ignores_a_peer_whose_hello_contradicts_its_certificate(
         keys == []
     )  # the hub heard "I am e2" from a certificate for e1, and listened to none of it
     assert "certificate is for 'e1'" in (tls_fleet.root / "cloud.log").read_text()
+
+
+def test_a_certificate_names_the_hosts_peers_dial(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from edge_node.certs import init_ca, issue
+
+    init_ca(tmp_path)
+    pem = issue(tmp_path, "e9", "edge", ["10.7.0.2", "e9.factory.example"]).read_bytes()
+    names = x509.load_pem_x509_certificate(pem).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    ips = {str(ip) for ip in names.value.get_values_for_type(x509.IPAddress)}
+    assert {"127.0.0.1", "10.7.0.2"} <= ips
+    assert "e9.factory.example" in names.value.get_values_for_type(x509.DNSName)
