@@ -1,11 +1,15 @@
-"""A fleet of real edgesync daemons on loopback, with a proxy on every link.
+"""A fleet of real edgesync daemons, with every link under the fleet's control.
 
 Each member is an ``edgesync node`` or ``edgesync hub`` process with its own
-store and log file under one root directory. A member dials each upstream
-through a ``LinkProxy``, so the fleet can cut and restore any link and count the
-bytes it carried. With ``tls=True`` (the default) the fleet makes a CA, a
-certificate per member and one for itself, and every link is mutual TLS, as in
-production. The demo and the real-process tests drive daemons through this.
+store and log file under one root directory. Where members run and how their
+links are made is the fleet's *network*: ``LoopbackNetwork`` (the default) runs
+them on 127.0.0.1 and dials each upstream through a ``LinkProxy``;
+``sim.netns.NamespaceNetwork`` (root only) gives each its own network namespace
+and each link its own veths with packet faults. Either way the fleet can cut and
+restore any link and count the bytes it carried. With ``tls=True`` (the default)
+the fleet makes a CA, a certificate per member and one for itself, and every link
+is mutual TLS, as in production. The demo, the chaos harness and the
+real-process tests drive daemons through this.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from edge_node.certs import init_ca, issue
 from edge_node.client import Client
@@ -32,15 +37,65 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Link(Protocol):
+    @property
+    def address(self) -> str:
+        """What the dialer dials."""
+        ...
+
+    def sever(self) -> None: ...
+    def restore(self) -> None: ...
+    @property
+    def bytes_sent(self) -> int: ...
+
+
+class Network(Protocol):
+    def place(self, member: str) -> tuple[str, str]:
+        """Where ``member`` listens, and where the fleet reaches it."""
+        ...
+
+    async def connect(self, dialer: str, target: str, target_address: str) -> Link: ...
+    def command_prefix(self, member: str) -> list[str]: ...
+    async def close(self) -> None: ...
+
+
+class LoopbackNetwork:
+    """Every member on 127.0.0.1; each link through a ``LinkProxy``."""
+
+    def __repr__(self) -> str:
+        return "LoopbackNetwork()"
+
+    def place(self, member: str) -> tuple[str, str]:
+        address = f"127.0.0.1:{free_port()}"
+        return address, address
+
+    async def connect(self, dialer: str, target: str, target_address: str) -> LinkProxy:
+        proxy = LinkProxy(f"{dialer}->{target}", target_address)
+        await proxy.start()
+        self.proxies.append(proxy)
+        return proxy
+
+    def __init__(self) -> None:
+        self.proxies: list[LinkProxy] = []
+
+    def command_prefix(self, member: str) -> list[str]:
+        return []
+
+    async def close(self) -> None:
+        for proxy in self.proxies:
+            await proxy.close()
+
+
 @dataclass
 class Member:
     name: str
     role: str  # edge, regional or cloud
-    address: str
+    listen: str
+    address: str  # where the fleet and dialers reach it
     upstreams: list[str]
     log: Path
     process: asyncio.subprocess.Process | None = None
-    links: list[LinkProxy] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
 
     def __repr__(self) -> str:
         pid = self.process.pid if self.process else None
@@ -54,8 +109,16 @@ class FleetError(RuntimeError):
 class Fleet:
     """``async with Fleet(root) as fleet``: members started inside are stopped on exit."""
 
-    def __init__(self, root: Path, *, tls: bool = True, reconnect_max_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        tls: bool = True,
+        reconnect_max_ms: int = 1000,
+        network: Network | None = None,
+    ) -> None:
         self.root = root
+        self.network: Network = network or LoopbackNetwork()
         self.tls_dir = root / "tls" if tls else None
         self.reconnect_max_ms = reconnect_max_ms
         self.members: dict[str, Member] = {}
@@ -73,9 +136,7 @@ class Fleet:
     async def __aexit__(self, *exc: object) -> None:
         for name in list(self.members):
             await self.kill(name)
-        for member in self.members.values():
-            for proxy in member.links:
-                await proxy.close()
+        await self.network.close()
 
     # ---- members --------------------------------------------------------------------
 
@@ -86,7 +147,8 @@ class Fleet:
             member = await self._add(name, role, list(upstreams))
         if member.process is not None and member.process.returncode is None:
             raise FleetError(f"{name} is already running")
-        command = [sys.executable, "-m", "edge_node.cli", *self._daemon_args(member)]
+        command = [*self.network.command_prefix(name), sys.executable, "-m", "edge_node.cli",
+                   *self._daemon_args(member)]  # fmt: skip
         with member.log.open("a") as log:  # the child keeps its own copy of the descriptor
             member.process = await asyncio.create_subprocess_exec(
                 *command, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL
@@ -94,21 +156,20 @@ class Fleet:
         return member
 
     async def _add(self, name: str, role: str, upstreams: list[str]) -> Member:
+        listen, address = self.network.place(name)
         if self.tls_dir is not None:
-            issue(self.tls_dir, name, role)
-        address = f"127.0.0.1:{free_port()}"
-        member = Member(name, role, address, upstreams, self.root / f"{name}.log")
+            issue(self.tls_dir, name, role, [address.rsplit(":", 1)[0]])
+        member = Member(name, role, listen, address, upstreams, self.root / f"{name}.log")
         for up in upstreams:
-            proxy = LinkProxy(f"{name}->{up}", self.members[up].address)
-            await proxy.start()
-            member.links.append(proxy)
+            target = self.members[up].address
+            member.links.append(await self.network.connect(name, up, target))
         self.members[name] = member
         return member
 
     def _daemon_args(self, member: Member) -> list[str]:
         kind = ["node"] if member.role == "edge" else ["hub", "--role", member.role]
         args = [*kind, "--id", member.name, "--data", str(self.root / member.name),
-                "--listen", member.address,
+                "--listen", member.listen,
                 "--reconnect-max-ms", str(self.reconnect_max_ms)]  # fmt: skip
         for proxy in member.links:
             args += ["--upstream", proxy.address]
@@ -156,7 +217,7 @@ class Fleet:
 
     # ---- links ----------------------------------------------------------------------
 
-    def link(self, dialer: str, target: str) -> LinkProxy:
+    def link(self, dialer: str, target: str) -> Link:
         """The proxy on the link ``dialer`` opens to ``target``."""
         member = self.members[dialer]
         for up, proxy in zip(member.upstreams, member.links, strict=True):
@@ -164,7 +225,7 @@ class Fleet:
                 return proxy
         raise FleetError(f"{dialer} does not dial {target}")
 
-    def links_of(self, name: str) -> list[LinkProxy]:
+    def links_of(self, name: str) -> list[Link]:
         """Every link ``name`` dials or is dialled on."""
         found = list(self.members[name].links)
         for member in self.members.values():
