@@ -209,6 +209,12 @@ def _demo(args: argparse.Namespace) -> int:
     return demo(args)
 
 
+def _chaos(args: argparse.Namespace) -> int:
+    from sim.chaos import main as chaos
+
+    return chaos(args)
+
+
 # ---- parser ------------------------------------------------------------------------------
 
 
@@ -302,7 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an IP or DNS name peers dial this node at (repeat)")  # fmt: skip
     certs.set_defaults(run=_certs)
 
+    from sim.chaos import add_arguments as chaos_arguments
     from sim.demo import add_arguments as demo_arguments
+
+    sim = commands.add_parser("sim", help="partition simulation and chaos runs")
+    sim_commands = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
+    chaos = sim_commands.add_parser("chaos", help="real daemons under partitions and faults")
+    chaos_arguments(chaos)
+    chaos.set_defaults(run=_chaos)
 
     demo = commands.add_parser("demo", help="a small fleet on loopback, a partition, a heal")
     demo_arguments(demo)

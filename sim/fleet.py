@@ -27,6 +27,7 @@ from typing import Protocol
 from edge_node.certs import init_ca, issue
 from edge_node.client import Client
 from sim.proxy import LinkProxy
+from sim.wire import Faults
 
 CLIENT_ID = "fleet-client"
 
@@ -45,6 +46,7 @@ class Link(Protocol):
 
     def sever(self) -> None: ...
     def restore(self) -> None: ...
+    def set_faults(self, faults: Faults) -> None: ...
     @property
     def bytes_sent(self) -> int: ...
 
@@ -94,8 +96,9 @@ class Member:
     address: str  # where the fleet and dialers reach it
     upstreams: list[str]
     log: Path
+    peers: list[str] = field(default_factory=list)  # edges it peers with (--peer)
     process: asyncio.subprocess.Process | None = None
-    links: list[Link] = field(default_factory=list)
+    links: dict[str, Link] = field(default_factory=dict)  # by the member it dials
 
     def __repr__(self) -> str:
         pid = self.process.pid if self.process else None
@@ -136,15 +139,20 @@ class Fleet:
     async def __aexit__(self, *exc: object) -> None:
         for name in list(self.members):
             await self.kill(name)
+        for client in self._clients.values():
+            await client.close()  # a channel outlives restarts of its daemon: close at the end
+        self._clients.clear()
         await self.network.close()
 
     # ---- members --------------------------------------------------------------------
 
-    async def start(self, name: str, role: str, upstreams: Iterable[str] = ()) -> Member:
-        """Start (or restart) ``name``; ``upstreams`` are member names it dials."""
+    async def start(
+        self, name: str, role: str, upstreams: Iterable[str] = (), peers: Iterable[str] = ()
+    ) -> Member:
+        """Start (or restart) ``name``; it dials ``upstreams`` and ``peers`` (members)."""
         member = self.members.get(name)
         if member is None:
-            member = await self._add(name, role, list(upstreams))
+            member = await self._add(name, role, list(upstreams), list(peers))
         if member.process is not None and member.process.returncode is None:
             raise FleetError(f"{name} is already running")
         command = [*self.network.command_prefix(name), sys.executable, "-m", "edge_node.cli",
@@ -155,14 +163,14 @@ class Fleet:
             )
         return member
 
-    async def _add(self, name: str, role: str, upstreams: list[str]) -> Member:
+    async def _add(self, name: str, role: str, upstreams: list[str], peers: list[str]) -> Member:
         listen, address = self.network.place(name)
         if self.tls_dir is not None:
             issue(self.tls_dir, name, role, [address.rsplit(":", 1)[0]])
-        member = Member(name, role, listen, address, upstreams, self.root / f"{name}.log")
-        for up in upstreams:
-            target = self.members[up].address
-            member.links.append(await self.network.connect(name, up, target))
+        member = Member(name, role, listen, address, upstreams, self.root / f"{name}.log", peers)
+        for other in [*upstreams, *peers]:
+            target = self.members[other].address
+            member.links[other] = await self.network.connect(name, other, target)
         self.members[name] = member
         return member
 
@@ -171,8 +179,8 @@ class Fleet:
         args = [*kind, "--id", member.name, "--data", str(self.root / member.name),
                 "--listen", member.listen,
                 "--reconnect-max-ms", str(self.reconnect_max_ms)]  # fmt: skip
-        for proxy in member.links:
-            args += ["--upstream", proxy.address]
+        for other, link in member.links.items():
+            args += ["--upstream" if other in member.upstreams else "--peer", link.address]
         if self.tls_dir is None:
             return [*args, "--insecure"]
         return [*args, "--tls-dir", str(self.tls_dir)]
@@ -197,6 +205,7 @@ class Fleet:
         process = self.members[name].process
         if process is None or process.returncode is not None:
             return process.returncode if process and process.returncode is not None else 0
+        process.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
         process.send_signal(signal.SIGTERM)
         try:
             return await asyncio.wait_for(process.wait(), timeout)
@@ -205,31 +214,33 @@ class Fleet:
             await process.wait()
             raise FleetError(f"{name} did not stop within {timeout} s of SIGTERM") from None
 
+    def pause(self, name: str, paused: bool = True) -> None:
+        """SIGSTOP (or SIGCONT): the process is there but does nothing, as if hung."""
+        process = self.members[name].process
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
     async def kill(self, name: str) -> None:
         """SIGKILL: no chance to commit or say goodbye."""
         process = self.members[name].process
         if process is not None and process.returncode is None:
             process.kill()
             await process.wait()
-        client = self._clients.pop(name, None)
-        if client is not None:
-            await client.close()
 
     # ---- links ----------------------------------------------------------------------
 
     def link(self, dialer: str, target: str) -> Link:
-        """The proxy on the link ``dialer`` opens to ``target``."""
-        member = self.members[dialer]
-        for up, proxy in zip(member.upstreams, member.links, strict=True):
-            if up == target:
-                return proxy
-        raise FleetError(f"{dialer} does not dial {target}")
+        """The link ``dialer`` opens to ``target``."""
+        link = self.members[dialer].links.get(target)
+        if link is None:
+            raise FleetError(f"{dialer} does not dial {target}")
+        return link
 
     def links_of(self, name: str) -> list[Link]:
         """Every link ``name`` dials or is dialled on."""
-        found = list(self.members[name].links)
+        found = list(self.members[name].links.values())
         for member in self.members.values():
-            found += [p for up, p in zip(member.upstreams, member.links, strict=True) if up == name]
+            found += [link for other, link in member.links.items() if other == name]
         return found
 
     def sever(self, name: str) -> None:
@@ -242,7 +253,7 @@ class Fleet:
 
     @property
     def bytes_sent(self) -> int:
-        return sum(p.bytes_sent for m in self.members.values() for p in m.links)
+        return sum(link.bytes_sent for m in self.members.values() for link in m.links.values())
 
     # ---- reading the fleet ------------------------------------------------------------
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+
+from sim.wire import Faults
 
 CHUNK = 1 << 16
 
@@ -19,9 +22,11 @@ CHUNK = 1 << 16
 class LinkProxy:
     """Forwards ``127.0.0.1:<port>`` to ``target``; runs on the caller's event loop."""
 
-    def __init__(self, name: str, target: str) -> None:
+    def __init__(self, name: str, target: str, rng: random.Random | None = None) -> None:
         self.name = name
         self.target = target
+        self.rng = rng or random.Random(0)
+        self.faults = Faults()
         self.bytes_up = 0  # dialer to target
         self.bytes_down = 0  # target to dialer
         self.severed = False
@@ -55,6 +60,16 @@ class LinkProxy:
 
     def restore(self) -> None:
         self.severed = False
+        self.faults = Faults()
+
+    def set_faults(self, faults: Faults) -> None:
+        """Cut, delay and jitter apply here; a byte stream cannot lose, duplicate or
+        reorder packets, so those need the namespace network's packet switch."""
+        if faults.cut:
+            self.sever()
+        else:
+            self.severed = False
+        self.faults = faults
 
     async def close(self) -> None:
         self.sever()
@@ -96,6 +111,9 @@ class LinkProxy:
     ) -> None:
         try:
             while chunk := await reader.read(CHUNK):
+                wait = self.faults.delay_ms + self.rng.random() * self.faults.jitter_ms
+                if wait > 0:
+                    await asyncio.sleep(wait / 1000)
                 if self.severed:
                     return
                 writer.write(chunk)
