@@ -227,27 +227,41 @@ async def heal(fleet: Fleet) -> None:
     await fleet.wait_serving(timeout=90)
 
 
-async def check(fleet: Fleet, histories: dict[str, History]) -> list[str]:
+@dataclass
+class Observed:
+    """What one replica holds of the workload's keys after the heal."""
+
+    elements: set[str]
+    count: int
+    registers: dict[str, object]
+
+
+async def observe(fleet: Fleet, name: str, edges: list[str]) -> Observed:
+    c = fleet.client(name)
+    elements = set((await c.get("chaos/set")).get("AWSet", []))
+    count = (await c.get("chaos/count")).get("PNCounter", 0)
+    registers = {e: (await c.get(f"chaos/reg/{e}")).get("LWWRegister") for e in edges}
+    return Observed(elements, count, registers)
+
+
+def check(histories: dict[str, History], name: str, seen: Observed) -> list[str]:
+    """The set-full, counter and register checks of one replica against the histories."""
     violations = []
     must = set().union(*(h.added - h.removed - h.maybe for h in histories.values()))
     must_not = set().union(*(h.removed - h.maybe for h in histories.values()))
+    if lost := sorted(must - seen.elements):
+        violations.append(f"{name}: acknowledged adds missing: {lost[:5]}")
+    if back := sorted(must_not & seen.elements):
+        violations.append(f"{name}: acknowledged removes undone: {back[:5]}")
     low = sum(h.increments for h in histories.values())
     high = low + sum(h.maybe_increments for h in histories.values())
-    for name in fleet.members:
-        c = fleet.client(name)
-        present = set((await c.get("chaos/set")).get("AWSet", []))
-        if lost := sorted(must - present):
-            violations.append(f"{name}: acknowledged adds missing: {lost[:5]}")
-        if back := sorted(must_not & present):
-            violations.append(f"{name}: acknowledged removes undone: {back[:5]}")
-        count = (await c.get("chaos/count")).get("PNCounter", 0)
-        if not low <= count <= high:
-            violations.append(f"{name}: counter {count}, acknowledged {low}, attempted {high}")
-        for edge, h in histories.items():
-            got = (await c.get(f"chaos/reg/{edge}")).get("LWWRegister")
-            allowed = {h.register, *h.register_failed} - {None}
-            if allowed and got not in allowed:
-                violations.append(f"{name}: chaos/reg/{edge} = {got}, last acked {h.register}")
+    if not low <= seen.count <= high:
+        violations.append(f"{name}: counter {seen.count}, acknowledged {low}, attempted {high}")
+    for edge, h in histories.items():
+        got = seen.registers.get(edge)
+        allowed = {h.register, *h.register_failed} - {None}
+        if allowed and got not in allowed:
+            violations.append(f"{name}: chaos/reg/{edge} = {got}, last acked {h.register}")
     return violations
 
 
@@ -272,7 +286,8 @@ async def run_seed(
             violations = [f"no convergence: {exc}"]
         else:
             violations = []
-        violations += await check(fleet, histories)
+        for name in fleet.members:
+            violations += check(histories, name, await observe(fleet, name, list(histories)))
         for name in list(fleet.members):
             if await fleet.stop(name) != 0:
                 violations.append(f"{name} did not exit 0 on SIGTERM")
@@ -281,12 +296,14 @@ async def run_seed(
     return Outcome(seed, nemesis.applied, took is not None, took, violations, acked, timed_out)
 
 
-def choose_network(loopback: bool, seed: int, say: Callable[[str], None]) -> tuple[Network, bool]:
+def choose_network(loopback: bool, seed: int) -> tuple[Network, bool]:
+    """Namespaces when we may; otherwise loopback, and say so (on stderr, even with --json)."""
     if not loopback and can_use_namespaces():
         return NamespaceNetwork(random.Random(seed)), True
     reason = "as asked" if loopback else "not root or no network namespaces here"
-    say(f"chaos: loopback with a fault-injecting proxy on each link ({reason}): links are "
-        "cut and delayed, but packet loss, duplication and reordering need namespaces")  # fmt: skip
+    print(f"chaos: loopback with a fault-injecting proxy on each link ({reason}): links are "
+          "cut and delayed; packet loss, duplication and reordering need namespaces",
+          file=sys.stderr, flush=True)  # fmt: skip
     return LoopbackNetwork(), False
 
 
@@ -295,7 +312,7 @@ async def sweep(args: argparse.Namespace, say: Callable[[str], None]) -> list[Ou
     outcomes = []
     for seed in seeds:
         root = Path(tempfile.mkdtemp(prefix=f"edgesync-chaos-{seed}-"))
-        network, packets = choose_network(args.loopback, seed, say)
+        network, packets = choose_network(args.loopback, seed)
         started = time.monotonic()
         try:
             outcome = await run_seed(

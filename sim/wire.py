@@ -57,7 +57,7 @@ class Faults:
     def __repr__(self) -> str:
         if self.cut:
             return "Faults(cut)"
-        shown = [f"{k}={v}" for k, v in vars(self).items() if v and k != "cut"]
+        shown = [f"{k}={v:.3g}" for k, v in vars(self).items() if v and k != "cut"]
         return f"Faults({', '.join(shown) or 'none'})"
 
 
