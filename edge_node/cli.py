@@ -256,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edgesync", description="CRDT-based, offline-first state sync for edge fleets."
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_daemons(commands)
+    _add_client_commands(commands)
+    _add_certs(commands)
+    _add_sim_and_demo(commands)
+    return parser
+
+
+def _add_daemons(commands: Any) -> None:
     node = _daemon_parser(commands, "node", "run an edge node daemon")
     node.add_argument("--peer", action="append", default=[], metavar="HOST:PORT")
     node.set_defaults(run=_node)
@@ -263,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     hub.add_argument("--role", choices=["regional", "cloud"], required=True)
     hub.set_defaults(run=_hub)
 
+
+def _add_client_commands(commands: Any) -> None:
     p = _client_parser(commands, "put", "set a register (VALUE is JSON if it parses)")
     p.add_argument("key")
     p.add_argument("value")
@@ -296,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prefix", nargs="?", default="")
     p.set_defaults(run=_watch)
 
+
+def _add_certs(commands: Any) -> None:
     certs = commands.add_parser("certs", help="make the CA and node or client certificates")
     actions = certs.add_subparsers(dest="action", required=True)
     init = actions.add_parser("init", help="make a CA in DIR")
@@ -308,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an IP or DNS name peers dial this node at (repeat)")  # fmt: skip
     certs.set_defaults(run=_certs)
 
+
+def _add_sim_and_demo(commands: Any) -> None:
     from sim.chaos import add_arguments as chaos_arguments
     from sim.demo import add_arguments as demo_arguments
 
@@ -320,7 +334,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a small fleet on loopback, a partition, a heal")
     demo_arguments(demo)
     demo.set_defaults(run=_demo)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
