@@ -34,6 +34,7 @@ def _daemon(args: argparse.Namespace, role: str) -> int:
         "upstream": args.upstream, "peer": getattr(args, "peer", None),
         "insecure": args.insecure, "tls_dir": args.tls_dir,
         "reconnect_max_ms": args.reconnect_max_ms, "new_epoch": args.new_epoch,
+        "push": args.push, "pull": args.pull,
     }  # fmt: skip
     try:
         cfg = load_config(args.config, flags)
@@ -244,6 +245,20 @@ def _daemon_parser(commands: Any, name: str, help_text: str) -> argparse.Argumen
         type=int,
         metavar="MS",
         help="longest wait between redials of a lost link (default 10000)",
+    )
+    p.add_argument(
+        "--push",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="send only keys under PREFIX to peers (repeat; default all)",
+    )
+    p.add_argument(
+        "--pull",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="accept only keys under PREFIX from peers (repeat; default all)",
     )
     p.add_argument("--new-epoch", action="store_true",
                    help="start a new epoch: after restoring the store from a backup")  # fmt: skip

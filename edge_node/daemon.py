@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from edge_node.certs import CertError, identity_of, load_material
 from edge_node.client_service import ClientService
+from sync._policy import LinkPolicy
 from sync._replica import ReplicaConfig
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.embedded import fresh_epoch, wall_clock_ms
@@ -54,6 +55,12 @@ class DaemonConfig:
     tls_dir: Path | None = None
     reconnect_max_ms: int = 10_000  # redials back off exponentially, with jitter, up to this
     new_epoch: bool = False  # the store was restored from a backup: never reuse its dots
+    push: list[str] = field(default_factory=list)  # path prefixes sent on every link (all)
+    pull: list[str] = field(default_factory=list)  # path prefixes accepted (all)
+
+    def link_policy(self) -> LinkPolicy:
+        """The same push and pull filters on every link; ``local/`` never leaves."""
+        return LinkPolicy(push=tuple(self.push) or ("",), pull=tuple(self.pull) or ("",))
 
     def check(self) -> None:
         if self.reconnect_max_ms < RECONNECT_MIN_MS:
@@ -117,6 +124,7 @@ async def serve(cfg: DaemonConfig) -> int:
     links = GrpcLinks(
         replica, authenticate=peer_identity, credentials=channel_creds,
         backoff_ms=(RECONNECT_MIN_MS, cfg.reconnect_max_ms),
+        policy_for=lambda link: cfg.link_policy(),
     )  # fmt: skip
     server = grpc.aio.server(options=channel_options(replica.replica.config.max_message_bytes))
     health_servicer = _add_services(server, replica, links, cfg.role)

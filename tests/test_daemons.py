@@ -200,3 +200,27 @@ def test_regional_hub_killed_mid_stream_loses_no_acknowledged_increment(fleet: F
     assert len(fleet.converged(timeout=90)) == 1
     out = cli("get", "--at", cloud, "--insecure", "--json", "total").stdout
     assert json.loads(out)["values"] == {"PNCounter": acked}
+
+
+def test_push_and_pull_prefixes_decide_what_flows(fleet: Fleet) -> None:
+    cloud = fleet.start("cloud", "hub", "--role", "cloud")
+    fleet.start("e1", "node", "--upstream", cloud, "--push", "fleet/", "--push", "cfg/")
+    fleet.start("e2", "node", "--upstream", cloud, "--pull", "cfg/")
+    fleet.wait_ready()
+    at_e1 = ["--at", fleet.addr["e1"], "--insecure"]
+    cli("inc", *at_e1, "fleet/n", "1")
+    cli("put", *at_e1, "cfg/mode", "eco")
+    cli("inc", *at_e1, "other/n", "1")  # not pushed
+    cli("inc", "--at", cloud, "--insecure", "fleet/from-cloud", "1")  # e2 does not pull it
+
+    def keys(name: str) -> set[str]:
+        out = cli("keys", "--at", fleet.addr[name], "--insecure", "--json").stdout
+        return {k["key"] for k in json.loads(out)["keys"]}
+
+    deadline = time.monotonic() + 30
+    while keys("cloud") != {"fleet/n", "cfg/mode", "fleet/from-cloud"} or "cfg/mode" not in keys(
+        "e2"
+    ):
+        assert time.monotonic() < deadline, (keys("cloud"), keys("e2"))
+        time.sleep(0.3)
+    assert keys("e2") == {"cfg/mode"}
