@@ -92,6 +92,7 @@ def test_digest_catch_up_finds_differences_in_both_directions_and_converges() ->
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a million keys decoded twice: minutes on a loaded machine
 def test_offline_replica_catches_up_on_a_million_keys_with_under_5_percent_of_the_bytes() -> None:
     started = time.monotonic()
     net = two_nodes(TOTAL)
