@@ -338,16 +338,19 @@ class Replica:
         except CodecError as exc:
             raise ProtocolError(f"malformed delta payload from {remote}: {exc}") from None
         state = self.links[link]
+        admitted = incoming.filtered(state.policy.may_pull)
+        novel = admitted.novel_part(self.keyspace)
         if state.own_writes_only:
+            # Only what is new here counts: an edge's catch-up pushes whole keys, which
+            # hold the updates of others it received; resending what we hold forges
+            # nothing, and refusing it would stall the edge's catch-up for good.
             node = remote.split("@", 1)[0]
-            foreign = {a for a in incoming.writers() if a.split("@", 1)[0] != node}
+            foreign = {a for a in novel.writers() if a.split("@", 1)[0] != node}
             if foreign:
                 raise ProtocolError(
                     f"{remote} may send only its own updates, not those of {sorted(foreign)}"
                 )
-        admitted = incoming.filtered(state.policy.may_pull)
         self.hlc.witness_all(admitted.timestamps())  # refuses far-future clocks, changes nothing
-        novel = admitted.novel_part(self.keyspace)
         self.keyspace.merge(novel)
         self._note(novel, origin=remote)
 

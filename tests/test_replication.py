@@ -234,3 +234,35 @@ def test_peered_edges_send_hubs_only_their_own_updates_and_everything_converges(
     net.run()
     assert not net.stats.rejected
     assert len(set(net.digests().values())) == 1
+
+
+def test_an_edge_catch_up_may_resend_updates_the_hub_already_holds() -> None:
+    """Found by the simulator (sim/findings/): an edge that wrote before meeting its hub
+    catches the hub up by pushing whole keys, which hold other nodes' updates it got
+    meanwhile; the hub used to refuse the push forever, and the edge's own writes with it.
+    """
+    from sync._replica import ReplicaConfig
+
+    net = MemoryNetwork(random.Random(11))
+    net.add("e1", config=ReplicaConfig(relay=False))
+    net.add("hub")
+    net.add("other", config=ReplicaConfig(relay=False))  # so e1's update reaches the hub
+    net.link("hub", "other")  # only through e1
+    e1, hub, other = (net.nodes[n].replica for n in ("e1", "hub", "other"))
+    for r in (e1, other):  # both write to one key; e1 has met nobody yet
+        r.update("shared", AWSet, lambda s, r=r: s.add(r.actor, r.node_id))
+        net.flush(r.node_id)
+    net.run()
+    e1.connect("other")  # e1 gets other's update first, then meets the hub
+    net.flush("e1")
+    other.connect("e1")
+    net.flush("other")
+    net.run()
+    assert e1.get("shared", AWSet) == other.get("shared", AWSet)
+    hub.connect("e1", certified_node="e1", own_writes_only=True)
+    net.flush("hub")
+    e1.connect("hub")
+    net.flush("e1")
+    net.run(max_steps=20_000)  # refused pushes used to keep the network busy forever
+    assert not net.stats.rejected
+    assert len(set(net.digests().values())) == 1
