@@ -236,6 +236,10 @@ def test_peered_edges_send_hubs_only_their_own_updates_and_everything_converges(
     assert len(set(net.digests().values())) == 1
 
 
+def add_own_name(r: Replica, path: str) -> None:
+    r.update(path, AWSet, lambda s: s.add(r.actor, r.node_id))
+
+
 def test_an_edge_catch_up_may_resend_updates_the_hub_already_holds() -> None:
     """Found by the simulator (sim/findings/): an edge that wrote before meeting its hub
     catches the hub up by pushing whole keys, which hold other nodes' updates it got
@@ -250,7 +254,7 @@ def test_an_edge_catch_up_may_resend_updates_the_hub_already_holds() -> None:
     net.link("hub", "other")  # only through e1
     e1, hub, other = (net.nodes[n].replica for n in ("e1", "hub", "other"))
     for r in (e1, other):  # both write to one key; e1 has met nobody yet
-        r.update("shared", AWSet, lambda s, r=r: s.add(r.actor, r.node_id))
+        add_own_name(r, "shared")
         net.flush(r.node_id)
     net.run()
     e1.connect("other")  # e1 gets other's update first, then meets the hub
