@@ -291,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="replicas diverge under a partition and converge")
     demo.set_defaults(run=_demo)
+    from sim.cli import add_sim_parser  # sim run | sweep: registered by the sim package
+
+    add_sim_parser(commands)
     return parser
 
 

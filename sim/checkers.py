@@ -98,10 +98,10 @@ def check_sets(history: History, finals: Finals) -> list[Violation]:
     for cell in history.cells():
         if cell.type != "set":
             continue
-        ops = [op for op in history.on(cell) if not history.lost(op)]
-        adds = [op for op in ops if op.kind == "add"]
-        live = {op.value for op in adds if _cover(op, ops) is None}
         for node, cells in sorted(finals.items()):
+            ops = [op for op in history.on(cell) if not history.lost(op, node)]
+            adds = [op for op in ops if op.kind == "add"]
+            live = {op.value for op in adds if _cover(op, ops) is None}
             raw = cells.get(cell, frozenset())
             present = raw if isinstance(raw, frozenset) else frozenset()
             for op in adds:
@@ -123,15 +123,15 @@ def check_counters(history: History, finals: Finals) -> list[Violation]:
     for cell in history.cells():
         if cell.type != "counter":
             continue
-        ops = [op for op in history.on(cell) if not history.lost(op)]
-        incs = [op for op in ops if op.kind == "inc"]
-        dels = [op for op in ops if op.kind == "del"]
-        kept = [
-            i for i in incs
-            if not any(d.saw_total(cell, i.direction, i.actor) >= i.total for d in dels)
-        ]  # fmt: skip
-        expected = sum(int(i.value) for i in kept)  # type: ignore[call-overload]
         for node, cells in sorted(finals.items()):
+            ops = [op for op in history.on(cell) if not history.lost(op, node)]
+            incs = [op for op in ops if op.kind == "inc"]
+            dels = [op for op in ops if op.kind == "del"]
+            kept = [
+                i for i in incs
+                if not any(d.saw_total(cell, i.direction, i.actor) >= i.total for d in dels)
+            ]  # fmt: skip
+            expected = sum(int(i.value) for i in kept)  # type: ignore[call-overload]
             value = cells.get(cell, 0)
             if value != expected:
                 out.append(Violation("counter", (
@@ -152,15 +152,15 @@ def check_registers(history: History, finals: Finals) -> list[Violation]:
     for cell in history.cells():
         if cell.type not in ("lww", "mv"):
             continue
-        ops = [op for op in history.on(cell) if not history.lost(op)]
-        writes = [op for op in ops if op.kind in ("set", "mv")]
-        frontier = [w for w in writes if _cover(w, ops) is None]
-        expected: object
-        if cell.type == "lww":
-            expected = max(frontier, key=_rank).value if frontier else None
-        else:
-            expected = frozenset(w.value for w in frontier) if frontier else None
         for node, cells in sorted(finals.items()):
+            ops = [op for op in history.on(cell) if not history.lost(op, node)]
+            writes = [op for op in ops if op.kind in ("set", "mv")]
+            frontier = [w for w in writes if _cover(w, ops) is None]
+            expected: object
+            if cell.type == "lww":
+                expected = max(frontier, key=_rank).value if frontier else None
+            else:
+                expected = frozenset(w.value for w in frontier) if frontier else None
             value = cells.get(cell)
             if value == expected:
                 continue

@@ -70,9 +70,10 @@ class History:
     # Operation id -> final replicas whose state has not seen it.
     unseen: dict[int, list[str]] = field(default_factory=dict)
 
-    def lost(self, op: Op) -> bool:
-        """Seen by no final replica: its effects must not be expected."""
-        return op.id in self.unseen
+    def lost(self, op: Op, node: str) -> bool:
+        """Not seen by ``node``'s final state: its effects must not be expected there
+        (the durability checker reports the loss, once)."""
+        return node in self.unseen.get(op.id, ())
 
     def on(self, cell: Cell) -> list[Op]:
         return [op for op in self.ops if op.cell == cell or op.covers(cell)]

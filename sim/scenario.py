@@ -144,7 +144,7 @@ def _header(scenario: Scenario, verb: str, args: list[str]) -> None:
             scenario.topology = Topology(
                 regions=_int(opts.get("regions", "2"), "regions"),
                 edges_per_region=_int(opts.get("edges", "2"), "edges"),
-                edge_peering=_yes(opts.get("peering", "yes"), "peering"),
+                edge_peering=_yes(opts.get("peering", "no"), "peering"),
                 hub_mesh=_yes(opts.get("hubmesh", "yes"), "hubmesh"),
             )
         except ValueError as exc:

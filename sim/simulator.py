@@ -440,6 +440,7 @@ class Simulator:
                 break
             self.advance(TICK_MS)
         self.converged = self.agree()
+        self.sample()
         self.log(
             f"{self.t()} settled after {self.ticks - start} rounds: converged={self.converged}"
         )
