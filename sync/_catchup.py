@@ -44,6 +44,7 @@ from sync._messages import (
     PushAck,
     encode_message,
 )
+from sync._propagation import overdue
 
 FEW_KEYS = 3  # a differing range this small is compared key by key
 MAX_NODES = 4096  # per query message
@@ -91,7 +92,7 @@ class CatchUp:
         """Requests unanswered for ``timeout``: send them again."""
         again = []
         for key, (raw, sent_at) in self.outstanding.items():
-            if now - sent_at >= timeout:
+            if overdue(now, sent_at, timeout):
                 self.outstanding[key] = (raw, now)
                 self.bytes_sent += len(raw)
                 again.append(raw)

@@ -44,7 +44,7 @@ from sync._messages import (
     encode_message,
 )
 from sync._policy import EVERYTHING, LinkPolicy
-from sync._propagation import DeltaLog
+from sync._propagation import DeltaLog, overdue
 from sync._storage import Storage, StorageError, StoreMeta, WriteBatch
 
 T = TypeVar("T", bound=CRDT)
@@ -415,7 +415,9 @@ class Replica:
         """Mark overdue Hellos and unacknowledged intervals for resending."""
         now = self.clock()
         for link, state in self.links.items():
-            if state.remote is None and now - state.hello_sent_at >= self.config.retransmit_ms:
+            if state.remote is None and overdue(
+                now, state.hello_sent_at, self.config.retransmit_ms
+            ):
                 self._hello(link)
         self.log.retransmit_due(now, self.config.retransmit_ms)
         for link, session in self.catchups.values():

@@ -68,3 +68,10 @@ def test_a_bad_line_gets_one_clear_error_naming_it(text: str, message: str) -> N
 def test_text_round_trips() -> None:
     scenario = load(SCENARIOS[0])
     assert parse(scenario.text()).text() == scenario.text()
+
+
+def test_a_clock_stepped_back_does_not_stall_retransmission() -> None:
+    """Found by the simulator: resends waited for the clock to pass the send times again
+    (300 virtual seconds, 1,207 rounds, for this scenario)."""
+    result = run_scenario(load(ROOT / "scenarios" / "clock-step-back.scenario"))
+    assert result.rounds_to_converge is not None and result.rounds_to_converge < 40
