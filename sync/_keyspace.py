@@ -263,6 +263,22 @@ class Keyspace:
         return f"Keyspace({{{shown}}})"
 
 
+def own_part(child: T, node_id: str) -> T:
+    """The part of ``child`` that carries no update of another node: the join of its
+    irreducible parts whose writers are all ``node_id`` (any epoch).
+
+    Removals (context-only dots, counter bases) are kept: they are not updates. What
+    is left out is left out of the context too, so the part never claims to have
+    removed an update it merely omits. A node that may send only its own updates
+    (an edge) catches a peer up with this.
+    """
+    own = type(child)()
+    for part in child.decompose():
+        if all(actor.split("@", 1)[0] == node_id for actor in _writers(part)):
+            own.merge(part)
+    return own
+
+
 def entry_digest(key: Key, child: CRDT) -> bytes:
     """A key's own fingerprint: its identity and its canonical standalone encoding."""
     return hashlib.sha256(storage_key(key) + b"\x00" + child.encode()).digest()

@@ -392,7 +392,10 @@ class Replica:
 
     def _start_catch_up(self, link: str, remote: str) -> None:
         self._sessions += 1
-        session = CatchUp(self._sessions, self.log.next_seq, self.config.batch_bytes)
+        session = CatchUp(
+            self._sessions, self.log.next_seq, self.config.batch_bytes,
+            only_writer=None if self.config.relay else self.node_id,
+        )  # fmt: skip
         self.catchups[remote] = (link, session)
         self._outbox.extend((link, raw) for raw in session.start(self.clock()))
 

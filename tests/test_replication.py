@@ -270,3 +270,28 @@ def test_an_edge_catch_up_may_resend_updates_the_hub_already_holds() -> None:
     net.run(max_steps=20_000)  # refused pushes used to keep the network busy forever
     assert not net.stats.rejected
     assert len(set(net.digests().values())) == 1
+
+
+def test_peered_edges_that_wrote_first_catch_their_hub_up_with_their_own_parts() -> None:
+    """Found by the simulator: each edge's catch-up pushed the other's writes, new to
+    the hub, which refused both pushes forever (sim/scenarios/edge-peering-catch-up)."""
+    from sync._replica import ReplicaConfig
+
+    net = MemoryNetwork(random.Random(12))
+    for edge in ("e1", "e2"):
+        net.add(edge, config=ReplicaConfig(relay=False))
+        add_own_name(net.nodes[edge].replica, "shared")  # before meeting anyone
+        net.flush(edge)
+    net.add("hub")
+    net.link("e1", "e2")
+    net.run()
+    hub = net.nodes["hub"].replica
+    for edge in ("e1", "e2"):
+        hub.connect(edge, certified_node=edge, own_writes_only=True)
+        net.flush("hub")
+        net.nodes[edge].replica.connect("hub")
+        net.flush(edge)
+    net.run(max_steps=20_000)
+    assert not net.stats.rejected
+    assert len(set(net.digests().values())) == 1
+    assert hub.get("shared", AWSet).value() == {"e1", "e2"}  # type: ignore[union-attr]
