@@ -20,9 +20,9 @@ FAULT_KINDS = (
     "packet", "partition", "stall", "crash", "wipe", "pause", "clock", "wipe-hub", "rollback",
 )  # fmt: skip
 # Left out of the default mix while their findings (sim/findings/) are open: a hub
-# wiped while an edge holds the only other copy of its writes stalls that edge's
-# catch-up for good; a node restored from a backup never gets back what it had
-# acknowledged after the backup was taken.
+# wiped while only edges hold the other copies of its writes leaves those writes
+# stranded (edges do not relay); a node restored from a backup never gets back what
+# it had acknowledged after the backup was taken.
 OPEN_FINDINGS = ("wipe-hub", "rollback")
 DEFAULT_FAULTS = tuple(k for k in FAULT_KINDS if k not in OPEN_FINDINGS)
 ELEMENTS = ("x", "y", "z", "w")

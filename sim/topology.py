@@ -21,7 +21,7 @@ ROLES = ("cloud", "regional", "edge")
 class Topology:
     regions: int = 2
     edges_per_region: int = 2
-    edge_peering: bool = False  # opt-in: see sim/findings/edge-peering-catch-up-deadlock
+    edge_peering: bool = False  # opt-in: sim/findings/only-copy-on-an-edge.scenario
     hub_mesh: bool = True
 
     def __post_init__(self) -> None:
