@@ -15,6 +15,7 @@ All randomness comes from the ``rng`` the simulator passes in.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import random
 from collections.abc import Callable
@@ -133,13 +134,13 @@ class SimNetwork:
         for _ in range(copies):
             if link in self.stalled:
                 self.stalled[link].append(Message(now, 0, src, dst, generation, data))
-                self.log(f"{now} held {src}>{dst} {_tag(data)}")
+                self.log(f"{now} held {src}>{dst} {describe(data)}")
             else:
                 self._enqueue(now, src, dst, generation, data)
 
     def _drop(self, now: int, src: str, dst: str, data: bytes, why: str) -> None:
         self.stats.dropped += 1
-        self.log(f"{now} drop {src}>{dst} {_tag(data)} {why}")
+        self.log(f"{now} drop {src}>{dst} {describe(data)} {why}")
 
     def _enqueue(self, now: int, src: str, dst: str, generation: int, data: bytes) -> None:
         faults = self.faults_of(src, dst)
@@ -174,7 +175,8 @@ class SimNetwork:
 _KINDS = {1: "hello", 2: "deltas", 3: "ack"}
 
 
-def _tag(data: bytes) -> str:
-    """A short, deterministic name for a message in the event log."""
-    kind = _KINDS.get(data[1], f"kind{data[1]}") if len(data) > 1 else "empty"
-    return f"{kind}:{len(data)}"
+def describe(data: bytes, digest: bool = False) -> str:
+    """A short, deterministic name for a message in the event log: kind, size, hash."""
+    kind = _KINDS.get(data[1], "catchup") if len(data) > 1 else "empty"
+    name = f"{kind}:{len(data)}"
+    return f"{name}:{hashlib.blake2b(data, digest_size=4).hexdigest()}" if digest else name

@@ -18,6 +18,7 @@ settle for up to ``quiet_limit_ms`` of virtual time, and runs the checkers
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ from typing import Any
 
 from sim.checkers import Observation, Violation, check_all
 from sim.history import History
-from sim.network import Message, Pair, SimNetwork, pair
+from sim.network import Message, Pair, SimNetwork, describe, pair
 from sim.node import SimNode
 from sim.scenario import MAX_SKEW_S, LinkFaults, Scenario, Step, parse_faults, split_groups
 from sim.workload import perform, read_cells
@@ -227,7 +228,7 @@ class Simulator:
 
     def deliver(self, msg: Message) -> None:
         node = self.nodes[msg.dst]
-        what = f"{msg.src}>{msg.dst} {_digest(msg.data)}"
+        what = f"{msg.src}>{msg.dst} {describe(msg.data, digest=True)}"
         if not self.network.current(msg):
             self.log(f"{self.t()} stale {what}")
             return
@@ -479,21 +480,10 @@ class Simulator:
         return check_all(self.history, finals, digests, self.observations)
 
 
-def _digest(data: bytes) -> str:
-    kind = {1: "hello", 2: "deltas", 3: "ack"}.get(data[1], "catchup") if len(data) > 1 else "?"
-    return f"{kind}:{len(data)}:{hashlib.blake2b(data, digest_size=4).hexdigest()}"
-
-
 def _fast_tmp() -> str | None:
     """tmpfs when there is one: LMDB's fsyncs are real calls but cost nothing there."""
     shm = Path("/dev/shm")
-    return str(shm) if shm.is_dir() and _writable(shm) else None
-
-
-def _writable(path: Path) -> bool:
-    import os
-
-    return os.access(path, os.W_OK)
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
 def run_scenario(scenario: Scenario, quiet_limit_ms: int = 400_000) -> RunResult:
