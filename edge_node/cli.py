@@ -210,12 +210,6 @@ def _demo(args: argparse.Namespace) -> int:
     return demo(args)
 
 
-def _chaos(args: argparse.Namespace) -> int:
-    from sim.chaos import main as chaos
-
-    return chaos(args)
-
-
 # ---- parser ------------------------------------------------------------------------------
 
 
@@ -337,18 +331,14 @@ def _add_certs(commands: Any) -> None:
 
 
 def _add_sim_and_demo(commands: Any) -> None:
-    from sim.chaos import add_arguments as chaos_arguments
     from sim.demo import add_arguments as demo_arguments
-
-    sim = commands.add_parser("sim", help="partition simulation and chaos runs")
-    sim_commands = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
-    chaos = sim_commands.add_parser("chaos", help="real daemons under partitions and faults")
-    chaos_arguments(chaos)
-    chaos.set_defaults(run=_chaos)
 
     demo = commands.add_parser("demo", help="a small fleet on loopback, a partition, a heal")
     demo_arguments(demo)
     demo.set_defaults(run=_demo)
+    from sim.cli import add_sim_parser  # sim run | sweep | chaos: registered by sim
+
+    add_sim_parser(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

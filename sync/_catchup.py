@@ -28,11 +28,11 @@ the size of the state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sync._digest import FANOUT, MAX_LEVEL, DigestTree, valid_node
-from sync._keyspace import Key, Keyspace
+from sync._keyspace import Key, Keyspace, own_part
 from sync._messages import (
     Expand,
     Fingerprints,
@@ -44,6 +44,7 @@ from sync._messages import (
     PushAck,
     encode_message,
 )
+from sync._propagation import overdue
 
 FEW_KEYS = 3  # a differing range this small is compared key by key
 MAX_NODES = 4096  # per query message
@@ -65,11 +66,13 @@ class CatchUp:
     session: int
     start_seq: int  # the log position the peer resumes from once this is done
     budget: int  # bytes per Push payload
-    project: Callable[[Keyspace], Keyspace] = lambda chunk: chunk  # what of a key we may send
     outstanding: dict[tuple[str, int], tuple[bytes, int]] = field(default_factory=dict)
     next_chunk: int = 0
     pushed_keys: int = 0
     bytes_sent: int = 0
+    # A node that may send only its own updates (an edge) pushes only its own part of
+    # each key; the peer gets the rest from those who may relay it.
+    only_writer: str | None = None
 
     # ---- sending ------------------------------------------------------------------
 
@@ -92,7 +95,7 @@ class CatchUp:
         """Requests unanswered for ``timeout``: send them again."""
         again = []
         for key, (raw, sent_at) in self.outstanding.items():
-            if now - sent_at >= timeout:
+            if overdue(now, sent_at, timeout):
                 self.outstanding[key] = (raw, now)
                 self.bytes_sent += len(raw)
                 again.append(raw)
@@ -150,10 +153,7 @@ class CatchUp:
 
     def _push(self, keys: Iterable[Key], keyspace: Keyspace, now: int) -> list[bytes]:
         out = []
-        for whole in _key_chunks(keys, keyspace, self.budget):
-            chunk = self.project(whole)
-            if chunk.is_bottom():
-                continue
+        for chunk in _key_chunks(keys, keyspace, self.budget, self.only_writer):
             self.pushed_keys += len(chunk.entries)
             out.append(self._request(Push(self.session, self._chunk(), chunk.encode()), now))
         return out
@@ -217,11 +217,15 @@ def _chunks(items: list[int], size: int = MAX_NODES) -> list[tuple[int, ...]]:
     return [tuple(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def _key_chunks(keys: Iterable[Key], keyspace: Keyspace, budget: int) -> list[Keyspace]:
+def _key_chunks(
+    keys: Iterable[Key], keyspace: Keyspace, budget: int, only_writer: str | None = None
+) -> list[Keyspace]:
     chunks, current, size = [], Keyspace(), 0
     for key in keys:
         child = keyspace.entries.get(key)
-        if child is None:
+        if child is not None and only_writer is not None:
+            child = own_part(child, only_writer)
+        if child is None or child.is_bottom():
             continue
         encoded = len(child.encode()) + len(key[0]) + 2
         if current.entries and size + encoded > budget:

@@ -44,6 +44,16 @@ class Counter(DotKernel[None]):
         part.tallies = [t.above(k) for t, k in zip(self.tallies, known.tallies, strict=True)]
         return part
 
+    def is_present(self) -> bool:
+        """Some update is not yet cancelled: a presence dot, or a total above its base.
+
+        The totals matter on their own: presence dots stand for the updates their
+        writer had seen, but a delta carries only its writer's own total, so a replica
+        that got a later dot before an earlier total (deltas out of causal order) can
+        reset the dot while the total it never saw still counts.
+        """
+        return super().is_present() or any(t.value() for t in self.tallies)
+
     def _store_is_bottom(self) -> bool:
         return not self.ds and all(t.is_bottom() for t in self.tallies)
 

@@ -164,26 +164,6 @@ class Keyspace:
         out.entries = {k: c for k, c in self.entries.items() if admit(k[0])}
         return out
 
-    def authored_part(self, is_own: Callable[[str], bool]) -> Keyspace:
-        """What a replica that does not relay may send: its own updates and every removal.
-
-        Each key is split by join decomposition into irreducible parts, each one
-        update (a dot with its value, one actor's counter total) or one removal (a
-        dot seen and gone). Keeping the updates by ``is_own`` actors and all the
-        removals gives a state whose ``writers()`` are all own, so a hub that admits
-        only an edge's own updates takes it; others' updates reach the hub from
-        their authors. Keys with nothing of ours are left out.
-        """
-        out = Keyspace()
-        for key, child in self.entries.items():
-            kept = [p for p in child.decompose() if all(map(is_own, _writers(p)))]
-            if kept:
-                joined = kept[0]
-                for part in kept[1:]:
-                    joined.merge(part)
-                out.entries[key] = joined
-        return out
-
     def copy(self) -> Keyspace:
         out = Keyspace()
         out.entries = {k: c.copy() for k, c in self.entries.items()}
@@ -281,6 +261,22 @@ class Keyspace:
     def __repr__(self) -> str:
         shown = ", ".join(f"{p!r}: {self.entries[(p, c.TYPE_TAG)]!r}" for p, c in self.keys())
         return f"Keyspace({{{shown}}})"
+
+
+def own_part(child: T, node_id: str) -> T:
+    """The part of ``child`` that carries no update of another node: the join of its
+    irreducible parts whose writers are all ``node_id`` (any epoch).
+
+    Removals (context-only dots, counter bases) are kept: they are not updates. What
+    is left out is left out of the context too, so the part never claims to have
+    removed an update it merely omits. A node that may send only its own updates
+    (an edge) catches a peer up with this.
+    """
+    own = type(child)()
+    for part in child.decompose():
+        if all(actor.split("@", 1)[0] == node_id for actor in _writers(part)):
+            own.merge(part)
+    return own
 
 
 def entry_digest(key: Key, child: CRDT) -> bytes:

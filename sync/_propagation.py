@@ -188,7 +188,7 @@ class DeltaLog:
         """Peers with an interval unacknowledged for ``timeout``: rewind them to resend."""
         due = []
         for peer, progress in self.peers.items():
-            if any(now - sent_at >= timeout for sent_at in progress.inflight.values()):
+            if any(overdue(now, sent_at, timeout) for sent_at in progress.inflight.values()):
                 progress.inflight.clear()
                 progress.done.clear()
                 progress.sent = progress.acked
@@ -225,3 +225,14 @@ class DeltaLog:
             f"DeltaLog(entries={len(self.entries)}, next_seq={self.next_seq}, "
             f"peers={ {p: (s.acked, s.sent) for p, s in self.peers.items()} })"
         )
+
+
+def overdue(now: int, sent_at: int, timeout: int) -> bool:
+    """Whether a message sent at ``sent_at`` is due to be resent at ``now``.
+
+    Also when the clock went backwards (``now < sent_at``): the clock is the wall
+    clock, which an NTP step or a corrected skew moves back by minutes, and waiting
+    for it to pass ``sent_at`` again would stall every retransmission that long.
+    Resending early is harmless: every message is idempotent.
+    """
+    return now - sent_at >= timeout or now < sent_at

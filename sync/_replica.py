@@ -44,7 +44,7 @@ from sync._messages import (
     encode_message,
 )
 from sync._policy import EVERYTHING, LinkPolicy
-from sync._propagation import DeltaLog
+from sync._propagation import DeltaLog, overdue
 from sync._storage import Storage, StorageError, StoreMeta, WriteBatch
 
 T = TypeVar("T", bound=CRDT)
@@ -347,16 +347,19 @@ class Replica:
         except CodecError as exc:
             raise ProtocolError(f"malformed delta payload from {remote}: {exc}") from None
         state = self.links[link]
+        admitted = incoming.filtered(state.policy.may_pull)
+        novel = admitted.novel_part(self.keyspace)
         if state.own_writes_only:
+            # Only what is new here counts: an edge's catch-up pushes whole keys, which
+            # hold the updates of others it received; resending what we hold forges
+            # nothing, and refusing it would stall the edge's catch-up for good.
             node = remote.split("@", 1)[0]
-            foreign = {a for a in incoming.writers() if a.split("@", 1)[0] != node}
+            foreign = {a for a in novel.writers() if a.split("@", 1)[0] != node}
             if foreign:
                 raise ProtocolError(
                     f"{remote} may send only its own updates, not those of {sorted(foreign)}"
                 )
-        admitted = incoming.filtered(state.policy.may_pull)
         self.hlc.witness_all(admitted.timestamps())  # refuses far-future clocks, changes nothing
-        novel = admitted.novel_part(self.keyspace)
         self.keyspace.merge(novel)
         self._note(novel, origin=remote)
 
@@ -396,15 +399,12 @@ class Replica:
             self.log.caught_up_from(remote, session.start_seq)
             self.last_catch_up = session
 
-    def _is_own(self, actor: str) -> bool:
-        """An actor of this node, in any epoch."""
-        return actor.split("@", 1)[0] == self.node_id
-
     def _start_catch_up(self, link: str, remote: str) -> None:
         self._sessions += 1
-        session = CatchUp(self._sessions, self.log.next_seq, self.config.batch_bytes)
-        if not self.config.relay:  # as with deltas, send only what this node wrote
-            session.project = lambda chunk: chunk.authored_part(self._is_own)
+        session = CatchUp(
+            self._sessions, self.log.next_seq, self.config.batch_bytes,
+            only_writer=None if self.config.relay else self.node_id,
+        )  # fmt: skip
         self.catchups[remote] = (link, session)
         self._outbox.extend((link, raw) for raw in session.start(self.clock()))
 
@@ -427,7 +427,9 @@ class Replica:
         """Mark overdue Hellos and unacknowledged intervals for resending."""
         now = self.clock()
         for link, state in self.links.items():
-            if state.remote is None and now - state.hello_sent_at >= self.config.retransmit_ms:
+            if state.remote is None and overdue(
+                now, state.hello_sent_at, self.config.retransmit_ms
+            ):
                 self._hello(link)
         self.log.retransmit_due(now, self.config.retransmit_ms)
         for link, session in self.catchups.values():

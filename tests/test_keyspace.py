@@ -116,3 +116,24 @@ def test_malformed_keyspace_bytes_are_refused() -> None:
             Keyspace.decode(raw[:cut])
     with pytest.raises(CodecError, match="exceeds"):
         Keyspace.decode(raw, max_size=3)
+
+
+def test_own_part_keeps_a_nodes_updates_and_removals_and_claims_nothing_else() -> None:
+    from sync import AWSet, PNCounter
+    from sync._keyspace import own_part
+
+    s = AWSet()
+    s.add("e1@1", "mine")
+    s.add("e2@1", "theirs")
+    s.add("e2@1", "removed")
+    s.remove("removed")
+    own = own_part(s, "e1")
+    assert own.value() == {"mine"}
+    peer = AWSet()
+    peer.merge(s.copy())
+    peer.merge(own)  # the part never reads as a removal of what it left out
+    assert peer.value() == {"mine", "theirs"}
+    c = PNCounter()
+    c.increment("e1@1", 2)
+    c.increment("e2@1", 5)
+    assert own_part(c, "e1").value() == 2

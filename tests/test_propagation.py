@@ -360,3 +360,11 @@ def test_random_schedules_keep_progress_consistent_and_drain_the_log(
         assert log.peers[peer].acked == log.next_seq
     log.collect()
     assert len(log) == 0 and log.bytes == 0
+
+
+def test_a_clock_stepped_back_makes_what_is_in_flight_due_at_once() -> None:
+    from sync._propagation import overdue
+
+    assert not overdue(now=1_500, sent_at=1_000, timeout=2_000)
+    assert overdue(now=3_000, sent_at=1_000, timeout=2_000)
+    assert overdue(now=400, sent_at=1_000, timeout=2_000)  # the wall clock went back

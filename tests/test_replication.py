@@ -282,3 +282,64 @@ def test_a_wiped_hub_is_caught_up_by_edges_that_send_only_their_own_part() -> No
     counter, alerts = hub.get("shared/n", PNCounter), hub.get("shared/alerts", AWSet)
     assert counter is not None and counter.value() == 3
     assert alerts is not None and alerts.value() == frozenset({"e1-a", "e1-b", "e2-a"})
+
+
+def add_own_name(r: Replica, path: str) -> None:
+    r.update(path, AWSet, lambda s: s.add(r.actor, r.node_id))
+
+
+def test_an_edge_catch_up_may_resend_updates_the_hub_already_holds() -> None:
+    """Found by the simulator (sim/findings/): an edge that wrote before meeting its hub
+    catches the hub up by pushing whole keys, which hold other nodes' updates it got
+    meanwhile; the hub used to refuse the push forever, and the edge's own writes with it.
+    """
+    from sync._replica import ReplicaConfig
+
+    net = MemoryNetwork(random.Random(11))
+    net.add("e1", config=ReplicaConfig(relay=False))
+    net.add("hub")
+    net.add("other", config=ReplicaConfig(relay=False))  # so e1's update reaches the hub
+    net.link("hub", "other")  # only through e1
+    e1, hub, other = (net.nodes[n].replica for n in ("e1", "hub", "other"))
+    for r in (e1, other):  # both write to one key; e1 has met nobody yet
+        add_own_name(r, "shared")
+        net.flush(r.node_id)
+    net.run()
+    e1.connect("other")  # e1 gets other's update first, then meets the hub
+    net.flush("e1")
+    other.connect("e1")
+    net.flush("other")
+    net.run()
+    assert e1.get("shared", AWSet) == other.get("shared", AWSet)
+    hub.connect("e1", certified_node="e1", own_writes_only=True)
+    net.flush("hub")
+    e1.connect("hub")
+    net.flush("e1")
+    net.run(max_steps=20_000)  # refused pushes used to keep the network busy forever
+    assert not net.stats.rejected
+    assert len(set(net.digests().values())) == 1
+
+
+def test_peered_edges_that_wrote_first_catch_their_hub_up_with_their_own_parts() -> None:
+    """Found by the simulator: each edge's catch-up pushed the other's writes, new to
+    the hub, which refused both pushes forever (sim/scenarios/edge-peering-catch-up)."""
+    from sync._replica import ReplicaConfig
+
+    net = MemoryNetwork(random.Random(12))
+    for edge in ("e1", "e2"):
+        net.add(edge, config=ReplicaConfig(relay=False))
+        add_own_name(net.nodes[edge].replica, "shared")  # before meeting anyone
+        net.flush(edge)
+    net.add("hub")
+    net.link("e1", "e2")
+    net.run()
+    hub = net.nodes["hub"].replica
+    for edge in ("e1", "e2"):
+        hub.connect(edge, certified_node=edge, own_writes_only=True)
+        net.flush("hub")
+        net.nodes[edge].replica.connect("hub")
+        net.flush(edge)
+    net.run(max_steps=20_000)
+    assert not net.stats.rejected
+    assert len(set(net.digests().values())) == 1
+    assert hub.get("shared", AWSet).value() == {"e1", "e2"}  # type: ignore[union-attr]

@@ -250,3 +250,18 @@ def test_reprs_show_values() -> None:
     m.apply("s", AWSet, lambda s: s.add("a", "x"))
     assert repr(m) == "ORMap({'s': AWSet(['x'])})"
     assert repr(PNCounter()) == "PNCounter(0)"
+
+
+def test_a_counter_reset_that_missed_a_total_keeps_the_key_present() -> None:
+    """Found by the simulator: deltas out of causal order let a reset cancel the newest
+    presence dot without the total it stands for; the uncancelled total keeps the key."""
+    from sync import PNCounter
+
+    a, b = PNCounter(), PNCounter()
+    b.merge(a.decrement("a", 2))
+    later_total = a.decrement("a", 2)
+    b.merge(a.increment("a", 0))  # a newer dot, carrying no decrement total
+    a.merge(b.reset())  # b saw a total of 2, not 4
+    b.merge(later_total)
+    assert a == b and a.value() == -2
+    assert a.is_present() and b.is_present()

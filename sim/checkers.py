@@ -1,0 +1,217 @@
+"""Jepsen-style checkers over a recorded history and the final values.
+
+Each checker reads plain data (``sim.history``) and returns ``Violation``s that
+say what was expected, what was found, where, and which operations matter, so a
+failing seed can be debugged from its report alone. An operation no final replica
+has seen is *lost*: the durability checker reports it (unless a wipe or rollback
+destroyed its only copy), and the value checkers leave it out, so one lost write
+is reported once.
+
+- convergence: every replica in scope has the same digest;
+- durability: no acknowledged operation is lost;
+- set-full: an acknowledged add is present unless a causally later remove (one
+  whose ``seen`` holds the add's dot) covers it; a present element has an add no
+  remove covers;
+- counter: the value is the sum of acknowledged increments, less those a key
+  removal saw (the removal saw the actor's running total);
+- registers: an LWW register holds the greatest (timestamp, writer, value) of the
+  writes no later write or removal saw, and is empty when there are none; an MV
+  register holds exactly those writes' values;
+- monotonic reads: no replica's seen events (per key, per actor) ever decrease
+  between two observations of the same incarnation of its store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sim.history import Cell, History, Op
+from sync._values import value_order_key
+
+Finals = Mapping[str, Mapping[Cell, object]]  # node -> cell -> value
+
+
+@dataclass(frozen=True)
+class Violation:
+    checker: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.checker}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a checker saw a replica hold: per key, per actor, events seen."""
+
+    at: int
+    node: str
+    incarnation: int
+    progress: Mapping[str, Mapping[str, int]]
+
+
+def check_convergence(digests: Mapping[str, str]) -> list[Violation]:
+    groups: dict[str, list[str]] = {}
+    for node, digest in sorted(digests.items()):
+        groups.setdefault(digest, []).append(node)
+    if len(groups) <= 1:
+        return []
+    shown = "; ".join(f"{d[:12]}: {' '.join(n)}" for d, n in sorted(groups.items()))
+    return [
+        Violation("convergence", f"{len(groups)} different states after the quiet period: {shown}")
+    ]
+
+
+def check_durability(history: History) -> list[Violation]:
+    out = []
+    for op in history.ops:
+        missing = history.unseen.get(op.id)
+        if missing and op.id not in history.at_risk:
+            out.append(
+                Violation(
+                    "durability", f"acknowledged {op.text()} is missing on {' '.join(missing)}"
+                )
+            )
+    return out
+
+
+def _cover(op: Op, others: list[Op]) -> Op | None:
+    """A later operation that saw ``op`` and replaced or removed it, if any."""
+    assert op.dot is not None
+    for later in others:
+        if later.id != op.id and op.dot in later.seen and _replaces(later, op):
+            return later
+    return None
+
+
+def _replaces(later: Op, op: Op) -> bool:
+    if later.kind == "del":
+        return True
+    if op.kind == "add":
+        return later.kind == "rm" and later.value == op.value
+    return later.kind == op.kind  # a register write replaces what it saw
+
+
+def check_sets(history: History, finals: Finals) -> list[Violation]:
+    out = []
+    for cell in history.cells():
+        if cell.type != "set":
+            continue
+        for node, cells in sorted(finals.items()):
+            ops = [op for op in history.on(cell) if not history.lost(op, node)]
+            adds = [op for op in ops if op.kind == "add"]
+            live = {op.value for op in adds if _cover(op, ops) is None}
+            raw = cells.get(cell, frozenset())
+            present = raw if isinstance(raw, frozenset) else frozenset()
+            for op in adds:
+                if op.value not in present and _cover(op, ops) is None:
+                    out.append(
+                        Violation(
+                            "set-full", f"{cell} on {node}: lost {op.text()}; no remove saw it"
+                        )
+                    )
+            for element in sorted(present - live, key=repr):
+                covers = [f"#{c.id}" for a in adds if a.value == element if (c := _cover(a, ops))]
+                why = f"every add was removed ({', '.join(covers)})" if covers else "never added"
+                out.append(Violation("set-full", f"{cell} on {node}: holds {element!r}, {why}"))
+    return out
+
+
+def check_counters(history: History, finals: Finals) -> list[Violation]:
+    out = []
+    for cell in history.cells():
+        if cell.type != "counter":
+            continue
+        for node, cells in sorted(finals.items()):
+            ops = [op for op in history.on(cell) if not history.lost(op, node)]
+            incs = [op for op in ops if op.kind == "inc"]
+            dels = [op for op in ops if op.kind == "del"]
+            kept = [
+                i for i in incs
+                if not any(d.saw_total(cell, i.direction, i.actor) >= i.total for d in dels)
+            ]  # fmt: skip
+            expected = sum(int(i.value) for i in kept)  # type: ignore[call-overload]
+            value = cells.get(cell, 0)
+            if value != expected:
+                out.append(Violation("counter", (
+                    f"{cell} on {node}: value {value}, expected {expected} = the sum of "
+                    f"{len(kept)} of {len(incs)} acknowledged increments "
+                    f"({len(incs) - len(kept)} cancelled by {len(dels)} removes)"
+                )))  # fmt: skip
+    return out
+
+
+def _rank(op: Op) -> tuple[int, int, str, bytes]:
+    assert op.ts is not None
+    return (op.ts[0], op.ts[1], op.actor, value_order_key(op.value))
+
+
+def check_registers(history: History, finals: Finals) -> list[Violation]:
+    out = []
+    for cell in history.cells():
+        if cell.type not in ("lww", "mv"):
+            continue
+        for node, cells in sorted(finals.items()):
+            ops = [op for op in history.on(cell) if not history.lost(op, node)]
+            writes = [op for op in ops if op.kind in ("set", "mv")]
+            frontier = [w for w in writes if _cover(w, ops) is None]
+            expected: object
+            if cell.type == "lww":
+                expected = max(frontier, key=_rank).value if frontier else None
+            else:
+                expected = frozenset(w.value for w in frontier) if frontier else None
+            value = cells.get(cell)
+            if value == expected:
+                continue
+            stale = [f"#{w.id}" for w in writes if w not in frontier and _holds(value, w.value)]
+            why = (
+                f"overwritten by a causally later write: {', '.join(stale)}"
+                if stale
+                else "not the winner"
+            )
+            latest = ", ".join(w.text() for w in frontier) or "none (removed)"
+            out.append(Violation("register", (
+                f"{cell} on {node}: holds {value!r}, expected {expected!r} ({why}); "
+                f"writes no later write saw: {latest}"
+            )))  # fmt: skip
+    return out
+
+
+def _holds(value: object, written: object) -> bool:
+    return written in value if isinstance(value, frozenset) else value == written
+
+
+def check_monotonic(observations: list[Observation]) -> list[Violation]:
+    out = []
+    last: dict[tuple[str, int], Observation] = {}
+    for obs in observations:
+        before = last.get((obs.node, obs.incarnation))
+        last[(obs.node, obs.incarnation)] = obs
+        if before is None:
+            continue
+        for key, actors in sorted(before.progress.items()):
+            now = obs.progress.get(key, {})
+            for actor, n in sorted(actors.items()):
+                if now.get(actor, 0) < n:
+                    out.append(Violation("monotonic", (
+                        f"{obs.node} held {n} events of {actor} on {key} at {before.at} ms, "
+                        f"only {now.get(actor, 0)} at {obs.at} ms"
+                    )))  # fmt: skip
+    return out
+
+
+def check_all(
+    history: History,
+    finals: Finals,
+    digests: Mapping[str, str],
+    observations: list[Observation],
+) -> list[Violation]:
+    return [
+        *check_convergence(digests),
+        *check_durability(history),
+        *check_sets(history, finals),
+        *check_counters(history, finals),
+        *check_registers(history, finals),
+        *check_monotonic(observations),
+    ]

@@ -1,0 +1,182 @@
+"""The simulated network: per-link delay, loss, duplication, reordering, cuts, stalls.
+
+Messages wait in one queue ordered by (delivery time, send order), so two messages
+with the same delivery time leave in the order they were sent and nothing depends
+on hash or set order. Reordering comes from random delays (and, with probability
+``reorder``, a second delay on top). A *cut* link drops what is sent over it, like
+a black-holed TCP connection; a *stalled* link holds what is sent and releases it
+on ``unstall``, like a connection whose peer stopped reading. Each direction of a
+link has a connection *generation*, bumped when the link is re-established (a heal
+that reconnects, a crash, a restart): a message of an older generation is dropped
+on arrival, as a message on a closed gRPC stream would never reach the new one.
+
+All randomness comes from the ``rng`` the simulator passes in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sim.scenario import LinkFaults
+
+Pair = tuple[str, str]  # (a, b) with a < b: an undirected link
+
+
+def pair(a: str, b: str) -> Pair:
+    return (a, b) if a < b else (b, a)
+
+
+@dataclass(frozen=True)
+class Message:
+    at: int  # virtual delivery time, ms
+    order: int  # send order: ties leave in the order they were sent
+    src: str
+    dst: str
+    generation: int
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"Message({self.src}>{self.dst} @{self.at}, {len(self.data)} bytes)"
+
+
+@dataclass
+class NetStats:
+    sent: int = 0
+    bytes_sent: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+
+
+class SimNetwork:
+    def __init__(
+        self,
+        rng: random.Random,
+        links: list[Pair],
+        log: Callable[[str], None],
+        faults: LinkFaults | None = None,
+    ) -> None:
+        self.rng = rng
+        self.log = log
+        self.links = sorted(pair(a, b) for a, b in links)
+        self.default = faults or LinkFaults()
+        self.faults: dict[Pair, LinkFaults] = {}
+        self.cut: set[Pair] = set()
+        self.stalled: dict[Pair, list[Message]] = {}
+        self.generation: dict[tuple[str, str], int] = {}
+        self.queue: list[tuple[int, int, Message]] = []
+        self.stats = NetStats()
+        self._order = 0
+
+    # ---- configuration ------------------------------------------------------------
+
+    def has_link(self, a: str, b: str) -> bool:
+        return pair(a, b) in self.links
+
+    def faults_of(self, a: str, b: str) -> LinkFaults:
+        return self.faults.get(pair(a, b), self.default)
+
+    def set_faults(self, faults: LinkFaults, a: str | None = None, b: str | None = None) -> None:
+        if a is None or b is None:
+            self.default, self.faults = faults, {}
+        else:
+            self.faults[pair(a, b)] = faults
+
+    def reconnect(self, a: str, b: str) -> None:
+        """Both directions start a new connection: older messages will be dropped."""
+        for key in ((a, b), (b, a)):
+            self.generation[key] = self.generation.get(key, 0) + 1
+
+    def current(self, msg: Message) -> bool:
+        return msg.generation == self.generation.get((msg.src, msg.dst), 0)
+
+    # ---- cuts and stalls -------------------------------------------------------------
+
+    def cut_links(self, cut: set[Pair]) -> None:
+        self.cut |= {p for p in cut if p in self.links}
+
+    def heal_cuts(self, only: Pair | None = None) -> list[Pair]:
+        """Restore cut links (all, or one); return the ones healed, sorted."""
+        healed = sorted(self.cut if only is None else self.cut & {only})
+        self.cut -= set(healed)
+        return healed
+
+    def stall(self, a: str, b: str) -> None:
+        self.stalled.setdefault(pair(a, b), [])
+
+    def unstall(self, now: int, only: Pair | None = None) -> None:
+        for link in sorted(self.stalled):
+            if only is None or link == only:
+                for msg in self.stalled.pop(link):
+                    self._enqueue(now, msg.src, msg.dst, msg.generation, msg.data)
+
+    # ---- traffic ---------------------------------------------------------------------------
+
+    def send(self, now: int, src: str, dst: str, data: bytes) -> None:
+        self.stats.sent += 1
+        self.stats.bytes_sent += len(data)
+        link = pair(src, dst)
+        faults = self.faults_of(src, dst)
+        if link in self.cut:
+            self._drop(now, src, dst, data, "cut")
+            return
+        if faults.loss and self.rng.random() < faults.loss:
+            self._drop(now, src, dst, data, "lost")
+            return
+        generation = self.generation.get((src, dst), 0)
+        copies = 2 if faults.dup and self.rng.random() < faults.dup else 1
+        if copies == 2:
+            self.stats.duplicated += 1
+        for _ in range(copies):
+            if link in self.stalled:
+                self.stalled[link].append(Message(now, 0, src, dst, generation, data))
+                self.log(f"{now} held {src}>{dst} {describe(data)}")
+            else:
+                self._enqueue(now, src, dst, generation, data)
+
+    def _drop(self, now: int, src: str, dst: str, data: bytes, why: str) -> None:
+        self.stats.dropped += 1
+        self.log(f"{now} drop {src}>{dst} {describe(data)} {why}")
+
+    def _enqueue(self, now: int, src: str, dst: str, generation: int, data: bytes) -> None:
+        faults = self.faults_of(src, dst)
+        lo, hi = faults.delay
+        delay = self.rng.randint(lo, hi)
+        if faults.reorder and self.rng.random() < faults.reorder:
+            delay += self.rng.randint(lo, hi)
+        self._order += 1
+        msg = Message(now + delay, self._order, src, dst, generation, data)
+        heapq.heappush(self.queue, (msg.at, msg.order, msg))
+
+    def next_at(self) -> int | None:
+        return self.queue[0][0] if self.queue else None
+
+    def pop(self) -> Message:
+        self.stats.delivered += 1
+        return heapq.heappop(self.queue)[2]
+
+    def drop_to(self, node: str) -> None:
+        """Forget every message to or from ``node`` held by a stall (it crashed)."""
+        for link, held in self.stalled.items():
+            self.stalled[link] = [m for m in held if node not in (m.src, m.dst)]
+
+    def bytes_in_flight(self) -> int:
+        queued = sum(len(m.data) for _, _, m in self.queue)
+        return queued + sum(len(m.data) for held in self.stalled.values() for m in held)
+
+    def idle(self) -> bool:
+        return not self.queue and not any(self.stalled.values())
+
+
+_KINDS = {1: "hello", 2: "deltas", 3: "ack"}
+
+
+def describe(data: bytes, digest: bool = False) -> str:
+    """A short, deterministic name for a message in the event log: kind, size, hash."""
+    kind = _KINDS.get(data[1], "catchup") if len(data) > 1 else "empty"
+    name = f"{kind}:{len(data)}"
+    return f"{name}:{hashlib.blake2b(data, digest_size=4).hexdigest()}" if digest else name

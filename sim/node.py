@@ -1,0 +1,177 @@
+"""One simulated process: a real ``Replica`` over a real store, and its lifecycle.
+
+The node plays the daemon's driver: every input is followed by ``flush``, which
+commits the ``Ready``'s batch *before* handing back the messages to send, so an
+acknowledged write, or a received delta, is in the store before anyone hears of it.
+
+Process faults act on the store as a crash would:
+
+- ``crash`` drops the replica from memory without a clean shutdown and closes the
+  store (for LMDB, the environment and its lock: a restart reopens the files);
+- ``restart`` rebuilds the replica from what the store holds;
+- ``wipe`` (crash with amnesia) replaces the store with an empty one;
+- ``rollback`` replaces it with the copy taken at the last ``snapshot`` (a restored
+  backup, or a disk that lost its last writes);
+- ``pause`` keeps everything but stops the process (messages wait, writes time out).
+
+Each node's physical clock is the simulator's virtual time plus an offset (skew
+and jumps), read by the replica and its hybrid logical clock.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from sync._crdt import decode
+from sync._keyspace import Keyspace, parse_storage_key
+from sync._policy import EVERYTHING
+from sync._replica import Replica, ReplicaConfig
+from sync._storage import MemoryStorage, Storage, WriteBatch
+from sync.adapters.lmdb_storage import LMDBStorage
+
+
+def dump(storage: Storage) -> WriteBatch:
+    """Everything a store holds, as one batch that recreates it in an empty store."""
+    batch = WriteBatch(meta=storage.meta(), context=storage.context())
+    batch.entries = dict(storage.entries())
+    batch.log_append = list(storage.log())
+    batch.acks = storage.acks()
+    return batch
+
+
+def stored_state(storage: Storage) -> Keyspace:
+    """The keyspace a store holds (what a replica opened on it would start from)."""
+    state = Keyspace()
+    for raw_key, raw_value in storage.entries():
+        state.entries[parse_storage_key(raw_key)] = decode(raw_value)
+    return state
+
+
+class SimNode:
+    def __init__(
+        self,
+        name: str,
+        role: str,
+        *,
+        links: dict[str, bool],  # peer -> that peer is an edge (may send only its own writes)
+        now: Callable[[], int],
+        rng: random.Random,
+        store_dir: Path | None,  # None: MemoryStorage
+    ) -> None:
+        self.name = name
+        self.role = role
+        self.links = dict(sorted(links.items()))
+        self.offset_ms = 0
+        self._now = now
+        self._rng = rng
+        self.store_dir = store_dir
+        self.config = ReplicaConfig(relay=role != "edge")
+        self.storage: Storage | None = self._new_storage()
+        self.replica: Replica | None = None
+        self.last_state = Keyspace()  # what the store holds while the node is down
+        self.paused = False
+        self.snapshot: WriteBatch | None = None
+        self.incarnation = 0  # bumped when the store loses state (wipe, rollback)
+        self.open()
+
+    # ---- clock and storage ---------------------------------------------------------
+
+    def clock(self) -> int:
+        return self._now() + self.offset_ms
+
+    def new_epoch(self) -> int:
+        return self._rng.getrandbits(64)
+
+    def _new_storage(self, contents: WriteBatch | None = None) -> Storage:
+        if self.store_dir is None:
+            storage: Storage = MemoryStorage()
+        else:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
+            storage = LMDBStorage(self.store_dir, initial_map_size=4 << 20)
+        if contents is not None:
+            storage.commit(contents)
+        return storage
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def up(self) -> bool:
+        return self.replica is not None
+
+    @property
+    def live(self) -> bool:
+        """Up and not paused: takes writes, messages and ticks."""
+        return self.replica is not None and not self.paused
+
+    def state(self) -> Keyspace:
+        """The node's state: in memory when up, else what its store holds."""
+        return self.replica.keyspace if self.replica is not None else self.last_state
+
+    def open(self) -> list[tuple[str, bytes]]:
+        """Start the process from its store and introduce it on every link."""
+        storage = self._ensure_storage()
+        replica = Replica.open(storage, self.name, self.clock, self.new_epoch, self.config)
+        self.replica = replica
+        self.paused = False
+        for peer, peer_is_edge in self.links.items():
+            replica.connect(peer, EVERYTHING, certified_node=peer, own_writes_only=peer_is_edge)
+        return self.flush()
+
+    def crash(self) -> None:
+        if self.replica is None:
+            return
+        self.last_state = self.replica.keyspace
+        self.replica = None
+        self.paused = False
+        if isinstance(self.storage, LMDBStorage):
+            self.storage.close()  # as the process's death would; reopened by open()
+            self.storage = None
+
+    def take_snapshot(self) -> None:
+        self.snapshot = dump(self._ensure_storage())
+
+    def lose_state(self, rollback: bool) -> None:
+        """Crash, and come back to an empty store (wipe) or the last snapshot."""
+        self.crash()
+        if self.storage is not None:
+            self.storage.close()
+        contents = self.snapshot if rollback else None
+        self.storage = self._new_storage(contents)
+        self.incarnation += 1
+        self.last_state = stored_state(self.storage)
+
+    def _ensure_storage(self) -> Storage:
+        if self.storage is None:
+            assert self.store_dir is not None  # only an LMDB store is ever closed
+            self.storage = LMDBStorage(self.store_dir, initial_map_size=4 << 20)
+        return self.storage
+
+    def close(self) -> None:
+        if self.storage is not None:
+            self.storage.close()
+            self.storage = None
+
+    # ---- driving -------------------------------------------------------------------------
+
+    def flush(self) -> list[tuple[str, bytes]]:
+        """Commit what the replica's inputs call for; return the messages to send."""
+        assert self.replica is not None
+        ready = self.replica.ready()
+        self._ensure_storage().commit(ready.batch)
+        return ready.messages
+
+    def reconnect(self, peer: str) -> list[tuple[str, bytes]]:
+        """The link to ``peer`` was re-established: say Hello afresh."""
+        assert self.replica is not None
+        self.replica.disconnect(peer)
+        self.replica.connect(
+            peer, EVERYTHING, certified_node=peer, own_writes_only=self.links[peer]
+        )
+        return self.flush()
+
+    def __repr__(self) -> str:
+        state = "paused" if self.paused else "up" if self.up else "down"
+        return f"SimNode({self.name!r}, {self.role}, {state}, offset={self.offset_ms} ms)"

@@ -1,0 +1,491 @@
+"""The deterministic simulator: one thread, virtual time, one seeded random source.
+
+A ``Scenario`` (a header and a list of steps) runs against a fleet of real
+``Replica`` state machines (``sim.node``) over a simulated network
+(``sim.network``). Virtual time moves only inside ``wait`` and the final quiet
+period; then the earliest event runs next: a message delivery, or a tick of
+every node (every ``TICK_MS``, in node order). Ties are broken by send order,
+never by hash or set order, and every random draw comes from the one
+``random.Random`` the caller passes in, so a scenario and a seed replay exactly:
+every event is written to the event log, whose SHA-256 is the run's fingerprint.
+
+After the last step (and at every ``check``) the simulator heals everything
+(cuts, stalls, packet faults, clocks, paused and crashed nodes), lets the fleet
+settle for up to ``quiet_limit_ms`` of virtual time, and runs the checkers
+(``sim.checkers``) on the history of acknowledged writes and the final states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sim.checkers import Observation, Violation, check_all
+from sim.history import History
+from sim.network import Message, Pair, SimNetwork, describe, pair
+from sim.node import SimNode
+from sim.scenario import MAX_SKEW_S, LinkFaults, Scenario, Step, parse_faults, split_groups
+from sim.workload import perform, read_cells
+from sync._hlc import ClockSkewError
+from sync._keyspace import Keyspace, _events_per_actor
+from sync._messages import ProtocolError, decode_message
+
+TICK_MS = 250
+SAMPLE_EVERY = 4  # ticks between samples of agreement and monotonic-read observations
+START_MS = 1_700_000_000_000
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: int  # virtual ms since the start
+    agreeing: int  # replicas in the largest group holding equal state
+    bytes_in_flight: int
+
+
+@dataclass
+class RunResult:
+    seed: int
+    scenario: Scenario
+    violations: list[Violation]
+    converged: bool
+    rounds_to_converge: int | None
+    bytes_sent: int
+    event_log_hash: str
+    events: list[str]
+    samples: list[Sample]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "converged": self.converged,
+            "violations": [str(v) for v in self.violations],
+            "rounds_to_converge": self.rounds_to_converge,
+            "bytes_sent": self.bytes_sent,
+            "event_log_hash": self.event_log_hash,
+            **self.stats,
+        }
+
+
+class Simulator:
+    def __init__(
+        self,
+        scenario: Scenario,
+        rng: random.Random,
+        quiet_limit_ms: int = 400_000,
+        workdir: Path | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.rng = rng
+        self.quiet_limit_ms = quiet_limit_ms
+        self.now = START_MS
+        self.next_tick = START_MS + TICK_MS
+        self.ticks = 0
+        self.events: list[str] = []
+        self._hash = hashlib.sha256()
+        self.history = History()
+        self.deltas: dict[int, Keyspace] = {}
+        self.observations: list[Observation] = []
+        self.samples: list[Sample] = []
+        self.violations: list[Violation] = []
+        self.rejections: dict[str, int] = {}
+        self.rounds_to_converge: int | None = None
+        self.converged = False
+        self.inbox: dict[str, list[Message]] = {}
+        topo = scenario.topology
+        self.network = SimNetwork(rng, topo.links(), self.log, LinkFaults())
+        self._tmp: Path | None = None
+        if scenario.storage == "lmdb":
+            self._tmp = Path(tempfile.mkdtemp(prefix="edgesync-sim-", dir=workdir or _fast_tmp()))
+        self.nodes: dict[str, SimNode] = {}
+        for name in topo.nodes():
+            links = {peer: topo.role(peer) == "edge" for peer in topo.neighbours(name)}
+            store = None if self._tmp is None else self._tmp / name
+            self.nodes[name] = SimNode(
+                name, topo.role(name), links=links, now=self.clock, rng=rng, store_dir=store
+            )
+        for name in topo.nodes():
+            self.send(name, self.nodes[name].flush())
+
+    # ---- plumbing ---------------------------------------------------------------------
+
+    def clock(self) -> int:
+        return self.now
+
+    def log(self, line: str) -> None:
+        self.events.append(line)
+        self._hash.update(line.encode() + b"\n")
+
+    def send(self, src: str, messages: list[tuple[str, bytes]]) -> None:
+        for dst, data in messages:
+            self.network.send(self.now - START_MS, src, dst, data)
+
+    def t(self) -> int:
+        return self.now - START_MS
+
+    # ---- running ------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        try:
+            for step in self.scenario.steps:
+                self.apply(step)
+            if not self.scenario.steps or self.scenario.steps[-1].verb != "check":
+                self.apply(Step("check"))
+        finally:
+            self.close()
+        return self.result()
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.close()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def result(self) -> RunResult:
+        stats = self.network.stats
+        return RunResult(
+            seed=self.scenario.seed,
+            scenario=self.scenario,
+            violations=self.violations,
+            converged=self.converged,
+            rounds_to_converge=self.rounds_to_converge,
+            bytes_sent=stats.bytes_sent,
+            event_log_hash=self._hash.hexdigest(),
+            events=self.events,
+            samples=self.samples,
+            stats={
+                "nodes": len(self.nodes),
+                "steps": len(self.scenario.steps),
+                "acknowledged_writes": len(self.history.ops),
+                "lost_to_amnesia": sum(1 for i in self.history.at_risk if i in self.history.unseen),
+                "messages_sent": stats.sent,
+                "messages_dropped": stats.dropped,
+                "messages_duplicated": stats.duplicated,
+                "rejections": dict(sorted(self.rejections.items())),
+                "virtual_ms": self.t(),
+            },
+        )
+
+    def apply(self, step: Step) -> None:
+        self.log(f"{self.t()} step {step.text()}")
+        handler = getattr(self, f"_do_{step.verb}")
+        handler(*step.args)
+
+    # ---- time ---------------------------------------------------------------------------
+
+    def advance(self, ms: int) -> None:
+        target = self.now + ms
+        while True:
+            at = self.network.next_at()
+            due = None if at is None else at + START_MS
+            if due is not None and due <= self.next_tick and due <= target:
+                self.now = due
+                self.deliver(self.network.pop())
+            elif self.next_tick <= target:
+                self.now = self.next_tick
+                self.next_tick += TICK_MS
+                self.tick()
+            else:
+                self.now = target
+                return
+
+    def tick(self) -> None:
+        self.ticks += 1
+        for name, node in self.nodes.items():
+            if node.live:
+                assert node.replica is not None
+                node.replica.tick()
+                self.send(name, node.flush())
+        if self.ticks % SAMPLE_EVERY == 0:
+            self.sample()
+
+    def sample(self) -> None:
+        roots: dict[int, int] = {}
+        for node in self.nodes.values():
+            if node.replica is not None:
+                root = node.replica.tree.root()
+                roots[root] = roots.get(root, 0) + 1
+        agreeing = max(roots.values(), default=0)
+        self.samples.append(Sample(self.t(), agreeing, self.network.bytes_in_flight()))
+        for name in self.nodes:
+            self.observe(name)
+
+    def observe(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.replica is None:
+            return
+        progress = {
+            f"{path}:{tag}": _events_per_actor(child.ctx)
+            for (path, tag), child in sorted(node.replica.keyspace.entries.items())
+        }
+        self.observations.append(Observation(self.t(), name, node.incarnation, progress))
+
+    def deliver(self, msg: Message) -> None:
+        node = self.nodes[msg.dst]
+        what = f"{msg.src}>{msg.dst} {describe(msg.data, digest=True)}"
+        if not self.network.current(msg):
+            self.log(f"{self.t()} stale {what}")
+            return
+        if node.replica is None:
+            self.log(f"{self.t()} down {what}")
+            return
+        if node.paused:
+            self.inbox.setdefault(msg.dst, []).append(msg)
+            return
+        self.log(f"{self.t()} recv {what}")
+        try:
+            node.replica.receive(msg.src, msg.data)
+        except ClockSkewError as exc:
+            self.reject("clock-skew", msg, exc)
+            return
+        except (ProtocolError, ValueError) as exc:  # as the daemon: log, keep serving
+            kind = "foreign-updates" if "only its own updates" in str(exc) else "protocol"
+            self.reject(kind, msg, exc)
+            return
+        self.send(msg.dst, node.flush())
+
+    def reject(self, kind: str, msg: Message, exc: Exception) -> None:
+        self.rejections[kind] = self.rejections.get(kind, 0) + 1
+        name = type(decode_message(msg.data)).__name__
+        self.log(f"{self.t()} reject {kind} {name} {msg.src}>{msg.dst}: {exc}")
+
+    # ---- steps: writes and time ---------------------------------------------------------------
+
+    def _do_write(self, name: str, *words: str) -> None:
+        node = self.nodes[name]
+        if not node.live:
+            self.log(f"{self.t()} refused write on {name}: {'paused' if node.up else 'down'}")
+            return
+        assert node.replica is not None
+        op_id = len(self.history.ops) + 1
+        delta, op = perform(node.replica, words, op_id, self.t())
+        messages = node.flush()  # committed: the write is acknowledged from here on
+        self.history.ops.append(op)
+        self.deltas[op_id] = delta
+        self.log(f"{self.t()} ack {op.text()} dot={op.dot}")
+        self.send(name, messages)
+
+    def _do_wait(self, ms: str) -> None:
+        self.advance(int(ms))
+
+    # ---- steps: the network -------------------------------------------------------------------
+
+    def _do_partition(self, *args: str) -> None:
+        groups = split_groups(args)
+        named = {n for g in groups for n in g}
+        group_of: dict[str, int] = {}
+        for i, group in enumerate(groups):
+            for name in group:
+                if name == "*":
+                    group_of.update({n: i for n in self.nodes if n not in named})
+                else:
+                    group_of[name] = i
+
+        def across(link: Pair) -> bool:
+            a, b = group_of.get(link[0]), group_of.get(link[1])
+            return a is not None and b is not None and a != b
+
+        self._cut({link for link in self.network.links if across(link)})
+
+    def _do_isolate(self, *names: str) -> None:
+        self._cut({link for link in self.network.links if set(link) & set(names)})
+
+    def _do_ring(self) -> None:
+        """Overlapping majorities: each node reaches a majority, no two the same one."""
+        order = list(self.nodes)
+        n = len(order)
+        reach = max(1, (n // 2 + 1) // 2)
+        pos = {name: i for i, name in enumerate(order)}
+
+        def far(link: Pair) -> bool:
+            d = abs(pos[link[0]] - pos[link[1]])
+            return min(d, n - d) > reach
+
+        self._cut({link for link in self.network.links if far(link)})
+
+    def _cut(self, cut: set[Pair]) -> None:
+        self.network.cut_links(cut)
+        self.log(f"{self.t()} cut {' '.join(f'{a}-{b}' for a, b in sorted(cut))}")
+
+    def _do_heal(self, a: str | None = None, b: str | None = None) -> None:
+        only = None if a is None or b is None else pair(a, b)
+        healed = self.network.heal_cuts(only)
+        self.network.unstall(self.t(), only)
+        for x, y in healed:
+            # A healed partition either kept its connection (packets flow again) or
+            # broke it and reconnected (new streams, fresh Hellos): both happen.
+            if self.rng.random() < 0.5:
+                self.reconnect(x, y)
+
+    def reconnect(self, a: str, b: str) -> None:
+        if not (self.nodes[a].live and self.nodes[b].live):
+            return
+        self.network.reconnect(a, b)
+        self.log(f"{self.t()} reconnect {a}-{b}")
+        for x, y in ((a, b), (b, a)):
+            self.send(x, self.nodes[x].reconnect(y))
+
+    def _do_stall(self, a: str, b: str) -> None:
+        self.network.stall(a, b)
+
+    def _do_unstall(self, a: str, b: str) -> None:
+        self.network.unstall(self.t(), pair(a, b))
+
+    def _do_network(self, *args: str) -> None:
+        self.network.set_faults(parse_faults(args, self.network.default))
+
+    def _do_link(self, a: str, b: str, *args: str) -> None:
+        self.network.set_faults(parse_faults(args, self.network.faults_of(a, b)), a, b)
+
+    # ---- steps: processes ------------------------------------------------------------------------
+
+    def _do_crash(self, name: str) -> None:
+        node = self.nodes[name]
+        if not node.up:
+            return
+        self.observe(name)
+        node.crash()
+        self.inbox.pop(name, None)
+        self.network.drop_to(name)
+        for peer in node.links:
+            self.network.reconnect(name, peer)  # its streams are gone
+            other = self.nodes[peer].replica
+            if other is not None:
+                other.disconnect(name)
+
+    def _do_restart(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.up:
+            return
+        for peer in node.links:
+            self.network.reconnect(name, peer)
+        self.send(name, node.open())
+        self.observe(name)
+        for peer in node.links:
+            if self.nodes[peer].live:
+                self.send(peer, self.nodes[peer].reconnect(name))
+
+    def relink(self, name: str) -> None:
+        """A node resumed: re-establish links that broke while it was stopped."""
+        node = self.nodes[name]
+        for peer in node.links:
+            other = self.nodes[peer]
+            if node.replica is None or other.replica is None or not other.live:
+                continue
+            if peer not in node.replica.links or name not in other.replica.links:
+                self.reconnect(name, peer)
+
+    def _do_wipe(self, name: str) -> None:
+        self._lose(name, rollback=False)
+
+    def _do_rollback(self, name: str) -> None:
+        self._lose(name, rollback=True)
+
+    def _lose(self, name: str, rollback: bool) -> None:
+        """Crash with amnesia; the node stays down until ``restart``."""
+        self._do_crash(name)
+        self.nodes[name].lose_state(rollback)
+        holders = [node.state() for node in self.nodes.values()]
+        lost = []
+        for op in self.history.ops:
+            delta = self.deltas[op.id]
+            if op.id not in self.history.at_risk and not any(
+                delta.novel_part(state).is_bottom() for state in holders
+            ):
+                self.history.at_risk[op.id] = f"{'rollback' if rollback else 'wipe'} {name}"
+                lost.append(f"#{op.id}")
+        self.log(f"{self.t()} amnesia {name}: only copies lost of {' '.join(lost) or 'nothing'}")
+
+    def _do_snapshot(self, name: str) -> None:
+        self.nodes[name].take_snapshot()
+
+    def _do_pause(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.up:
+            node.paused = True
+
+    def _do_unpause(self, name: str) -> None:
+        node = self.nodes[name]
+        if not node.paused:
+            return
+        node.paused = False
+        for msg in self.inbox.pop(name, []):
+            self.deliver(msg)
+        self.relink(name)
+
+    def _do_skew(self, name: str, seconds: str) -> None:
+        self.nodes[name].offset_ms = int(seconds) * 1000
+
+    def _do_jump(self, name: str, seconds: str) -> None:
+        node = self.nodes[name]
+        limit = MAX_SKEW_S * 1000
+        node.offset_ms = max(-limit, min(limit, node.offset_ms + int(seconds) * 1000))
+
+    # ---- the final heal and the checkers ---------------------------------------------------------
+
+    def _do_check(self) -> None:
+        self.heal_everything()
+        start = self.ticks
+        self.rounds_to_converge = None
+        deadline = self.now + self.quiet_limit_ms
+        while self.now < deadline:
+            if self.rounds_to_converge is None and self.agree():
+                self.rounds_to_converge = self.ticks - start
+            if self.rounds_to_converge is not None and self.network.idle():
+                break
+            self.advance(TICK_MS)
+        self.converged = self.agree()
+        self.sample()
+        self.log(
+            f"{self.t()} settled after {self.ticks - start} rounds: converged={self.converged}"
+        )
+        found = self.run_checkers()
+        for violation in found:
+            self.log(f"{self.t()} violation {violation}")
+        self.violations.extend(found)
+
+    def heal_everything(self) -> None:
+        self.network.set_faults(LinkFaults(delay=self.network.default.delay))
+        self._do_heal()
+        for name, node in self.nodes.items():
+            node.offset_ms = 0
+            self._do_unpause(name)
+            self._do_restart(name)
+
+    def agree(self) -> bool:
+        """Every replica holds the same state (the cheap tree roots first, then digests)."""
+        roots = {n.replica.tree.root() if n.replica else None for n in self.nodes.values()}
+        if len(roots) > 1:
+            return False
+        return len({node.state().digest() for node in self.nodes.values()}) == 1
+
+    def run_checkers(self) -> list[Violation]:
+        states = {name: node.state() for name, node in self.nodes.items()}
+        self.history.unseen = {}
+        for op in self.history.ops:
+            delta = self.deltas[op.id]
+            missing = [n for n, s in states.items() if not delta.novel_part(s).is_bottom()]
+            if missing:
+                self.history.unseen[op.id] = missing
+        for name in self.nodes:
+            self.observe(name)
+        digests = {name: s.digest() for name, s in states.items()}
+        finals = {name: read_cells(s) for name, s in states.items()}
+        return check_all(self.history, finals, digests, self.observations)
+
+
+def _fast_tmp() -> str | None:
+    """tmpfs when there is one: LMDB's fsyncs are real calls but cost nothing there."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def run_scenario(scenario: Scenario, quiet_limit_ms: int = 400_000) -> RunResult:
+    """Run a scenario with the random source its ``seed`` line names."""
+    return Simulator(scenario, random.Random(scenario.seed), quiet_limit_ms).run()
