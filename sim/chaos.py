@@ -136,10 +136,20 @@ async def writer(fleet: Fleet, edge: str, history: History, stop: asyncio.Event)
 class Nemesis:
     """Draws this seed's fault mix, then applies one fault at a time and undoes it."""
 
-    def __init__(self, fleet: Fleet, topo: Topology, rng: random.Random, packets: bool) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        topo: Topology,
+        rng: random.Random,
+        packets: bool,
+        only: list[str] | None = None,
+    ) -> None:
         self.fleet, self.topo, self.rng = fleet, topo, rng
         kinds = list(SHAPES) + list(PROCESS_FAULTS) + (list(PACKET_FAULTS) if packets else [])
-        self.mix = sorted(rng.sample(kinds, rng.randint(2, min(5, len(kinds)))))
+        if only:
+            self.mix = sorted(only)  # chosen by the operator: no draw
+        else:
+            self.mix = sorted(rng.sample(kinds, rng.randint(2, min(5, len(kinds)))))
         self.applied: list[str] = []
 
     async def run(self, steps: int) -> None:
@@ -266,7 +276,14 @@ def check(histories: dict[str, History], name: str, seen: Observed) -> list[str]
 
 
 async def run_seed(
-    seed: int, root: Path, topo: Topology, steps: int, *, network: Network, packets: bool
+    seed: int,
+    root: Path,
+    topo: Topology,
+    steps: int,
+    *,
+    network: Network,
+    packets: bool,
+    only: list[str] | None = None,
 ) -> Outcome:
     rng = random.Random(seed)
     async with Fleet(root, network=network, reconnect_max_ms=1000) as fleet:
@@ -274,7 +291,7 @@ async def run_seed(
         histories = {edge: History() for edge in topo.under()}
         stop = asyncio.Event()
         writers = [asyncio.create_task(writer(fleet, e, h, stop)) for e, h in histories.items()]
-        nemesis = Nemesis(fleet, topo, rng, packets)
+        nemesis = Nemesis(fleet, topo, rng, packets, only)
         await nemesis.run(steps)
         stop.set()
         await asyncio.gather(*writers)
@@ -296,28 +313,32 @@ async def run_seed(
     return Outcome(seed, nemesis.applied, took is not None, took, violations, acked, timed_out)
 
 
-def choose_network(loopback: bool, seed: int) -> tuple[Network, bool]:
-    """Namespaces when we may; otherwise loopback, and say so (on stderr, even with --json)."""
+def namespaces_or_say_why(loopback: bool) -> bool:
+    """Namespaces when we may; otherwise say so (on stderr, even with --json)."""
     if not loopback and can_use_namespaces():
-        return NamespaceNetwork(random.Random(seed)), True
+        return True
     reason = "as asked" if loopback else "not root or no network namespaces here"
     print(f"chaos: loopback with a fault-injecting proxy on each link ({reason}): links are "
           "cut and delayed; packet loss, duplication and reordering need namespaces",
           file=sys.stderr, flush=True)  # fmt: skip
-    return LoopbackNetwork(), False
+    return False
 
 
 async def sweep(args: argparse.Namespace, say: Callable[[str], None]) -> list[Outcome]:
     seeds = [args.seed] if args.seed is not None else list(range(1, args.seeds + 1))
+    namespaces = namespaces_or_say_why(args.loopback)
+    if args.faults and not namespaces and set(args.faults) & set(PACKET_FAULTS):
+        raise SystemExit("edgesync sim chaos: error: packet faults need network namespaces")
     outcomes = []
     for seed in seeds:
         root = Path(tempfile.mkdtemp(prefix=f"edgesync-chaos-{seed}-"))
-        network, packets = choose_network(args.loopback, seed)
+        network = NamespaceNetwork(random.Random(seed)) if namespaces else LoopbackNetwork()
         started = time.monotonic()
         try:
             outcome = await run_seed(
-                seed, root, Topology(args.edges), args.steps, network=network, packets=packets
-            )
+                seed, root, Topology(args.edges), args.steps,
+                network=network, packets=namespaces, only=args.faults,
+            )  # fmt: skip
         finally:
             if args.keep:
                 say(f"  files of seed {seed} kept in {root}")
@@ -335,12 +356,25 @@ async def sweep(args: argparse.Namespace, say: Callable[[str], None]) -> list[Ou
     return outcomes
 
 
+def _fault_kinds(text: str) -> list[str]:
+    kinds = [k for k in text.split(",") if k]
+    known = SHAPES + PACKET_FAULTS + PROCESS_FAULTS
+    unknown = sorted(set(kinds) - set(known))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    return kinds
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="run seeds 1..N (default 3)")
     parser.add_argument("--seed", type=int, help="run this one seed")
     parser.add_argument("--steps", type=int, default=6, help="faults per seed (default 6)")
     parser.add_argument("--edges", type=int, default=4, help="edge nodes (at least 2)")
     parser.add_argument("--loopback", action="store_true", help="skip namespaces even as root")
+    parser.add_argument("--faults", type=_fault_kinds, metavar="KIND,...",
+                        help="use only these faults instead of a drawn mix")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep each seed's stores and logs")
     parser.add_argument("--json", action="store_true", help="one JSON object per seed")
 
