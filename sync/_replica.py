@@ -107,6 +107,7 @@ class Replica:
             raise ValueError(f"node id {node_id!r} must be non-empty, without '@' or spaces")
         self.node_id = node_id
         self.epoch = epoch
+        self._actor = (epoch, actor_name(node_id, epoch))
         self.config = config or ReplicaConfig()
         self.clock = clock
         self.new_epoch = new_epoch
@@ -123,13 +124,17 @@ class Replica:
         self.last_catch_up: CatchUp | None = None
         # What the inputs since the last ready() call for:
         self._pending: dict[str | None, Keyspace] = {}  # origin -> joined deltas
+        self._unlogged = False  # a change was made while no peer was tracked
         self._dirty: set[Key] = set()
         self._outbox: list[tuple[str, bytes]] = []
         self._batch = WriteBatch()
 
     @property
     def actor(self) -> str:
-        return actor_name(self.node_id, self.epoch)
+        # Read once per update: format it again only when the epoch changed.
+        if self._actor[0] != self.epoch:
+            self._actor = (self.epoch, actor_name(self.node_id, self.epoch))
+        return self._actor[1]
 
     # ---- opening ------------------------------------------------------------------
 
@@ -167,7 +172,7 @@ class Replica:
         for seq, record in storage.log():
             origin, payload = decode_log_record(record)
             self.log.next_seq = seq
-            self.log.append(Keyspace.decode(payload), origin, len(payload))
+            self.log.append(Keyspace.decode(payload), origin, len(payload), payload)
             last = seq
         self.acked_at_open = storage.acks()
         self.log.next_seq = max(last + 1, max(self.acked_at_open.values(), default=1), 1)
@@ -216,11 +221,13 @@ class Replica:
         """Remember a delta already applied to the keyspace, for the next ready()."""
         if delta.is_bottom():
             return
-        pending = self._pending.get(origin)
-        if pending is None:
+        if not self.log.peers:
+            # Nobody to send it to: the log would skip it anyway, so do not join it.
+            self._unlogged = True
+        elif (pending := self._pending.get(origin)) is None:
             self._pending[origin] = delta  # the replica owns it from here on
         else:
-            pending.absorb(delta)
+            pending.absorb(delta)  # deltas of one key coalesce: their join is a delta
         self._dirty.update(delta.entries)
 
     # ---- the output --------------------------------------------------------------
@@ -228,12 +235,15 @@ class Replica:
     def ready(self) -> Ready:
         """Everything the inputs since the last call require: persist, then send."""
         batch, self._batch = self._batch, WriteBatch()
+        if self._unlogged:
+            self._unlogged = False
+            self.log.skip()
         for origin, delta in self._pending.items():
             if not self.log.peers:
                 self.log.skip()
                 continue
             payload = delta.encode()
-            entry = self.log.append(delta, origin, len(payload))
+            entry = self.log.append(delta, origin, len(payload), payload)
             batch.log_append.append((entry.seq, encode_log_record(origin, payload)))
         self._pending.clear()
         entries = self.keyspace.entries
@@ -443,7 +453,7 @@ class Replica:
                 if interval.delta.is_bottom():  # everything filtered: nothing to say
                     self._acknowledged(remote, interval.start, interval.end)
                     continue
-                msg = Deltas(interval.start, interval.end, interval.delta.encode())
+                msg = Deltas(interval.start, interval.end, interval.payload())
                 ready.messages.append((link, encode_message(msg)))
 
     # ---- reads -----------------------------------------------------------------------------
