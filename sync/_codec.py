@@ -53,10 +53,15 @@ class Writer:
     def counters(self, index: dict[str, int], counts: Iterable[tuple[str, int]]) -> None:
         """(actor index, count) pairs sorted by actor: vectors and tallies."""
         rows = sorted(counts)  # actor order is index order: the table is sorted
-        self.uvarint(len(rows))
+        buf, uvarint = self.buf, self.uvarint
+        uvarint(len(rows))
         for actor, n in rows:
-            self.uvarint(index[actor])
-            self.uvarint(n)
+            ix = index[actor]
+            if ix < 0x80:  # one-byte varints dominate: this runs for every key encoded
+                buf.append(ix)
+            else:
+                uvarint(ix)
+            uvarint(n)
 
     def blob(self, data: bytes) -> None:
         self.uvarint(len(data))
@@ -135,17 +140,22 @@ class Reader:
         return self._long_uvarint()
 
     def _long_uvarint(self) -> int:
-        start = self.pos
+        start = pos = self.pos
+        data, end = self.data, self.end
         result = shift = 0
         while True:
-            b = self.u8()
+            if pos >= end:
+                raise CodecError(f"truncated input: expected a byte at offset {pos}")
+            b = data[pos]
+            pos += 1
             result |= (b & 0x7F) << shift
             if not b & 0x80:
                 break
             shift += 7
             if shift >= 70:
                 raise CodecError(f"varint at offset {start} is longer than 10 bytes")
-        if b == 0 and self.pos - start > 1:
+        self.pos = pos
+        if b == 0 and pos - start > 1:
             raise CodecError(f"varint at offset {start} is not minimal")
         if result >> INT_BITS:
             raise CodecError(f"varint at offset {start} exceeds {INT_BITS} bits")

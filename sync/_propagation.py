@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from sync._keyspace import Keyspace
+from sync._keyspace import Key, Keyspace
 
 
 @dataclass
@@ -175,10 +175,7 @@ class DeltaLog:
         if len(taken) == 1 and whole is not None:
             # One entry, nothing filtered out: send its delta and encoding as logged.
             return Interval(start, end, whole.delta, whole.encoded)
-        delta = Keyspace()
-        for part in taken:
-            delta.merge(part)
-        return Interval(start, end, delta)
+        return Interval(start, end, _joined(taken))
 
     def _from(self, start: int) -> Iterator[LogEntry]:
         for seq in range(start, self.next_seq):
@@ -248,3 +245,25 @@ class DeltaLog:
             f"DeltaLog(entries={len(self.entries)}, next_seq={self.next_seq}, "
             f"peers={ {p: (s.acked, s.sent) for p, s in self.peers.items()} })"
         )
+
+
+def _joined(parts: list[Keyspace]) -> Keyspace:
+    """The join of log deltas, to encode and send; it shares values with the log.
+
+    A key in one part only is shared as it is; a key in several is copied once,
+    then joined into, so the log's deltas never change.
+    """
+    out = Keyspace()
+    entries = out.entries
+    copied: set[Key] = set()
+    for part in parts:
+        for key, child in part.entries.items():
+            mine = entries.get(key)
+            if mine is None:
+                entries[key] = child
+                continue
+            if key not in copied:
+                mine = entries[key] = mine.copy()
+                copied.add(key)
+            mine.merge(child)
+    return out

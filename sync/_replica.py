@@ -125,6 +125,7 @@ class Replica:
         # What the inputs since the last ready() call for:
         self._pending: dict[str | None, Keyspace] = {}  # origin -> joined deltas
         self._unlogged = False  # a change was made while no peer was tracked
+        self._pending_encoded: dict[str | None, bytes] = {}  # of a pending delta, if known
         self._dirty: set[Key] = set()
         self._outbox: list[tuple[str, bytes]] = []
         self._batch = WriteBatch()
@@ -217,8 +218,11 @@ class Replica:
         self._note(delta, origin=None)
         return delta
 
-    def _note(self, delta: Keyspace, origin: str | None) -> None:
-        """Remember a delta already applied to the keyspace, for the next ready()."""
+    def _note(self, delta: Keyspace, origin: str | None, encoded: bytes | None = None) -> None:
+        """Remember a delta already applied to the keyspace, for the next ready().
+
+        ``encoded``: the delta's canonical encoding, when the caller has it.
+        """
         if delta.is_bottom():
             return
         if not self.log.peers:
@@ -226,8 +230,11 @@ class Replica:
             self._unlogged = True
         elif (pending := self._pending.get(origin)) is None:
             self._pending[origin] = delta  # the replica owns it from here on
+            if encoded is not None:
+                self._pending_encoded[origin] = encoded
         else:
             pending.absorb(delta)  # deltas of one key coalesce: their join is a delta
+            self._pending_encoded.pop(origin, None)
         self._dirty.update(delta.entries)
 
     # ---- the output --------------------------------------------------------------
@@ -242,10 +249,11 @@ class Replica:
             if not self.log.peers:
                 self.log.skip()
                 continue
-            payload = delta.encode()
+            payload = self._pending_encoded.get(origin) or delta.encode()
             entry = self.log.append(delta, origin, len(payload), payload)
             batch.log_append.append((entry.seq, encode_log_record(origin, payload)))
         self._pending.clear()
+        self._pending_encoded.clear()
         entries = self.keyspace.entries
         for key in self._dirty:
             child = entries.get(key)
@@ -357,9 +365,13 @@ class Replica:
                 )
         admitted = incoming.filtered(state.policy.may_pull)
         self.hlc.witness_all(admitted.timestamps())  # refuses far-future clocks, changes nothing
-        novel = admitted.novel_part(self.keyspace)
+        # Keys all new here and none filtered out: the novel part is the delta as received,
+        # and its canonical encoding is the payload, which the log can keep as it is.
+        whole = len(admitted.entries) == len(incoming.entries)
+        as_received = whole and self.keyspace.entries.keys().isdisjoint(incoming.entries)
+        novel = admitted.novel_part(self.keyspace, owned=True)
         self.keyspace.merge(novel)
-        self._note(novel, origin=remote)
+        self._note(novel, origin=remote, encoded=payload if as_received else None)
 
     # ---- catch-up by digest (sync/_catchup.py) ----------------------------------------
 
