@@ -73,8 +73,17 @@ class AsyncReplica:
 
     async def deliver(self, link: str, data: bytes) -> None:
         """Bytes from a peer. Bad input raises ``ProtocolError`` and changes nothing."""
+        await self.deliver_soon(link, data)
+
+    def deliver_soon(self, link: str, data: bytes) -> asyncio.Future[None]:
+        """Apply bytes from a peer now; the future settles once they are durable.
+
+        A link reader applies the next frame while the commit of the last one runs;
+        what the frame calls for (its Ack) still leaves only after that commit.
+        Bad input raises ``ProtocolError`` here and changes nothing.
+        """
         self.replica.receive(link, data)
-        await self._until_durable()
+        return self._durable_soon()
 
     async def tick(self) -> None:
         self.replica.tick()
@@ -84,11 +93,15 @@ class AsyncReplica:
         self.replica.disconnect(link)
 
     async def _until_durable(self) -> None:
+        await self._durable_soon()
+
+    def _durable_soon(self) -> asyncio.Future[None]:
+        """A future that settles with the commit of everything applied so far."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(done)
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_loop())
-        await done
+        return done
 
     async def _commit_loop(self) -> None:
         """Commit whatever has been applied, again and again, until nothing waits."""
