@@ -313,7 +313,7 @@ def table(link: LinkResult, raw: RawResult) -> list[list[str]]:
          f"{link.deltas_per_second:,.0f}/s", "",
          f">= {TARGET_DELTAS:,}/s: {'met' if met_rate else 'MISSED'}"],
         ["(link) sender -> edgesync hub", "Deltas frames/s",
-         f"{link.delta_frames / link.seconds:,.0f}/s",
+         f"{link.delta_frames / link.seconds:,.1f}/s",
          f"{link.delta_frames / link.seconds / raw.messages_per_second:.3f}x (raw) msgs", ""],
         ["(link) sender -> edgesync hub", "MB/s (Deltas messages)",
          f"{link.bytes_per_second / mb:,.2f}", f"{share:.3f}x (raw) MB/s",
