@@ -26,6 +26,8 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/crdt_bench.py
+	$(BIN)/python bench/storage_bench.py
+	$(BIN)/python bench/gossip_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

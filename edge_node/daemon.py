@@ -11,6 +11,7 @@ closes its links and exits 0.
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import logging
 import signal
@@ -120,6 +121,7 @@ async def serve(cfg: DaemonConfig) -> int:
         LMDBStorage(cfg.data), cfg.id, clock=wall_clock_ms, new_epoch=fresh_epoch,
         config=ReplicaConfig(relay=cfg.role != "edge", new_epoch=cfg.new_epoch),
     )  # fmt: skip
+    tune_gc()
     server_creds, channel_creds = tls_credentials(cfg)
     links = GrpcLinks(
         replica, authenticate=peer_identity, credentials=channel_creds,
@@ -149,6 +151,23 @@ async def serve(cfg: DaemonConfig) -> int:
     await replica.close()  # commits what is pending, records a clean shutdown
     log.info("stopped", extra={"node": cfg.id})
     return 0
+
+
+GC_THRESHOLDS = (50_000, 50, 100)  # allocations before a young collection; then per generation
+
+
+def tune_gc() -> None:
+    """Collect cyclic garbage far less often than CPython's default (700, 10, 10).
+
+    The replicated state is millions of small acyclic objects (contexts, dicts,
+    tuples) that live as long as the process, and every full collection walks all
+    of them: receiving a large delta interval spent half its time there. Freezing
+    what the store loaded moves it out of the walk; the larger thresholds make the
+    walks of what arrives later rare. Reference counting still frees everything
+    that is not a cycle at once.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def tls_credentials(

@@ -41,7 +41,9 @@ class VersionVector:
 
     def __init__(self, counters: Mapping[str, int] | None = None) -> None:
         self._counters: dict[str, int] = {}
-        for actor, n in (counters or {}).items():
+        if not counters:
+            return
+        for actor, n in counters.items():
             if n < 0:
                 raise ValueError(f"version vector counter for {actor!r} is negative: {n}")
             if n:
@@ -119,7 +121,7 @@ class DotContext:
 
     def __init__(self, vv: VersionVector | None = None, cloud: Iterable[Dot] = ()) -> None:
         self.vv = vv if vv is not None else VersionVector()
-        self.cloud: set[Dot] = set(cloud)
+        self.cloud: set[Dot] = set(cloud) if cloud else set()
         if self.cloud:
             self.compact()
 

@@ -53,10 +53,15 @@ class Writer:
     def counters(self, index: dict[str, int], counts: Iterable[tuple[str, int]]) -> None:
         """(actor index, count) pairs sorted by actor: vectors and tallies."""
         rows = sorted(counts)  # actor order is index order: the table is sorted
-        self.uvarint(len(rows))
+        buf, uvarint = self.buf, self.uvarint
+        uvarint(len(rows))
         for actor, n in rows:
-            self.uvarint(index[actor])
-            self.uvarint(n)
+            ix = index[actor]
+            if ix < 0x80:  # one-byte varints dominate: this runs for every key encoded
+                buf.append(ix)
+            else:
+                uvarint(ix)
+            uvarint(n)
 
     def blob(self, data: bytes) -> None:
         self.uvarint(len(data))
@@ -135,8 +140,9 @@ class Reader:
         return self._long_uvarint()
 
     def _long_uvarint(self) -> int:
-        data, start, end = self.data, self.pos, self.end
-        pos, result, shift = start, 0, 0
+        start = pos = self.pos
+        data, end = self.data, self.end
+        result = shift = 0
         while True:
             if pos >= end:
                 raise CodecError(f"truncated input: expected a byte at offset {pos}")

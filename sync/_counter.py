@@ -77,18 +77,18 @@ class Counter(DotKernel[None]):
         return parts
 
     def _store_actors(self) -> Iterable[str]:
-        return set().union(*(t.actors() for t in self.tallies))
+        found: set[str] = set()
+        for tally in self.tallies:
+            found.update(tally.totals, tally.bases)
+        return found
 
     def _encode_store(self, w: Writer, index: dict[str, int]) -> None:
         super()._encode_store(w, index)
         for tally in self.tallies:
             tally.encode(w, index)
 
-    @classmethod
-    def _decode_store(cls, r: Reader, ctx: DotContext, actors: list[str], depth: int) -> Self:
-        counter = super()._decode_store(r, ctx, actors, depth)
-        counter.tallies = [Tally.decode(r, actors) for _ in range(cls._DIRECTIONS)]
-        return counter
+    def _decode_rest(self, r: Reader, actors: list[str]) -> None:
+        self.tallies = [Tally.decode(r, actors) for _ in range(self._DIRECTIONS)]
 
     def _encode_payload(self, w: Writer, payload: None) -> None:
         pass  # presence dots carry nothing

@@ -57,7 +57,7 @@ class CRDT(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        tag = cls.__dict__.get("TYPE_TAG")
+        tag = vars(cls).get("TYPE_TAG")
         if tag is not None:
             if tag in _REGISTRY:
                 raise TypeError(f"type tag {tag} is taken by {_REGISTRY[tag].__name__}")

@@ -11,6 +11,11 @@ inside shows at every level above.
 The tree is maintained incrementally, one key at a time (XOR out the old
 fingerprint, XOR in the new), from encodings the replica computes anyway when it
 persists a key, so catching a peer up never re-reads or re-encodes the state.
+
+It is also maintained lazily: ``set`` only notes a key's newest encoding, and the
+hashing and the walk up the levels happen when the tree is next read (a catch-up)
+or when ``MAX_PENDING`` keys wait. The write path, which runs per update, then
+costs one dict store; a key written many times between reads is hashed once.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from sync._keyspace import Key, storage_key
 MAX_LEVEL = 10  # 4**10 = ~1M leaf ranges
 FANOUT = 4
 _LEAF_SHIFT = 64 - 2 * MAX_LEVEL
+MAX_PENDING = 65_536  # keys noted but not yet hashed in; bounds the memory they hold
 
 
 def position(key: Key) -> int:
@@ -50,12 +56,26 @@ class DigestTree:
         self.counts: list[dict[int, int]] = [{} for _ in range(MAX_LEVEL + 1)]
         self.leaves: dict[int, dict[int, tuple[Key, int]]] = {}  # leaf -> pos -> (key, fp)
         self.positions: dict[Key, int] = {}
+        self._pending: dict[Key, bytes | None] = {}  # newest encodings not yet hashed in
 
     def __len__(self) -> int:
+        self._flush()
         return self.counts[0].get(0, 0)
 
     def set(self, key: Key, encoded: bytes | None) -> None:
         """Record ``key``'s new encoding (None: the key is gone)."""
+        pending = self._pending
+        pending[key] = encoded
+        if len(pending) > MAX_PENDING:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            for key, encoded in pending.items():
+                self._apply(key, encoded)
+
+    def _apply(self, key: Key, encoded: bytes | None) -> None:
         pos = self.positions.get(key)
         if pos is None:
             if encoded is None:
@@ -90,7 +110,7 @@ class DigestTree:
         above are then folded from the level below, once per node rather than once
         per key and level: what makes opening a store of a million keys quick.
         """
-        assert not self.positions, "load() builds a tree from nothing"
+        assert not self.positions and not self._pending, "load() builds a tree from nothing"
         leaf_fps, leaf_counts = self.fps[MAX_LEVEL], self.counts[MAX_LEVEL]
         for key, stored, encoded in entries:
             pos = self.positions[key] = _position(stored)
@@ -111,13 +131,16 @@ class DigestTree:
 
     def node(self, level: int, index: int) -> tuple[int, int]:
         """(fingerprint, key count) of a node."""
+        self._flush()
         return self.fps[level].get(index, 0), self.counts[level].get(index, 0)
 
     def root(self) -> int:
+        self._flush()
         return self.fps[0].get(0, 0)
 
     def items(self, level: int, index: int) -> dict[int, tuple[Key, int]]:
         """Every key in a node: position -> (key, fingerprint)."""
+        self._flush()
         span = FANOUT ** (MAX_LEVEL - level)
         first = index * span
         out: dict[int, tuple[Key, int]] = {}

@@ -124,7 +124,12 @@ class DotKernel(CRDT, Generic[V]):
 
     def _encode_store(self, w: Writer, index: dict[str, int]) -> None:
         w.uvarint(len(self.ds))
-        for dot in sorted(self.ds, key=lambda d: (index[d[0]], d[1])):
+        dots = (
+            list(self.ds)
+            if len(self.ds) < 2
+            else sorted(self.ds, key=lambda d: (index[d[0]], d[1]))
+        )
+        for dot in dots:
             write_dot(w, index, dot)
             self._encode_payload(w, self.ds[dot])
 
@@ -138,7 +143,12 @@ class DotKernel(CRDT, Generic[V]):
                 raise CodecError("dot store entries are not strictly sorted")
             prev = (ix, n)
             kernel._put(Dot(actor, n), cls._decode_payload(r))
+        kernel._decode_rest(r, actors)
         return kernel
+
+    def _decode_rest(self, r: Reader, actors: list[str]) -> None:
+        """Read what a subclass stores after the dots (a hook rather than a super()
+        call from a classmethod, which mypyc-compiled code does not bind right)."""
 
     # ---- payloads -------------------------------------------------------------
 

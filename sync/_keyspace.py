@@ -150,12 +150,19 @@ class Keyspace:
             else:
                 mine.merge(theirs)
 
-    def novel_part(self, known: Keyspace) -> Keyspace:
-        """What of this keyspace (a received delta) ``known`` lacks, key by key."""
+    def novel_part(self, known: Keyspace, owned: bool = False) -> Keyspace:
+        """What of this keyspace (a received delta) ``known`` lacks, key by key.
+
+        ``owned``: this keyspace is spent (a freshly decoded delta), so keys ``known``
+        lacks are taken as they are rather than copied.
+        """
         out = Keyspace()
         for key, mine in self.entries.items():
             theirs = known.entries.get(key)
-            out._store(key, mine.copy() if theirs is None else mine.novel_part(theirs))
+            if theirs is None:
+                out._store(key, mine if owned else mine.copy())
+            else:
+                out._store(key, mine.novel_part(theirs))
         return out
 
     def filtered(self, admit: Callable[[str], bool]) -> Keyspace:

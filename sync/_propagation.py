@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from sync._keyspace import Keyspace
+from sync._keyspace import Key, Keyspace
 
 
 @dataclass
@@ -33,6 +33,10 @@ class LogEntry:
     delta: Keyspace
     origin: str | None  # the peer it came from; None for local updates
     size: int  # encoded bytes, for budgets and the log bound
+    encoded: bytes | None = None  # ``delta.encode()``, when the caller has it
+
+    def __repr__(self) -> str:
+        return f"LogEntry({self.seq}, origin={self.origin!r}, {self.size} bytes)"
 
 
 @dataclass
@@ -40,6 +44,13 @@ class Interval:
     start: int
     end: int
     delta: Keyspace  # may be bottom when every entry was filtered out
+    encoded: bytes | None = None  # ``delta.encode()``, known when it is one whole entry
+
+    def payload(self) -> bytes:
+        """The delta's canonical encoding, reusing the log entry's when it is one."""
+        if self.encoded is None:
+            self.encoded = self.delta.encode()
+        return self.encoded
 
     def __repr__(self) -> str:
         return f"Interval([{self.start}, {self.end}), keys={len(self.delta.entries)})"
@@ -73,8 +84,10 @@ class DeltaLog:
 
     # ---- the log ------------------------------------------------------------------
 
-    def append(self, delta: Keyspace, origin: str | None, size: int) -> LogEntry:
-        entry = LogEntry(self.next_seq, delta, origin, size)
+    def append(
+        self, delta: Keyspace, origin: str | None, size: int, encoded: bytes | None = None
+    ) -> LogEntry:
+        entry = LogEntry(self.next_seq, delta, origin, size, encoded)
         self.entries[entry.seq] = entry
         self.next_seq += 1
         self.bytes += size
@@ -143,19 +156,26 @@ class DeltaLog:
         if progress.sent >= self.next_seq or self.needs_catch_up(peer):
             return None
         start = max(progress.sent, self.first_seq())
-        delta = Keyspace()
+        taken: list[Keyspace] = []
         end, used = start, 0
+        whole: LogEntry | None = None  # the one entry sent unfiltered, if so
         for entry in self._from(start):
             if used and used + entry.size > budget:
                 break
             # Never send a peer what came from it; a non-relaying replica sends only its own.
             if entry.origin != peer and not (local_only and entry.origin is not None):
-                delta.merge(entry.delta.filtered(admit))
+                part = entry.delta.filtered(admit)
+                unfiltered = len(part.entries) == len(entry.delta.entries)
+                whole = entry if not taken and unfiltered else None
+                taken.append(part)
             used += entry.size
             end = entry.seq + 1
         progress.sent = end
         progress.inflight[(start, end)] = now
-        return Interval(start, end, delta)
+        if len(taken) == 1 and whole is not None:
+            # One entry, nothing filtered out: send its delta and encoding as logged.
+            return Interval(start, end, whole.delta, whole.encoded)
+        return Interval(start, end, _joined(taken))
 
     def _from(self, start: int) -> Iterator[LogEntry]:
         for seq in range(start, self.next_seq):
@@ -236,3 +256,25 @@ def overdue(now: int, sent_at: int, timeout: int) -> bool:
     Resending early is harmless: every message is idempotent.
     """
     return now - sent_at >= timeout or now < sent_at
+
+
+def _joined(parts: list[Keyspace]) -> Keyspace:
+    """The join of log deltas, to encode and send; it shares values with the log.
+
+    A key in one part only is shared as it is; a key in several is copied once,
+    then joined into, so the log's deltas never change.
+    """
+    out = Keyspace()
+    entries = out.entries
+    copied: set[Key] = set()
+    for part in parts:
+        for key, child in part.entries.items():
+            mine = entries.get(key)
+            if mine is None:
+                entries[key] = child
+                continue
+            if key not in copied:
+                mine = entries[key] = mine.copy()
+                copied.add(key)
+            mine.merge(child)
+    return out

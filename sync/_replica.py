@@ -111,6 +111,7 @@ class Replica:
             raise ValueError(f"node id {node_id!r} must be non-empty, without '@' or spaces")
         self.node_id = node_id
         self.epoch = epoch
+        self._actor = (epoch, actor_name(node_id, epoch))
         self.config = config or ReplicaConfig()
         self.clock = clock
         self.new_epoch = new_epoch
@@ -127,13 +128,18 @@ class Replica:
         self.last_catch_up: CatchUp | None = None
         # What the inputs since the last ready() call for:
         self._pending: dict[str | None, Keyspace] = {}  # origin -> joined deltas
+        self._unlogged = False  # a change was made while no peer was tracked
+        self._pending_encoded: dict[str | None, bytes] = {}  # of a pending delta, if known
         self._dirty: set[Key] = set()
         self._outbox: list[tuple[str, bytes]] = []
         self._batch = WriteBatch()
 
     @property
     def actor(self) -> str:
-        return actor_name(self.node_id, self.epoch)
+        # Read once per update: format it again only when the epoch changed.
+        if self._actor[0] != self.epoch:
+            self._actor = (self.epoch, actor_name(self.node_id, self.epoch))
+        return self._actor[1]
 
     # ---- opening ------------------------------------------------------------------
 
@@ -166,7 +172,7 @@ class Replica:
         for seq, record in storage.log():
             origin, payload = decode_log_record(record)
             self.log.next_seq = seq
-            self.log.append(Keyspace.decode(payload), origin, len(payload))
+            self.log.append(Keyspace.decode(payload), origin, len(payload), payload)
             last = seq
         self.acked_at_open = storage.acks()
         self.log.next_seq = max(last + 1, max(self.acked_at_open.values(), default=1), 1)
@@ -221,15 +227,23 @@ class Replica:
         self._note(delta, origin=None)
         return delta
 
-    def _note(self, delta: Keyspace, origin: str | None) -> None:
-        """Remember a delta already applied to the keyspace, for the next ready()."""
+    def _note(self, delta: Keyspace, origin: str | None, encoded: bytes | None = None) -> None:
+        """Remember a delta already applied to the keyspace, for the next ready().
+
+        ``encoded``: the delta's canonical encoding, when the caller has it.
+        """
         if delta.is_bottom():
             return
-        pending = self._pending.get(origin)
-        if pending is None:
+        if not self.log.peers:
+            # Nobody to send it to: the log would skip it anyway, so do not join it.
+            self._unlogged = True
+        elif (pending := self._pending.get(origin)) is None:
             self._pending[origin] = delta  # the replica owns it from here on
+            if encoded is not None:
+                self._pending_encoded[origin] = encoded
         else:
-            pending.absorb(delta)
+            pending.absorb(delta)  # deltas of one key coalesce: their join is a delta
+            self._pending_encoded.pop(origin, None)
         self._dirty.update(delta.entries)
 
     # ---- the output --------------------------------------------------------------
@@ -237,14 +251,18 @@ class Replica:
     def ready(self) -> Ready:
         """Everything the inputs since the last call require: persist, then send."""
         batch, self._batch = self._batch, WriteBatch()
+        if self._unlogged:
+            self._unlogged = False
+            self.log.skip()
         for origin, delta in self._pending.items():
             if not self.log.peers:
                 self.log.skip()
                 continue
-            payload = delta.encode()
-            entry = self.log.append(delta, origin, len(payload))
+            payload = self._pending_encoded.get(origin) or delta.encode()
+            entry = self.log.append(delta, origin, len(payload), payload)
             batch.log_append.append((entry.seq, encode_log_record(origin, payload)))
         self._pending.clear()
+        self._pending_encoded.clear()
         entries = self.keyspace.entries
         for key in self._dirty:
             child = entries.get(key)
@@ -348,7 +366,11 @@ class Replica:
             raise ProtocolError(f"malformed delta payload from {remote}: {exc}") from None
         state = self.links[link]
         admitted = incoming.filtered(state.policy.may_pull)
-        novel = admitted.novel_part(self.keyspace)
+        # Keys all new here and none filtered out: the novel part is the delta as received,
+        # and its canonical encoding is the payload, which the log can keep as it is.
+        whole = len(admitted.entries) == len(incoming.entries)
+        as_received = whole and self.keyspace.entries.keys().isdisjoint(incoming.entries)
+        novel = admitted.novel_part(self.keyspace, owned=True)
         if state.own_writes_only:
             # Only what is new here counts: an edge's catch-up pushes whole keys, which
             # hold the updates of others it received; resending what we hold forges
@@ -361,7 +383,7 @@ class Replica:
                 )
         self.hlc.witness_all(admitted.timestamps())  # refuses far-future clocks, changes nothing
         self.keyspace.merge(novel)
-        self._note(novel, origin=remote)
+        self._note(novel, origin=remote, encoded=payload if as_received else None)
 
     # ---- catch-up by digest (sync/_catchup.py) ----------------------------------------
 
@@ -460,7 +482,7 @@ class Replica:
                 if interval.delta.is_bottom():  # everything filtered: nothing to say
                     self._acknowledged(remote, interval.start, interval.end)
                     continue
-                msg = Deltas(interval.start, interval.end, interval.delta.encode())
+                msg = Deltas(interval.start, interval.end, interval.payload())
                 ready.messages.append((link, encode_message(msg)))
 
     # ---- reads -----------------------------------------------------------------------------

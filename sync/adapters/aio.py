@@ -41,9 +41,8 @@ class AsyncReplica:
         self.replica = Replica.open(storage, node_id, clock, new_epoch, config)
         self.storage.commit(self.replica.ready().batch)
         self.send = send
-        self._applied = 0  # inputs applied in memory
-        self._durable = 0  # inputs whose commit returned
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Writers whose inputs are applied in memory but not yet taken into a commit.
+        self._waiting: list[asyncio.Future[None]] = []
         self._committer: asyncio.Task[None] | None = None
         self.commits = 0
         self.watchers: list[Callable[[list[Key]], None]] = []  # told the keys each commit changed
@@ -74,8 +73,17 @@ class AsyncReplica:
 
     async def deliver(self, link: str, data: bytes) -> None:
         """Bytes from a peer. Bad input raises ``ProtocolError`` and changes nothing."""
+        await self.deliver_soon(link, data)
+
+    def deliver_soon(self, link: str, data: bytes) -> asyncio.Future[None]:
+        """Apply bytes from a peer now; the future settles once they are durable.
+
+        A link reader applies the next frame while the commit of the last one runs;
+        what the frame calls for (its Ack) still leaves only after that commit.
+        Bad input raises ``ProtocolError`` here and changes nothing.
+        """
         self.replica.receive(link, data)
-        await self._until_durable()
+        return self._durable_soon()
 
     async def tick(self) -> None:
         self.replica.tick()
@@ -85,26 +93,30 @@ class AsyncReplica:
         self.replica.disconnect(link)
 
     async def _until_durable(self) -> None:
-        self._applied += 1
+        await self._durable_soon()
+
+    def _durable_soon(self) -> asyncio.Future[None]:
+        """A future that settles with the commit of everything applied so far."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((self._applied, done))
+        self._waiting.append(done)
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_loop())
-        await done
+        return done
 
     async def _commit_loop(self) -> None:
         """Commit whatever has been applied, again and again, until nothing waits."""
-        while self._durable < self._applied:
-            upto = self._applied
+        while self._waiting:
+            # ``ready()`` takes exactly the inputs of the writers waiting now.
+            waiting, self._waiting = self._waiting, []
             ready = self.replica.ready()
             try:
                 await asyncio.to_thread(self.storage.commit, ready.batch)
             except Exception as exc:
                 self._reload()
-                self._settle(upto, exc)
+                _settle(waiting, exc)
                 continue
             self.commits += 1
-            self._settle(upto, None)
+            _settle(waiting, None)
             self._notify([parse_storage_key(raw) for raw in ready.batch.entries])
             await self._send(ready.messages)
 
@@ -112,19 +124,6 @@ class AsyncReplica:
         if keys:
             for watcher in list(self.watchers):
                 watcher(keys)
-
-    def _settle(self, upto: int, error: Exception | None) -> None:
-        self._durable = upto
-        still = []
-        for ticket, done in self._waiters:
-            if ticket > upto:
-                still.append((ticket, done))
-            elif not done.done():
-                if error is None:
-                    done.set_result(None)
-                else:
-                    done.set_exception(error)
-        self._waiters = still
 
     async def _send(self, messages: list[tuple[str, bytes]]) -> None:
         if self.send is None:
@@ -148,3 +147,13 @@ class AsyncReplica:
 
     def __repr__(self) -> str:
         return f"AsyncReplica({self.replica!r}, commits={self.commits})"
+
+
+def _settle(waiting: list[asyncio.Future[None]], error: Exception | None) -> None:
+    """Wake the writers of one commit (a cancelled writer's future is already done)."""
+    for done in waiting:
+        if not done.done():
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)

@@ -14,6 +14,7 @@ logged and dropped; the link stays up and nothing stored changes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -86,11 +87,18 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
             log.info("link down", extra={"link": link, "node": self.replica.replica.node_id})
 
     async def _receive(self, link: str, frames: AsyncIterator[Any]) -> None:
+        """Apply each frame as it comes; commits (and the acks after them) follow.
+
+        The next frame is applied while the last one commits: the window of
+        intervals in flight bounds how far applying runs ahead of the store.
+        """
         async for frame in frames:
             try:
-                await self.replica.deliver(link, frame.message)
+                durable = self.replica.deliver_soon(link, frame.message)
             except (ProtocolError, ValueError) as exc:  # refused input: log, keep serving
                 log.warning("rejected frame", extra={"link": link, "reason": str(exc)})
+            else:
+                durable.add_done_callback(functools.partial(_commit_failed, link))
 
     async def _frames(self, queue: asyncio.Queue[bytes | None]) -> AsyncIterator[Any]:
         while (data := await queue.get()) is not None:
@@ -139,6 +147,12 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
             queue = await self._open(address)
             call = replication_pb2_grpc.ReplicationStub(channel).Link(self._frames(queue))
             await self._receive(address, call)
+
+
+def _commit_failed(link: str, durable: asyncio.Future[None]) -> None:
+    """The commit holding a frame failed: the replica reloaded, its peer will resend."""
+    if not durable.cancelled() and (exc := durable.exception()) is not None:
+        log.warning("frame not committed", extra={"link": link, "reason": str(exc)})
 
 
 async def ticker(replica: AsyncReplica, every_ms: int = 200) -> None:

@@ -1,0 +1,380 @@
+"""Benchmark one replication link against a raw gRPC stream, in one run.
+
+Run ``python bench/gossip_bench.py`` (``--quick`` for a ~10x smaller smoke run,
+``--json PATH`` to also write the results). Two processes talk over loopback in
+each workload:
+
+(raw) a grpc.aio bidirectional stream to an echo server in a child process:
+    frames of the size of our replication frames (measured in (link)), sent as
+    fast as the stream takes them and echoed back; messages/s and MB/s counted
+    one way, when the last echo is home.
+(link) a sender in this process (``AsyncReplica`` over LMDB with ``GrpcLinks``,
+    the machinery of ``edgesync node``) and a real ``edgesync hub --insecure``
+    daemon as the receiver. The sender meets the hub once (so it keeps a delta log
+    for it), the link goes down, the sender makes ``updates`` durable updates on
+    as many distinct keys (so no delta is folded into another), and the link comes
+    back up. Timed from the redial until the sender holds the hub's
+    acknowledgement of its whole log: the hub acknowledges an interval only after
+    the commit that holds it, so that is every delta applied *and* durable on the
+    receiver. The hub's version vector is checked afterwards.
+
+Bytes on the wire are the encoded protocol messages the link carries each way
+(gRPC adds a few bytes of framing per message). Nothing asserts on timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from sync import LWWRegister, PNCounter
+from sync._messages import Deltas, encode_message
+from sync._replica import Replica
+from sync.adapters.aio import AsyncReplica
+from sync.adapters.embedded import fresh_epoch, wall_clock_ms
+from sync.adapters.grpc_link import GrpcLinks, channel_options
+from sync.adapters.lmdb_storage import LMDBStorage
+from sync.adapters.pb import client_pb2, client_pb2_grpc, replication_pb2, replication_pb2_grpc
+
+TARGET_DELTAS = 50_000  # deltas/s over one link, applied and durable on the receiver
+TARGET_BYTES_SHARE = 0.5  # of the raw stream's bytes/s
+LOAD_BATCH = 1_000  # updates per sender commit while loading the backlog
+HUB = [sys.executable, "-m", "edge_node.cli", "hub"]
+DELTAS_KIND = encode_message(Deltas(1, 2, b""))[1]  # messages are u8 version | u8 kind | ...
+
+
+@dataclass(frozen=True)
+class Sizes:
+    updates: int  # (link): durable updates on distinct keys, then drained over the link
+    echo_frames: int  # (raw)
+
+
+FULL = Sizes(updates=200_000, echo_frames=2_000)
+QUICK = Sizes(updates=20_000, echo_frames=200)
+
+
+@dataclass
+class LinkResult:
+    updates: int
+    seconds: float
+    delta_frames: int  # Deltas messages sent
+    delta_bytes: int  # their encoded bytes
+    other_bytes: int  # every other message, both ways (Hello, Ack)
+    frame_sizes: list[int]
+
+    @property
+    def deltas_per_second(self) -> float:
+        return self.updates / self.seconds
+
+    @property
+    def bytes_per_second(self) -> float:
+        return self.delta_bytes / self.seconds
+
+    def typical_frame(self) -> int:
+        """The median Deltas message size: what the raw stream sends."""
+        ordered = sorted(self.frame_sizes)
+        return ordered[len(ordered) // 2]
+
+
+@dataclass
+class RawResult:
+    frames: int
+    frame_bytes: int
+    seconds: float
+
+    @property
+    def messages_per_second(self) -> float:
+        return self.frames / self.seconds
+
+    @property
+    def bytes_per_second(self) -> float:
+        return self.frames * self.frame_bytes / self.seconds
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# ---- (raw) the echo stream ----------------------------------------------------------
+
+
+class Echo(replication_pb2_grpc.ReplicationServicer):
+    async def Link(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        async for frame in request_iterator:
+            yield frame
+
+
+async def serve_echo(port: int, max_message: int) -> None:
+    server = grpc.aio.server(options=channel_options(max_message))
+    replication_pb2_grpc.add_ReplicationServicer_to_server(Echo(), server)  # type: ignore[no-untyped-call]
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print("ready", flush=True)
+    await server.wait_for_termination()
+
+
+async def timed_echo(port: int, frames: int, size: int, max_message: int) -> float:
+    """Seconds to stream ``frames`` frames of ``size`` bytes and get every echo back."""
+    payload = os.urandom(size)
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{port}", options=channel_options(max_message)
+    ) as channel:
+        await asyncio.wait_for(channel.channel_ready(), timeout=10)
+        stub = replication_pb2_grpc.ReplicationStub(channel)  # type: ignore[no-untyped-call]
+
+        async def outgoing() -> AsyncIterator[Any]:
+            for _ in range(frames):
+                yield replication_pb2.Frame(message=payload)
+
+        began = time.perf_counter()
+        received = 0
+        async for frame in stub.Link(outgoing()):
+            received += 1
+            assert len(frame.message) == size
+            if received == frames:
+                break
+        return time.perf_counter() - began
+
+
+@contextlib.contextmanager
+def child(cmd: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_raw(frames: int, size: int, max_message: int, work: Path) -> RawResult:
+    port = free_port()
+    cmd = [sys.executable, __file__, "--echo-server", str(port)]
+    with child(cmd, work / "echo.log"):
+        wait_for_port(port)
+        asyncio.run(timed_echo(port, max(10, frames // 10), size, max_message))  # warm up
+        seconds = asyncio.run(timed_echo(port, frames, size, max_message))
+    return RawResult(frames, size, seconds)
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+        time.sleep(0.05)
+
+
+# ---- (link) sender in process, receiver a real hub daemon ----------------------------
+
+
+class CountingLinks(GrpcLinks):
+    """``GrpcLinks`` that counts the bytes of every message it sends and receives."""
+
+    def __init__(self, replica: AsyncReplica) -> None:
+        super().__init__(replica, backoff_ms=(10, 100))
+        self.frame_sizes: list[int] = []
+        self.other_bytes = 0
+        replica.send = self._count_and_send
+
+    def _count_and_send(self, link: str, data: bytes) -> None:
+        if data[1] == DELTAS_KIND:
+            self.frame_sizes.append(len(data))
+        else:
+            self.other_bytes += len(data)
+        self._send(link, data)
+
+    async def _receive(self, link: str, frames: AsyncIterator[Any]) -> None:
+        async def counted() -> AsyncIterator[Any]:
+            async for frame in frames:
+                self.other_bytes += len(frame.message)
+                yield frame
+
+        await super()._receive(link, counted())
+
+
+def the_remote(r: Replica, link: str) -> str | None:
+    state = r.links.get(link)
+    return None if state is None else state.remote
+
+
+async def until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.002)
+
+
+async def load_backlog(r: AsyncReplica, updates: int) -> None:
+    """``updates`` durable updates on distinct keys, ``LOAD_BATCH`` per commit."""
+    replica = r.replica
+    for first in range(0, updates, LOAD_BATCH):
+        for i in range(first, min(first + LOAD_BATCH, updates)):
+            write_one(replica, i)
+        await r.tick()  # returns once the commit holding them (and their log entry) is done
+
+
+def write_one(replica: Replica, i: int) -> None:
+    """Update ``i``: a counter increment (even) or a register set (odd), on a key of its own."""
+    actor = replica.actor
+    if i % 2 == 0:
+        replica.update(f"c/{i}", PNCounter, lambda c: c.increment(actor, 1))
+    else:
+        ts = replica.hlc.now()
+        replica.update(f"r/{i}", LWWRegister, lambda g: g.set(actor, i, ts))
+
+
+async def hub_version_of(address: str, actor: str) -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = client_pb2_grpc.ClientStub(channel)  # type: ignore[no-untyped-call]
+        reply = await stub.Status(client_pb2.StatusRequest(prefix=""), timeout=120)
+        return int(reply.version_vector.get(actor, 0))
+
+
+async def drive_link(address: str, updates: int, data: Path) -> LinkResult:
+    r = AsyncReplica(LMDBStorage(data), "sender", clock=wall_clock_ms, new_epoch=fresh_epoch)
+    links = CountingLinks(r)
+    log = r.replica.log
+    # Meet the hub once, so the sender keeps a delta log for it, then go offline.
+    dial = asyncio.create_task(links.dial(address))
+    await until(lambda: the_remote(r.replica, address) in log.peers, 60, "the hub's Hello")
+    hub = the_remote(r.replica, address)
+    assert hub is not None
+    dial.cancel()
+    await asyncio.gather(dial, return_exceptions=True)
+    await load_backlog(r, updates)
+    links.frame_sizes.clear()
+    links.other_bytes = 0
+    began = time.perf_counter()
+    dial = asyncio.create_task(links.dial(address))
+    await until(lambda: log.peers[hub].acked >= log.next_seq, 600, "the hub's acks")
+    seconds = time.perf_counter() - began
+    dial.cancel()
+    await asyncio.gather(dial, return_exceptions=True)
+    seen = await hub_version_of(address, r.actor)
+    assert seen == updates, f"the hub has {seen} of {updates} updates"
+    await r.close()
+    return LinkResult(
+        updates, seconds, len(links.frame_sizes), sum(links.frame_sizes),
+        links.other_bytes, links.frame_sizes,
+    )  # fmt: skip
+
+
+def run_link(updates: int, work: Path) -> LinkResult:
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    cmd = [*HUB, "--id", "hub", "--role", "cloud", "--data", str(work / "hub"),
+           "--listen", address, "--insecure"]  # fmt: skip
+    with child(cmd, work / "hub.log"):
+        wait_for_port(port)
+        return asyncio.run(drive_link(address, updates, work / "sender"))
+
+
+# ---- output -----------------------------------------------------------------------------
+
+
+def table(link: LinkResult, raw: RawResult) -> list[list[str]]:
+    mb = 1e6
+    share = link.bytes_per_second / raw.bytes_per_second
+    met_rate = link.deltas_per_second >= TARGET_DELTAS
+    met_share = share >= TARGET_BYTES_SHARE
+    return [
+        ["workload", "metric", "value", "ratio", "target"],
+        ["(raw) grpc.aio echo stream", "frame size", f"{raw.frame_bytes:,} B", "", ""],
+        ["(raw) grpc.aio echo stream", "messages/s", f"{raw.messages_per_second:,.0f}/s", "", ""],
+        ["(raw) grpc.aio echo stream", "MB/s (one way)", f"{raw.bytes_per_second / mb:,.1f}",
+         "", ""],
+        ["(link) sender -> edgesync hub", "deltas/s applied+durable",
+         f"{link.deltas_per_second:,.0f}/s", "",
+         f">= {TARGET_DELTAS:,}/s: {'met' if met_rate else 'MISSED'}"],
+        ["(link) sender -> edgesync hub", "Deltas frames/s",
+         f"{link.delta_frames / link.seconds:,.1f}/s",
+         f"{link.delta_frames / link.seconds / raw.messages_per_second:.3f}x (raw) msgs", ""],
+        ["(link) sender -> edgesync hub", "MB/s (Deltas messages)",
+         f"{link.bytes_per_second / mb:,.2f}", f"{share:.3f}x (raw) MB/s",
+         f">= {TARGET_BYTES_SHARE}x (raw): {'met' if met_share else 'MISSED'}"],
+        ["(link) sender -> edgesync hub", "bytes per delta on the wire",
+         f"{(link.delta_bytes + link.other_bytes) / link.updates:,.1f} B", "", ""],
+        ["(link) sender -> edgesync hub", "  of which Deltas payload",
+         f"{link.delta_bytes / link.updates:,.1f} B", "", ""],
+        ["(link) sender -> edgesync hub", "Deltas frames (median size)",
+         f"{link.delta_frames:,} ({link.typical_frame():,} B)", "", ""],
+    ]  # fmt: skip
+
+
+def print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        cells = [
+            c.rjust(w) if i == 2 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print(" | ".join(cells).rstrip())
+        if n == 0:
+            print("-+-".join("-" * w for w in widths))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="~10x smaller sizes")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
+    parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    max_message = Replica("x", 1, wall_clock_ms, fresh_epoch).config.max_message_bytes
+    if args.echo_server:
+        asyncio.run(serve_echo(args.echo_server, max_message))
+        return
+    sizes = QUICK if args.quick else FULL
+    print(
+        f"Python {platform.python_version()}, grpcio {grpc.__version__}, {os.cpu_count()} CPUs,"
+        f" load average {os.getloadavg()[0]:.2f} at start; sizes: {sizes}"
+    )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        link = run_link(sizes.updates, work)
+        raw = run_raw(sizes.echo_frames, link.typical_frame(), max_message, work)
+    print_table(table(link, raw))
+    print(
+        f"\nnotes: (link) times {link.updates:,} updates (half PNCounter increments, half"
+        " LWWRegister sets, each on its own key) from the redial until the hub has acknowledged"
+        " the sender's whole log; the hub acknowledges an interval after the commit holding it."
+        " Bytes per delta counts every message both ways (Hello, Deltas, Ack) over the updates."
+        f"\n(raw) streams {raw.frames:,} frames of the median Deltas message size and times"
+        " until the last echo is back.\n"
+        f"whole run: {time.perf_counter() - started:.1f} s,"
+        f" load average {os.getloadavg()[0]:.2f} at end"
+    )
+    if args.json:
+        payload = {"sizes": asdict(sizes), "link": asdict(link) | {"frame_sizes": None},
+                   "raw": asdict(raw), "table": table(link, raw)}  # fmt: skip
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
