@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sensors import cli as sensors_cli
+
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 
@@ -28,11 +30,12 @@ def _daemon(args: argparse.Namespace, role: str) -> int:
     import asyncio
 
     from edge_node.daemon import ConfigError, load_config, serve, setup_logging
+    from sensors.cli import node_flags
 
     flags = {
         "id": args.id, "data": args.data, "listen": args.listen, "role": role,
         "upstream": args.upstream, "peer": getattr(args, "peer", None),
-        "insecure": args.insecure, "tls_dir": args.tls_dir,
+        "insecure": args.insecure, "tls_dir": args.tls_dir, **node_flags(args),
     }  # fmt: skip
     try:
         cfg = load_config(args.config, flags)
@@ -241,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     node = _daemon_parser(commands, "node", "run an edge node daemon")
     node.add_argument("--peer", action="append", default=[], metavar="HOST:PORT")
+    sensors_cli.add_node_flags(node)
     node.set_defaults(run=_node)
     hub = _daemon_parser(commands, "hub", "run a regional or cloud hub daemon")
     hub.add_argument("--role", choices=["regional", "cloud"], required=True)
@@ -291,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="replicas diverge under a partition and converge")
     demo.set_defaults(run=_demo)
+    sensors_cli.add_commands(commands)
     return parser
 
 
