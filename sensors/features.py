@@ -66,8 +66,9 @@ class FeatureExtractor:
         self._diffs = np.empty((rows, w - 1), np.float32)
         self._tapered = np.empty((rows, w), np.float64)
         self._spectrum = np.empty((rows, w // 2 + 1), np.complex128)
-        self._power = np.empty((rows, w // 2), np.float64)
+        self._power = np.empty((rows, w), np.float64)  # (re, im) squared, bins 1 .. w/2
         self._pairs = np.empty((rows, b), np.float64)
+        self._repeats = np.empty((rows, w - 1), np.bool_)
         self._hann = np.hanning(w)
         self._hann32 = self._hann.astype(np.float32)
         self._hann_scale = np.float32(1.0 / self._hann.sum())
@@ -81,7 +82,9 @@ class FeatureExtractor:
                              f"({self.rows}, {self.window})")  # fmt: skip
         x, out = windows, self._out[:n]
         centred, squares, diffs = self._centred[:n], self._squares[:n], self._diffs[:n]
-        mean = x.mean(axis=1, dtype=np.float32)
+        # float64 sums: a frozen sensor's window centres to exactly zero, whatever
+        # the batch (a BLAS mean differs with the batch's shape in the last bits)
+        mean = x.mean(axis=1, dtype=np.float64).astype(np.float32)
         np.subtract(x, mean[:, None], out=centred)
         self._band_powers(centred, out[:, : self.bands])
         np.multiply(centred, centred, out=squares)
@@ -97,25 +100,32 @@ class FeatureExtractor:
         stats[:, 3] = np.log(np.sqrt(diff_var) + _FLOOR)
         stats[:, 4] = np.sqrt(squares.max(axis=1)) / (std + _FLOOR)
         stats[:, 5] = np.log(fourth / (var * var + _FLOOR) + _FLOOR)
-        stats[:, 6] = np.count_nonzero(diffs == 0, axis=1) / np.float32(w - 1)
+        repeats = self._repeats[:n]
+        np.equal(diffs, 0, out=repeats)
+        counts = np.einsum("ij->i", repeats.view(np.uint8), dtype=np.int32)
+        stats[:, 6] = counts / np.float32(w - 1)
         return out
 
     def _band_powers(self, centred: npt.NDArray[np.float32], out: npt.NDArray[np.float32]) -> None:
         """Log mean power of equal groups of bins, from bin 1 to just under Nyquist
-        (DC is zero after centring). In float64: numpy's pocketfft is about 3x
-        faster on it than on float32 here."""
-        n, b = centred.shape[0], self.bands
-        tapered, spectrum = self._tapered[:n], self._spectrum[:n]
-        power, pairs = self._power[:n], self._pairs[:n]
+        (DC is zero after centring). The FFT runs in float64 (numpy's pocketfft is
+        about 3x faster on it than on float32 here); the spectrum is read as
+        interleaved (re, im) pairs, so a band's power is a sum of strided columns
+        (reductions along a short axis are slow in numpy); the log runs in float32."""
+        n = centred.shape[0]
+        tapered, spectrum, squares = self._tapered[:n], self._spectrum[:n], self._power[:n]
+        band = self._pairs[:n]
         np.multiply(centred, self._hann, out=tapered)
         np.fft.rfft(tapered, axis=1, out=spectrum)
-        used = spectrum[:, 1 : power.shape[1] + 1]
-        np.multiply(used.real, used.real, out=power)
-        power += used.imag * used.imag
-        np.mean(power.reshape(n, b, -1), axis=2, out=pairs)
-        pairs += _FLOOR
-        np.log(pairs, out=pairs)
-        out[:] = pairs
+        interleaved = spectrum.view(np.float64)[:, 2 : 2 + squares.shape[1]]
+        np.multiply(interleaved, interleaved, out=squares)
+        step = squares.shape[1] // self.bands
+        np.copyto(band, squares[:, 0::step])
+        for k in range(1, step):
+            band += squares[:, k::step]
+        band *= 2.0 / step  # mean power per bin: (re^2 + im^2) summed over step/2 bins
+        band += _FLOOR
+        np.log(band.astype(np.float32), out=out)
 
     def __repr__(self) -> str:
         return f"FeatureExtractor(window={self.window}, rows={self.rows})"

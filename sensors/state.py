@@ -188,7 +188,7 @@ class MachineTracker:
             out.append((machine_key(self.machine, "anomalies"), GCounter, _incrementer(count)))
         for start in openings.tolist():
             out.append((machine_key(self.machine, "alerts"), AWSet, _adder(alert_name(start))))
-        peak = _round(float(np.abs(batch.windows).max()))
+        peak = _round(max(float(batch.windows.max()), -float(batch.windows.min())))
         if peak > self.peak_written:
             self.peak_written = peak
             out.append((machine_key(self.machine, "peak"), MaxRegister, _raiser(peak)))

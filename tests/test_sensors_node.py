@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from test_daemons import Fleet, cli, fleet, free_port
@@ -38,6 +39,17 @@ def eventually(probe: Callable[[], Any], accept: Callable[[Any], bool], what: st
             return seen
         assert time.monotonic() < deadline, f"timed out waiting for {what}; last saw {seen}"
         time.sleep(0.5)
+
+
+def test_a_bad_sensor_flag_is_a_usage_error(tmp_path: Path) -> None:
+    base = ["node", "--id", "x", "--data", str(tmp_path / "x"), "--listen", "127.0.0.1:1"]
+    for flags, reason in (
+        (["--sensors", "sim:sound:2"], "sensor kind is one of"),
+        (["--mqtt", "127.0.0.1:1883"], "--mqtt-topic"),
+        (["--sensors", f"file:vibration:{tmp_path / 'missing.npy'}"], "missing.npy"),
+    ):
+        refused = cli(*base, "--insecure", *flags, check=False)
+        assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
 
 
 def test_partitioned_node_keeps_detecting_and_the_hub_converges_after_heal(fleet: Fleet) -> None:
