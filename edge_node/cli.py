@@ -30,12 +30,11 @@ def _daemon(args: argparse.Namespace, role: str) -> int:
     import asyncio
 
     from edge_node.daemon import ConfigError, load_config, serve, setup_logging
-    from sensors.cli import node_flags
 
     flags = {
         "id": args.id, "data": args.data, "listen": args.listen, "role": role,
         "upstream": args.upstream, "peer": getattr(args, "peer", None),
-        "insecure": args.insecure, "tls_dir": args.tls_dir, **node_flags(args),
+        "insecure": args.insecure, "tls_dir": args.tls_dir, **sensors_cli.node_flags(args),
     }  # fmt: skip
     try:
         cfg = load_config(args.config, flags)

@@ -4,11 +4,11 @@ Each source runs in its own thread and fills its own ``WindowBuffer``. One
 worker thread (``step`` in a loop) takes up to ``batch`` windows, a fair share
 from every buffer, computes features per sensor kind, scores them with that
 kind's model in batched invokes, and turns the scores into CRDT updates
-(``sensors/state.py``), written through a ``StateWriter`` and awaited as one
-group (a bounded number of batches may await their commit while the next is
-scored). The event loop of a daemon never runs inference: it only applies the
-updates. When the worker falls behind, buffers drop their oldest windows, so
-what the node reports stays current.
+(``sensors/state.py``), written through a ``StateWriter`` (in the daemon:
+handed to the event loop in groups, a bounded number awaiting their commit
+while the next batch is scored). The event loop of a daemon never runs
+inference: it only applies the updates. When the worker falls behind, buffers
+drop their oldest windows, so what the node reports stays current.
 
 Thresholds (``sensors/calibration.py``) are per sensor kind: a stored
 calibration for the same model file is reused; otherwise a source that can
@@ -108,6 +108,7 @@ class Pipeline:
             try:
                 while not self._stop.is_set() and self.step():
                     pass
+                self.writer.flush()  # caught up: what was concluded goes out now
             except Exception:  # the node stays up; the next batch tries again
                 self.failures += 1
                 log.exception("inference batch failed", extra={"failures": self.failures})
@@ -128,13 +129,13 @@ class Pipeline:
         now = self.clock()
         for kind, group in by_kind.items():
             updates.extend(self._score_kind(kind, group, now))
-        if now >= self._metrics_due:
-            self._metrics_due = now + self.summary_every_s
-            updates.append((local_key("metrics"), LWWRegister, self._metrics_setter()))
-        self.writer.apply(updates)
         scored = sum(len(b) for b in blocks)
         self.windows_scored += scored
         self.batches += 1
+        if now >= self._metrics_due:  # after the counts, so the metrics include this batch
+            self._metrics_due = now + self.summary_every_s
+            updates.append((local_key("metrics"), LWWRegister, self._metrics_setter()))
+        self.writer.apply(updates)
         return scored
 
     _metrics_due = 0.0

@@ -96,18 +96,30 @@ class EmbeddedWriter:
 class LoopWriter:
     """Updates to the daemon's ``AsyncReplica``, from the inference thread.
 
-    Each batch's updates run on the replica's event loop, in order, and join its
-    group commit. The inference thread does not wait for a batch's fsync before
-    scoring the next: up to ``in_flight`` batches may be applied in memory and
-    not yet durable, so one commit covers several batches and throughput follows
-    the CPU, not the disk. Past that bound it waits for the oldest, so a slow
-    disk slows inference, and the buffers (not memory) absorb the difference.
+    Updates are handed to the replica's event loop in groups, at most every
+    ``every_s`` while batches keep coming (and at once by ``flush``, which the
+    pipeline calls whenever its buffers run dry): waking the loop costs a thread
+    switch, too dear per batch at kHz rates. A group runs on the loop in order
+    and joins the replica's group commit. The inference thread does not wait for
+    a group's fsync before scoring on: up to ``in_flight`` groups may be applied
+    in memory and not yet durable, so throughput follows the CPU, not the disk.
+    Past that bound it waits for the oldest, so a slow disk slows inference, and
+    the buffers (not memory) absorb the difference.
     """
 
     def __init__(
-        self, replica: AsyncReplica, loop: asyncio.AbstractEventLoop, in_flight: int = 8
+        self,
+        replica: AsyncReplica,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        in_flight: int = 8,
+        every_s: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.replica, self.loop, self.in_flight = replica, loop, in_flight
+        self.every_s, self.clock = every_s, clock
+        self._queued: list[Update] = []
+        self._handed = float("-inf")  # when the last group went to the loop
         self._pending: deque[concurrent.futures.Future[None]] = deque()
 
     @property
@@ -115,14 +127,23 @@ class LoopWriter:
         return self.replica.replica.hlc
 
     def apply(self, updates: Sequence[Update]) -> None:
-        if updates:
-            self._pending.append(asyncio.run_coroutine_threadsafe(self._apply(updates), self.loop))
+        self._queued.extend(updates)
+        if self._queued and self.clock() - self._handed >= self.every_s:
+            self._hand_over()
         while self._pending and (len(self._pending) > self.in_flight or self._pending[0].done()):
             self._pending.popleft().result()  # raises a failed commit's error here
 
     def flush(self) -> None:
+        """Hand over what is queued and wait until everything handed over is durable."""
+        if self._queued:
+            self._hand_over()
         while self._pending:
             self._pending.popleft().result()
+
+    def _hand_over(self) -> None:
+        group, self._queued = self._queued, []
+        self._pending.append(asyncio.run_coroutine_threadsafe(self._apply(group), self.loop))
+        self._handed = self.clock()
 
     async def _apply(self, updates: Sequence[Update]) -> None:
         await asyncio.gather(*(self.replica.update(p, c, m) for p, c, m in updates))
