@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sensors import cli as sensors_cli
+
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 
@@ -34,7 +36,7 @@ def _daemon(args: argparse.Namespace, role: str) -> int:
         "upstream": args.upstream, "peer": getattr(args, "peer", None),
         "insecure": args.insecure, "tls_dir": args.tls_dir,
         "reconnect_max_ms": args.reconnect_max_ms, "new_epoch": args.new_epoch,
-        "push": args.push, "pull": args.pull,
+        "push": args.push, "pull": args.pull, **sensors_cli.node_flags(args),
     }  # fmt: skip
     try:
         cfg = load_config(args.config, flags)
@@ -275,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_daemons(commands: Any) -> None:
     node = _daemon_parser(commands, "node", "run an edge node daemon")
     node.add_argument("--peer", action="append", default=[], metavar="HOST:PORT")
+    sensors_cli.add_node_flags(node)
     node.set_defaults(run=_node)
     hub = _daemon_parser(commands, "hub", "run a regional or cloud hub daemon")
     hub.add_argument("--role", choices=["regional", "cloud"], required=True)
@@ -339,6 +342,7 @@ def _add_sim_and_demo(commands: Any) -> None:
     from sim.cli import add_sim_parser  # sim run | sweep | chaos: registered by sim
 
     add_sim_parser(commands)
+    sensors_cli.add_commands(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

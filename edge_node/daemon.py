@@ -58,6 +58,11 @@ class DaemonConfig:
     new_epoch: bool = False  # the store was restored from a backup: never reuse its dots
     push: list[str] = field(default_factory=list)  # path prefixes sent on every link (all)
     pull: list[str] = field(default_factory=list)  # path prefixes accepted (all)
+    # sensors and inference (sensors/node.py); edge nodes only
+    sensors: list[str] = field(default_factory=list)
+    mqtt: str | None = None
+    mqtt_topic: list[str] = field(default_factory=list)
+    sensor_seed: int | None = None
 
     def link_policy(self) -> LinkPolicy:
         """The same push and pull filters on every link; ``local/`` never leaves."""
@@ -76,6 +81,21 @@ class DaemonConfig:
                     raise ConfigError(
                         f"--insecure serves plain text on loopback only, not {address}"
                     )
+        self.sensor_sources()  # refuses a bad --sensors or --mqtt before anything starts
+
+    def sensor_sources(self) -> list[Any]:
+        """The sensor sources the flags ask for (none: no pipeline)."""
+        if not (self.sensors or self.mqtt or self.mqtt_topic):
+            return []
+        from sensors.node import SensorSpecError, parse_sources
+        from sensors.replay import RecordingError
+
+        try:
+            return parse_sources(
+                self.id, self.sensors, self.mqtt, self.mqtt_topic, self.sensor_seed
+            )
+        except (SensorSpecError, RecordingError) as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def is_loopback(address: str) -> bool:
@@ -141,9 +161,14 @@ async def serve(cfg: DaemonConfig) -> int:
                                "actor": replica.actor})  # fmt: skip
     tasks = [asyncio.create_task(links.dial(a)) for a in [*cfg.upstream, *cfg.peer]]
     tasks.append(asyncio.create_task(ticker(replica)))
+    pipeline = await _start_sensors(cfg, replica)
     await _until_signalled()
     log.info("stopping", extra={"node": cfg.id})
     await health_servicer.enter_graceful_shutdown()
+    if pipeline is not None:
+        from sensors.node import stop_pipeline
+
+        await stop_pipeline(pipeline)  # its last writes commit before the replica closes
     await server.stop(grace=2)  # stop accepting; in-flight calls (writes) finish
     for task in tasks:
         task.cancel()
@@ -168,6 +193,19 @@ def tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+async def _start_sensors(cfg: DaemonConfig, replica: AsyncReplica) -> Any:
+    """The sensor pipeline (sensors/node.py), if the flags ask for one; inference
+    runs in worker threads and hands its updates to this loop."""
+    sources = cfg.sensor_sources()
+    if not sources:
+        return None
+    from sensors.node import start_pipeline
+
+    pipeline = await start_pipeline(replica, sources)
+    log.info("sensors started", extra={"sources": ",".join(s.name for s in sources)})
+    return pipeline
 
 
 def tls_credentials(

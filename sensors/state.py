@@ -1,0 +1,260 @@
+"""What inference concludes, as CRDT updates, and where they live.
+
+Key layout, per machine ``M`` (replicated to hubs and the cloud):
+
+    machines/M/anomalies   GCounter      anomalous windows, counted by every node that saw them
+    machines/M/peak        MaxRegister   the greatest absolute reading seen (vibration: g)
+    machines/M/alerts      AWSet         open alerts, one per anomalous episode, named by the
+                                         UTC time of its first window; removing an element
+                                         (``edgesync rm``) acknowledges it everywhere
+    machines/M/summary     LWWRegister   latest window statistics (see ``Summary``)
+
+Kept on the node (``local/`` never leaves it):
+
+    local/sensors/M/window              LWWRegister  the latest raw window, float32 bytes
+    local/sensors/M/features            LWWRegister  its feature row, float32 bytes
+    local/sensors/calibration/KIND      LWWRegister  the alert threshold and what it came from
+    local/sensors/metrics               LWWRegister  windows scored, dropped, malformed, ...
+
+Counters and alerts are written with every batch that holds an anomaly (they
+are what operators act on); the summary and the local keys at most once per
+``summary_every_s`` per machine, so a node streaming kHz data sends its hub a
+few small deltas a second, not its samples. A window's flag is its score over
+the threshold; an episode is a run of flagged windows, and its first window
+opens the alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from sync import CRDT, AWSet, GCounter, HybridLogicalClock, LWWRegister, MaxRegister
+from sync.adapters.aio import AsyncReplica
+from sync.adapters.embedded import EmbeddedReplica
+
+Update = tuple[str, type[CRDT], Callable[[Any, str], Any]]
+LOCAL = "local/sensors"
+
+
+def machine_key(machine: str, leaf: str) -> str:
+    return f"machines/{machine}/{leaf}"
+
+
+def local_key(*parts: str) -> str:
+    return "/".join((LOCAL, *parts))
+
+
+class StateWriter(Protocol):
+    """Where updates go. ``apply`` may return before they are durable (but never
+    with more than a bounded number of batches pending); ``flush`` waits for all."""
+
+    def apply(self, updates: Sequence[Update]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def read(self, path: str, cls: type[CRDT]) -> Any: ...
+
+    @property
+    def hlc(self) -> HybridLogicalClock:
+        """The replica's clock; called only inside a mutator, where the replica runs it."""
+        ...
+
+
+class EmbeddedWriter:
+    """Updates to an ``EmbeddedReplica`` (threads; benches and embedding programs)."""
+
+    def __init__(self, replica: EmbeddedReplica) -> None:
+        self.replica = replica
+
+    @property
+    def hlc(self) -> HybridLogicalClock:
+        return self.replica.replica.hlc
+
+    def apply(self, updates: Sequence[Update]) -> None:
+        """Returns once every update is durable (one commit each, or shared with
+        other threads' writes)."""
+        for path, cls, mutate in updates:
+            self.replica.update(path, cls, mutate)
+
+    def flush(self) -> None:
+        pass  # apply already waited
+
+    def read(self, path: str, cls: type[CRDT]) -> Any:
+        found = self.replica.get(path, cls)
+        return None if found is None else found.value()
+
+
+class LoopWriter:
+    """Updates to the daemon's ``AsyncReplica``, from the inference thread.
+
+    Updates are handed to the replica's event loop in groups, at most every
+    ``every_s`` while batches keep coming (and at once by ``flush``, which the
+    pipeline calls whenever its buffers run dry): waking the loop costs a thread
+    switch, too dear per batch at kHz rates. A group runs on the loop in order
+    and joins the replica's group commit. The inference thread does not wait for
+    a group's fsync before scoring on: up to ``in_flight`` groups may be applied
+    in memory and not yet durable, so throughput follows the CPU, not the disk.
+    Past that bound it waits for the oldest, so a slow disk slows inference, and
+    the buffers (not memory) absorb the difference.
+    """
+
+    def __init__(
+        self,
+        replica: AsyncReplica,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        in_flight: int = 8,
+        every_s: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.replica, self.loop, self.in_flight = replica, loop, in_flight
+        self.every_s, self.clock = every_s, clock
+        self._queued: list[Update] = []
+        self._handed = float("-inf")  # when the last group went to the loop
+        self._pending: deque[concurrent.futures.Future[None]] = deque()
+
+    @property
+    def hlc(self) -> HybridLogicalClock:
+        return self.replica.replica.hlc
+
+    def apply(self, updates: Sequence[Update]) -> None:
+        self._queued.extend(updates)
+        if self._queued and self.clock() - self._handed >= self.every_s:
+            self._hand_over()
+        while self._pending and (len(self._pending) > self.in_flight or self._pending[0].done()):
+            self._pending.popleft().result()  # raises a failed commit's error here
+
+    def flush(self) -> None:
+        """Hand over what is queued and wait until everything handed over is durable."""
+        if self._queued:
+            self._hand_over()
+        while self._pending:
+            self._pending.popleft().result()
+
+    def _hand_over(self) -> None:
+        group, self._queued = self._queued, []
+        self._pending.append(asyncio.run_coroutine_threadsafe(self._apply(group), self.loop))
+        self._handed = self.clock()
+
+    async def _apply(self, updates: Sequence[Update]) -> None:
+        await asyncio.gather(*(self.replica.update(p, c, m) for p, c, m in updates))
+
+    def read(self, path: str, cls: type[CRDT]) -> Any:
+        return asyncio.run_coroutine_threadsafe(self._read(path, cls), self.loop).result()
+
+    async def _read(self, path: str, cls: type[CRDT]) -> Any:
+        found = self.replica.replica.get(path, cls)
+        return None if found is None else found.value()
+
+
+def alert_name(start_ms: int) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start_ms // 1000))
+    return f"{stamp}.{start_ms % 1000:03d}Z"
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One machine's windows in a batch, their feature rows and their scores."""
+
+    windows: npt.NDArray[np.float32]
+    rows: npt.NDArray[np.float32]
+    starts_ms: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float32]
+
+    def __repr__(self) -> str:
+        return f"Scored(windows={self.scores.size})"
+
+
+@dataclass
+class MachineTracker:
+    """What the pipeline remembers about one machine between batches."""
+
+    machine: str
+    kind: str
+    summary_every_s: float = 1.0
+    in_episode: bool = False
+    peak_written: float = float("-inf")
+    summary_due: float = 0.0
+    windows: int = 0
+    anomalous: int = 0
+
+    def updates(
+        self, batch: Scored, threshold: float | None, now: float, hlc: HybridLogicalClock
+    ) -> list[Update]:
+        """The updates one batch of this machine's windows calls for. ``threshold``
+        None: still calibrating, nothing is flagged."""
+        scores = batch.scores
+        flagged = scores > threshold if threshold is not None else np.zeros(scores.size, bool)
+        previous = np.concatenate([[self.in_episode], flagged[:-1]])
+        openings = batch.starts_ms[flagged & ~previous]
+        self.in_episode = bool(flagged[-1])
+        count = int(flagged.sum())
+        self.windows += scores.size
+        self.anomalous += count
+        out: list[Update] = []
+        if count:
+            out.append((machine_key(self.machine, "anomalies"), GCounter, _incrementer(count)))
+        for start in openings.tolist():
+            out.append((machine_key(self.machine, "alerts"), AWSet, _adder(alert_name(start))))
+        peak = _round(max(float(batch.windows.max()), -float(batch.windows.min())))
+        if peak > self.peak_written:
+            self.peak_written = peak
+            out.append((machine_key(self.machine, "peak"), MaxRegister, _raiser(peak)))
+        if now >= self.summary_due:
+            self.summary_due = now + self.summary_every_s
+            out.extend(self._summary(batch, threshold, hlc))
+        return out
+
+    def _summary(
+        self, batch: Scored, threshold: float | None, hlc: HybridLogicalClock
+    ) -> list[Update]:
+        last = batch.windows[-1]
+        summary = {
+            "kind": self.kind,
+            "window_start_ms": int(batch.starts_ms[-1]),
+            "mean": _round(float(last.mean())),
+            "std": _round(float(last.std())),
+            "rms": _round(float(np.sqrt(np.mean(last.astype(np.float64) ** 2)))),
+            "peak": _round(float(np.abs(last).max())),
+            "score": _round(float(batch.scores[-1])),
+            "batch_max_score": _round(float(batch.scores.max())),
+            "threshold": None if threshold is None else _round(threshold),
+            "windows": self.windows,
+            "anomalous": self.anomalous,
+        }
+        raw, feats = last.astype("<f4").tobytes(), batch.rows[-1].astype("<f4").tobytes()
+        return [
+            (machine_key(self.machine, "summary"), LWWRegister, _setter(summary, hlc)),
+            (local_key(self.machine, "window"), LWWRegister, _setter(raw, hlc)),
+            (local_key(self.machine, "features"), LWWRegister, _setter(feats, hlc)),
+        ]
+
+
+def _raiser(x: float) -> Callable[[Any, str], Any]:
+    return lambda register, actor: register.set(actor, x)
+
+
+def _adder(element: str) -> Callable[[Any, str], Any]:
+    return lambda s, actor: s.add(actor, element)
+
+
+def _incrementer(n: int) -> Callable[[Any, str], Any]:
+    return lambda counter, actor: counter.increment(actor, n)
+
+
+def _setter(value: object, hlc: HybridLogicalClock) -> Callable[[Any, str], Any]:
+    """An LWW write, stamped by the replica's clock when the replica applies it."""
+    return lambda register, actor: register.set(actor, value, hlc.now())
