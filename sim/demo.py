@@ -23,6 +23,9 @@ from typing import Any
 from sim.fleet import Fleet
 
 ROLE_TEXT = {"cloud": "cloud hub", "regional": "regional hub", "edge": "edge node"}
+SHARED = "fleet/"  # what the demo writes; digests cover it (the sensor writes under machines/)
+SENSOR = ["--sensors", "sim:vibration:1"]  # e1 scores one simulated machine with TFLite
+MACHINE = "machines/e1-vibration-0"
 
 
 @dataclass
@@ -39,8 +42,8 @@ class Expected:
             problems.append(f"fleet/anomalies is {values['fleet/anomalies']}, not {self.anomalies}")
         if values["fleet/alerts"] != {"AWSet": sorted(self.alerts)}:
             problems.append(f"fleet/alerts is {values['fleet/alerts']}, not {sorted(self.alerts)}")
-        if values["config/fleet"] != {"LWWRegister": {"mode": self.fleet_mode}}:
-            problems.append(f"config/fleet is {values['config/fleet']}")
+        if values["fleet/mode"] != {"LWWRegister": {"mode": self.fleet_mode}}:
+            problems.append(f"fleet/mode is {values['fleet/mode']}")
         return problems
 
 
@@ -75,7 +78,7 @@ async def start_fleet(fleet: Fleet, edges: int, say: Narrator) -> dict[str, str]
         await fleet.start(hub, "regional", ["cloud"])
     under = {f"e{i + 1}": "r1" if i < edges // 2 else "r2" for i in range(edges)}
     for edge, hub in under.items():
-        await fleet.start(edge, "edge", [hub])
+        await fleet.start(edge, "edge", [hub], extra=SENSOR if edge == "e1" else [])
     await fleet.wait_serving()
     transport = "mutual TLS, certificates from a fresh CA" if fleet.tls_dir else "plain text"
     say(f"A fleet of {len(fleet.members)} daemons on loopback ({transport}), data in {fleet.root}:")
@@ -83,7 +86,10 @@ async def start_fleet(fleet: Fleet, edges: int, say: Narrator) -> dict[str, str]
         up = f"-> {', '.join(m.upstreams)}" if m.upstreams else ""
         pid = m.process.pid if m.process else "-"
         say(f"    {m.name:<6} {ROLE_TEXT[m.role]:<13} {m.address:<16} pid {pid:<7} {up}")
-    say(f"  all serving after {time.monotonic() - started:.1f} s.")
+    say(
+        f"  all serving after {time.monotonic() - started:.1f} s. e1 also reads a simulated "
+        "vibration sensor (4 kHz) and scores every window with a TFLite model, on the node."
+    )
     return under
 
 
@@ -93,15 +99,15 @@ async def everyone_writes(fleet: Fleet, edges: list[str], want: Expected, say: N
         c = fleet.client(edge)
         await c.inc("fleet/anomalies", i)
         await c.add("fleet/alerts", f"{edge}:overheat")
-        await c.put(f"config/{edge}", {"rate_hz": 100 * i})
+        await c.put(f"fleet/config/{edge}", {"rate_hz": 100 * i})
         want.anomalies += i
         want.alerts.add(f"{edge}:overheat")
         say(f"    {edge}: inc fleet/anomalies {i}; add fleet/alerts {edge}:overheat; "
-            f"put config/{edge} {{\"rate_hz\": {100 * i}}}")  # fmt: skip
-    took = await fleet.wait_converged()
-    digest = next(iter((await fleet.digests()).values()))
+            f"put fleet/config/{edge} {{\"rate_hz\": {100 * i}}}")  # fmt: skip
+    took = await fleet.wait_converged(prefix=SHARED)
+    digest = next(iter((await fleet.digests(prefix=SHARED)).values()))
     say(f"  gossip: all {len(fleet.members)} digests equal after {took:.2f} s ({short(digest)}).")
-    say("  (A digest is a hash of a node's replicated state: equal digests, equal state.)")
+    say(f"  (A digest is a hash of a node's state under {SHARED}: equal digests, equal state.)")
 
 
 async def both_sides_write(
@@ -119,15 +125,15 @@ async def both_sides_write(
     await ca.inc("fleet/anomalies", 5)
     await ca.add("fleet/alerts", f"{a}:vibration")
     await ca.rm("fleet/alerts", f"{b}:overheat")
-    await ca.put("config/fleet", {"mode": "eco"})
+    await ca.put("fleet/mode", {"mode": "eco"})
     say(f"    {a} (cut off):  inc fleet/anomalies 5; add fleet/alerts {a}:vibration; "
-        f"rm fleet/alerts {b}:overheat; put config/fleet {{\"mode\": \"eco\"}}")  # fmt: skip
+        f"rm fleet/alerts {b}:overheat; put fleet/mode {{\"mode\": \"eco\"}}")  # fmt: skip
     await cb.inc("fleet/anomalies", 3)
     await cb.add("fleet/alerts", f"{b}:overheat")
     await fleet.client(other).inc("fleet/anomalies", 4)
-    await cb.put("config/fleet", {"mode": "turbo"})
+    await cb.put("fleet/mode", {"mode": "turbo"})
     say(f"    {b} (cloud side): inc fleet/anomalies 3; add fleet/alerts {b}:overheat (seen again); "
-        f"put config/fleet {{\"mode\": \"turbo\"}}")  # fmt: skip
+        f"put fleet/mode {{\"mode\": \"turbo\"}}")  # fmt: skip
     say(f"    {other} (cloud side): inc fleet/anomalies 4")
     acked = f"{cut[2]}:overheat"
     await fleet.client("cloud").rm("fleet/alerts", acked)
@@ -136,10 +142,10 @@ async def both_sides_write(
     want.alerts |= {f"{a}:vibration"}
     want.alerts -= {acked}
     want.fleet_mode = "turbo"
-    await fleet.wait_converged(names=cut)
-    await fleet.wait_converged(names=rest)
+    await fleet.wait_converged(names=cut, prefix=SHARED)
+    await fleet.wait_converged(names=rest, prefix=SHARED)
     say("   Each side agrees within itself; the two sides differ:")
-    say(f"    {grouped(await fleet.digests())}")
+    say(f"    {grouped(await fleet.digests(prefix=SHARED))}")
     seen_a = (await ca.get("fleet/anomalies"))["PNCounter"]
     seen_b = (await cb.get("fleet/anomalies"))["PNCounter"]
     say(f"    fleet/anomalies reads {seen_a} on {a} and {seen_b} on {b}.")
@@ -156,7 +162,7 @@ async def heal(fleet: Fleet, say: Narrator) -> tuple[float, int]:
         say(f"    {elapsed:5.2f} s  {grouped(digests)}   ({verdict})")
 
     fleet.link("r1", "cloud").restore()
-    took = await fleet.wait_converged(on_poll=show)
+    took = await fleet.wait_converged(on_poll=show, prefix=SHARED)
     sent = fleet.bytes_sent - before
     say(f"  Converged {took:.2f} s after the heal; {sent:,} bytes crossed the links meanwhile "
         f"({fleet.bytes_sent:,} over the whole run, TLS included).")  # fmt: skip
@@ -166,7 +172,7 @@ async def heal(fleet: Fleet, say: Narrator) -> tuple[float, int]:
 async def show_merge(
     fleet: Fleet, edges: list[str], want: Expected, say: Narrator
 ) -> tuple[dict[str, Any], list[str]]:
-    keys = ("fleet/anomalies", "fleet/alerts", "config/fleet")
+    keys = ("fleet/anomalies", "fleet/alerts", "fleet/mode")
     at_cloud = {k: await fleet.client("cloud").get(k) for k in keys}
     at_edge = {k: await fleet.client(edges[0]).get(k) for k in keys}
     say(f"\n4. What every replica holds now (read on cloud and on {edges[0]}: "
@@ -177,8 +183,8 @@ async def show_merge(
     say("        an add-wins set: the cloud side's new sighting of an alert beats the concurrent")
     say("        remove on the cut-off side; the alert the operator removed after seeing it")
     say("        stays removed everywhere.")
-    register = json.dumps(at_cloud["config/fleet"].get("LWWRegister"))
-    say(f"    config/fleet    = {register}")
+    register = json.dumps(at_cloud["fleet/mode"].get("LWWRegister"))
+    say(f"    fleet/mode      = {register}")
     say("        a last-writer-wins register: the later write wins (hybrid logical clocks).")
     problems = want.check(at_cloud) + ([] if at_cloud == at_edge else ["cloud and edge differ"])
     if problems:
@@ -187,6 +193,25 @@ async def show_merge(
     else:
         say("  Checked against what the demo wrote: no acknowledged write was lost.")
     return at_cloud, problems
+
+
+async def sensor_reached_cloud(fleet: Fleet, say: Narrator, timeout: float = 20) -> bool:
+    """e1's detections (written on e1 while it was cut off, too) are on the cloud."""
+    keys = (f"{MACHINE}/anomalies", f"{MACHINE}/alerts")
+    deadline = time.monotonic() + timeout
+    while True:
+        on_edge = [await fleet.client("e1").get(k) for k in keys]
+        on_cloud = [await fleet.client("cloud").get(k) for k in keys]
+        if (on_edge == on_cloud and on_edge[0]) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    anomalies = on_cloud[0].get("GCounter", 0)
+    alerts = on_cloud[1].get("AWSet", [])
+    say(f"    {MACHINE}: {anomalies} anomalous windows, {len(alerts)} open alerts on the cloud,")
+    verdict = "the same as on e1" if on_edge == on_cloud else f"but e1 holds {on_edge}"
+    say(f"        {verdict}: e1's sensor conclusions crossed the healed partition;")
+    say("        its raw readings and features stayed on e1 (local/).")
+    return on_edge == on_cloud
 
 
 async def stop_fleet(fleet: Fleet, say: Narrator) -> dict[str, int]:
@@ -208,7 +233,9 @@ async def run(root: Path, edges: int, tls: bool, say: Narrator) -> dict[str, Any
         await both_sides_write(fleet, under, want, say)
         took, sent = await heal(fleet, say)
         values, problems = await show_merge(fleet, names, want, say)
-        digest = next(iter((await fleet.digests()).values()))
+        if not await sensor_reached_cloud(fleet, say):
+            problems.append("e1's sensor conclusions did not reach the cloud")
+        digest = next(iter((await fleet.digests(prefix=SHARED)).values()))
         codes = await stop_fleet(fleet, say)
         total = fleet.bytes_sent
     ok = not problems and all(c == 0 for c in codes.values())

@@ -97,6 +97,7 @@ class Member:
     upstreams: list[str]
     log: Path
     peers: list[str] = field(default_factory=list)  # edges it peers with (--peer)
+    extra: list[str] = field(default_factory=list)  # more daemon flags
     process: asyncio.subprocess.Process | None = None
     links: dict[str, Link] = field(default_factory=dict)  # by the member it dials
 
@@ -147,12 +148,19 @@ class Fleet:
     # ---- members --------------------------------------------------------------------
 
     async def start(
-        self, name: str, role: str, upstreams: Iterable[str] = (), peers: Iterable[str] = ()
+        self,
+        name: str,
+        role: str,
+        upstreams: Iterable[str] = (),
+        peers: Iterable[str] = (),
+        extra: Iterable[str] = (),
     ) -> Member:
-        """Start (or restart) ``name``; it dials ``upstreams`` and ``peers`` (members)."""
+        """Start (or restart) ``name``; it dials ``upstreams`` and ``peers`` (members);
+        ``extra`` are more daemon flags (kept for restarts)."""
         member = self.members.get(name)
         if member is None:
             member = await self._add(name, role, list(upstreams), list(peers))
+            member.extra = list(extra)
         if member.process is not None and member.process.returncode is None:
             raise FleetError(f"{name} is already running")
         command = [*self.network.command_prefix(name), sys.executable, "-m", "edge_node.cli",
@@ -181,6 +189,7 @@ class Fleet:
                 "--reconnect-max-ms", str(self.reconnect_max_ms)]  # fmt: skip
         for other, link in member.links.items():
             args += ["--upstream" if other in member.upstreams else "--peer", link.address]
+        args += member.extra
         if self.tls_dir is None:
             return [*args, "--insecure"]
         return [*args, "--tls-dir", str(self.tls_dir)]
@@ -262,9 +271,10 @@ class Fleet:
             self._clients[name] = Client(self.members[name].address, tls_dir=self.tls_dir)
         return self._clients[name]
 
-    async def digests(self, names: Iterable[str] | None = None) -> dict[str, str]:
+    async def digests(self, names: Iterable[str] | None = None, prefix: str = "") -> dict[str, str]:
+        """Each member's digest of its state under ``prefix`` (all but local/ by default)."""
         chosen = list(self.members) if names is None else list(names)
-        statuses = await asyncio.gather(*(self.client(n).status() for n in chosen))
+        statuses = await asyncio.gather(*(self.client(n).status(prefix) for n in chosen))
         return {n: str(s["digest"]) for n, s in zip(chosen, statuses, strict=True)}
 
     async def wait_converged(
@@ -273,11 +283,12 @@ class Fleet:
         names: Iterable[str] | None = None,
         on_poll: Callable[[float, dict[str, str]], Awaitable[None] | None] = lambda t, d: None,
         interval: float = 0.25,
+        prefix: str = "",
     ) -> float:
         """Poll digests until they are all equal; returns the seconds it took."""
         started = time.monotonic()
         while True:
-            digests = await self.digests(names)
+            digests = await self.digests(names, prefix)
             elapsed = time.monotonic() - started
             shown = on_poll(elapsed, digests)
             if shown is not None:

@@ -18,7 +18,7 @@ def test_demo_converges_loses_nothing_and_stops_cleanly() -> None:
     summary = json.loads(done.stdout)
     assert summary["ok"] and summary["problems"] == []
     assert summary["values"]["fleet/anomalies"] == {"PNCounter": 22}
-    assert summary["values"]["config/fleet"] == {"LWWRegister": {"mode": "turbo"}}
+    assert summary["values"]["fleet/mode"] == {"LWWRegister": {"mode": "turbo"}}
     assert set(summary["exit_codes"]) == {"cloud", "r1", "r2", "e1", "e2", "e3", "e4"}
     assert set(summary["exit_codes"].values()) == {0}
     assert 0 < summary["bytes_during_heal"] < summary["bytes_total"]
@@ -29,6 +29,6 @@ def test_expected_reports_a_lost_write() -> None:
     values: dict[str, dict[str, object]] = {
         "fleet/anomalies": {"PNCounter": 2},
         "fleet/alerts": {"AWSet": ["a"]},
-        "config/fleet": {"LWWRegister": {"mode": "eco"}},
+        "fleet/mode": {"LWWRegister": {"mode": "eco"}},
     }
     assert want.check(values) == ["fleet/anomalies is {'PNCounter': 2}, not 3"]
