@@ -101,11 +101,10 @@ def _elements(args: argparse.Namespace, field: str) -> dict[str, Any]:
 
 
 def _values(args: argparse.Namespace) -> dict[str, Any]:
-    from edge_node.client_service import type_name
+    from edge_node.client import values_of
     from sync.adapters.pb import client_pb2
 
-    reply = _stub(args).Get(client_pb2.GetRequest(key=args.key), timeout=30)
-    return {type_name(v.type): json.loads(v.json) for v in reply.values}
+    return values_of(_stub(args).Get(client_pb2.GetRequest(key=args.key), timeout=30).values)
 
 
 def _get(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,22 +134,18 @@ def _keys(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace) -> dict[str, Any]:
+    from edge_node.client import status_of
     from sync.adapters.pb import client_pb2
 
-    s = _stub(args).Status(client_pb2.StatusRequest(prefix=args.prefix), timeout=30)
-    return {
-        "id": s.id, "role": s.role, "epoch": s.epoch,
-        "version_vector": dict(sorted(s.version_vector.items())), "digest": s.digest,
-        "peers": [{"address": p.address, "connected": p.connected, "lag": p.lag} for p in s.peers],
-    }  # fmt: skip
+    return status_of(_stub(args).Status(client_pb2.StatusRequest(prefix=args.prefix), timeout=30))
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from edge_node.client_service import type_name
+    from edge_node.client import values_of
     from sync.adapters.pb import client_pb2
 
     for change in _stub(args).Watch(client_pb2.WatchRequest(prefix=args.prefix)):
-        values = {type_name(v.type): json.loads(v.json) for v in change.values}
+        values = values_of(change.values)
         line = {"key": change.key, "values": values}
         print(json.dumps(line) if args.json else f"{change.key} {_plain(values)}", flush=True)
     return 0

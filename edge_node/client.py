@@ -26,6 +26,20 @@ def channel_credentials(tls_dir: Path) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(material.ca, material.key, material.cert)
 
 
+def values_of(values: Any) -> dict[str, Any]:
+    """{type name: value} from the ``Value`` messages of a Get reply or a Change."""
+    return {type_name(v.type): json.loads(v.json) for v in values}
+
+
+def status_of(s: Any) -> dict[str, Any]:
+    """The contract's ``status --json`` object from a ``StatusReply``."""
+    return {
+        "id": s.id, "role": s.role, "epoch": s.epoch,
+        "version_vector": dict(sorted(s.version_vector.items())), "digest": s.digest,
+        "peers": [{"address": p.address, "connected": p.connected, "lag": p.lag} for p in s.peers],
+    }  # fmt: skip
+
+
 class Client:
     """One channel to one daemon; ``async with Client(...)`` closes it."""
 
@@ -73,16 +87,12 @@ class Client:
     async def get(self, key: str) -> dict[str, Any]:
         """{type name: value} for each type present at ``key``; empty if none."""
         reply = await self._stub.Get(client_pb2.GetRequest(key=key), timeout=30)
-        return {type_name(v.type): json.loads(v.json) for v in reply.values}
+        return values_of(reply.values)
 
     async def status(self, prefix: str = "") -> dict[str, Any]:
-        s = await self._stub.Status(client_pb2.StatusRequest(prefix=prefix), timeout=30)
-        return {
-            "id": s.id, "role": s.role, "epoch": s.epoch,
-            "version_vector": dict(sorted(s.version_vector.items())), "digest": s.digest,
-            "peers": [{"address": p.address, "connected": p.connected, "lag": p.lag}
-                      for p in s.peers],
-        }  # fmt: skip
+        return status_of(
+            await self._stub.Status(client_pb2.StatusRequest(prefix=prefix), timeout=30)
+        )
 
     async def _update(self, key: str, **op: Any) -> str:
         """Apply one typed write; returns the digest of the node's state after it."""
