@@ -35,7 +35,7 @@ from typing import Any
 
 import grpc
 
-from sim.fleet import Fleet, LoopbackNetwork, Network
+from sim.fleet import Fleet, LoopbackNetwork, Network, edges_under_hubs, start_tree
 from sim.netns import NamespaceNetwork, can_use_namespaces, sweep_leftovers
 from sim.wire import Faults
 
@@ -50,8 +50,7 @@ class Topology:
     edges: int = 4
 
     def under(self) -> dict[str, str]:
-        half = self.edges // 2
-        return {f"e{i + 1}": "r1" if i < half else "r2" for i in range(self.edges)}
+        return edges_under_hubs(self.edges)
 
     def bridge(self) -> tuple[str, str]:
         """Two edges of different regions that peer with each other."""
@@ -83,16 +82,6 @@ class Outcome:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
-
-
-async def start_fleet(fleet: Fleet, topo: Topology) -> None:
-    await fleet.start("cloud", "cloud")
-    for hub in ("r1", "r2"):
-        await fleet.start(hub, "regional", ["cloud"])
-    left, right = topo.bridge()
-    for edge, hub in topo.under().items():
-        await fleet.start(edge, "edge", [hub], peers=[left] if edge == right else [])
-    await fleet.wait_serving(timeout=90)
 
 
 async def attempt(write: Awaitable[Any]) -> bool:
@@ -287,7 +276,8 @@ async def run_seed(
 ) -> Outcome:
     rng = random.Random(seed)
     async with Fleet(root, network=network, reconnect_max_ms=1000) as fleet:
-        await start_fleet(fleet, topo)
+        left, right = topo.bridge()
+        await start_tree(fleet, topo.edges, peers={right: [left]}, timeout=90)
         histories = {edge: History() for edge in topo.under()}
         stop = asyncio.Event()
         writers = [asyncio.create_task(writer(fleet, e, h, stop)) for e, h in histories.items()]

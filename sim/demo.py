@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sim.fleet import Fleet
+from sim.fleet import Fleet, start_tree
 
 ROLE_TEXT = {"cloud": "cloud hub", "regional": "regional hub", "edge": "edge node"}
 SHARED = "fleet/"  # what the demo writes; digests cover it (the sensor writes under machines/)
@@ -73,13 +73,7 @@ def grouped(digests: dict[str, str]) -> str:
 async def start_fleet(fleet: Fleet, edges: int, say: Narrator) -> dict[str, str]:
     """Start the topology; returns each edge's regional hub."""
     started = time.monotonic()
-    await fleet.start("cloud", "cloud")
-    for hub in ("r1", "r2"):
-        await fleet.start(hub, "regional", ["cloud"])
-    under = {f"e{i + 1}": "r1" if i < edges // 2 else "r2" for i in range(edges)}
-    for edge, hub in under.items():
-        await fleet.start(edge, "edge", [hub], extra=SENSOR if edge == "e1" else [])
-    await fleet.wait_serving()
+    under = await start_tree(fleet, edges, extra={"e1": SENSOR})
     transport = "mutual TLS, certificates from a fresh CA" if fleet.tls_dir else "plain text"
     say(f"A fleet of {len(fleet.members)} daemons on loopback ({transport}), data in {fleet.root}:")
     for m in fleet.members.values():

@@ -298,3 +298,30 @@ class Fleet:
             if elapsed > timeout:
                 raise FleetError(f"no convergence within {timeout} s: {digests}")
             await asyncio.sleep(interval)
+
+
+def edges_under_hubs(edges: int) -> dict[str, str]:
+    """Edges ``e1..eN``, the first half under regional hub r1, the rest under r2."""
+    return {f"e{i + 1}": "r1" if i < edges // 2 else "r2" for i in range(edges)}
+
+
+async def start_tree(
+    fleet: Fleet,
+    edges: int,
+    *,
+    peers: dict[str, list[str]] | None = None,
+    extra: dict[str, list[str]] | None = None,
+    timeout: float = 60,
+) -> dict[str, str]:
+    """A cloud hub, regional hubs r1 and r2 under it, and ``edges`` edges under them,
+    all serving; ``peers`` and ``extra`` add an edge's peer links and daemon flags.
+    Returns each edge's regional hub."""
+    peers, extra = peers or {}, extra or {}
+    await fleet.start("cloud", "cloud")
+    for hub in ("r1", "r2"):
+        await fleet.start(hub, "regional", ["cloud"])
+    under = edges_under_hubs(edges)
+    for edge, hub in under.items():
+        await fleet.start(edge, "edge", [hub], peers.get(edge, []), extra.get(edge, []))
+    await fleet.wait_serving(timeout)
+    return under

@@ -16,19 +16,10 @@ from pathlib import Path
 
 import grpc
 
-from sim.fleet import Fleet
+from sim.fleet import Fleet, edges_under_hubs, start_tree
 from sync.adapters.pb import client_pb2, client_pb2_grpc
 
-EDGES = {"e1": "r1", "e2": "r1", "e3": "r2", "e4": "r2"}
-
-
-async def start_hierarchy(fleet: Fleet) -> None:
-    await fleet.start("cloud", "cloud")
-    for hub in ("r1", "r2"):
-        await fleet.start(hub, "regional", ["cloud"])
-    for edge, hub in EDGES.items():
-        await fleet.start(edge, "edge", [hub])
-    await fleet.wait_serving()
+EDGES = edges_under_hubs(4)
 
 
 async def writer(fleet: Fleet, edge: str, count: int, acked: list[str]) -> None:
@@ -59,7 +50,7 @@ async def nemesis(fleet: Fleet, rng: random.Random, stop: asyncio.Event) -> int:
 def test_cut_and_restored_links_under_load_lose_no_acknowledged_write(tmp_path: Path) -> None:
     async def main() -> None:
         async with Fleet(tmp_path, tls=False, reconnect_max_ms=500) as fleet:
-            await start_hierarchy(fleet)
+            await start_tree(fleet, len(EDGES))
             acked: dict[str, list[str]] = {edge: [] for edge in EDGES}
             stop = asyncio.Event()
             chaos = asyncio.create_task(nemesis(fleet, random.Random(7), stop))
