@@ -64,6 +64,9 @@ class Network(Protocol):
 class LoopbackNetwork:
     """Every member on 127.0.0.1; each link through a ``LinkProxy``."""
 
+    def __init__(self) -> None:
+        self.proxies: list[LinkProxy] = []
+
     def __repr__(self) -> str:
         return "LoopbackNetwork()"
 
@@ -76,9 +79,6 @@ class LoopbackNetwork:
         await proxy.start()
         self.proxies.append(proxy)
         return proxy
-
-    def __init__(self) -> None:
-        self.proxies: list[LinkProxy] = []
 
     def command_prefix(self, member: str) -> list[str]:
         return []
@@ -212,8 +212,10 @@ class Fleet:
     async def stop(self, name: str, timeout: float = 20) -> int:
         """SIGTERM, then wait; returns the exit status."""
         process = self.members[name].process
-        if process is None or process.returncode is not None:
-            return process.returncode if process and process.returncode is not None else 0
+        if process is None:
+            return 0  # never started
+        if process.returncode is not None:
+            return process.returncode
         process.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
         process.send_signal(signal.SIGTERM)
         try:

@@ -83,7 +83,6 @@ class NamespaceNetwork:
         self.switch.start()
         self.index: dict[str, int] = {}
         self.links = 0
-        self.sweep = [self.tag]
 
     def __repr__(self) -> str:
         return f"NamespaceNetwork({self.tag}, {sorted(self.index)})"
@@ -153,6 +152,6 @@ def sweep_leftovers(tag: str = PREFIX) -> list[str]:
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=False)
     for line in links.stdout.splitlines():
         name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
-        if name.startswith(tag.replace("-", "")) or name.startswith(tag):
+        if name.startswith(tag):  # root-side veth ends carry the run's tag
             subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
     return removed
