@@ -5,46 +5,25 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-from sim.fleet import free_port
-
-CLI = [sys.executable, "-m", "edge_node.cli"]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, check=False)
-
-
-def wait_serving(address: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    for _ in range(300):
-        if run_cli("status", "--at", address, "--insecure").returncode == 0:
-            return
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.1)
-    raise AssertionError(f"the node did not start: {log.read_text()}")
+from test_daemons import CLI, Fleet, cli, free_port
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("node")
-    address = f"127.0.0.1:{free_port()}"
-    with (root / "log").open("w") as log:
-        proc = subprocess.Popen(
-            [*CLI, "node", "--id", "n1", "--data", str(root / "n1"), "--listen", address,
-             "--insecure"], stdout=log, stderr=log,
-        )  # fmt: skip
+    fleet = Fleet(tmp_path_factory.mktemp("node"))
+    address = fleet.start("n1", "node")
     try:
-        wait_serving(address, proc, root / "log")
+        fleet.wait_ready()
         yield address
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert fleet.stop("n1") == 0
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return cli(*args, check=False)
 
 
 def ask(node: str, *args: str, code: int = 0) -> str:

@@ -109,6 +109,15 @@ def restart(
     net.add(name, storage=LMDBStorage(tmp_path / name), config=config)
 
 
+def assert_everywhere(net: MemoryNetwork, config: str, count: int) -> None:
+    """Every replica holds the register and counter values, and all are equal."""
+    for name in ("a", "b", "c"):
+        r = net.nodes[name].replica
+        assert r.get("config", LWWRegister).value() == config  # type: ignore[union-attr]
+        assert r.get("count", PNCounter).value() == count  # type: ignore[union-attr]
+    assert len(set(net.digests().values())) == 1
+
+
 def relink(net: MemoryNetwork, name: str) -> None:
     for peer in list(net.nodes):
         if peer != name:
@@ -128,11 +137,7 @@ def test_wiped_store_takes_a_new_epoch_and_loses_no_later_write(tmp_path: Path) 
     write(net, "a", "config", "after-wipe")  # written before it meets any peer
     bump(net, "a", "count", 10)
     relink(net, "a")
-    for name in ("a", "b", "c"):
-        r = net.nodes[name].replica
-        assert r.get("config", LWWRegister).value() == "after-wipe"  # type: ignore[union-attr]
-        assert r.get("count", PNCounter).value() == 15  # type: ignore[union-attr]
-    assert len(set(net.digests().values())) == 1
+    assert_everywhere(net, config="after-wipe", count=15)
 
 
 def test_restored_older_copy_takes_a_new_epoch_once_peers_show_it_is_behind(
@@ -159,11 +164,7 @@ def test_restored_older_copy_takes_a_new_epoch_once_peers_show_it_is_behind(
     write(net, "a", "config", "after-restore")
     bump(net, "a", "count", 10)
     net.run()
-    for name in ("a", "b", "c"):
-        r = net.nodes[name].replica
-        assert r.get("config", LWWRegister).value() == "after-restore"  # type: ignore[union-attr]
-        assert r.get("count", PNCounter).value() == 14  # type: ignore[union-attr]
-    assert len(set(net.digests().values())) == 1
+    assert_everywhere(net, config="after-restore", count=14)
 
 
 def test_restored_copy_started_with_new_epoch_loses_no_write_made_before_contact(
@@ -186,8 +187,4 @@ def test_restored_copy_started_with_new_epoch_loses_no_write_made_before_contact
     write(net, "a", "config", "after-restore")  # before any peer could say it is behind
     bump(net, "a", "count", 10)
     relink(net, "a")
-    for name in ("a", "b", "c"):
-        r = net.nodes[name].replica
-        assert r.get("config", LWWRegister).value() == "after-restore"  # type: ignore[union-attr]
-        assert r.get("count", PNCounter).value() == 14  # type: ignore[union-attr]
-    assert len(set(net.digests().values())) == 1
+    assert_everywhere(net, config="after-restore", count=14)
