@@ -40,15 +40,25 @@ def status_of(s: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
+# gRPC's default reconnect backoff grows to 120 s: a client that saw its daemon restart would
+# fail every call for minutes after the daemon is back. A local daemon is worth retrying often.
+RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
 class Client:
     """One channel to one daemon; ``async with Client(...)`` closes it."""
 
     def __init__(self, address: str, *, tls_dir: Path | None = None) -> None:
         self.address = address
         if tls_dir is None:
-            self._channel = grpc.aio.insecure_channel(address)
+            self._channel = grpc.aio.insecure_channel(address, options=RECONNECT_OPTIONS)
         else:
-            self._channel = grpc.aio.secure_channel(address, channel_credentials(tls_dir))
+            credentials = channel_credentials(tls_dir)
+            self._channel = grpc.aio.secure_channel(address, credentials, options=RECONNECT_OPTIONS)
         self._stub = client_pb2_grpc.ClientStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
