@@ -66,9 +66,11 @@ class MqttSource(Source):
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self._windowers: dict[str, Windower] = {}
         self._buffer: WindowBuffer | None = None
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker acknowledged the subscription: live
         self.messages = self.malformed = self.connects = 0
 
     def run(self, buffer: WindowBuffer, stop: threading.Event) -> None:
@@ -94,7 +96,15 @@ class MqttSource(Source):
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:  # fmt: skip
         self.connected.clear()
+        self.subscribed.clear()
         log.info("mqtt disconnected", extra={"broker": self.name, "reason": str(reason)})
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:  # fmt: skip
+        if any(reason.is_failure for reason in reasons):
+            log.warning("mqtt subscription refused", extra={"broker": self.name})
+            return
+        self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self.messages += 1

@@ -87,8 +87,7 @@ def test_windows_arrive_from_json_and_binary_payloads_and_garbage_is_counted(
     runner.start()
     client = publisher(broker.port)
     try:
-        until(source.connected.is_set, "the source to connect")
-        time.sleep(0.2)  # let the subscription settle before the first publish
+        until(source.subscribed.is_set, "the broker to acknowledge the subscription")
         samples = np.random.default_rng(1).standard_normal(512).astype(np.float32)
         publish(client, "factory/press-3/vib", encode_json("vibration", 100.0, 4000.0, samples))
         publish(client, "factory/press-3/vib", b"{not json")
@@ -105,10 +104,10 @@ def test_windows_arrive_from_json_and_binary_payloads_and_garbage_is_counted(
         broker.stop()  # the broker goes away; the source reconnects with backoff
         until(lambda: not source.connected.is_set(), "the source to notice")
         broker.start()
-        until(lambda: source.connects == 2, "the source to reconnect and resubscribe")
+        until(lambda: source.connects == 2, "the source to reconnect")
+        until(source.subscribed.is_set, "the source to resubscribe")
         client.loop_stop()
         client = publisher(broker.port)
-        time.sleep(0.2)
         publish(client, "factory/press-3/vib", encode_binary("vibration", 300.0, 4000.0, samples))
         until(lambda: len(buffer) == 2, "windows after the reconnect")
     finally:
