@@ -7,7 +7,10 @@ A link carries, in both directions:
   back behind what its peers saw of it;
 - ``Deltas``: a delta interval ``[start, end)`` of the sender's log, as an encoded
   ``Keyspace`` (with room for a signature);
-- ``Ack``: the receiver applied (and persisted) that interval.
+- ``Ack``: the receiver applied (and persisted) that interval;
+- ``Resume``: answering each Hello, how far into the peer's log the receiver's store
+  goes, so that a peer whose acknowledged deltas a restored store lost sends them
+  again; ``CaughtUp`` moves that position past a finished digest catch-up.
 
 Every message is ``u8 version | u8 kind | fields``. ``decode_message`` refuses an
 oversized, truncated, malformed or unknown message with ``ProtocolError`` and
@@ -109,7 +112,27 @@ class PushAck:
     chunk: int
 
 
-Message = Hello | Deltas | Ack | Expand | Fingerprints | ListItems | Items | Push | PushAck
+# ---- positions in the peer's log, persisted by the receiver ---------------------------
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The sender's store holds the receiver's log below ``next_seq`` (0: none of it)."""
+
+    next_seq: int
+
+
+@dataclass(frozen=True)
+class CaughtUp:
+    """A finished catch-up gave the receiver the sender's log below ``next_seq``."""
+
+    next_seq: int
+
+
+Message = (
+    Hello | Deltas | Ack | Resume | CaughtUp
+    | Expand | Fingerprints | ListItems | Items | Push | PushAck
+)  # fmt: skip
 
 # Field layouts of the catch-up messages: u = uvarint, ns = sorted uvarints (delta
 # coded), f4/f6 = fixed 4/6-byte big-endian lists, q = fixed 8 bytes, b = blob.
@@ -120,6 +143,8 @@ _LAYOUTS: dict[type, tuple[int, tuple[str, ...]]] = {
     Items: (7, ("u", "u", "ns", "f6", "f4")),
     Push: (8, ("u", "u", "b")),
     PushAck: (9, ("u", "u")),
+    Resume: (10, ("u",)),
+    CaughtUp: (11, ("u",)),
 }
 _BY_KIND = {kind: cls for cls, (kind, _) in _LAYOUTS.items()}
 

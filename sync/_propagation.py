@@ -63,6 +63,9 @@ class PeerProgress:
     inflight: dict[tuple[int, int], int] = field(default_factory=dict)  # interval -> sent at
     done: set[tuple[int, int]] = field(default_factory=set)  # acked, beyond ``acked``
     behind: bool = False  # the size bound dropped an entry it had not acknowledged
+    # The end of the furthest interval the peer acknowledged receiving (or caught up
+    # to) since we started; ``acked`` also covers intervals that held nothing for it.
+    delivered: int = 0
 
 
 class DeltaLog:
@@ -133,7 +136,16 @@ class DeltaLog:
         """``peer`` is being sent the whole state as of ``seq``: resume from there."""
         progress = self.peers[peer]
         progress.acked = progress.sent = seq
+        progress.delivered = max(progress.delivered, seq)
         progress.behind = False
+        progress.inflight.clear()
+        progress.done.clear()
+
+    def rewind(self, peer: str, seq: int) -> None:
+        """``peer`` lost what it acknowledged from ``seq`` on: send it again from there."""
+        progress = self.peers[peer]
+        progress.acked = progress.sent = min(progress.acked, seq)
+        progress.delivered = min(progress.delivered, seq)
         progress.inflight.clear()
         progress.done.clear()
 

@@ -30,6 +30,7 @@ from sync._keyspace import Key, Keyspace, parse_storage_key, storage_key
 from sync._messages import (
     DEFAULT_MAX_MESSAGE,
     Ack,
+    CaughtUp,
     Deltas,
     Expand,
     Fingerprints,
@@ -40,6 +41,7 @@ from sync._messages import (
     ProtocolError,
     Push,
     PushAck,
+    Resume,
     decode_message,
     encode_message,
 )
@@ -92,6 +94,8 @@ class Link:
     # say it is, and whether it may only send updates it made itself (an edge).
     certified_node: str | None = None
     own_writes_only: bool = False
+    resumed: bool = False  # the peer said how far into our log its store goes
+    resume_sent: bool = False  # we said how far into the peer's log ours goes
 
 
 def actor_name(node_id: str, epoch: int) -> str:
@@ -122,6 +126,10 @@ class Replica:
         )
         self.links: dict[str, Link] = {}
         self.acked_at_open: dict[str, int] = {}
+        # Per peer, the end of the furthest stretch of its log merged here: persisted
+        # with the merge, and told to the peer on each of its Hellos (see _on_resume).
+        self.received: dict[str, int] = {}
+        self.rewinds = 0  # peers found to have lost deltas they had acknowledged
         self.tree = DigestTree()  # fingerprints of the state as of the last ready()
         self.catchups: dict[str, tuple[str, CatchUp]] = {}  # remote -> (link, session)
         self._sessions = 0
@@ -175,6 +183,7 @@ class Replica:
             self.log.append(Keyspace.decode(payload), origin, len(payload), payload)
             last = seq
         self.acked_at_open = storage.acks()
+        self.received = storage.received()
         self.log.next_seq = max(last + 1, max(self.acked_at_open.values(), default=1), 1)
         # Changes before the oldest logged entry (or all, if none is logged) are only in
         # the state: a peer that needs them is caught up from it.
@@ -294,11 +303,13 @@ class Replica:
         )
         self._hello(link)
 
-    def _hello(self, link: str) -> None:
+    def _hello(self, link: str, ask: bool = False) -> None:
+        """Introduce ourselves; ``knows_you=False`` (always, if ``ask``) asks for an answer."""
         state = self.links[link]
         state.hello_sent_at = self.clock()
         progress = self.keyspace.actor_progress()
-        hello = Hello(self.node_id, self.epoch, progress, knows_you=state.remote is not None)
+        knows_you = state.remote is not None and not ask
+        hello = Hello(self.node_id, self.epoch, progress, knows_you=knows_you)
         self._outbox.append((link, encode_message(hello)))
 
     def disconnect(self, link: str) -> None:
@@ -321,9 +332,15 @@ class Replica:
             return
         remote = self.links[link].remote
         if remote is None:
+            if isinstance(msg, Resume):
+                return  # it overtook the peer's Hello; our next Hello asks for it again
             raise ProtocolError(f"{type(msg).__name__} before Hello on link {link!r}")
         if isinstance(msg, Deltas):
             self._on_deltas(link, remote, msg)
+        elif isinstance(msg, Resume):
+            self._on_resume(link, remote, msg)
+        elif isinstance(msg, CaughtUp):
+            self._advance_received(remote, msg.next_seq)
         elif isinstance(msg, Ack):
             self._on_ack(remote, msg)
         elif isinstance(msg, Expand | ListItems | Push):
@@ -345,18 +362,55 @@ class Replica:
         remote = actor_name(hello.node_id, hello.epoch)
         state = self.links[link]
         if state.remote != remote:  # this link's first Hello from this peer
-            if state.remote is not None:
-                self.log.forget(state.remote)  # the peer restarted with a new epoch
+            if state.remote is not None:  # the peer restarted with a new epoch
+                self.log.forget(state.remote)
+                self.catchups.pop(state.remote, None)  # else it would retry for good
             if remote in self.log.peers:
                 self.log.reset_sent(remote)  # what was in flight before is presumed lost
             state.remote = remote
         self.log.track(remote, self.acked_at_open.get(remote, 1))
+        if not (state.resume_sent and hello.knows_you):  # once per link, and when asked
+            state.resume_sent = True
+            resume = Resume(self.received.get(remote, 1))
+            self._outbox.append((link, encode_message(resume)))
         if not hello.knows_you:  # it has not heard from us (our Hello may be lost)
             self._hello(link)
 
     def _on_deltas(self, link: str, remote: str, msg: Deltas) -> None:
         self._merge_from(link, remote, msg.payload)
+        self._advance_received(remote, msg.end)
         self._outbox.append((link, encode_message(Ack(msg.start, msg.end))))
+
+    def _advance_received(self, remote: str, end: int) -> None:
+        """This store now goes up to ``end`` into ``remote``'s log.
+
+        A gap below ``end`` is an interval that held nothing for us (the peer
+        acknowledges those itself) or, in the simulator's reordering network, one
+        still on its way, which the peer resends until we acknowledge it.
+        """
+        if end > self.received.get(remote, 1):
+            self.received[remote] = self._batch.received[remote] = end
+
+    def _on_resume(self, link: str, remote: str, msg: Resume) -> None:
+        """The peer's store goes this far into our log: resend what it lost, if anything.
+
+        A peer acknowledges an interval only after persisting it, together with its
+        new position, so its position is never behind its acknowledgements unless its
+        store was restored from an older copy. Then the deltas it acknowledged since
+        that copy are gone from it (and perhaps from our log too, once every peer had
+        acknowledged them): rewind the peer to its position, which resends them, or
+        catches it up by digest if the log no longer holds them. Only the first Resume
+        on a link counts: a store cannot be restored under a live link, and a later one
+        (an answer to a repeated Hello) may predate a catch-up that has since finished.
+        """
+        state = self.links[link]
+        if state.resumed:
+            return
+        state.resumed = True
+        progress = self.log.peers.get(remote)
+        if progress is not None and msg.next_seq < progress.delivered:
+            self.log.rewind(remote, max(msg.next_seq, 1))
+            self.rewinds += 1
 
     def _merge_from(self, link: str, remote: str, payload: bytes) -> None:
         """Merge a Keyspace a peer sent: checked whole first, so bad input changes nothing."""
@@ -419,6 +473,7 @@ class Replica:
         if session.done():
             del self.catchups[remote]
             self.log.caught_up_from(remote, session.start_seq)
+            self._outbox.append((link, encode_message(CaughtUp(session.start_seq))))
             self.last_catch_up = session
 
     def _start_catch_up(self, link: str, remote: str) -> None:
@@ -437,6 +492,9 @@ class Replica:
                 f"(next {self.log.next_seq})"
             )
         self._acknowledged(remote, ack.start, ack.end)
+        progress = self.log.peers.get(remote)
+        if progress is not None:
+            progress.delivered = max(progress.delivered, ack.end)
 
     def _acknowledged(self, remote: str, start: int, end: int) -> None:
         if self.log.acknowledge(remote, start, end):
@@ -449,10 +507,10 @@ class Replica:
         """Mark overdue Hellos and unacknowledged intervals for resending."""
         now = self.clock()
         for link, state in self.links.items():
-            if state.remote is None and overdue(
-                now, state.hello_sent_at, self.config.retransmit_ms
-            ):
-                self._hello(link)
+            # Until the peer has said hello, and where its store stands in our log (the
+            # answer to a Hello), say hello again: either message may have been lost.
+            if not state.resumed and overdue(now, state.hello_sent_at, self.config.retransmit_ms):
+                self._hello(link, ask=True)
         self.log.retransmit_due(now, self.config.retransmit_ms)
         for link, session in self.catchups.values():
             due = session.due(now, self.config.retransmit_ms)

@@ -4,7 +4,10 @@ A store holds opaque bytes in four places: the store's *meta* (format version,
 node id, epoch, whether the last shutdown was clean), the *entries* of the
 replicated map (one per key, sorted by key bytes so a prefix is a range), the
 encoded root *context*, the *delta log* (sequence number to encoded delta) and
-the *acks* (peer to the first sequence number it has not acknowledged).
+the *acks* (peer to the first sequence number it has not acknowledged) and the
+*received* positions (peer to the end of the furthest stretch of its log merged here,
+which it is told on each Hello, so that it resends what a restored copy of this store
+lost).
 
 ``commit`` applies one ``WriteBatch`` atomically and durably: when it returns,
 everything in the batch survives a crash (kill -9, power loss), and if it raises,
@@ -59,6 +62,7 @@ class WriteBatch:
     log_append: list[tuple[int, bytes]] = field(default_factory=list)
     log_drop_below: int | None = None  # delete log entries with seq < this
     acks: dict[str, int] = field(default_factory=dict)
+    received: dict[str, int] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return (
@@ -68,6 +72,7 @@ class WriteBatch:
             and not self.log_append
             and self.log_drop_below is None
             and not self.acks
+            and not self.received
         )
 
     def absorb(self, later: WriteBatch) -> None:
@@ -81,6 +86,7 @@ class WriteBatch:
         if later.log_drop_below is not None:
             self.log_drop_below = max(self.log_drop_below or 0, later.log_drop_below)
         self.acks.update(later.acks)
+        self.received.update(later.received)
 
 
 class Storage(ABC):
@@ -107,12 +113,16 @@ class Storage(ABC):
     def acks(self) -> dict[str, int]: ...
 
     @abstractmethod
+    def received(self) -> dict[str, int]: ...
+
+    @abstractmethod
     def commit(self, batch: WriteBatch) -> None:
         """Apply ``batch`` atomically and durably, or raise and apply nothing.
 
-        Within a batch, log appends happen before ``log_drop_below``. Sequence numbers
-        and acks are in 0 .. 2**64-1 and only grow, so absorbing a later batch into an
-        earlier one commits the same thing as committing both in order.
+        Within a batch, log appends happen before ``log_drop_below``. Sequence
+        numbers, acks and received positions are in 0 .. 2**64-1 and only grow, so
+        absorbing a later batch into an earlier one commits the same thing as
+        committing both in order.
         """
 
     @abstractmethod
@@ -134,6 +144,7 @@ class MemoryStorage(Storage):
         self._context: bytes | None = None
         self._log: dict[int, bytes] = {}
         self._acks: dict[str, int] = {}
+        self._received: dict[str, int] = {}
         self.commits = 0
 
     def meta(self) -> StoreMeta | None:
@@ -153,6 +164,9 @@ class MemoryStorage(Storage):
     def acks(self) -> dict[str, int]:
         return dict(self._acks)
 
+    def received(self) -> dict[str, int]:
+        return dict(self._received)
+
     def commit(self, batch: WriteBatch) -> None:
         if batch.is_empty():
             return
@@ -171,6 +185,7 @@ class MemoryStorage(Storage):
             for seq in [s for s in self._log if s < batch.log_drop_below]:
                 del self._log[seq]
         self._acks.update(batch.acks)
+        self._received.update(batch.received)
         self.commits += 1
 
     def close(self) -> None:

@@ -188,3 +188,29 @@ def test_restored_copy_started_with_new_epoch_loses_no_write_made_before_contact
     bump(net, "a", "count", 10)
     relink(net, "a")
     assert_everywhere(net, config="after-restore", count=14)
+
+
+def test_restored_older_copy_gets_back_what_it_had_received_after_the_copy(
+    tmp_path: Path,
+) -> None:
+    """Found by the simulator (sim/scenarios/rollback-keeps-received-state.scenario)."""
+    net = cluster(tmp_path)
+    write(net, "a", "config", "v1")
+    net.run()
+    restart(net, tmp_path, "a", prepare=lambda: shutil.copytree(tmp_path / "a", tmp_path / "old"))
+    relink(net, "a")
+    for i in range(2, 6):  # a receives, persists and acknowledges these after the copy
+        write(net, "b", "config", f"v{i}")
+        bump(net, "c", "count", 1)
+    net.run()
+    assert all(not n.replica.log.entries for n in net.nodes.values())  # all collected
+
+    def restore() -> None:
+        shutil.rmtree(tmp_path / "a")
+        shutil.copytree(tmp_path / "old", tmp_path / "a")
+
+    restart(net, tmp_path, "a", prepare=restore)
+    assert net.nodes["a"].replica.get("count", PNCounter) is None  # the copy lacks them
+    relink(net, "a")
+    assert net.nodes["b"].replica.rewinds == net.nodes["c"].replica.rewinds == 1
+    assert_everywhere(net, config="v5", count=4)

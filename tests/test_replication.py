@@ -110,7 +110,7 @@ def test_no_back_propagation_and_local_keys_stay_home() -> None:
     assert b.get("local/raw", GCounter) is None
     assert b.get("shared", GCounter) is not None
     # b must not echo a's delta back to a: after a's interval, only acks travel.
-    assert net.stats.delivered == 4 + 2  # hellos, and one interval + its ack
+    assert net.stats.delivered == 4 + 2 + 2  # hellos, resumes, and one interval + its ack
     assert net.stats.bytes_sent > sent_before
 
 
@@ -168,7 +168,7 @@ def test_a_new_link_sends_each_delta_once() -> None:
     net.flush("a")
     deltas = [m for m in net.pending if decode_message(m[2]).__class__ is Deltas]
     net.run()
-    assert len(deltas) == 1 and net.stats.delivered == 4 + 2
+    assert len(deltas) == 1 and net.stats.delivered == 4 + 2 + 2  # hellos, resumes
 
 
 def test_writes_made_before_any_peer_reach_a_peer_that_comes_later() -> None:
@@ -316,7 +316,9 @@ def test_an_edge_catch_up_may_resend_updates_the_hub_already_holds() -> None:
     e1.connect("hub")
     net.flush("e1")
     net.run(max_steps=20_000)  # refused pushes used to keep the network busy forever
-    assert not net.stats.rejected
+    # (This network reorders, so a message may overtake the Hello before it: refused,
+    # and sent again. Only that refusal may appear.)
+    assert all("before Hello" in r for r in net.stats.rejected), net.stats.rejected
     assert len(set(net.digests().values())) == 1
 
 

@@ -5,7 +5,7 @@ On-disk layout (``path`` is a directory)::
     data.mdb, lock.mdb   the LMDB environment (LMDB's own files)
     edgesync.lock        our advisory lock: flock(LOCK_EX) held while open, holds the pid
 
-One environment with four named sub-databases, so a ``WriteBatch`` touching any
+One environment with five named sub-databases, so a ``WriteBatch`` touching any
 of them commits in a single LMDB write transaction (atomic, fsynced on commit):
 
     meta     b"meta"    -> canonical JSON of StoreMeta (sorted keys, no spaces)
@@ -15,6 +15,8 @@ of them commits in a single LMDB write transaction (atomic, fsynced on commit):
     log      seq as big-endian unsigned 8 bytes -> encoded delta (big-endian so
                            byte order is numeric order and a drop is a prefix)
     acks     peer id UTF-8 -> seq as big-endian unsigned 8 bytes
+    received peer id UTF-8 -> seq as big-endian unsigned 8 bytes (a store written
+                           before this sub-database existed gets it, empty, at open)
 
 Meta is JSON rather than a struct so a future build can read ``format_version``
 from a store whose other fields changed, and refuse it with a clear message.
@@ -78,7 +80,7 @@ _PAGE = 4096
 _SEQ = struct.Struct(">Q")
 _META_KEY = b"meta"
 _CONTEXT_KEY = b"context"
-_DB_NAMES = (b"meta", b"entries", b"log", b"acks")
+_DB_NAMES = (b"meta", b"entries", b"log", b"acks", b"received")
 
 
 def _encode_seq(seq: int) -> bytes:
@@ -229,9 +231,9 @@ class LMDBStorage(Storage):
             # One write txn: if the format check raises, it aborts and a foreign
             # store is left exactly as it was (no sub-databases created in it).
             with self._env.begin(write=True) as txn:
-                self._meta_db, self._entries_db, self._log_db, self._acks_db = (
-                    self._env.open_db(name, txn=txn) for name in _DB_NAMES
-                )
+                dbs = [self._env.open_db(name, txn=txn) for name in _DB_NAMES]
+                self._meta_db, self._entries_db, self._log_db, self._acks_db = dbs[:4]
+                self._received_db = dbs[4]
                 _check_format(txn.get(_META_KEY, db=self._meta_db), self.path)
         except lmdb.Error as exc:
             raise StorageError(f"cannot open store at {self.path}: {exc}") from exc
@@ -278,7 +280,13 @@ class LMDBStorage(Storage):
             yield _SEQ.unpack(key)[0], value
 
     def acks(self) -> dict[str, int]:
-        return {key.decode(): _SEQ.unpack(value)[0] for key, value in self._scan(self._acks_db)}
+        return self._positions(self._acks_db)
+
+    def received(self) -> dict[str, int]:
+        return self._positions(self._received_db)
+
+    def _positions(self, db: lmdb._Database) -> dict[str, int]:
+        return {key.decode(): _SEQ.unpack(value)[0] for key, value in self._scan(db)}
 
     def _scan(self, db: lmdb._Database, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Rows whose key starts with ``prefix``, in key order, ``SCAN_CHUNK`` per read txn.
@@ -330,7 +338,8 @@ class LMDBStorage(Storage):
 
     def _validate(self, batch: WriteBatch) -> None:
         limit = self._live_env().max_key_size()
-        keys = [*batch.entries, *(peer.encode() for peer in batch.acks)]
+        peers = [*batch.acks, *batch.received]
+        keys = [*batch.entries, *(peer.encode() for peer in peers)]
         for key in keys:
             if not 0 < len(key) <= limit:
                 raise StorageError(
@@ -339,7 +348,7 @@ class LMDBStorage(Storage):
                 )
         for seq, _ in batch.log_append:
             _encode_seq(seq)
-        for seq in batch.acks.values():
+        for seq in [*batch.acks.values(), *batch.received.values()]:
             _encode_seq(seq)
 
     def _write(self, batch: WriteBatch) -> None:
@@ -359,6 +368,8 @@ class LMDBStorage(Storage):
                 self._drop_log_below(txn, batch.log_drop_below)
             for peer, seq in batch.acks.items():
                 txn.put(peer.encode(), _encode_seq(seq), db=self._acks_db)
+            for peer, seq in batch.received.items():
+                txn.put(peer.encode(), _encode_seq(seq), db=self._received_db)
 
     def _drop_log_below(self, txn: lmdb.Transaction[bytes], bound: int) -> None:
         if bound <= 0:
