@@ -125,6 +125,21 @@ def relink(net: MemoryNetwork, name: str) -> None:
     net.run()
 
 
+def cluster_with_a_copy_of_a(tmp_path: Path) -> MemoryNetwork:
+    """A cluster in which "a" wrote once, then was stopped and copied to ``old``."""
+    net = cluster(tmp_path)
+    write(net, "a", "config", "v1")
+    net.run()
+    restart(net, tmp_path, "a", prepare=lambda: shutil.copytree(tmp_path / "a", tmp_path / "old"))
+    relink(net, "a")
+    return net
+
+
+def restore_copy(tmp_path: Path) -> None:
+    shutil.rmtree(tmp_path / "a")
+    shutil.copytree(tmp_path / "old", tmp_path / "a")
+
+
 def test_wiped_store_takes_a_new_epoch_and_loses_no_later_write(tmp_path: Path) -> None:
     net = cluster(tmp_path)
     for i in range(5):
@@ -143,22 +158,14 @@ def test_wiped_store_takes_a_new_epoch_and_loses_no_later_write(tmp_path: Path) 
 def test_restored_older_copy_takes_a_new_epoch_once_peers_show_it_is_behind(
     tmp_path: Path,
 ) -> None:
-    net = cluster(tmp_path)
-    write(net, "a", "config", "v1")
-    net.run()
-    restart(net, tmp_path, "a", prepare=lambda: shutil.copytree(tmp_path / "a", tmp_path / "old"))
-    relink(net, "a")
+    net = cluster_with_a_copy_of_a(tmp_path)
     for i in range(2, 6):
         write(net, "a", "config", f"v{i}")
         bump(net, "a", "count", 1)
     net.run()
     old_actor = net.nodes["a"].replica.actor
 
-    def restore() -> None:
-        shutil.rmtree(tmp_path / "a")
-        shutil.copytree(tmp_path / "old", tmp_path / "a")
-
-    restart(net, tmp_path, "a", prepare=restore)
+    restart(net, tmp_path, "a", prepare=lambda: restore_copy(tmp_path))
     relink(net, "a")
     assert net.nodes["a"].replica.actor != old_actor  # peers had seen more of it
     write(net, "a", "config", "after-restore")
@@ -179,11 +186,13 @@ def test_restored_copy_started_with_new_epoch_loses_no_write_made_before_contact
         bump(net, "a", "count", 1)
     net.run()
 
-    def restore() -> None:
-        shutil.rmtree(tmp_path / "a")
-        shutil.copytree(tmp_path / "old", tmp_path / "a")
-
-    restart(net, tmp_path, "a", prepare=restore, config=ReplicaConfig(new_epoch=True))
+    restart(
+        net,
+        tmp_path,
+        "a",
+        prepare=lambda: restore_copy(tmp_path),
+        config=ReplicaConfig(new_epoch=True),
+    )
     write(net, "a", "config", "after-restore")  # before any peer could say it is behind
     bump(net, "a", "count", 10)
     relink(net, "a")
@@ -194,22 +203,14 @@ def test_restored_older_copy_gets_back_what_it_had_received_after_the_copy(
     tmp_path: Path,
 ) -> None:
     """Found by the simulator (sim/scenarios/rollback-keeps-received-state.scenario)."""
-    net = cluster(tmp_path)
-    write(net, "a", "config", "v1")
-    net.run()
-    restart(net, tmp_path, "a", prepare=lambda: shutil.copytree(tmp_path / "a", tmp_path / "old"))
-    relink(net, "a")
+    net = cluster_with_a_copy_of_a(tmp_path)
     for i in range(2, 6):  # a receives, persists and acknowledges these after the copy
         write(net, "b", "config", f"v{i}")
         bump(net, "c", "count", 1)
     net.run()
     assert all(not n.replica.log.entries for n in net.nodes.values())  # all collected
 
-    def restore() -> None:
-        shutil.rmtree(tmp_path / "a")
-        shutil.copytree(tmp_path / "old", tmp_path / "a")
-
-    restart(net, tmp_path, "a", prepare=restore)
+    restart(net, tmp_path, "a", prepare=lambda: restore_copy(tmp_path))
     assert net.nodes["a"].replica.get("count", PNCounter) is None  # the copy lacks them
     relink(net, "a")
     assert net.nodes["b"].replica.rewinds == net.nodes["c"].replica.rewinds == 1
