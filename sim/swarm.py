@@ -19,12 +19,10 @@ from sim.topology import Topology
 FAULT_KINDS = (
     "packet", "partition", "stall", "crash", "wipe", "pause", "clock", "wipe-hub", "rollback",
 )  # fmt: skip
-# Left out of the default mix while their findings (sim/findings/) are open: a hub
-# wiped while only edges hold the other copies of its writes leaves those writes
-# stranded (edges do not relay); a node silently restored from a backup that writes
-# before any peer tells it so reuses dots (what it had received after the backup is
-# sent again since the Resume fix: rollback-keeps-received-state.scenario).
-OPEN_FINDINGS = ("wipe-hub", "rollback")
+# Left out of the default mix while its finding (sim/findings/) is open: a hub wiped
+# while only edges hold the other copies of its writes leaves those writes stranded
+# (edges do not relay).
+OPEN_FINDINGS = ("wipe-hub",)
 DEFAULT_FAULTS = tuple(k for k in FAULT_KINDS if k not in OPEN_FINDINGS)
 ELEMENTS = ("x", "y", "z", "w")
 _FIELD_OPS = {

@@ -46,6 +46,7 @@ class Stats:
     duplicated: int = 0
     bytes_sent: int = 0
     rejected: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # "node: what" of each Event
 
 
 class MemoryNetwork:
@@ -102,6 +103,7 @@ class MemoryNetwork:
     def deliver_ready(self, name: str, ready: Ready) -> None:
         """Commit first, then let the messages go."""
         self.nodes[name].storage.commit(ready.batch)
+        self.stats.events.extend(f"{name}: {event.what}" for event in ready.events)
         for to, data in ready.messages:
             self._send(name, to, data)
 
@@ -158,7 +160,7 @@ class MemoryNetwork:
             for peer, link in node.replica.links.items():
                 if frozenset((name, peer)) in self.cut:
                     continue
-                if link.remote is None:
+                if link.remote is None or not link.resumed:
                     return False
                 progress = log.peers.get(link.remote)
                 if progress is not None and progress.acked < log.next_seq:

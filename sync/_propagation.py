@@ -122,6 +122,12 @@ class DeltaLog:
             self.peers[peer] = progress
         return progress
 
+    def rename(self, old: str, new: str) -> None:
+        """``old`` is an earlier epoch of ``new``: ``new`` takes over its progress."""
+        progress = self.peers.pop(old, None)
+        if progress is not None and new not in self.peers:
+            self.peers[new] = progress
+
     def forget(self, peer: str) -> None:
         """Stop waiting for ``peer``: it will need a catch-up if it ever returns."""
         self.peers.pop(peer, None)

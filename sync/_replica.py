@@ -71,15 +71,29 @@ class ReplicaConfig:
 
 
 @dataclass
+class Event:
+    """Something an operator wants in the log: a catch-up, a rewind, a new epoch."""
+
+    what: str
+    fields: dict[str, object]
+
+    def __repr__(self) -> str:
+        return f"Event({self.what!r}, {self.fields!r})"
+
+
+@dataclass
 class Ready:
-    """What the driver must do: persist ``batch``, then send ``messages``."""
+    """What the driver must do: persist ``batch``, then send ``messages``; and log
+    ``events``."""
 
     batch: WriteBatch = field(default_factory=WriteBatch)
     messages: list[tuple[str, bytes]] = field(default_factory=list)  # (link, encoded)
+    events: list[Event] = field(default_factory=list)
 
     def absorb(self, later: Ready) -> None:
         self.batch.absorb(later.batch)
         self.messages.extend(later.messages)
+        self.events.extend(later.events)
 
     def is_empty(self) -> bool:
         return self.batch.is_empty() and not self.messages
@@ -140,6 +154,7 @@ class Replica:
         self._pending_encoded: dict[str | None, bytes] = {}  # of a pending delta, if known
         self._dirty: set[Key] = set()
         self._outbox: list[tuple[str, bytes]] = []
+        self._events: list[Event] = []
         self._batch = WriteBatch()
 
     @property
@@ -168,8 +183,16 @@ class Replica:
                 "use that id or another data directory"
             )
         restored = config is not None and config.new_epoch
-        epoch = new_epoch() if meta is None or restored else meta.epoch
+        # After a crash, or on a copy of a store that was in use (a backup or snapshot
+        # restored without telling us), the store may be behind dots this node already
+        # sent: only a clean shutdown vouches that it is not (kv679). Peers carry their
+        # progress over to the new epoch (_supersede), so a crash costs no catch-up.
+        unclean = meta is not None and not meta.clean_shutdown
+        epoch = new_epoch() if meta is None or restored or unclean else meta.epoch
         replica = cls(node_id, epoch, clock, new_epoch, config)
+        if meta is not None and epoch != meta.epoch:
+            why = "asked to (--new-epoch)" if restored else "the store was not shut down cleanly"
+            replica._events.append(Event("new epoch", {"epoch": f"{epoch:016x}", "why": why}))
         replica._load(storage)
         replica._batch.meta = StoreMeta(node_id, epoch, clean_shutdown=False)
         return replica
@@ -191,7 +214,9 @@ class Replica:
         if not self.log.entries and self.keyspace.entries:
             self.log.skip()
         for peer, acked in self.acked_at_open.items():
-            self.log.track(peer, acked)
+            # Taken as delivered: the ack may cover intervals that held nothing for the
+            # peer, which at worst costs one needless rewind (a resend or a catch-up).
+            self.log.track(peer, acked).delivered = acked
 
     def _load_entries(self, storage: Storage) -> Iterator[tuple[Key, bytes, bytes]]:
         entries = self.keyspace.entries
@@ -286,6 +311,7 @@ class Replica:
         ready.batch.absorb(self._batch)  # acks and collection the pump itself caused
         self._batch = WriteBatch()
         ready.messages[:0], self._outbox = self._outbox, []
+        ready.events, self._events = self._events, []
         return ready
 
     # ---- links -------------------------------------------------------------------------
@@ -297,7 +323,8 @@ class Replica:
         certified_node: str | None = None,
         own_writes_only: bool = False,
     ) -> None:
-        """A link came up: introduce ourselves. Deltas flow once the peer's Hello arrives."""
+        """A link came up: introduce ourselves. Deltas flow once the peer's Hello and
+        Resume (where its store stands in our log) arrived."""
         self.links[link] = Link(
             policy, certified_node=certified_node, own_writes_only=own_writes_only
         )
@@ -354,27 +381,51 @@ class Replica:
             raise ProtocolError(
                 f"peer's certificate is for {certified!r} but it says it is {hello.node_id!r}"
             )
-        if hello.progress.get(self.actor, 0) > self.keyspace.actor_progress().get(self.actor, 0):
+        ours = self.keyspace.actor_progress()
+        if hello.progress.get(self.actor, 0) > ours.get(self.actor, 0):
             # Our store is behind what a peer saw of us (wiped or restored): our next
             # dots would repeat ones it holds. A fresh epoch makes them new (kv679).
             self.epoch = self.new_epoch()
+            why = f"{hello.node_id} saw more of our updates than the store holds"
+            self._events.append(Event("new epoch", {"epoch": f"{self.epoch:016x}", "why": why}))
             self._batch.meta = StoreMeta(self.node_id, self.epoch, clean_shutdown=False)
         remote = actor_name(hello.node_id, hello.epoch)
         state = self.links[link]
-        if state.remote != remote:  # this link's first Hello from this peer
-            if state.remote is not None:  # the peer restarted with a new epoch
-                self.log.forget(state.remote)
-                self.catchups.pop(state.remote, None)  # else it would retry for good
+        if state.remote != remote:  # this link's first Hello from this peer (epoch)
+            # Another epoch may run on another copy of the store (or this Hello is a
+            # stale one, overtaken): where it stands in our log is asked again (tick).
+            state.resumed = False
+            self._supersede(hello.node_id, remote)
             if remote in self.log.peers:
                 self.log.reset_sent(remote)  # what was in flight before is presumed lost
             state.remote = remote
-        self.log.track(remote, self.acked_at_open.get(remote, 1))
+        progress = self.log.track(remote, self.acked_at_open.get(remote, 1))
+        if lost_own_events(hello, ours):
+            # Its store lost updates it made (wiped, or an older copy): our log never
+            # sends a peer its own updates back, so only a catch-up by digest can.
+            progress.behind = True
         if not (state.resume_sent and hello.knows_you):  # once per link, and when asked
             state.resume_sent = True
             resume = Resume(self.received.get(remote, 1))
             self._outbox.append((link, encode_message(resume)))
         if not hello.knows_you:  # it has not heard from us (our Hello may be lost)
             self._hello(link)
+
+    def _supersede(self, node_id: str, remote: str) -> None:
+        """``remote`` is ``node_id``'s current epoch: its earlier epochs hand over.
+
+        The peer kept its store across the restart (a crash takes a new epoch too), so
+        positions in our log and in its log carry over; if the store is another one
+        (wiped, or an older copy), its Resume rewinds what it lacks. Forgetting the old
+        epoch instead would hold the delta log for a peer that is never coming back.
+        """
+        for old in [p for p in self.log.peers if p != remote and p.split("@", 1)[0] == node_id]:
+            self.log.rename(old, remote)
+            self.catchups.pop(old, None)  # else it would retry for good
+        for old in [p for p in self.received if p != remote and p.split("@", 1)[0] == node_id]:
+            position = self.received.pop(old)
+            if remote not in self.received:
+                self.received[remote] = self._batch.received[remote] = position
 
     def _on_deltas(self, link: str, remote: str, msg: Deltas) -> None:
         self._merge_from(link, remote, msg.payload)
@@ -409,7 +460,10 @@ class Replica:
         state.resumed = True
         progress = self.log.peers.get(remote)
         if progress is not None and msg.next_seq < progress.delivered:
-            self.log.rewind(remote, max(msg.next_seq, 1))
+            held = max(msg.next_seq, 1)
+            lost = {"peer": remote, "from": held, "to": progress.delivered}
+            self._events.append(Event("peer lost acknowledged deltas: resending", lost))
+            self.log.rewind(remote, held)
             self.rewinds += 1
 
     def _merge_from(self, link: str, remote: str, payload: bytes) -> None:
@@ -474,6 +528,8 @@ class Replica:
             del self.catchups[remote]
             self.log.caught_up_from(remote, session.start_seq)
             self._outbox.append((link, encode_message(CaughtUp(session.start_seq))))
+            fields = {"peer": remote, "keys": session.pushed_keys, "bytes": session.bytes_sent}
+            self._events.append(Event("catch-up done", fields))
             self.last_catch_up = session
 
     def _start_catch_up(self, link: str, remote: str) -> None:
@@ -484,6 +540,7 @@ class Replica:
         )  # fmt: skip
         self.catchups[remote] = (link, session)
         self._outbox.extend((link, raw) for raw in session.start(self.clock()))
+        self._events.append(Event("catch-up started", {"peer": remote, "from": session.start_seq}))
 
     def _on_ack(self, remote: str, ack: Ack) -> None:
         if ack.end > self.log.next_seq:
@@ -523,8 +580,8 @@ class Replica:
         now = self.clock()
         for link, state in self.links.items():
             remote = state.remote
-            if remote is None:
-                continue
+            if remote is None or not state.resumed:
+                continue  # until the peer said where its store stands in our log
             if self.log.needs_catch_up(remote):
                 if remote not in self.catchups:
                     self._start_catch_up(link, remote)
@@ -570,6 +627,15 @@ class Replica:
 
     def __repr__(self) -> str:
         return f"Replica({self.actor!r}, keys={len(self.keyspace)}, log={len(self.log)})"
+
+
+def lost_own_events(hello: Hello, ours: dict[str, int]) -> bool:
+    """True if we hold more of the peer's own events, of any of its epochs, than it does.
+
+    A peer has at least every event it made that we have, unless its store lost them.
+    """
+    mine = hello.node_id + "@"
+    return any(n > hello.progress.get(a, 0) for a, n in ours.items() if a.startswith(mine))
 
 
 def encode_log_record(origin: str | None, payload: bytes) -> bytes:

@@ -214,4 +214,6 @@ def test_restored_older_copy_gets_back_what_it_had_received_after_the_copy(
     assert net.nodes["a"].replica.get("count", PNCounter) is None  # the copy lacks them
     relink(net, "a")
     assert net.nodes["b"].replica.rewinds == net.nodes["c"].replica.rewinds == 1
+    for peer in ("b", "c"):
+        assert f"{peer}: peer lost acknowledged deltas: resending" in net.stats.events
     assert_everywhere(net, config="v5", count=4)

@@ -52,6 +52,32 @@ def test_set_full_catches_a_lost_add_and_a_resurrected_element() -> None:
     assert "never added" in phantom.detail
 
 
+def test_counter_lets_increments_lost_to_amnesia_count_or_not() -> None:
+    """Seed 809: a wiped node's -1 and +3 had not left it, its later +3 had, carrying
+    the running total 6: the +3 lost to the wipe survives in it, the -1 does not."""
+    dec = op(1, "inc", COUNTER, value=-1, dot=(A, 1), direction=1, total=1)
+    inc = op(2, "inc", COUNTER, value=3, dot=(A, 2), total=3)
+    later = op(3, "inc", COUNTER, value=3, dot=(A, 3), total=6)
+    history = History([dec, inc, later], unseen={1: ["a"], 2: ["a"]}, at_risk={1: "w", 2: "w"})
+    for value in (2, 3, 5, 6):
+        assert check_counters(history, {"a": {COUNTER: value}}) == []
+    (v,) = check_counters(history, {"a": {COUNTER: 7}})
+    assert "expected 2..6" in v.detail and "2 lost to amnesia may count" in v.detail
+
+
+def test_set_full_excuses_an_element_whose_removal_went_with_a_wiped_re_add() -> None:
+    """Seed 597: b adds y; a re-adds y (which takes b's dot out) and removes it, and is
+    wiped before the re-add leaves it; only the remove did. b's y is back, rightly."""
+    add_b = op(1, "add", SET, B, value="y", dot=(B, 1))
+    re_add = op(2, "add", SET, value="y", dot=(A, 1), seen=frozenset({(B, 1)}))
+    rm = op(3, "rm", SET, value="y", seen=frozenset({(B, 1), (A, 1)}))
+    history = History([add_b, re_add, rm], unseen={2: ["n"]}, at_risk={2: "wipe a"})
+    assert check_sets(history, {"n": {SET: frozenset({"y"})}}) == []
+    history = History([add_b, re_add, rm])  # the re-add arrived: the remove covers b's y
+    (v,) = check_sets(history, {"n": {SET: frozenset({"y"})}})
+    assert "holds 'y'" in v.detail
+
+
 def test_set_full_a_concurrent_add_survives_a_remove_that_did_not_see_it() -> None:
     add_a = op(1, "add", SET, value="x", dot=(A, 1))
     add_b = op(2, "add", SET, B, value="x", dot=(B, 1))

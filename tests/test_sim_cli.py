@@ -52,12 +52,12 @@ def test_run_prints_the_contract_fields_and_writes_the_report(tmp_path: Path) ->
 
 
 def test_a_broken_checker_exits_1_with_one_line_naming_the_replay() -> None:
-    path = FINDING / "rollback-then-write-reuses-dots.scenario"
+    path = FINDING / "only-copy-on-an-edge.scenario"
     done = edgesync("run", "--scenario", str(path))
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("edgesync sim run: error: ") and str(path) in line
-    assert "register" in done.stdout
+    assert "convergence" in done.stdout
 
 
 def test_a_failing_sweep_names_its_seeds_and_a_failing_seed_is_shrunk(tmp_path: Path) -> None:

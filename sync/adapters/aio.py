@@ -13,6 +13,7 @@ Messages leave only after the commit that holds their state returned.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -21,6 +22,8 @@ from sync._keyspace import Key, parse_storage_key
 from sync._policy import EVERYTHING, LinkPolicy
 from sync._replica import Replica, ReplicaConfig
 from sync._storage import Storage
+
+log = logging.getLogger("edgesync.replica")
 
 T = TypeVar("T", bound=CRDT)
 Sender = Callable[[str, bytes], Awaitable[None] | None]
@@ -116,6 +119,8 @@ class AsyncReplica:
                 _settle(waiting, exc)
                 continue
             self.commits += 1
+            for event in ready.events:
+                log.info(event.what, extra={"node": self.replica.node_id, **event.fields})
             _settle(waiting, None)
             self._notify([parse_storage_key(raw) for raw in ready.batch.entries])
             await self._send(ready.messages)
