@@ -98,7 +98,6 @@ class FeatureExtractor:
         self._out = np.empty((rows, width(bands)), np.float32)
         self._scratch = np.empty((rows, w), np.float32)
         self._even = np.empty((rows, half), np.float32)
-        self._diffs = np.empty((rows, w - 1), np.float32)
         self._odd = np.empty((rows, half), np.float32)
         self._cos_part = np.empty((rows, probes), np.float32)
         self._sin_part = np.empty((rows, probes), np.float32)
@@ -117,6 +116,7 @@ class FeatureExtractor:
                              f"({self.rows}, {self.window})")  # fmt: skip
         x, out, scratch = windows, self._out[:n], self._scratch[:n]
         stats = out[:, self.bands :]
+        self._differences(x, stats)  # first: x is read twice in a row, while in cache
         shifted = np.subtract(x, x[:, :1], out=scratch)
         stats[:, 0] = shifted @ self._hann_mean  # bias, little leakage
         stats[:, 0] += x[:, 0]
@@ -132,7 +132,6 @@ class FeatureExtractor:
         stats[:, 2] = np.log(std + _FLOOR)
         stats[:, 4] = peak / (std + _FLOOR)
         stats[:, 5] = np.log(fourth / (var * var + _FLOOR) + _FLOOR)
-        self._differences(x, stats)
         return out
 
     def _differences(self, x: npt.NDArray[np.float32], stats: npt.NDArray[np.float32]) -> None:
@@ -140,7 +139,9 @@ class FeatureExtractor:
         differences are of the raw samples: two float32 values differ by exactly
         zero only if they are equal."""
         n, w = x.shape
-        diffs, repeats = self._diffs[:n], self._repeats[:n]
+        # the scratch buffer's first n * (w - 1) floats, as a contiguous (n, w - 1) array
+        diffs = self._scratch.reshape(-1)[: n * (w - 1)].reshape(n, w - 1)
+        repeats = self._repeats[:n]
         np.subtract(x[:, 1:], x[:, :-1], out=diffs)
         np.equal(diffs, 0, out=repeats[:, : w - 1])
         stats[:, 6] = count_true(repeats) * np.float32(1 / (w - 1))

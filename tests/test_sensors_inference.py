@@ -18,9 +18,9 @@ from sensors.pipeline import Pipeline
 from sensors.replay import RecordingError, ReplaySource, load_recording
 from sensors.signals import ANOMALY_KINDS, DEFAULT_SPECS, LABELS, labelled_windows
 from sensors.simulated import SimulatedSource
-from sensors.state import EmbeddedWriter, alert_name, local_key, machine_key
+from sensors.state import EmbeddedWriter, Update, alert_name, coalesce, local_key, machine_key
 from sensors.windowing import Block, Windower
-from sync import AWSet, GCounter, LWWRegister, MaxRegister
+from sync import AWSet, GCounter, HybridLogicalClock, LWWRegister, MaxRegister
 from sync.adapters.embedded import open_replica
 
 VIBRATION = DEFAULT_SPECS["vibration"]
@@ -205,6 +205,32 @@ def test_inference_results_land_under_the_documented_keys(tmp_path: Path) -> Non
         assert replicated == {machine_key(machine, leaf)
                               for leaf in ("anomalies", "alerts", "peak", "summary")}  # fmt: skip
     assert alert_name(1_700_000_000_123) == "2023-11-14T22:13:20.123Z"
+
+
+def test_coalesced_updates_leave_the_state_the_updates_one_by_one_leave(tmp_path: Path) -> None:
+    """The daemon's writer hands the event loop one update per key per group."""
+
+    def updates(hlc: HybridLogicalClock) -> list[Update]:
+        def batch_of(i: int) -> list[Update]:
+            return [
+                ("m/anomalies", GCounter, lambda c, actor: c.increment(actor, i)),
+                ("m/alerts", AWSet, lambda s, actor: s.add(actor, f"alert{i % 3}")),
+                ("m/peak", MaxRegister, lambda r, actor: r.set(actor, float(i % 4))),
+                ("m/summary", LWWRegister, lambda r, actor: r.set(actor, i, hlc.now())),
+            ]
+
+        return [update for i in range(6) for update in batch_of(i)]
+
+    values = []
+    for name, group in (("one_by_one", lambda u: u), ("coalesced", coalesce)):
+        with open_replica(tmp_path / name, "edge") as replica:
+            writer = EmbeddedWriter(replica)
+            planned = group(updates(writer.hlc))
+            writer.apply(planned)
+            values.append({path: replica.value(path) for path, _ in replica.keys()})
+            assert len(planned) == (24 if name == "one_by_one" else 4)
+    assert values[0] == values[1] == {"m/anomalies": 15, "m/alerts": {"alert0", "alert1", "alert2"},
+                                      "m/peak": 3.0, "m/summary": 5}  # fmt: skip
 
 
 def test_a_source_without_healthy_windows_calibrates_on_its_first_windows(tmp_path: Path) -> None:
