@@ -230,18 +230,18 @@ class MachineTracker:
         """The updates one batch of this machine's windows calls for. ``threshold``
         None: still calibrating, nothing is flagged."""
         scores = batch.scores
-        flagged = scores > threshold if threshold is not None else np.zeros(scores.size, bool)
-        previous = np.concatenate([[self.in_episode], flagged[:-1]])
-        openings = batch.starts_ms[flagged & ~previous]
-        self.in_episode = bool(flagged[-1])
-        count = int(flagged.sum())
+        flagged = scores > threshold if threshold is not None else None
+        count = 0 if flagged is None else int(np.count_nonzero(flagged))
         self.windows += scores.size
         self.anomalous += count
         out: list[Update] = []
-        if count:
+        if flagged is not None and count:  # most batches hold no anomaly: nothing more to do
+            previous = np.concatenate([[self.in_episode], flagged[:-1]])
+            openings = batch.starts_ms[flagged & ~previous]
             out.append((machine_key(self.machine, "anomalies"), GCounter, _incrementer(count)))
-        for start in openings.tolist():
-            out.append((machine_key(self.machine, "alerts"), AWSet, _adder(alert_name(start))))
+            for start in openings.tolist():
+                out.append((machine_key(self.machine, "alerts"), AWSet, _adder(alert_name(start))))
+        self.in_episode = flagged is not None and bool(flagged[-1])
         peak = _round(batch.peak)
         if peak > self.peak_written:
             self.peak_written = peak
