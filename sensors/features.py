@@ -23,16 +23,19 @@ probes are two matrix products with precomputed matrices. Both products are
 half the window long: taking the phase at the window's centre, the cosine part
 of a probe only sees ``x[i] + x[w-1-i]`` and the sine part only ``x[i] -
 x[w-1-i]``. For the vibration kind (64 bands of 256-sample windows) that is
-64 probes, and costs half of a 256-point real FFT in numpy (which would give
-128 bins, twice as many as the bands need).
+64 probes, two (n x 128) @ (128 x 64) products, cheaper than numpy's float64
+real FFT of the window alone (which gives 128 bins, twice as many as the bands
+need, and needs a float64 copy and a binning pass).
 
-Everything is float32 numpy over the (n, window) array, with the window's first
-sample subtracted before anything else: a frozen sensor's window is then
-exactly zero whatever the batch (a BLAS sum differs with the batch's shape in
-the last bits), and a temperature around 60 degrees keeps its float32
-precision. No per-sample or per-window Python loop. Temperature and vibration
-use the same features; each kind has its own model, trained on its own healthy
-windows.
+Everything is float32 numpy over the (n, window) array; no per-sample or
+per-window Python loop. numpy pays a fixed cost per inner loop, and an
+operation that broadcasts a per-window value runs one loop per window, so
+sums and means are matrix-vector products, and the first differences are
+taken over the whole batch as one flat array. A window whose samples all
+repeat takes its first sample as its mean: it centres to exactly zero whatever
+the batch (a BLAS sum differs with the batch's shape in the last bits).
+Temperature and vibration use the same features; each kind has its own model,
+trained on its own healthy windows.
 """
 
 from __future__ import annotations
@@ -78,12 +81,12 @@ class FeatureExtractor:
     """Features of up to ``rows`` windows of ``window`` samples per call.
 
     Every intermediate lives in a buffer allocated once, and one full-size
-    scratch buffer is reused from step to step (shifted, centred, squared, then
-    the first differences): arrays this size are mapped fresh from the kernel on
-    each allocation, and the page faults of new temporaries cost more than the
-    arithmetic, while a small working set stays in the core's cache. One
-    extractor is for one thread; ``compute`` returns a view of its buffer, valid
-    until the next call.
+    scratch buffer is reused from step to step (the differences, then the
+    centred windows, squared in place): arrays this size are mapped fresh from
+    the kernel on each allocation, and the page faults of new temporaries cost
+    more than the arithmetic, while a small working set stays in the core's
+    cache. One extractor is for one thread; ``compute`` returns a view of its
+    buffer, valid until the next call.
     """
 
     def __init__(self, window: int, rows: int, bands: int | None = None) -> None:

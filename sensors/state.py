@@ -99,12 +99,13 @@ class LoopWriter:
     Updates are handed to the replica's event loop in groups, at most every
     ``every_s`` while batches keep coming (and at once by ``flush``, which the
     pipeline calls whenever its buffers run dry): waking the loop costs a thread
-    switch, too dear per batch at kHz rates. A group runs on the loop in order
-    and joins the replica's group commit. The inference thread does not wait for
-    a group's fsync before scoring on: up to ``in_flight`` groups may be applied
-    in memory and not yet durable, so throughput follows the CPU, not the disk.
-    Past that bound it waits for the oldest, so a slow disk slows inference, and
-    the buffers (not memory) absorb the difference.
+    switch, too dear per batch at kHz rates. A group runs on the loop in order,
+    one update per key (``coalesce``), and joins the replica's group commit. The
+    inference thread does not wait for a group's fsync before scoring on: up to
+    ``in_flight`` groups may be applied in memory and not yet durable, so
+    throughput follows the CPU, not the disk. Past that bound it waits for the
+    oldest, so a slow disk slows inference, and the buffers (not memory) absorb
+    the difference.
     """
 
     def __init__(

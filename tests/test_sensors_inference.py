@@ -117,6 +117,19 @@ def test_batched_features_equal_one_window_at_a_time() -> None:
         features(np.zeros((2, 30), np.float32))
 
 
+def test_a_tone_puts_its_power_in_its_band_and_a_frozen_window_has_none() -> None:
+    w, rate, bands = VIBRATION.window, VIBRATION.rate_hz, VIBRATION.bands
+    t = np.arange(w) / rate
+    probe_hz = [(2 * b + 1.5) * rate / w for b in (0, 9, 40, 63)]  # a band's probe, its centre
+    tones = np.stack([np.sin(2 * np.pi * f * t + f) for f in probe_hz])
+    frozen = np.full((1, w), 3.25)
+    rows = features(np.vstack([tones, frozen]).astype(np.float32), bands)
+    assert rows[:4, :bands].argmax(axis=1).tolist() == [0, 9, 40, 63]
+    assert (rows[:4, :bands].max(axis=1) - np.median(rows[:4, :bands], axis=1) > 8).all()
+    assert np.array_equal(rows[4, :bands], np.full(bands, np.log(np.float32(1e-6))))
+    assert rows[4, -1] == 1.0 and rows[4, bands] == np.float32(3.25)  # repeats, mean
+
+
 # ---- back-pressure -------------------------------------------------------------------------
 
 
