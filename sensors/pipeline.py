@@ -34,7 +34,7 @@ from sensors.calibration import Calibration
 from sensors.features import FeatureExtractor
 from sensors.model import DEFAULT_BATCH, AnomalyModel
 from sensors.source import Source
-from sensors.state import MachineTracker, Scored, StateWriter, Update, local_key
+from sensors.state import MachineTracker, Scored, StateWriter, Update, local_key, peak_of
 from sensors.windowing import Block
 from sync import LWWRegister
 
@@ -162,14 +162,15 @@ class Pipeline:
         windows = (
             blocks[0].windows if len(blocks) == 1 else np.concatenate([b.windows for b in blocks])
         )
+        peaks = [peak_of(b.windows) for b in blocks]  # first: the features find them in cache
         rows = scorer.extractor.compute(windows)
         scores = scorer.model.score(rows)
         threshold, updates = self._threshold(kind, scorer, scores)
         at = 0
-        for block in blocks:
+        for block, peak in zip(blocks, peaks, strict=True):
             end = at + len(block)
             tracker = self._tracker(block)
-            scored = Scored(block.windows, rows[at:end], block.starts_ms, scores[at:end])
+            scored = Scored(block.windows, rows[at:end], block.starts_ms, scores[at:end], peak)
             updates.extend(tracker.updates(scored, threshold, now, self.writer.hlc))
             at = end
         return updates

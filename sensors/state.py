@@ -99,12 +99,13 @@ class LoopWriter:
     Updates are handed to the replica's event loop in groups, at most every
     ``every_s`` while batches keep coming (and at once by ``flush``, which the
     pipeline calls whenever its buffers run dry): waking the loop costs a thread
-    switch, too dear per batch at kHz rates. A group runs on the loop in order
-    and joins the replica's group commit. The inference thread does not wait for
-    a group's fsync before scoring on: up to ``in_flight`` groups may be applied
-    in memory and not yet durable, so throughput follows the CPU, not the disk.
-    Past that bound it waits for the oldest, so a slow disk slows inference, and
-    the buffers (not memory) absorb the difference.
+    switch, too dear per batch at kHz rates. A group runs on the loop in order,
+    one update per key (``coalesce``), and joins the replica's group commit. The
+    inference thread does not wait for a group's fsync before scoring on: up to
+    ``in_flight`` groups may be applied in memory and not yet durable, so
+    throughput follows the CPU, not the disk. Past that bound it waits for the
+    oldest, so a slow disk slows inference, and the buffers (not memory) absorb
+    the difference.
     """
 
     def __init__(
@@ -141,7 +142,7 @@ class LoopWriter:
             self._pending.popleft().result()
 
     def _hand_over(self) -> None:
-        group, self._queued = self._queued, []
+        group, self._queued = coalesce(self._queued), []
         self._pending.append(asyncio.run_coroutine_threadsafe(self._apply(group), self.loop))
         self._handed = self.clock()
 
@@ -156,6 +157,31 @@ class LoopWriter:
         return None if found is None else found.value()
 
 
+def coalesce(updates: Sequence[Update]) -> list[Update]:
+    """One update per key: the mutators of a key run in order inside one update,
+    and its delta is the join of theirs (a delta group, as the replica itself
+    coalesces the deltas of one key). A group of batches then costs the event
+    loop one update per key (an anomaly counter, an alert set), not one per
+    batch and alert, each with its own task and durability future."""
+    by_key: dict[tuple[str, type[CRDT]], list[Callable[[Any, str], Any]]] = {}
+    for path, cls, mutate in updates:
+        by_key.setdefault((path, cls), []).append(mutate)
+    return [(path, cls, _joined(mutators)) for (path, cls), mutators in by_key.items()]
+
+
+def _joined(mutators: list[Callable[[Any, str], Any]]) -> Callable[[Any, str], Any]:
+    if len(mutators) == 1:
+        return mutators[0]
+
+    def mutate(crdt: Any, actor: str) -> Any:
+        delta = mutators[0](crdt, actor)
+        for more in mutators[1:]:
+            delta.merge(more(crdt, actor))
+        return delta
+
+    return mutate
+
+
 def alert_name(start_ms: int) -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start_ms // 1000))
     return f"{stamp}.{start_ms % 1000:03d}Z"
@@ -167,15 +193,23 @@ def _round(x: float) -> float:
 
 @dataclass(frozen=True)
 class Scored:
-    """One machine's windows in a batch, their feature rows and their scores."""
+    """One machine's windows in a batch, their feature rows, their scores, and the
+    greatest absolute reading among them (``peak_of``; the pipeline takes it
+    before the features, which then find the windows in the CPU's cache)."""
 
     windows: npt.NDArray[np.float32]
     rows: npt.NDArray[np.float32]
     starts_ms: npt.NDArray[np.int64]
     scores: npt.NDArray[np.float32]
+    peak: float
 
     def __repr__(self) -> str:
-        return f"Scored(windows={self.scores.size})"
+        return f"Scored(windows={self.scores.size}, peak={self.peak:.4g})"
+
+
+def peak_of(windows: npt.NDArray[np.float32]) -> float:
+    """The greatest absolute reading: two whole-array reductions, no temporary."""
+    return max(float(windows.max()), -float(windows.min()))
 
 
 @dataclass
@@ -197,19 +231,19 @@ class MachineTracker:
         """The updates one batch of this machine's windows calls for. ``threshold``
         None: still calibrating, nothing is flagged."""
         scores = batch.scores
-        flagged = scores > threshold if threshold is not None else np.zeros(scores.size, bool)
-        previous = np.concatenate([[self.in_episode], flagged[:-1]])
-        openings = batch.starts_ms[flagged & ~previous]
-        self.in_episode = bool(flagged[-1])
-        count = int(flagged.sum())
+        flagged = scores > threshold if threshold is not None else None
+        count = 0 if flagged is None else int(np.count_nonzero(flagged))
         self.windows += scores.size
         self.anomalous += count
         out: list[Update] = []
-        if count:
+        if flagged is not None and count:  # most batches hold no anomaly: nothing more to do
+            previous = np.concatenate([[self.in_episode], flagged[:-1]])
+            openings = batch.starts_ms[flagged & ~previous]
             out.append((machine_key(self.machine, "anomalies"), GCounter, _incrementer(count)))
-        for start in openings.tolist():
-            out.append((machine_key(self.machine, "alerts"), AWSet, _adder(alert_name(start))))
-        peak = _round(max(float(batch.windows.max()), -float(batch.windows.min())))
+            for start in openings.tolist():
+                out.append((machine_key(self.machine, "alerts"), AWSet, _adder(alert_name(start))))
+        self.in_episode = flagged is not None and bool(flagged[-1])
+        peak = _round(batch.peak)
         if peak > self.peak_written:
             self.peak_written = peak
             out.append((machine_key(self.machine, "peak"), MaxRegister, _raiser(peak)))

@@ -62,7 +62,7 @@ class Windower:
         if whole == 0:
             return None
         offsets = np.arange(whole, dtype=np.float64) * (self.window / self.rate_hz)
-        starts_ms = np.round((first_s + offsets) * 1000).astype(np.int64)
+        starts_ms = np.rint((first_s + offsets) * 1000).astype(np.int64)
         return Block(self.machine, self.kind, joined[:used].reshape(whole, self.window), starts_ms)
 
     def __repr__(self) -> str:

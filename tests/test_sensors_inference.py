@@ -18,9 +18,9 @@ from sensors.pipeline import Pipeline
 from sensors.replay import RecordingError, ReplaySource, load_recording
 from sensors.signals import ANOMALY_KINDS, DEFAULT_SPECS, LABELS, labelled_windows
 from sensors.simulated import SimulatedSource
-from sensors.state import EmbeddedWriter, alert_name, local_key, machine_key
+from sensors.state import EmbeddedWriter, Update, alert_name, coalesce, local_key, machine_key
 from sensors.windowing import Block, Windower
-from sync import AWSet, GCounter, LWWRegister, MaxRegister
+from sync import AWSet, GCounter, HybridLogicalClock, LWWRegister, MaxRegister
 from sync.adapters.embedded import open_replica
 
 VIBRATION = DEFAULT_SPECS["vibration"]
@@ -117,6 +117,19 @@ def test_batched_features_equal_one_window_at_a_time() -> None:
         features(np.zeros((2, 30), np.float32))
 
 
+def test_a_tone_puts_its_power_in_its_band_and_a_frozen_window_has_none() -> None:
+    w, rate, bands = VIBRATION.window, VIBRATION.rate_hz, VIBRATION.bands
+    t = np.arange(w) / rate
+    probe_hz = [(2 * b + 1.5) * rate / w for b in (0, 9, 40, 63)]  # a band's probe, its centre
+    tones = np.stack([np.sin(2 * np.pi * f * t + f) for f in probe_hz])
+    frozen = np.full((1, w), 3.25)
+    rows = features(np.vstack([tones, frozen]).astype(np.float32), bands)
+    assert rows[:4, :bands].argmax(axis=1).tolist() == [0, 9, 40, 63]
+    assert (rows[:4, :bands].max(axis=1) - np.median(rows[:4, :bands], axis=1) > 8).all()
+    assert np.array_equal(rows[4, :bands], np.full(bands, np.log(np.float32(1e-6))))
+    assert rows[4, -1] == 1.0 and rows[4, bands] == np.float32(3.25)  # repeats, mean
+
+
 # ---- back-pressure -------------------------------------------------------------------------
 
 
@@ -205,6 +218,32 @@ def test_inference_results_land_under_the_documented_keys(tmp_path: Path) -> Non
         assert replicated == {machine_key(machine, leaf)
                               for leaf in ("anomalies", "alerts", "peak", "summary")}  # fmt: skip
     assert alert_name(1_700_000_000_123) == "2023-11-14T22:13:20.123Z"
+
+
+def test_coalesced_updates_leave_the_state_the_updates_one_by_one_leave(tmp_path: Path) -> None:
+    """The daemon's writer hands the event loop one update per key per group."""
+
+    def updates(hlc: HybridLogicalClock) -> list[Update]:
+        def batch_of(i: int) -> list[Update]:
+            return [
+                ("m/anomalies", GCounter, lambda c, actor: c.increment(actor, i)),
+                ("m/alerts", AWSet, lambda s, actor: s.add(actor, f"alert{i % 3}")),
+                ("m/peak", MaxRegister, lambda r, actor: r.set(actor, float(i % 4))),
+                ("m/summary", LWWRegister, lambda r, actor: r.set(actor, i, hlc.now())),
+            ]
+
+        return [update for i in range(6) for update in batch_of(i)]
+
+    values = []
+    for name, group in (("one_by_one", lambda u: u), ("coalesced", coalesce)):
+        with open_replica(tmp_path / name, "edge") as replica:
+            writer = EmbeddedWriter(replica)
+            planned = group(updates(writer.hlc))
+            writer.apply(planned)
+            values.append({path: replica.value(path) for path, _ in replica.keys()})
+            assert len(planned) == (24 if name == "one_by_one" else 4)
+    assert values[0] == values[1] == {"m/anomalies": 15, "m/alerts": {"alert0", "alert1", "alert2"},
+                                      "m/peak": 3.0, "m/summary": 5}  # fmt: skip
 
 
 def test_a_source_without_healthy_windows_calibrates_on_its_first_windows(tmp_path: Path) -> None:
