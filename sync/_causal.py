@@ -186,7 +186,10 @@ class DotContext:
         return sum(n for _, n in self.vv.items()) + len(self.cloud)
 
     def actors(self) -> set[str]:
-        return set(self.vv) | {d.actor for d in self.cloud}
+        found = set(self.vv._counters)
+        if self.cloud:
+            found.update(d.actor for d in self.cloud)
+        return found
 
     def copy(self) -> DotContext:
         ctx = DotContext()

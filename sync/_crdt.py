@@ -226,16 +226,34 @@ def _collect_actors(obj: CRDT) -> list[str]:
     return sorted(actors)
 
 
+# Encoded actor tables and their indexes, by the sorted actors: a node's states name
+# the same few actors again and again, and every key it persists is encoded whole.
+_TABLES: dict[tuple[str, ...], tuple[bytes, dict[str, int]]] = {}
+_TABLES_MAX = 4096
+
+
+def actor_table(actors: list[str]) -> tuple[bytes, dict[str, int]]:
+    """The encoded table (count, then each actor) and each actor's index in it."""
+    key = tuple(actors)
+    found = _TABLES.get(key)
+    if found is None:
+        w = Writer()
+        w.uvarint(len(actors))
+        for actor in actors:
+            w.text(actor)
+        found = (w.getvalue(), {a: i for i, a in enumerate(actors)})
+        if len(_TABLES) >= _TABLES_MAX:
+            _TABLES.clear()  # a bound, not an eviction policy: tables are cheap to rebuild
+        _TABLES[key] = found
+    return found
+
+
 def encode(obj: CRDT) -> bytes:
     """Canonical bytes: format version, type tag, actor table, context, store."""
-    actors = _collect_actors(obj)
-    index = {a: i for i, a in enumerate(actors)}
+    table, index = actor_table(_collect_actors(obj))
     w = Writer()
-    w.u8(FORMAT_VERSION)
-    w.u8(obj.TYPE_TAG)
-    w.uvarint(len(actors))
-    for actor in actors:
-        w.text(actor)
+    w.buf += bytes((FORMAT_VERSION, obj.TYPE_TAG))
+    w.buf += table
     encode_body(w, index, obj)
     return w.getvalue()
 

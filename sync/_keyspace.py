@@ -24,9 +24,16 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from sync._causal import DotContext
-from sync._codec import DEFAULT_MAX_SIZE, CodecError, Reader, Writer
+from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, CodecError, Reader, Writer
 from sync._counter import Counter
-from sync._crdt import CRDT, decode_body, encode_body, read_actor_table, type_for_tag
+from sync._crdt import (
+    CRDT,
+    actor_table,
+    decode_body,
+    encode_body,
+    read_actor_table,
+    type_for_tag,
+)
 from sync._hlc import Timestamp
 from sync._ormap import ORMap
 from sync._policy import is_local
@@ -221,31 +228,7 @@ class Keyspace:
 
     @classmethod
     def decode(cls, data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Keyspace:
-        if len(data) > max_size:
-            raise CodecError(f"keyspace of {len(data)} bytes exceeds the {max_size}-byte limit")
-        r = Reader(bytes(data))
-        version = r.u8()
-        if version != KEYSPACE_FORMAT:
-            raise CodecError(
-                f"unsupported keyspace format {version}; this build reads {KEYSPACE_FORMAT}"
-            )
-        actors = read_actor_table(r)
-        out = cls()
-        prev: Key | None = None
-        for _ in range(r.count("keyspace", 4)):
-            key = (check_decoded_path(r.text()), r.u8())
-            if prev is not None and key <= prev:
-                raise CodecError("keyspace keys are not strictly sorted")
-            prev = key
-            child = decode_body(r, type_for_tag(key[1]), actors)
-            if child.is_bottom():
-                raise CodecError(f"keyspace entry {key[0]!r} holds nothing (not canonical)")
-            out.entries[key] = child
-        r.expect_end()
-        used = set().union(*(_actors(c) for c in out.entries.values()))
-        if used != set(actors):
-            raise CodecError("actor table names actors the keyspace does not use")
-        return out
+        return decode_with_encodings(data, max_size)[0]
 
     def digest(self, prefix: str = "") -> str:
         """Hex SHA-256 over the keys under ``prefix``: equal digests, equal state.
@@ -268,6 +251,56 @@ class Keyspace:
     def __repr__(self) -> str:
         shown = ", ".join(f"{p!r}: {self.entries[(p, c.TYPE_TAG)]!r}" for p, c in self.keys())
         return f"Keyspace({{{shown}}})"
+
+
+def decode_with_encodings(
+    data: bytes, max_size: int = DEFAULT_MAX_SIZE
+) -> tuple[Keyspace, dict[Key, bytes] | None]:
+    """Decode a keyspace, and give each entry's own canonical encoding (``encode()``
+    of its value) when it can be cut out of ``data``: when the table names one actor.
+
+    Then every entry's actor table is that one actor (an entry that is not bottom
+    names some actor), so its body here, indexed against the same table, is
+    byte for byte the body of its own encoding. A receiver that stores an entry
+    as received saves encoding it again.
+    """
+    if len(data) > max_size:
+        raise CodecError(f"keyspace of {len(data)} bytes exceeds the {max_size}-byte limit")
+    data = bytes(data)
+    r = Reader(data)
+    version = r.u8()
+    if version != KEYSPACE_FORMAT:
+        raise CodecError(
+            f"unsupported keyspace format {version}; this build reads {KEYSPACE_FORMAT}"
+        )
+    actors = read_actor_table(r)
+    out = Keyspace()
+    entries = out.entries
+    spans: list[tuple[Key, int, int]] = []
+    prev: Key | None = None
+    for _ in range(r.count("keyspace", 4)):
+        key = (check_decoded_path(r.text()), r.u8())
+        if prev is not None and key <= prev:
+            raise CodecError("keyspace keys are not strictly sorted")
+        prev = key
+        start = r.pos
+        child = decode_body(r, type_for_tag(key[1]), actors)
+        if child.is_bottom():
+            raise CodecError(f"keyspace entry {key[0]!r} holds nothing (not canonical)")
+        entries[key] = child
+        spans.append((key, start, r.pos))
+    r.expect_end()
+    if len(actors) == 1 and entries:
+        # Every entry names some actor, and only one can be named: all are used.
+        table, _ = actor_table(actors)
+        return out, {
+            key: b"".join((bytes((FORMAT_VERSION, key[1])), table, data[start:end]))
+            for key, start, end in spans
+        }
+    used = set().union(*(_actors(c) for c in entries.values()))
+    if used != set(actors):
+        raise CodecError("actor table names actors the keyspace does not use")
+    return out, None
 
 
 def own_part(child: T, node_id: str) -> T:

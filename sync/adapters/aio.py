@@ -1,11 +1,21 @@
 """An asyncio front end to a durable replica, for daemons and async programs.
 
 Writers are coroutines, so they never fight over the GIL: an update is applied in
-memory on the event loop at once, then awaits durability. One committer task
-takes everything applied so far (one ``Replica.ready()``), commits it in a worker
-thread (LMDB releases the GIL while it writes and fsyncs), and meanwhile the loop
-keeps applying updates that will form the next commit. The slower the disk, the
-bigger each group: throughput follows the CPU, not the fsync rate.
+memory on the event loop at once, then awaits durability. A group of applied
+updates becomes one ``Replica.ready()`` batch, committed in a worker thread of its
+own (LMDB releases the GIL while it writes and fsyncs) while the loop keeps
+applying updates that will form the next batch. The slower the disk, the bigger
+each group: throughput follows the CPU, not the fsync rate.
+
+Commits are pipelined two deep. When every writer waits on the same commit, the
+loop has nothing to apply while it runs, and CPU and disk take turns. So while a
+commit runs, the writers it woke are flushed as a batch of their own once half of
+the last two commits' writers wait again: the fleet of writers splits into two
+groups, one applying while the other's batch is on disk. Batches go to the one
+worker thread in order, so they commit in the order ``ready()`` made them, and a
+batch's writers are woken (and its messages sent) only after it committed. A
+failed commit fails every batch behind it (they hold its changes) and every
+writer that applied since, and the replica is rebuilt from the store.
 
 Messages leave only after the commit that holds their state returned.
 """
@@ -13,17 +23,32 @@ Messages leave only after the commit that holds their state returned.
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sync import CRDT
 from sync._keyspace import Key, parse_storage_key
 from sync._policy import EVERYTHING, LinkPolicy
-from sync._replica import Replica, ReplicaConfig
-from sync._storage import Storage
+from sync._replica import Ready, Replica, ReplicaConfig
+from sync._storage import Storage, StorageError, WriteBatch
 
 T = TypeVar("T", bound=CRDT)
 Sender = Callable[[str, bytes], Awaitable[None] | None]
+PIPELINE_DEPTH = 2  # batches submitted to the worker thread and not yet settled
+
+
+class _Batch:
+    """One submitted commit: its writers, what ``ready()`` gave, the worker's future."""
+
+    __slots__ = ("committed", "ready", "waiting")
+
+    def __init__(
+        self, waiting: list[asyncio.Future[None]], ready: Ready, committed: Future[None]
+    ) -> None:
+        self.waiting, self.ready, self.committed = waiting, ready, committed
 
 
 class AsyncReplica:
@@ -43,7 +68,14 @@ class AsyncReplica:
         self.send = send
         # Writers whose inputs are applied in memory but not yet taken into a commit.
         self._waiting: list[asyncio.Future[None]] = []
-        self._committer: asyncio.Task[None] | None = None
+        self._pending: deque[_Batch] = deque()  # submitted, in commit order
+        self._committer: asyncio.Task[None] | None = None  # settles _pending in order
+        self._flush_soon = False  # a flush is scheduled for the end of this loop round
+        # Flush once this many writers wait (and a pipeline slot is free); unknown
+        # until the first commit tells how many writers there are.
+        self._split_at = sys.maxsize
+        self._failed: BaseException | None = None  # a commit failed; later ones must not run
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self.commits = 0
         self.watchers: list[Callable[[list[Key]], None]] = []  # told the keys each commit changed
 
@@ -97,28 +129,76 @@ class AsyncReplica:
 
     def _durable_soon(self) -> asyncio.Future[None]:
         """A future that settles with the commit of everything applied so far."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(done)
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_loop())
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        waiting = self._waiting
+        waiting.append(done)
+        if len(waiting) >= self._split_at and len(self._pending) < PIPELINE_DEPTH:
+            self._flush()  # a group's worth: to the disk while the others apply
+        elif not self._pending and not self._flush_soon:
+            # The disk is idle: commit at the end of this round, which takes in every
+            # writer already woken and about to apply.
+            self._flush_soon = True
+            loop.call_soon(self._flush)
         return done
 
-    async def _commit_loop(self) -> None:
-        """Commit whatever has been applied, again and again, until nothing waits."""
-        while self._waiting:
-            # ``ready()`` takes exactly the inputs of the writers waiting now.
-            waiting, self._waiting = self._waiting, []
-            ready = self.replica.ready()
+    def _flush(self) -> None:
+        """Make one batch of every writer waiting and hand it to the worker thread."""
+        self._flush_soon = False
+        if not self._waiting:
+            return
+        waiting, self._waiting = self._waiting, []
+        ready = self.replica.ready()
+        committed = self._worker.submit(self._commit_in_order, ready.batch)
+        self._pending.append(_Batch(waiting, ready, committed))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._settle_in_order())
+
+    def _commit_in_order(self, batch: WriteBatch) -> None:
+        """In the worker thread: commit, unless an earlier batch (whose changes this
+        one holds) failed."""
+        failed = self._failed
+        if failed is not None:  # the same kind of error, so callers can tell why
+            kind = type(failed) if isinstance(failed, StorageError) else StorageError
+            raise kind(f"not committed: an earlier commit failed: {failed}")
+        try:
+            self.storage.commit(batch)
+        except BaseException as exc:
+            self._failed = exc
+            raise
+
+    async def _settle_in_order(self) -> None:
+        """Wake each batch's writers and send its messages once it committed, in order."""
+        while self._pending:
+            batch = self._pending[0]
             try:
-                await asyncio.to_thread(self.storage.commit, ready.batch)
+                await asyncio.wrap_future(batch.committed)
             except Exception as exc:
-                self._reload()
-                _settle(waiting, exc)
+                self._pending.popleft()
+                _settle(batch.waiting, exc)
+                if not self._pending:
+                    self._recover(exc)
                 continue
+            self._pending.popleft()
             self.commits += 1
-            _settle(waiting, None)
-            self._notify([parse_storage_key(raw) for raw in ready.batch.entries])
-            await self._send(ready.messages)
+            # Writers in play: those this commit wakes, those in later batches, those
+            # waiting. Half of them make a group.
+            writers = len(batch.waiting) + len(self._waiting)
+            writers += sum(len(later.waiting) for later in self._pending)
+            self._split_at = max(1, (writers + 1) // 2)
+            _settle(batch.waiting, None)
+            if self._waiting and (not self._pending or len(self._waiting) >= self._split_at):
+                self._flush()  # they applied while the disk was busy: their turn now
+            self._notify([parse_storage_key(raw) for raw in batch.ready.batch.entries])
+            await self._send(batch.ready.messages)
+
+    def _recover(self, exc: Exception) -> None:
+        """Every batch after a failed commit has failed too: memory ran ahead of the
+        store, so fail the writers who applied since and rebuild from the store."""
+        waiting, self._waiting = self._waiting, []
+        _settle(waiting, exc)
+        self._reload()
+        self._failed = None
 
     def _notify(self, keys: list[Key]) -> None:
         if keys:
@@ -138,11 +218,14 @@ class AsyncReplica:
         self.replica = self.replica.reloaded(self.storage)
 
     async def close(self) -> None:
-        while self._committer is not None and not self._committer.done():
-            await self._committer
+        while self._waiting or self._pending:
+            self._flush()
+            if self._committer is not None:
+                await self._committer
         ready = self.replica.close()
-        await asyncio.to_thread(self.storage.commit, ready.batch)
+        await asyncio.wrap_future(self._worker.submit(self.storage.commit, ready.batch))
         await self._send(ready.messages)
+        self._worker.shutdown()
         self.storage.close()
 
     def __repr__(self) -> str:
