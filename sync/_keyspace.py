@@ -111,9 +111,11 @@ class Keyspace:
 
     def apply(self, path: str, cls: type[T], mutate: Callable[[T], T]) -> Keyspace:
         """Run a mutator of ``cls`` on the value at ``(path, cls)``; return the delta."""
-        key = (check_path(path), cls.TYPE_TAG)
-        child = self.entries.get(key)
+        key = (path, cls.TYPE_TAG)
+        # A path already stored was checked when it first came in.
+        child = self.entries.get(key) if type(path) is str else None
         if child is None:
+            check_path(path)
             child = cls()
         assert isinstance(child, cls)
         child_delta = mutate(child)
@@ -279,7 +281,7 @@ def decode_with_encodings(
     spans: list[tuple[Key, int, int]] = []
     prev: Key | None = None
     for _ in range(r.count("keyspace", 4)):
-        key = (check_decoded_path(r.text()), r.u8())
+        key = (_decoded_path(r), r.u8())
         if prev is not None and key <= prev:
             raise CodecError("keyspace keys are not strictly sorted")
         prev = key
@@ -322,6 +324,18 @@ def own_part(child: T, node_id: str) -> T:
 def entry_digest(key: Key, child: CRDT) -> bytes:
     """A key's own fingerprint: its identity and its canonical standalone encoding."""
     return hashlib.sha256(storage_key(key) + b"\x00" + child.encode()).digest()
+
+
+def _decoded_path(r: Reader) -> str:
+    """A path read from ``r``: its size checked on the bytes already in hand."""
+    raw = r.blob()
+    try:
+        path = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CodecError(f"invalid UTF-8 in string: {exc.reason}") from None
+    if not 0 < len(raw) <= MAX_PATH_BYTES or b"\x00" in raw:
+        check_decoded_path(path)  # raises, saying which rule it breaks
+    return path
 
 
 def check_decoded_path(path: str) -> str:

@@ -87,11 +87,11 @@ class AsyncReplica:
         """Apply ``mutate(value, actor)`` at ``(path, cls)``; return once durable."""
         actor = self.replica.actor
         self.replica.update(path, cls, lambda child: mutate(child, actor))
-        await self._until_durable()
+        await self._durable_soon()
 
     async def remove(self, path: str, cls: type[CRDT]) -> None:
         self.replica.remove(path, cls)
-        await self._until_durable()
+        await self._durable_soon()
 
     async def connect(
         self,
@@ -101,7 +101,7 @@ class AsyncReplica:
         own_writes_only: bool = False,
     ) -> None:
         self.replica.connect(link, policy, certified_node, own_writes_only)
-        await self._until_durable()
+        await self._durable_soon()
 
     async def deliver(self, link: str, data: bytes) -> None:
         """Bytes from a peer. Bad input raises ``ProtocolError`` and changes nothing."""
@@ -119,13 +119,10 @@ class AsyncReplica:
 
     async def tick(self) -> None:
         self.replica.tick()
-        await self._until_durable()
+        await self._durable_soon()
 
     def disconnect(self, link: str) -> None:
         self.replica.disconnect(link)
-
-    async def _until_durable(self) -> None:
-        await self._durable_soon()
 
     def _durable_soon(self) -> asyncio.Future[None]:
         """A future that settles with the commit of everything applied so far."""
