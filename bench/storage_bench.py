@@ -271,11 +271,16 @@ def durable_rows(writers: int, total: int, single_put_rate: float) -> list[Row]:
     each = total // writers
     done = each * writers
     seconds, commits = best_of(lambda: timed_durable_run(writers, each))
-    rate = done / seconds
-    verdict = target_verdict(rate, single_put_rate)
     w = f"(b) durable, {writers} writer{'s' if writers > 1 else ''}, {done:,} updates"
+    return rate_rows(w, done, seconds, commits, single_put_rate)
+
+
+def rate_rows(w: str, done: int, seconds: float, commits: int, baseline: float) -> list[Row]:
+    """A durable workload's rate against (a1), its verdict, and its updates per commit."""
+    rate = done / seconds
+    verdict = target_verdict(rate, baseline)
     return [
-        Row(w, "updates/s", rate, "/s", rate / single_put_rate, "ours/(a1)", verdict),
+        Row(w, "updates/s", rate, "/s", rate / baseline, "ours/(a1)", verdict),
         Row(w, "updates per commit", done / commits, ""),
     ]
 
@@ -316,13 +321,8 @@ def async_rows(writers: int, total: int, single_put_rate: float) -> list[Row]:
     each = total // writers
     done = each * writers
     seconds, commits = best_of(lambda: timed_async_run(writers, each))
-    rate = done / seconds
-    verdict = target_verdict(rate, single_put_rate)
     w = f"(b) durable, asyncio, {writers} coroutine writer{'s' if writers > 1 else ''}"
-    return [
-        Row(w, "updates/s", rate, "/s", rate / single_put_rate, "ours/(a1)", verdict),
-        Row(w, "updates per commit", done / commits, ""),
-    ]
+    return rate_rows(w, done, seconds, commits, single_put_rate)
 
 
 def timed_async_batched_run(count: int) -> tuple[float, int]:
@@ -338,12 +338,7 @@ def timed_async_batched_run(count: int) -> tuple[float, int]:
         began = time.perf_counter()
         for first in range(0, count, BATCH):
             for i in range(first, min(first + BATCH, count)):
-                k = (i // 2) % KEYS_PER_WRITER
-                if i % 2 == 0:
-                    replica.update(keys.counters[k], PNCounter, lambda c: c.increment(r.actor, 1))
-                else:
-                    ts = replica.hlc.now()
-                    replica.update(keys.registers[k], LWWRegister, lambda g: g.set(r.actor, i, ts))
+                apply_update(replica, keys, i)
             await r.tick()  # returns once the commit holding the batch is done
         seconds = time.perf_counter() - began
         commits = r.commits
@@ -357,13 +352,8 @@ def timed_async_batched_run(count: int) -> tuple[float, int]:
 
 def async_batched_rows(total: int, single_put_rate: float) -> list[Row]:
     seconds, commits = best_of(lambda: timed_async_batched_run(total))
-    rate = total / seconds
-    verdict = target_verdict(rate, single_put_rate)
     w = f"(b) durable, asyncio, 1 writer, {BATCH} updates per durable wait (extra)"
-    return [
-        Row(w, "updates/s", rate, "/s", rate / single_put_rate, "ours/(a1)", verdict),
-        Row(w, "updates per commit", total / commits, ""),
-    ]
+    return rate_rows(w, total, seconds, commits, single_put_rate)
 
 
 def timed_memory_updates(count: int) -> tuple[float, None]:
@@ -374,16 +364,21 @@ def timed_memory_updates(count: int) -> tuple[float, None]:
     keys = writer_keys(0)
     start = time.perf_counter()
     for i in range(count):
-        k = (i // 2) % KEYS_PER_WRITER
-        if i % 2 == 0:
-            r.update(keys.counters[k], PNCounter, lambda c: c.increment(r.actor, 1))
-        else:
-            ts = r.hlc.now()
-            r.update(keys.registers[k], LWWRegister, lambda g: g.set(r.actor, i, ts))
+        apply_update(r, keys, i)
         storage.commit(r.ready().batch)
     seconds = time.perf_counter() - start
     assert sum_of_counters(r, keys.counters) == expected_increments(count)
     return seconds, None
+
+
+def apply_update(r: Replica, keys: WriterKeys, i: int) -> None:
+    """Update ``i`` of the mix, applied in memory on a sans-IO replica."""
+    k = (i // 2) % KEYS_PER_WRITER
+    if i % 2 == 0:
+        r.update(keys.counters[k], PNCounter, lambda c: c.increment(r.actor, 1))
+    else:
+        ts = r.hlc.now()
+        r.update(keys.registers[k], LWWRegister, lambda g: g.set(r.actor, i, ts))
 
 
 def sum_of_counters(r: Replica, paths: list[str]) -> int:
