@@ -10,8 +10,13 @@ each group: throughput follows the CPU, not the fsync rate.
 Commits are pipelined two deep. When every writer waits on the same commit, the
 loop has nothing to apply while it runs, and CPU and disk take turns. So while a
 commit runs, the writers it woke are flushed as a batch of their own once half of
-the last two commits' writers wait again: the fleet of writers splits into two
-groups, one applying while the other's batch is on disk. Batches go to the one
+the writers in play wait again: they split into two groups, one applying while
+the other's batch is on disk. That pays only while a commit takes less time than
+applying every writer's update once (W writers, c seconds of apply each, commits
+of f seconds: two groups give W/2 per max(f, cW/2), one group W per f + cW, and
+the first is more exactly when f < cW). Both are measured as they go (commit time
+in the worker, apply time from a group's wakeup to its flush), and a slow disk
+keeps everyone in one group, as group commit alone would. Batches go to the one
 worker thread in order, so they commit in the order ``ready()`` made them, and a
 batch's writers are woken (and its messages sent) only after it committed. A
 failed commit fails every batch behind it (they hold its changes) and every
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,7 +52,7 @@ class _Batch:
     __slots__ = ("committed", "ready", "waiting")
 
     def __init__(
-        self, waiting: list[asyncio.Future[None]], ready: Ready, committed: Future[None]
+        self, waiting: list[asyncio.Future[None]], ready: Ready, committed: Future[float]
     ) -> None:
         self.waiting, self.ready, self.committed = waiting, ready, committed
 
@@ -71,9 +77,12 @@ class AsyncReplica:
         self._pending: deque[_Batch] = deque()  # submitted, in commit order
         self._committer: asyncio.Task[None] | None = None  # settles _pending in order
         self._flush_soon = False  # a flush is scheduled for the end of this loop round
-        # Flush once this many writers wait (and a pipeline slot is free); unknown
-        # until the first commit tells how many writers there are.
+        # Flush once this many writers wait (and a pipeline slot is free); no split
+        # until commits and applies have been timed.
         self._split_at = sys.maxsize
+        self._commit_seconds: float | None = None  # moving average, per commit
+        self._apply_seconds: float | None = None  # moving average, per waiting writer
+        self._woken_at: float | None = None  # when the last settled batch's writers woke
         self._failed: BaseException | None = None  # a commit failed; later ones must not run
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self.commits = 0
@@ -145,31 +154,37 @@ class AsyncReplica:
         if not self._waiting:
             return
         waiting, self._waiting = self._waiting, []
+        if self._woken_at is not None:  # the first group since a wakeup: time its apply
+            per_writer = (time.perf_counter() - self._woken_at) / len(waiting)
+            self._apply_seconds = _averaged(self._apply_seconds, per_writer)
+            self._woken_at = None
         ready = self.replica.ready()
         committed = self._worker.submit(self._commit_in_order, ready.batch)
         self._pending.append(_Batch(waiting, ready, committed))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._settle_in_order())
 
-    def _commit_in_order(self, batch: WriteBatch) -> None:
+    def _commit_in_order(self, batch: WriteBatch) -> float:
         """In the worker thread: commit, unless an earlier batch (whose changes this
-        one holds) failed."""
+        one holds) failed; return how long the commit took."""
         failed = self._failed
         if failed is not None:  # the same kind of error, so callers can tell why
             kind = type(failed) if isinstance(failed, StorageError) else StorageError
             raise kind(f"not committed: an earlier commit failed: {failed}")
+        began = time.perf_counter()
         try:
             self.storage.commit(batch)
         except BaseException as exc:
             self._failed = exc
             raise
+        return time.perf_counter() - began
 
     async def _settle_in_order(self) -> None:
         """Wake each batch's writers and send its messages once it committed, in order."""
         while self._pending:
             batch = self._pending[0]
             try:
-                await asyncio.wrap_future(batch.committed)
+                seconds = await asyncio.wrap_future(batch.committed)
             except Exception as exc:
                 self._pending.popleft()
                 _settle(batch.waiting, exc)
@@ -178,16 +193,25 @@ class AsyncReplica:
                 continue
             self._pending.popleft()
             self.commits += 1
-            # Writers in play: those this commit wakes, those in later batches, those
-            # waiting. Half of them make a group.
-            writers = len(batch.waiting) + len(self._waiting)
-            writers += sum(len(later.waiting) for later in self._pending)
-            self._split_at = max(1, (writers + 1) // 2)
+            self._commit_seconds = _averaged(self._commit_seconds, seconds)
+            self._split_at = self._group_size(len(batch.waiting))
             _settle(batch.waiting, None)
+            self._woken_at = None  # who waits now applied before this wakeup
             if self._waiting and (not self._pending or len(self._waiting) >= self._split_at):
                 self._flush()  # they applied while the disk was busy: their turn now
+            self._woken_at = time.perf_counter()
             self._notify([parse_storage_key(raw) for raw in batch.ready.batch.entries])
             await self._send(batch.ready.messages)
+
+    def _group_size(self, woken: int) -> int:
+        """Half the writers in play (the ``woken`` writers of a commit, those in later
+        batches, those waiting) while a commit takes less time than applying all of
+        them once; otherwise no split (the maximum size)."""
+        writers = woken + len(self._waiting) + sum(len(b.waiting) for b in self._pending)
+        commit, apply = self._commit_seconds, self._apply_seconds
+        if commit is None or apply is None or commit >= apply * writers:
+            return sys.maxsize
+        return max(1, (writers + 1) // 2)
 
     def _recover(self, exc: Exception) -> None:
         """Every batch after a failed commit has failed too: memory ran ahead of the
@@ -237,3 +261,8 @@ def _settle(waiting: list[asyncio.Future[None]], error: Exception | None) -> Non
                 done.set_result(None)
             else:
                 done.set_exception(error)
+
+
+def _averaged(average: float | None, sample: float) -> float:
+    """A moving average that gives the newest sample a weight of 1/4."""
+    return sample if average is None else average + (sample - average) / 4
