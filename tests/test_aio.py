@@ -11,7 +11,7 @@ import pytest
 
 from sync import GCounter, LWWRegister, PNCounter, Timestamp
 from sync._messages import ProtocolError
-from sync._storage import StoreFullError
+from sync._storage import MemoryStorage, StoreFullError
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.embedded import open_replica
 from sync.adapters.lmdb_storage import LMDBStorage
@@ -100,3 +100,21 @@ def test_a_failed_commit_fails_the_batches_behind_it_and_every_ack_is_on_disk(
         assert set(acked) <= stored  # every acknowledged write is durable
         assert not stored & set(refused)  # and no refused one slipped in behind a failure
         assert r.value("after") == 1
+
+
+def test_writers_split_into_two_groups_only_while_commits_are_quicker_than_applies() -> None:
+    """Two groups pay while one group's commit hides behind the other's applies (a
+    commit quicker than applying every writer once); a slower disk keeps one group."""
+
+    async def main() -> None:
+        rng = random.Random(1)
+        r = AsyncReplica(MemoryStorage(), "n", clock=CLOCK, new_epoch=lambda: rng.getrandbits(64))
+        assert r._group_size(64) > 64  # nothing timed yet: no split
+        r._apply_seconds = 25e-6  # per writer: 64 of them take 1.6 ms
+        r._commit_seconds = 0.4e-3
+        assert r._group_size(64) == 32
+        r._commit_seconds = 3e-3
+        assert r._group_size(64) > 64
+        await r.close()
+
+    asyncio.run(main())
