@@ -230,7 +230,7 @@ class Keyspace:
 
     @classmethod
     def decode(cls, data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Keyspace:
-        return decode_with_encodings(data, max_size)[0]
+        return decode_with_encodings(data, max_size, cut=False)[0]
 
     def digest(self, prefix: str = "") -> str:
         """Hex SHA-256 over the keys under ``prefix``: equal digests, equal state.
@@ -256,7 +256,7 @@ class Keyspace:
 
 
 def decode_with_encodings(
-    data: bytes, max_size: int = DEFAULT_MAX_SIZE
+    data: bytes, max_size: int = DEFAULT_MAX_SIZE, cut: bool = True
 ) -> tuple[Keyspace, dict[Key, bytes] | None]:
     """Decode a keyspace, and give each entry's own canonical encoding (``encode()``
     of its value) when it can be cut out of ``data``: when the table names one actor.
@@ -264,7 +264,7 @@ def decode_with_encodings(
     Then every entry's actor table is that one actor (an entry that is not bottom
     names some actor), so its body here, indexed against the same table, is
     byte for byte the body of its own encoding. A receiver that stores an entry
-    as received saves encoding it again.
+    as received saves encoding it again. ``cut=False``: decode only.
     """
     if len(data) > max_size:
         raise CodecError(f"keyspace of {len(data)} bytes exceeds the {max_size}-byte limit")
@@ -290,10 +290,13 @@ def decode_with_encodings(
         if child.is_bottom():
             raise CodecError(f"keyspace entry {key[0]!r} holds nothing (not canonical)")
         entries[key] = child
-        spans.append((key, start, r.pos))
+        if cut:
+            spans.append((key, start, r.pos))
     r.expect_end()
     if len(actors) == 1 and entries:
         # Every entry names some actor, and only one can be named: all are used.
+        if not cut:
+            return out, None
         table, _ = actor_table(actors)
         return out, {
             key: b"".join((bytes((FORMAT_VERSION, key[1])), table, data[start:end]))
