@@ -134,16 +134,17 @@ class DotContext:
 
     def next_dot(self, actor: str) -> Dot:
         """The next dot ``actor`` should mint; assumes the actor's own dots are contiguous."""
-        return Dot(actor, self.vv[actor] + 1)
+        return Dot(actor, self.vv._counters.get(actor, 0) + 1)
 
     def add(self, dot: Dot) -> None:
         """Insert one dot, keeping the compact form."""
         actor, n = dot
-        have = self.vv[actor]
+        counters = self.vv._counters
+        have = counters.get(actor, 0)
         if n <= have:
             return
         if n == have + 1:
-            self.vv._counters[actor] = n
+            counters[actor] = n
             if self.cloud:
                 self._absorb(actor)
         else:
@@ -186,13 +187,15 @@ class DotContext:
         return sum(n for _, n in self.vv.items()) + len(self.cloud)
 
     def actors(self) -> set[str]:
-        return set(self.vv) | {d.actor for d in self.cloud}
+        found = set(self.vv._counters)
+        if self.cloud:
+            found.update(d.actor for d in self.cloud)
+        return found
 
     def copy(self) -> DotContext:
-        ctx = DotContext()
-        ctx.vv = self.vv.copy()
-        ctx.cloud = set(self.cloud)
-        return ctx
+        vv = VersionVector()
+        vv._counters = self.vv._counters.copy()
+        return DotContext(vv, self.cloud)  # a cloud already compact stays so
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, DotContext) and self.vv == other.vv and self.cloud == other.cloud

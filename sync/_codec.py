@@ -52,8 +52,12 @@ class Writer:
 
     def counters(self, index: dict[str, int], counts: Iterable[tuple[str, int]]) -> None:
         """(actor index, count) pairs sorted by actor: vectors and tallies."""
+        buf = self.buf
+        if not counts:  # empty tallies and clouds dominate: one byte, nothing to sort
+            buf.append(0)
+            return
         rows = sorted(counts)  # actor order is index order: the table is sorted
-        buf, uvarint = self.buf, self.uvarint
+        uvarint = self.uvarint
         uvarint(len(rows))
         for actor, n in rows:
             ix = index[actor]

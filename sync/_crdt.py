@@ -129,7 +129,8 @@ class CRDT(ABC):
         return next(self._store_dots(), None) is not None
 
     def is_bottom(self) -> bool:
-        return self._store_is_bottom() and not self.ctx.vv and not self.ctx.cloud
+        ctx = self.ctx
+        return not ctx.vv._counters and not ctx.cloud and self._store_is_bottom()
 
     def merge(self: C, other: C) -> None:
         """Join ``other`` into this replica (in place)."""
@@ -226,16 +227,34 @@ def _collect_actors(obj: CRDT) -> list[str]:
     return sorted(actors)
 
 
+# Encoded actor tables and their indexes, by the sorted actors: a node's states name
+# the same few actors again and again, and every key it persists is encoded whole.
+_TABLES: dict[tuple[str, ...], tuple[bytes, dict[str, int]]] = {}
+_TABLES_MAX = 4096
+
+
+def actor_table(actors: list[str]) -> tuple[bytes, dict[str, int]]:
+    """The encoded table (count, then each actor) and each actor's index in it."""
+    key = tuple(actors)
+    found = _TABLES.get(key)
+    if found is None:
+        w = Writer()
+        w.uvarint(len(actors))
+        for actor in actors:
+            w.text(actor)
+        found = (w.getvalue(), {a: i for i, a in enumerate(actors)})
+        if len(_TABLES) >= _TABLES_MAX:
+            _TABLES.clear()  # a bound, not an eviction policy: tables are cheap to rebuild
+        _TABLES[key] = found
+    return found
+
+
 def encode(obj: CRDT) -> bytes:
     """Canonical bytes: format version, type tag, actor table, context, store."""
-    actors = _collect_actors(obj)
-    index = {a: i for i, a in enumerate(actors)}
+    table, index = actor_table(_collect_actors(obj))
     w = Writer()
-    w.u8(FORMAT_VERSION)
-    w.u8(obj.TYPE_TAG)
-    w.uvarint(len(actors))
-    for actor in actors:
-        w.text(actor)
+    w.buf += bytes((FORMAT_VERSION, obj.TYPE_TAG))
+    w.buf += table
     encode_body(w, index, obj)
     return w.getvalue()
 
@@ -297,16 +316,21 @@ def read_actor_table(r: Reader) -> list[str]:
 
 def _decode_context(r: Reader, actors: list[str]) -> DotContext:
     vv = VersionVector()
+    counters = vv._counters  # strictly sorted, counters >= 1: each entry is new and kept
     prev_ix = -1
     for _ in range(r.count("version vector", 2)):
         ix, actor, n = read_ranked_dot(r, actors)
         if ix <= prev_ix:
             raise CodecError("version vector entries are not strictly sorted")
         prev_ix = ix
-        vv.advance(actor, n)
-    cloud: set[Dot] = set()
+        counters[actor] = n
+    ctx = DotContext(vv)
+    cloud_size = r.count("dot cloud", 2)
+    if not cloud_size:  # the common case: contexts are compact version vectors
+        return ctx
+    cloud = ctx.cloud
     prev = (-1, 0)
-    for _ in range(r.count("dot cloud", 2)):
+    for _ in range(cloud_size):
         ix, actor, n = read_ranked_dot(r, actors)
         if (ix, n) <= prev:
             raise CodecError("dot cloud is not strictly sorted")
@@ -314,15 +338,14 @@ def _decode_context(r: Reader, actors: list[str]) -> DotContext:
         if n <= vv[actor] + 1:
             raise CodecError(f"dot cloud entry {Dot(actor, n)!r} is not compact against the vector")
         cloud.add(Dot(actor, n))
-    ctx = DotContext(vv)
-    ctx.cloud = cloud
     return ctx
 
 
 def _check_dots(obj: CRDT) -> None:
     seen: set[Dot] = set()
+    ctx = obj.ctx
     for dot in obj._store_dots():
-        if dot not in obj.ctx:
+        if dot not in ctx:
             raise CodecError(f"stored dot {dot!r} is not covered by the context")
         if dot in seen:
             raise CodecError(f"dot {dot!r} is stored twice")

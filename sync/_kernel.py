@@ -60,7 +60,8 @@ class DotKernel(CRDT, Generic[V]):
     def _replace_all(self: K, actor: str, payload: V) -> K:
         """Remove every observed dot and store ``payload`` under a new one."""
         delta = self._delta()
-        self._remove(self.ds, delta)
+        if self.ds:
+            self._remove(self.ds, delta)
         self._mint(actor, payload, delta)
         return delta
 

@@ -24,9 +24,16 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from sync._causal import DotContext
-from sync._codec import DEFAULT_MAX_SIZE, CodecError, Reader, Writer
+from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, CodecError, Reader, Writer
 from sync._counter import Counter
-from sync._crdt import CRDT, decode_body, encode_body, read_actor_table, type_for_tag
+from sync._crdt import (
+    CRDT,
+    actor_table,
+    decode_body,
+    encode_body,
+    read_actor_table,
+    type_for_tag,
+)
 from sync._hlc import Timestamp
 from sync._ormap import ORMap
 from sync._policy import is_local
@@ -104,9 +111,11 @@ class Keyspace:
 
     def apply(self, path: str, cls: type[T], mutate: Callable[[T], T]) -> Keyspace:
         """Run a mutator of ``cls`` on the value at ``(path, cls)``; return the delta."""
-        key = (check_path(path), cls.TYPE_TAG)
-        child = self.entries.get(key)
+        key = (path, cls.TYPE_TAG)
+        # A path already stored was checked when it first came in.
+        child = self.entries.get(key) if type(path) is str else None
         if child is None:
+            check_path(path)
             child = cls()
         assert isinstance(child, cls)
         child_delta = mutate(child)
@@ -221,31 +230,7 @@ class Keyspace:
 
     @classmethod
     def decode(cls, data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Keyspace:
-        if len(data) > max_size:
-            raise CodecError(f"keyspace of {len(data)} bytes exceeds the {max_size}-byte limit")
-        r = Reader(bytes(data))
-        version = r.u8()
-        if version != KEYSPACE_FORMAT:
-            raise CodecError(
-                f"unsupported keyspace format {version}; this build reads {KEYSPACE_FORMAT}"
-            )
-        actors = read_actor_table(r)
-        out = cls()
-        prev: Key | None = None
-        for _ in range(r.count("keyspace", 4)):
-            key = (check_decoded_path(r.text()), r.u8())
-            if prev is not None and key <= prev:
-                raise CodecError("keyspace keys are not strictly sorted")
-            prev = key
-            child = decode_body(r, type_for_tag(key[1]), actors)
-            if child.is_bottom():
-                raise CodecError(f"keyspace entry {key[0]!r} holds nothing (not canonical)")
-            out.entries[key] = child
-        r.expect_end()
-        used = set().union(*(_actors(c) for c in out.entries.values()))
-        if used != set(actors):
-            raise CodecError("actor table names actors the keyspace does not use")
-        return out
+        return decode_with_encodings(data, max_size, cut=False)[0]
 
     def digest(self, prefix: str = "") -> str:
         """Hex SHA-256 over the keys under ``prefix``: equal digests, equal state.
@@ -270,6 +255,59 @@ class Keyspace:
         return f"Keyspace({{{shown}}})"
 
 
+def decode_with_encodings(
+    data: bytes, max_size: int = DEFAULT_MAX_SIZE, cut: bool = True
+) -> tuple[Keyspace, dict[Key, bytes] | None]:
+    """Decode a keyspace, and give each entry's own canonical encoding (``encode()``
+    of its value) when it can be cut out of ``data``: when the table names one actor.
+
+    Then every entry's actor table is that one actor (an entry that is not bottom
+    names some actor), so its body here, indexed against the same table, is
+    byte for byte the body of its own encoding. A receiver that stores an entry
+    as received saves encoding it again. ``cut=False``: decode only.
+    """
+    if len(data) > max_size:
+        raise CodecError(f"keyspace of {len(data)} bytes exceeds the {max_size}-byte limit")
+    data = bytes(data)
+    r = Reader(data)
+    version = r.u8()
+    if version != KEYSPACE_FORMAT:
+        raise CodecError(
+            f"unsupported keyspace format {version}; this build reads {KEYSPACE_FORMAT}"
+        )
+    actors = read_actor_table(r)
+    out = Keyspace()
+    entries = out.entries
+    spans: list[tuple[Key, int, int]] = []
+    prev: Key | None = None
+    for _ in range(r.count("keyspace", 4)):
+        key = (_decoded_path(r), r.u8())
+        if prev is not None and key <= prev:
+            raise CodecError("keyspace keys are not strictly sorted")
+        prev = key
+        start = r.pos
+        child = decode_body(r, type_for_tag(key[1]), actors)
+        if child.is_bottom():
+            raise CodecError(f"keyspace entry {key[0]!r} holds nothing (not canonical)")
+        entries[key] = child
+        if cut:
+            spans.append((key, start, r.pos))
+    r.expect_end()
+    if len(actors) == 1 and entries:
+        # Every entry names some actor, and only one can be named: all are used.
+        if not cut:
+            return out, None
+        table, _ = actor_table(actors)
+        return out, {
+            key: b"".join((bytes((FORMAT_VERSION, key[1])), table, data[start:end]))
+            for key, start, end in spans
+        }
+    used = set().union(*(_actors(c) for c in entries.values()))
+    if used != set(actors):
+        raise CodecError("actor table names actors the keyspace does not use")
+    return out, None
+
+
 def own_part(child: T, node_id: str) -> T:
     """The part of ``child`` that carries no update of another node: the join of its
     irreducible parts whose writers are all ``node_id`` (any epoch).
@@ -289,6 +327,18 @@ def own_part(child: T, node_id: str) -> T:
 def entry_digest(key: Key, child: CRDT) -> bytes:
     """A key's own fingerprint: its identity and its canonical standalone encoding."""
     return hashlib.sha256(storage_key(key) + b"\x00" + child.encode()).digest()
+
+
+def _decoded_path(r: Reader) -> str:
+    """A path read from ``r``: its size checked on the bytes already in hand."""
+    raw = r.blob()
+    try:
+        path = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CodecError(f"invalid UTF-8 in string: {exc.reason}") from None
+    if not 0 < len(raw) <= MAX_PATH_BYTES or b"\x00" in raw:
+        check_decoded_path(path)  # raises, saying which rule it breaks
+    return path
 
 
 def check_decoded_path(path: str) -> str:

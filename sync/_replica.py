@@ -26,7 +26,13 @@ from sync._codec import CodecError, Reader, Writer
 from sync._crdt import CRDT, decode
 from sync._digest import DigestTree
 from sync._hlc import DEFAULT_MAX_AHEAD_MS, HybridLogicalClock
-from sync._keyspace import Key, Keyspace, parse_storage_key, storage_key
+from sync._keyspace import (
+    Key,
+    Keyspace,
+    decode_with_encodings,
+    parse_storage_key,
+    storage_key,
+)
 from sync._messages import (
     DEFAULT_MAX_MESSAGE,
     Ack,
@@ -153,6 +159,9 @@ class Replica:
         self._unlogged = False  # a change was made while no peer was tracked
         self._pending_encoded: dict[str | None, bytes] = {}  # of a pending delta, if known
         self._dirty: set[Key] = set()
+        # Encodings of dirty keys' values, where known without encoding them (a key
+        # stored just as a peer sent it); any later change to the key drops its entry.
+        self._encoded: dict[Key, bytes] = {}
         self._outbox: list[tuple[str, bytes]] = []
         self._events: list[Event] = []
         self._batch = WriteBatch()
@@ -279,6 +288,9 @@ class Replica:
             pending.absorb(delta)  # deltas of one key coalesce: their join is a delta
             self._pending_encoded.pop(origin, None)
         self._dirty.update(delta.entries)
+        if self._encoded:
+            for key in delta.entries:
+                self._encoded.pop(key, None)
 
     # ---- the output --------------------------------------------------------------
 
@@ -297,13 +309,16 @@ class Replica:
             batch.log_append.append((entry.seq, encode_log_record(origin, payload)))
         self._pending.clear()
         self._pending_encoded.clear()
-        entries = self.keyspace.entries
+        entries, known = self.keyspace.entries, self._encoded
         for key in self._dirty:
-            child = entries.get(key)
-            encoded = None if child is None else child.encode()
+            encoded = known.get(key)
+            if encoded is None:
+                child = entries.get(key)
+                encoded = None if child is None else child.encode()
             batch.entries[storage_key(key)] = encoded
             self.tree.set(key, encoded)
         self._dirty.clear()
+        known.clear()
         if self.log.over_bounds():
             batch.log_drop_below = self.log.collect()
         ready = Ready(batch, [])
@@ -469,7 +484,7 @@ class Replica:
     def _merge_from(self, link: str, remote: str, payload: bytes) -> None:
         """Merge a Keyspace a peer sent: checked whole first, so bad input changes nothing."""
         try:
-            incoming = Keyspace.decode(payload, self.config.max_message_bytes)
+            incoming, encodings = decode_with_encodings(payload, self.config.max_message_bytes)
         except CodecError as exc:
             raise ProtocolError(f"malformed delta payload from {remote}: {exc}") from None
         state = self.links[link]
@@ -492,6 +507,10 @@ class Replica:
         self.hlc.witness_all(admitted.timestamps())  # refuses far-future clocks, changes nothing
         self.keyspace.merge(novel)
         self._note(novel, origin=remote, encoded=payload if as_received else None)
+        if as_received and encodings is not None:
+            # Every key was new here and is now exactly as received: its encoding is
+            # the slice of the payload the decoder cut out.
+            self._encoded.update(encodings)
 
     # ---- catch-up by digest (sync/_catchup.py) ----------------------------------------
 

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from sync import GCounter, PNCounter
+from sync import GCounter, LWWRegister, PNCounter, Timestamp
 from sync._messages import ProtocolError
+from sync._storage import MemoryStorage, StoreFullError
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.embedded import open_replica
 from sync.adapters.lmdb_storage import LMDBStorage
 
 CLOCK = itertools.count(1_700_000_000_000).__next__
+TS = Timestamp(1_700_000_000_000, 0)
 
 
 def open_async(path: Path, node_id: str = "n") -> AsyncReplica:
@@ -58,6 +60,61 @@ def test_bad_input_raises_and_commits_nothing(tmp_path: Path) -> None:
         with pytest.raises(ProtocolError):
             await r.deliver("nobody", b"\x01\x02")
         assert r.commits == before
+        await r.close()
+
+    asyncio.run(main())
+
+
+def test_a_failed_commit_fails_the_batches_behind_it_and_every_ack_is_on_disk(
+    tmp_path: Path,
+) -> None:
+    """Commits are pipelined: when one fails (the store is at its ceiling), the batches
+    queued behind it hold its changes, so they fail too, as does every writer that
+    applied meanwhile; the replica reloads, and later writes go on."""
+    acked: list[str] = []
+    refused: list[str] = []
+
+    async def main() -> None:
+        rng = random.Random(1)
+        storage = LMDBStorage(tmp_path, initial_map_size=1 << 20, max_map_size=1 << 20)
+        r = AsyncReplica(storage, "n", clock=CLOCK, new_epoch=lambda: rng.getrandbits(64))
+
+        async def writer(w: int) -> None:
+            for i in range(40):
+                path = f"blob/{w}/{i}"
+                try:
+                    await r.update(path, LWWRegister, lambda g, a: g.set(a, "x" * 2000, TS))
+                except StoreFullError:
+                    refused.append(path)
+                else:
+                    acked.append(path)
+
+        await asyncio.gather(*(writer(w) for w in range(32)))
+        assert r.commits > 2 and refused  # pipelined commits, and the ceiling was hit
+        await r.update("after", GCounter, lambda c, actor: c.increment(actor, 1))
+        await r.close()
+
+    asyncio.run(main())
+    with open_replica(tmp_path, "n", max_store_bytes=1 << 20) as r:
+        stored = {path for path, _ in r.keys("blob/")}
+        assert set(acked) <= stored  # every acknowledged write is durable
+        assert not stored & set(refused)  # and no refused one slipped in behind a failure
+        assert r.value("after") == 1
+
+
+def test_writers_split_into_two_groups_only_while_commits_are_quicker_than_applies() -> None:
+    """Two groups pay while one group's commit hides behind the other's applies (a
+    commit quicker than applying every writer once); a slower disk keeps one group."""
+
+    async def main() -> None:
+        rng = random.Random(1)
+        r = AsyncReplica(MemoryStorage(), "n", clock=CLOCK, new_epoch=lambda: rng.getrandbits(64))
+        assert r._group_size(64) > 64  # nothing timed yet: no split
+        r._apply_seconds = 25e-6  # per writer: 64 of them take 1.6 ms
+        r._commit_seconds = 0.4e-3
+        assert r._group_size(64) == 32
+        r._commit_seconds = 3e-3
+        assert r._group_size(64) > 64
         await r.close()
 
     asyncio.run(main())

@@ -1,11 +1,26 @@
 """An asyncio front end to a durable replica, for daemons and async programs.
 
 Writers are coroutines, so they never fight over the GIL: an update is applied in
-memory on the event loop at once, then awaits durability. One committer task
-takes everything applied so far (one ``Replica.ready()``), commits it in a worker
-thread (LMDB releases the GIL while it writes and fsyncs), and meanwhile the loop
-keeps applying updates that will form the next commit. The slower the disk, the
-bigger each group: throughput follows the CPU, not the fsync rate.
+memory on the event loop at once, then awaits durability. A group of applied
+updates becomes one ``Replica.ready()`` batch, committed in a worker thread of its
+own (LMDB releases the GIL while it writes and fsyncs) while the loop keeps
+applying updates that will form the next batch. The slower the disk, the bigger
+each group: throughput follows the CPU, not the fsync rate.
+
+Commits are pipelined two deep. When every writer waits on the same commit, the
+loop has nothing to apply while it runs, and CPU and disk take turns. So while a
+commit runs, the writers it woke are flushed as a batch of their own once half of
+the writers in play wait again: they split into two groups, one applying while
+the other's batch is on disk. That pays only while a commit takes less time than
+applying every writer's update once (W writers, c seconds of apply each, commits
+of f seconds: two groups give W/2 per max(f, cW/2), one group W per f + cW, and
+the first is more exactly when f < cW). Both are measured as they go (commit time
+in the worker, apply time from a group's wakeup to its flush), and a slow disk
+keeps everyone in one group, as group commit alone would. Batches go to the one
+worker thread in order, so they commit in the order ``ready()`` made them, and a
+batch's writers are woken (and its messages sent) only after it committed. A
+failed commit fails every batch behind it (they hold its changes) and every
+writer that applied since, and the replica is rebuilt from the store.
 
 Messages leave only after the commit that holds their state returned.
 """
@@ -14,19 +29,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sync import CRDT
 from sync._keyspace import Key, parse_storage_key
 from sync._policy import EVERYTHING, LinkPolicy
-from sync._replica import Replica, ReplicaConfig
-from sync._storage import Storage
+from sync._replica import Ready, Replica, ReplicaConfig
+from sync._storage import Storage, StorageError, WriteBatch
 
 log = logging.getLogger("edgesync.replica")
 
 T = TypeVar("T", bound=CRDT)
 Sender = Callable[[str, bytes], Awaitable[None] | None]
+PIPELINE_DEPTH = 2  # batches submitted to the worker thread and not yet settled
+
+
+class _Batch:
+    """One submitted commit: its writers, what ``ready()`` gave, the worker's future."""
+
+    __slots__ = ("committed", "ready", "waiting")
+
+    def __init__(
+        self, waiting: list[asyncio.Future[None]], ready: Ready, committed: Future[float]
+    ) -> None:
+        self.waiting, self.ready, self.committed = waiting, ready, committed
 
 
 class AsyncReplica:
@@ -46,7 +77,17 @@ class AsyncReplica:
         self.send = send
         # Writers whose inputs are applied in memory but not yet taken into a commit.
         self._waiting: list[asyncio.Future[None]] = []
-        self._committer: asyncio.Task[None] | None = None
+        self._pending: deque[_Batch] = deque()  # submitted, in commit order
+        self._committer: asyncio.Task[None] | None = None  # settles _pending in order
+        self._flush_soon = False  # a flush is scheduled for the end of this loop round
+        # Flush once this many writers wait (and a pipeline slot is free); no split
+        # until commits and applies have been timed.
+        self._split_at = sys.maxsize
+        self._commit_seconds: float | None = None  # moving average, per commit
+        self._apply_seconds: float | None = None  # moving average, per waiting writer
+        self._woken_at: float | None = None  # when the last settled batch's writers woke
+        self._failed: BaseException | None = None  # a commit failed; later ones must not run
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self.commits = 0
         self.watchers: list[Callable[[list[Key]], None]] = []  # told the keys each commit changed
 
@@ -58,11 +99,11 @@ class AsyncReplica:
         """Apply ``mutate(value, actor)`` at ``(path, cls)``; return once durable."""
         actor = self.replica.actor
         self.replica.update(path, cls, lambda child: mutate(child, actor))
-        await self._until_durable()
+        await self._durable_soon()
 
     async def remove(self, path: str, cls: type[CRDT]) -> None:
         self.replica.remove(path, cls)
-        await self._until_durable()
+        await self._durable_soon()
 
     async def connect(
         self,
@@ -72,7 +113,7 @@ class AsyncReplica:
         own_writes_only: bool = False,
     ) -> None:
         self.replica.connect(link, policy, certified_node, own_writes_only)
-        await self._until_durable()
+        await self._durable_soon()
 
     async def deliver(self, link: str, data: bytes) -> None:
         """Bytes from a peer. Bad input raises ``ProtocolError`` and changes nothing."""
@@ -90,40 +131,100 @@ class AsyncReplica:
 
     async def tick(self) -> None:
         self.replica.tick()
-        await self._until_durable()
+        await self._durable_soon()
 
     def disconnect(self, link: str) -> None:
         self.replica.disconnect(link)
 
-    async def _until_durable(self) -> None:
-        await self._durable_soon()
-
     def _durable_soon(self) -> asyncio.Future[None]:
         """A future that settles with the commit of everything applied so far."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(done)
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_loop())
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        waiting = self._waiting
+        waiting.append(done)
+        if len(waiting) >= self._split_at and len(self._pending) < PIPELINE_DEPTH:
+            self._flush()  # a group's worth: to the disk while the others apply
+        elif not self._pending and not self._flush_soon:
+            # The disk is idle: commit at the end of this round, which takes in every
+            # writer already woken and about to apply.
+            self._flush_soon = True
+            loop.call_soon(self._flush)
         return done
 
-    async def _commit_loop(self) -> None:
-        """Commit whatever has been applied, again and again, until nothing waits."""
-        while self._waiting:
-            # ``ready()`` takes exactly the inputs of the writers waiting now.
-            waiting, self._waiting = self._waiting, []
-            ready = self.replica.ready()
+    def _flush(self) -> None:
+        """Make one batch of every writer waiting and hand it to the worker thread."""
+        self._flush_soon = False
+        if not self._waiting:
+            return
+        waiting, self._waiting = self._waiting, []
+        if self._woken_at is not None:  # the first group since a wakeup: time its apply
+            per_writer = (time.perf_counter() - self._woken_at) / len(waiting)
+            self._apply_seconds = _averaged(self._apply_seconds, per_writer)
+            self._woken_at = None
+        ready = self.replica.ready()
+        committed = self._worker.submit(self._commit_in_order, ready.batch)
+        self._pending.append(_Batch(waiting, ready, committed))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._settle_in_order())
+
+    def _commit_in_order(self, batch: WriteBatch) -> float:
+        """In the worker thread: commit, unless an earlier batch (whose changes this
+        one holds) failed; return how long the commit took."""
+        failed = self._failed
+        if failed is not None:  # the same kind of error, so callers can tell why
+            kind = type(failed) if isinstance(failed, StorageError) else StorageError
+            raise kind(f"not committed: an earlier commit failed: {failed}")
+        began = time.perf_counter()
+        try:
+            self.storage.commit(batch)
+        except BaseException as exc:
+            self._failed = exc
+            raise
+        return time.perf_counter() - began
+
+    async def _settle_in_order(self) -> None:
+        """Wake each batch's writers and send its messages once it committed, in order."""
+        while self._pending:
+            batch = self._pending[0]
             try:
-                await asyncio.to_thread(self.storage.commit, ready.batch)
+                seconds = await asyncio.wrap_future(batch.committed)
             except Exception as exc:
-                self._reload()
-                _settle(waiting, exc)
+                self._pending.popleft()
+                _settle(batch.waiting, exc)
+                if not self._pending:
+                    self._recover(exc)
                 continue
+            self._pending.popleft()
             self.commits += 1
-            for event in ready.events:
+            self._commit_seconds = _averaged(self._commit_seconds, seconds)
+            for event in batch.ready.events:
                 log.info(event.what, extra={"node": self.replica.node_id, **event.fields})
-            _settle(waiting, None)
-            self._notify([parse_storage_key(raw) for raw in ready.batch.entries])
-            await self._send(ready.messages)
+            self._split_at = self._group_size(len(batch.waiting))
+            _settle(batch.waiting, None)
+            self._woken_at = None  # who waits now applied before this wakeup
+            if self._waiting and (not self._pending or len(self._waiting) >= self._split_at):
+                self._flush()  # they applied while the disk was busy: their turn now
+            self._woken_at = time.perf_counter()
+            self._notify([parse_storage_key(raw) for raw in batch.ready.batch.entries])
+            await self._send(batch.ready.messages)
+
+    def _group_size(self, woken: int) -> int:
+        """Half the writers in play (the ``woken`` writers of a commit, those in later
+        batches, those waiting) while a commit takes less time than applying all of
+        them once; otherwise no split (the maximum size)."""
+        writers = woken + len(self._waiting) + sum(len(b.waiting) for b in self._pending)
+        commit, apply = self._commit_seconds, self._apply_seconds
+        if commit is None or apply is None or commit >= apply * writers:
+            return sys.maxsize
+        return max(1, (writers + 1) // 2)
+
+    def _recover(self, exc: Exception) -> None:
+        """Every batch after a failed commit has failed too: memory ran ahead of the
+        store, so fail the writers who applied since and rebuild from the store."""
+        waiting, self._waiting = self._waiting, []
+        _settle(waiting, exc)
+        self._reload()
+        self._failed = None
 
     def _notify(self, keys: list[Key]) -> None:
         if keys:
@@ -143,11 +244,14 @@ class AsyncReplica:
         self.replica = self.replica.reloaded(self.storage)
 
     async def close(self) -> None:
-        while self._committer is not None and not self._committer.done():
-            await self._committer
+        while self._waiting or self._pending:
+            self._flush()
+            if self._committer is not None:
+                await self._committer
         ready = self.replica.close()
-        await asyncio.to_thread(self.storage.commit, ready.batch)
+        await asyncio.wrap_future(self._worker.submit(self.storage.commit, ready.batch))
         await self._send(ready.messages)
+        self._worker.shutdown()
         self.storage.close()
 
     def __repr__(self) -> str:
@@ -162,3 +266,8 @@ def _settle(waiting: list[asyncio.Future[None]], error: Exception | None) -> Non
                 done.set_result(None)
             else:
                 done.set_exception(error)
+
+
+def _averaged(average: float | None, sample: float) -> float:
+    """A moving average that gives the newest sample a weight of 1/4."""
+    return sample if average is None else average + (sample - average) / 4
