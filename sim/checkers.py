@@ -188,7 +188,7 @@ def check_monotonic(observations: list[Observation]) -> list[Violation]:
     for obs in observations:
         before = last.get((obs.node, obs.incarnation))
         last[(obs.node, obs.incarnation)] = obs
-        if before is None:
+        if before is None or before.progress is obs.progress:  # the same reading again
             continue
         for key, actors in sorted(before.progress.items()):
             now = obs.progress.get(key, {})

@@ -75,6 +75,7 @@ class SimNode:
         self.paused = False
         self.snapshot: WriteBatch | None = None
         self.incarnation = 0  # bumped when the store loses state (wipe, rollback)
+        self.version = 0  # bumped whenever the state in memory may have changed
         self.open()
 
     # ---- clock and storage ---------------------------------------------------------
@@ -115,6 +116,7 @@ class SimNode:
         storage = self._ensure_storage()
         replica = Replica.open(storage, self.name, self.clock, self.new_epoch, self.config)
         self.replica = replica
+        self.version += 1
         self.paused = False
         for peer, peer_is_edge in self.links.items():
             replica.connect(peer, EVERYTHING, certified_node=peer, own_writes_only=peer_is_edge)
@@ -161,6 +163,8 @@ class SimNode:
         assert self.replica is not None
         ready = self.replica.ready()
         self._ensure_storage().commit(ready.batch)
+        if ready.batch.entries:  # a key changed: observers must look again
+            self.version += 1
         return ready.messages
 
     def reconnect(self, peer: str) -> list[tuple[str, bytes]]:

@@ -18,6 +18,7 @@ settle for up to ``quiet_limit_ms`` of virtual time, and runs the checkers
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 import random
 import shutil
@@ -110,8 +111,12 @@ class Simulator:
             self.nodes[name] = SimNode(
                 name, topo.role(name), links=links, now=self.clock, rng=rng, store_dir=store
             )
+        self.wakes: list[tuple[int, int, str]] = []  # (grid time, node index, node): a heap
+        self.wake: dict[str, int] = {}  # each node's current entry; older ones are stale
+        self.index = {name: i for i, name in enumerate(self.nodes)}
+        self.progress: dict[str, tuple[int, dict[str, dict[str, int]]]] = {}  # name -> version
         for name in topo.nodes():
-            self.send(name, self.nodes[name].flush())
+            self.flush(name)
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -123,8 +128,37 @@ class Simulator:
         self._hash.update(line.encode() + b"\n")
 
     def send(self, src: str, messages: list[tuple[str, bytes]]) -> None:
+        """Send what node ``src`` produced; then its timers may have moved: reschedule."""
         for dst, data in messages:
             self.network.send(self.now - START_MS, src, dst, data)
+        self.schedule(src)
+
+    def flush(self, name: str) -> None:
+        self.send(name, self.nodes[name].flush())
+
+    def schedule(self, name: str) -> None:
+        """Note the first tick at which the node's timers have work (``Replica.awaiting``).
+
+        Ticks before it would change nothing, so they are skipped: virtual time jumps
+        from event to event. Waking too early costs only a tick that does nothing
+        (what the simulator once did on every tick for every node); waking late
+        would change the run, so the bound errs early.
+        """
+        node = self.nodes[name]
+        awaiting = node.replica.awaiting() if node.live and node.replica else None
+        if awaiting is None:
+            self.wake.pop(name, None)
+            return
+        oldest, newest = awaiting
+        assert node.replica is not None
+        if self.next_tick + node.offset_ms < newest:  # its clock went back: due at once
+            at = self.next_tick
+        else:
+            due = oldest + node.replica.config.retransmit_ms - node.offset_ms
+            at = max(self.next_tick, _grid_at_or_after(due))
+        if self.wake.get(name) != at:
+            self.wake[name] = at
+            heapq.heappush(self.wakes, (at, self.index[name], name))
 
     def t(self) -> int:
         return self.now - START_MS
@@ -180,28 +214,57 @@ class Simulator:
     # ---- time ---------------------------------------------------------------------------
 
     def advance(self, ms: int) -> None:
+        """Run every event up to ``ms`` later: deliveries, and ticks where there is work.
+
+        A tick comes every ``TICK_MS`` of virtual time, after the deliveries due by
+        then; a tick at which no node's timer is due and no sample is taken does
+        nothing, so it is skipped (``schedule``), with the same outcome.
+        """
         target = self.now + ms
         while True:
+            grid = self.next_busy_tick()
             at = self.network.next_at()
             due = None if at is None else at + START_MS
-            if due is not None and due <= self.next_tick and due <= target:
-                self.now = due
+            if due is not None and due <= grid and due <= target:
+                self.pass_idle_ticks(due, inclusive=False)  # a tick at `due` comes after
                 self.deliver(self.network.pop())
-            elif self.next_tick <= target:
-                self.now = self.next_tick
-                self.next_tick += TICK_MS
+            elif grid <= target:
+                self.pass_idle_ticks(grid, inclusive=True)
                 self.tick()
             else:
-                self.now = target
+                self.pass_idle_ticks(target, inclusive=True)
                 return
 
+    def pass_idle_ticks(self, now: int, inclusive: bool) -> None:
+        """Move to ``now``; the ticks before it (and at it, if ``inclusive``) are done."""
+        self.now = now
+        done = (now - START_MS) // TICK_MS if inclusive else _first_tick_from(now) - 1
+        self.ticks = done
+        self.next_tick = START_MS + (done + 1) * TICK_MS
+
+    def next_busy_tick(self) -> int:
+        """The next tick with work: a node's timer, or a sample of the fleet."""
+        k = (self.next_tick - START_MS) // TICK_MS
+        sample_at = START_MS + -(-k // SAMPLE_EVERY) * SAMPLE_EVERY * TICK_MS
+        wakes = self.wakes
+        while wakes and self.wake.get(wakes[0][2]) != wakes[0][0]:
+            heapq.heappop(wakes)  # stale: the node was rescheduled since
+        return min(wakes[0][0], sample_at) if wakes else sample_at
+
     def tick(self) -> None:
-        self.ticks += 1
-        for name, node in self.nodes.items():
+        """The nodes whose timers are due, in node order (the heap's tie-break)."""
+        due = []
+        while self.wakes and self.wakes[0][0] <= self.now:
+            at, _, name = heapq.heappop(self.wakes)
+            if self.wake.get(name) == at:
+                del self.wake[name]
+                due.append(name)
+        for name in due:
+            node = self.nodes[name]
             if node.live:
                 assert node.replica is not None
                 node.replica.tick()
-                self.send(name, node.flush())
+                self.flush(name)
         if self.ticks % SAMPLE_EVERY == 0:
             self.sample()
 
@@ -220,10 +283,15 @@ class Simulator:
         node = self.nodes[name]
         if node.replica is None:
             return
-        progress = {
-            f"{path}:{tag}": _events_per_actor(child.ctx)
-            for (path, tag), child in sorted(node.replica.keyspace.entries.items())
-        }
+        cached = self.progress.get(name)
+        if cached is not None and cached[0] == node.version:
+            progress = cached[1]  # unchanged since it was last read: the very same dict
+        else:
+            progress = {
+                f"{path}:{tag}": _events_per_actor(child.ctx)
+                for (path, tag), child in sorted(node.replica.keyspace.entries.items())
+            }
+            self.progress[name] = (node.version, progress)
         self.observations.append(Observation(self.t(), name, node.incarnation, progress))
 
     def deliver(self, msg: Message) -> None:
@@ -418,14 +486,17 @@ class Simulator:
         for msg in self.inbox.pop(name, []):
             self.deliver(msg)
         self.relink(name)
+        self.schedule(name)
 
     def _do_skew(self, name: str, seconds: str) -> None:
         self.nodes[name].offset_ms = int(seconds) * 1000
+        self.schedule(name)  # its timers fall due at other virtual times now
 
     def _do_jump(self, name: str, seconds: str) -> None:
         node = self.nodes[name]
         limit = MAX_SKEW_S * 1000
         node.offset_ms = max(-limit, min(limit, node.offset_ms + int(seconds) * 1000))
+        self.schedule(name)
 
     # ---- the final heal and the checkers ---------------------------------------------------------
 
@@ -457,6 +528,7 @@ class Simulator:
             node.offset_ms = 0
             self._do_unpause(name)
             self._do_restart(name)
+            self.schedule(name)
 
     def agree(self) -> bool:
         """Every replica holds the same state (the cheap tree roots first, then digests)."""
@@ -478,6 +550,15 @@ class Simulator:
         digests = {name: s.digest() for name, s in states.items()}
         finals = {name: read_cells(s) for name, s in states.items()}
         return check_all(self.history, finals, digests, self.observations)
+
+
+def _first_tick_from(at: int) -> int:
+    """The number of the first tick at or after ``at`` (ticks fall every ``TICK_MS``)."""
+    return -(-(at - START_MS) // TICK_MS)
+
+
+def _grid_at_or_after(at: int) -> int:
+    return START_MS + _first_tick_from(at) * TICK_MS
 
 
 def _fast_tmp() -> str | None:

@@ -458,6 +458,21 @@ class Replica:
             due = session.due(now, self.config.retransmit_ms)
             self._outbox.extend((link, raw) for raw in due)
 
+    def awaiting(self) -> tuple[int, int] | None:
+        """The oldest and newest send times of what ``tick()`` may resend, if anything.
+
+        Unanswered Hellos, unacknowledged intervals and catch-up requests: a tick has
+        work once the clock reads ``oldest + retransmit_ms`` or later, or reads before
+        ``newest`` (it went back; see ``overdue``). Until then a tick changes nothing,
+        so a driver may sleep until a message arrives or that time comes.
+        """
+        stamps = [s.hello_sent_at for s in self.links.values() if s.remote is None]
+        for progress in self.log.peers.values():
+            stamps.extend(progress.inflight.values())
+        for _, session in self.catchups.values():
+            stamps.extend(sent_at for _, sent_at in session.outstanding.values())
+        return (min(stamps), max(stamps)) if stamps else None
+
     # ---- sending ---------------------------------------------------------------------------
 
     def _pump(self, ready: Ready) -> None:
