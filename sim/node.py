@@ -76,7 +76,7 @@ class SimNode:
         self.snapshot: WriteBatch | None = None
         self.incarnation = 0  # bumped when the store loses state (wipe, rollback)
         self.version = 0  # bumped whenever the state in memory may have changed
-        self.open()
+        # Not yet started: the simulator calls open() and sends the Hellos it returns.
 
     # ---- clock and storage ---------------------------------------------------------
 

@@ -32,6 +32,7 @@ from sim.history import History
 from sim.network import Message, Pair, SimNetwork, describe, pair
 from sim.node import SimNode
 from sim.scenario import MAX_SKEW_S, LinkFaults, Scenario, Step, parse_faults, split_groups
+from sim.topology import neighbour_map
 from sim.workload import perform, read_cells
 from sync._hlc import ClockSkewError
 from sync._keyspace import Keyspace, _events_per_actor
@@ -81,10 +82,12 @@ class Simulator:
         rng: random.Random,
         quiet_limit_ms: int = 400_000,
         workdir: Path | None = None,
+        reconnect_on_heal: float = 0.5,
     ) -> None:
         self.scenario = scenario
         self.rng = rng
         self.quiet_limit_ms = quiet_limit_ms
+        self.reconnect_on_heal = reconnect_on_heal
         self.now = START_MS
         self.next_tick = START_MS + TICK_MS
         self.ticks = 0
@@ -105,8 +108,9 @@ class Simulator:
         if scenario.storage == "lmdb":
             self._tmp = Path(tempfile.mkdtemp(prefix="edgesync-sim-", dir=workdir or _fast_tmp()))
         self.nodes: dict[str, SimNode] = {}
+        peers = neighbour_map(topo)
         for name in topo.nodes():
-            links = {peer: topo.role(peer) == "edge" for peer in topo.neighbours(name)}
+            links = {peer: topo.role(peer) == "edge" for peer in peers[name]}
             store = None if self._tmp is None else self._tmp / name
             self.nodes[name] = SimNode(
                 name, topo.role(name), links=links, now=self.clock, rng=rng, store_dir=store
@@ -116,7 +120,7 @@ class Simulator:
         self.index = {name: i for i, name in enumerate(self.nodes)}
         self.progress: dict[str, tuple[int, dict[str, dict[str, int]]]] = {}  # name -> version
         for name in topo.nodes():
-            self.flush(name)
+            self.send(name, self.nodes[name].open())
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -388,7 +392,7 @@ class Simulator:
         for x, y in healed:
             # A healed partition either kept its connection (packets flow again) or
             # broke it and reconnected (new streams, fresh Hellos): both happen.
-            if self.rng.random() < 0.5:
+            if self.rng.random() < self.reconnect_on_heal:
                 self.reconnect(x, y)
 
     def reconnect(self, a: str, b: str) -> None:
