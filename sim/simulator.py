@@ -38,6 +38,7 @@ from sync._hlc import ClockSkewError
 from sync._keyspace import Keyspace, _events_per_actor
 from sync._messages import ProtocolError, decode_message
 
+Progress = dict[str, dict[str, int]]  # "path:tag" -> actor -> events held
 TICK_MS = 250
 SAMPLE_EVERY = 4  # ticks between samples of agreement and monotonic-read observations
 START_MS = 1_700_000_000_000
@@ -118,7 +119,7 @@ class Simulator:
         self.wakes: list[tuple[int, int, str]] = []  # (grid time, node index, node): a heap
         self.wake: dict[str, int] = {}  # each node's current entry; older ones are stale
         self.index = {name: i for i, name in enumerate(self.nodes)}
-        self.progress: dict[str, tuple[int, dict[str, dict[str, int]]]] = {}  # name -> version
+        self.progress: dict[str, tuple[int, Progress]] = {}  # the last reading, by version
         for name in topo.nodes():
             self.send(name, self.nodes[name].open())
 
@@ -291,12 +292,27 @@ class Simulator:
         if cached is not None and cached[0] == node.version:
             progress = cached[1]  # unchanged since it was last read: the very same dict
         else:
-            progress = {
-                f"{path}:{tag}": _events_per_actor(child.ctx)
-                for (path, tag), child in sorted(node.replica.keyspace.entries.items())
-            }
+            progress = self.read_progress(node, None if cached is None else cached[1])
             self.progress[name] = (node.version, progress)
         self.observations.append(Observation(self.t(), name, node.incarnation, progress))
+
+    @staticmethod
+    def read_progress(node: SimNode, before: Progress | None) -> Progress:
+        """Events held per key and actor: the last reading, redone for the changed keys."""
+        assert node.replica is not None
+        entries = node.replica.keyspace.entries
+        changed = node.take_changes()
+        if before is None or changed is None:
+            return {f"{path}:{tag}": _events_per_actor(child.ctx)
+                    for (path, tag), child in sorted(entries.items())}  # fmt: skip
+        progress = dict(before)  # a new dict: observations keep the old one
+        for key in changed:
+            child = entries.get(key)
+            if child is None:
+                progress.pop(f"{key[0]}:{key[1]}", None)
+            else:
+                progress[f"{key[0]}:{key[1]}"] = _events_per_actor(child.ctx)
+        return progress
 
     def deliver(self, msg: Message) -> None:
         node = self.nodes[msg.dst]

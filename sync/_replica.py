@@ -478,15 +478,19 @@ class Replica:
     def _pump(self, ready: Ready) -> None:
         """Fill every live link's window with intervals from the log."""
         now = self.clock()
+        log = self.log
+        floor = log.catch_up_floor()  # log.needs_catch_up, inlined: this loop is hot on hubs
         for link, state in self.links.items():
             remote = state.remote
             if remote is None:
                 continue
-            if self.log.needs_catch_up(remote):
+            progress = log.peers[remote]  # tracked from its Hello on
+            if progress.behind or progress.acked < floor:
                 if remote not in self.catchups:
                     self._start_catch_up(link, remote)
                 continue  # intervals resume once the catch-up is done
-            progress = self.log.peers[remote]
+            if progress.sent >= log.next_seq:
+                continue  # sent everything: the usual case on a busy hub's other links
             while len(progress.inflight) < self.config.window:
                 interval = self.log.next_interval(
                     remote, self.config.batch_bytes, state.policy.may_push, now,
@@ -496,6 +500,7 @@ class Replica:
                     break
                 if interval.delta.is_bottom():  # everything filtered: nothing to say
                     self._acknowledged(remote, interval.start, interval.end)
+                    floor = log.catch_up_floor()  # the ack may have collected entries
                     continue
                 msg = Deltas(interval.start, interval.end, interval.payload())
                 ready.messages.append((link, encode_message(msg)))
