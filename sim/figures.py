@@ -219,6 +219,7 @@ class SweepRate:
     seeds: int
     jobs: int
     wall_s: float
+    cpu_s: float  # summed over the processes: what the sweep costs on idle cores
     failed: list[int]
 
     @property
@@ -231,8 +232,11 @@ def measure_sweep(seeds: int, jobs: int, start: int = 0) -> SweepRate:
     with ProcessPoolExecutor(jobs) as pool:
         runs = list(pool.map(_violations, range(start, start + seeds), chunksize=8))
     wall = time.perf_counter() - started
-    return SweepRate(seeds, jobs, wall, [s for s, bad in runs if bad])
+    cpu = sum(c for _, _, c in runs)
+    return SweepRate(seeds, jobs, wall, cpu, [s for s, bad, _ in runs if bad])
 
 
-def _violations(seed: int) -> tuple[int, bool]:
-    return seed, bool(run_seed(seed).result.violations)
+def _violations(seed: int) -> tuple[int, bool, float]:
+    started = time.process_time()
+    bad = bool(run_seed(seed).result.violations)
+    return seed, bad, time.process_time() - started
