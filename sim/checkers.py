@@ -49,6 +49,11 @@ class Observation:
     node: str
     incarnation: int
     progress: Mapping[str, Mapping[str, int]]
+    until: int | None = None  # the same reading was seen again, last at this time
+
+    @property
+    def last_at(self) -> int:
+        return self.at if self.until is None else self.until
 
 
 def check_convergence(digests: Mapping[str, str]) -> list[Violation]:
@@ -195,7 +200,7 @@ def check_monotonic(observations: list[Observation]) -> list[Violation]:
             for actor, n in sorted(actors.items()):
                 if now.get(actor, 0) < n:
                     out.append(Violation("monotonic", (
-                        f"{obs.node} held {n} events of {actor} on {key} at {before.at} ms, "
+                        f"{obs.node} held {n} events of {actor} on {key} at {before.last_at} ms, "
                         f"only {now.get(actor, 0)} at {obs.at} ms"
                     )))  # fmt: skip
     return out

@@ -23,7 +23,7 @@ import os
 import random
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,7 @@ class Simulator:
         self.wake: dict[str, int] = {}  # each node's current entry; older ones are stale
         self.index = {name: i for i, name in enumerate(self.nodes)}
         self.progress: dict[str, tuple[int, Progress]] = {}  # the last reading, by version
+        self.last_observation: dict[str, int] = {}  # index in observations, by node
         for name in topo.nodes():
             self.send(name, self.nodes[name].open())
 
@@ -294,7 +295,15 @@ class Simulator:
         else:
             progress = self.read_progress(node, None if cached is None else cached[1])
             self.progress[name] = (node.version, progress)
-        self.observations.append(Observation(self.t(), name, node.incarnation, progress))
+        last = self.last_observation.get(name)
+        if last is not None and self.observations[last].progress is progress:
+            # The same reading again: one observation from when it was first seen until
+            # now is all the monotonic checker compares or reports, and memory grows
+            # with changes, not with time.
+            self.observations[last] = replace(self.observations[last], until=self.t())
+        else:
+            self.last_observation[name] = len(self.observations)
+            self.observations.append(Observation(self.t(), name, node.incarnation, progress))
 
     @staticmethod
     def read_progress(node: SimNode, before: Progress | None) -> Progress:
