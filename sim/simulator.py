@@ -3,8 +3,9 @@
 A ``Scenario`` (a header and a list of steps) runs against a fleet of real
 ``Replica`` state machines (``sim.node``) over a simulated network
 (``sim.network``). Virtual time moves only inside ``wait`` and the final quiet
-period; then the earliest event runs next: a message delivery, or a tick of
-every node (every ``TICK_MS``, in node order). Ties are broken by send order,
+period; then the earliest event runs next: a message delivery, or a tick (every
+``TICK_MS``) of the nodes whose timers are due, in node order; a node with nothing
+awaiting an answer sleeps until a message arrives. Ties are broken by send order,
 never by hash or set order, and every random draw comes from the one
 ``random.Random`` the caller passes in, so a scenario and a seed replay exactly:
 every event is written to the event log, whose SHA-256 is the run's fingerprint.
