@@ -23,11 +23,13 @@ lint: $(VENV)/.installed
 
 test: lint
 	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/edgesync sim sweep --seeds 1000 --jobs 2
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/crdt_bench.py
 	$(BIN)/python bench/storage_bench.py
 	$(BIN)/python bench/gossip_bench.py
+	$(BIN)/python bench/sim_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

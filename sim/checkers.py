@@ -49,6 +49,11 @@ class Observation:
     node: str
     incarnation: int
     progress: Mapping[str, Mapping[str, int]]
+    until: int | None = None  # the same reading was seen again, last at this time
+
+    @property
+    def last_at(self) -> int:
+        return self.at if self.until is None else self.until
 
 
 def check_convergence(digests: Mapping[str, str]) -> list[Violation]:
@@ -227,14 +232,14 @@ def check_monotonic(observations: list[Observation]) -> list[Violation]:
     for obs in observations:
         before = last.get((obs.node, obs.incarnation))
         last[(obs.node, obs.incarnation)] = obs
-        if before is None:
+        if before is None or before.progress is obs.progress:  # the same reading again
             continue
         for key, actors in sorted(before.progress.items()):
             now = obs.progress.get(key, {})
             for actor, n in sorted(actors.items()):
                 if now.get(actor, 0) < n:
                     out.append(Violation("monotonic", (
-                        f"{obs.node} held {n} events of {actor} on {key} at {before.at} ms, "
+                        f"{obs.node} held {n} events of {actor} on {key} at {before.last_at} ms, "
                         f"only {now.get(actor, 0)} at {obs.at} ms"
                     )))  # fmt: skip
     return out

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sync._crdt import decode
-from sync._keyspace import Keyspace, parse_storage_key
+from sync._keyspace import Key, Keyspace, parse_storage_key
 from sync._policy import EVERYTHING
 from sync._replica import Replica, ReplicaConfig
 from sync._storage import MemoryStorage, Storage, WriteBatch
@@ -75,7 +75,9 @@ class SimNode:
         self.paused = False
         self.snapshot: WriteBatch | None = None
         self.incarnation = 0  # bumped when the store loses state (wipe, rollback)
-        self.open()
+        self.version = 0  # bumped whenever the state in memory may have changed
+        self.changed: set[bytes] | None = None  # storage keys changed since read; None: all
+        # Not yet started: the simulator calls open() and sends the Hellos it returns.
 
     # ---- clock and storage ---------------------------------------------------------
 
@@ -115,6 +117,8 @@ class SimNode:
         storage = self._ensure_storage()
         replica = Replica.open(storage, self.name, self.clock, self.new_epoch, self.config)
         self.replica = replica
+        self.version += 1
+        self.changed = None
         self.paused = False
         for peer, peer_is_edge in self.links.items():
             replica.connect(peer, EVERYTHING, certified_node=peer, own_writes_only=peer_is_edge)
@@ -161,7 +165,16 @@ class SimNode:
         assert self.replica is not None
         ready = self.replica.ready()
         self._ensure_storage().commit(ready.batch)
+        if ready.batch.entries:  # a key changed: observers must look again
+            self.version += 1
+            if self.changed is not None:
+                self.changed.update(ready.batch.entries)
         return ready.messages
+
+    def take_changes(self) -> set[Key] | None:
+        """The keys changed since the last call (None: any may have, it restarted)."""
+        changed, self.changed = self.changed, set()
+        return None if changed is None else {parse_storage_key(raw) for raw in changed}
 
     def reconnect(self, peer: str) -> list[tuple[str, bytes]]:
         """The link to ``peer`` was re-established: say Hello afresh."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sim.topology import Topology
+from sim.topology import Mesh, Shape, Topology
 
 TYPES = ("lww", "mv", "counter", "set", "map")
 STORAGES = ("memory", "lmdb")
@@ -75,7 +75,7 @@ class LinkFaults:
 @dataclass
 class Scenario:
     seed: int = 0
-    topology: Topology = field(default_factory=Topology)
+    topology: Shape = field(default_factory=Topology)
     storage: str = "memory"
     steps: list[Step] = field(default_factory=list)
 
@@ -139,16 +139,28 @@ def _header(scenario: Scenario, verb: str, args: list[str]) -> None:
             raise ScenarioError(f"storage must be memory or lmdb, not {args[0]!r}")
         scenario.storage = args[0]
     else:
-        opts = _options(args, ("regions", "edges", "peering", "hubmesh"))
         try:
-            scenario.topology = Topology(
-                regions=_int(opts.get("regions", "2"), "regions"),
-                edges_per_region=_int(opts.get("edges", "2"), "edges"),
-                edge_peering=_yes(opts.get("peering", "no"), "peering"),
-                hub_mesh=_yes(opts.get("hubmesh", "yes"), "hubmesh"),
-            )
+            scenario.topology = _topology(args)
         except ValueError as exc:
             raise ScenarioError(str(exc)) from None
+
+
+def _topology(args: list[str]) -> Shape:
+    """``regions=R edges=E peering=yes|no hubmesh=yes|no``, or ``mesh=N degree=D graph=S``."""
+    if any(a.startswith("mesh=") for a in args):
+        opts = _options(args, ("mesh", "degree", "graph"))
+        return Mesh(
+            size=_int(opts["mesh"], "mesh"),
+            degree=_int(opts.get("degree", "4"), "degree"),
+            graph=_int(opts.get("graph", "0"), "graph"),
+        )
+    opts = _options(args, ("regions", "edges", "peering", "hubmesh"))
+    return Topology(
+        regions=_int(opts.get("regions", "2"), "regions"),
+        edges_per_region=_int(opts.get("edges", "2"), "edges"),
+        edge_peering=_yes(opts.get("peering", "no"), "peering"),
+        hub_mesh=_yes(opts.get("hubmesh", "yes"), "hubmesh"),
+    )
 
 
 def parse_faults(args: list[str] | tuple[str, ...], base: LinkFaults) -> LinkFaults:

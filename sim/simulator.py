@@ -3,8 +3,9 @@
 A ``Scenario`` (a header and a list of steps) runs against a fleet of real
 ``Replica`` state machines (``sim.node``) over a simulated network
 (``sim.network``). Virtual time moves only inside ``wait`` and the final quiet
-period; then the earliest event runs next: a message delivery, or a tick of
-every node (every ``TICK_MS``, in node order). Ties are broken by send order,
+period; then the earliest event runs next: a message delivery, or a tick (every
+``TICK_MS``) of the nodes whose timers are due, in node order; a node with nothing
+awaiting an answer sleeps until a message arrives. Ties are broken by send order,
 never by hash or set order, and every random draw comes from the one
 ``random.Random`` the caller passes in, so a scenario and a seed replay exactly:
 every event is written to the event log, whose SHA-256 is the run's fingerprint.
@@ -18,11 +19,12 @@ settle for up to ``quiet_limit_ms`` of virtual time, and runs the checkers
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 import random
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +33,13 @@ from sim.history import History
 from sim.network import Message, Pair, SimNetwork, describe, pair
 from sim.node import SimNode
 from sim.scenario import MAX_SKEW_S, LinkFaults, Scenario, Step, parse_faults, split_groups
+from sim.topology import neighbour_map
 from sim.workload import perform, read_cells
 from sync._hlc import ClockSkewError
 from sync._keyspace import Keyspace, _events_per_actor
 from sync._messages import ProtocolError, decode_message
 
+Progress = dict[str, dict[str, int]]  # "path:tag" -> actor -> events held
 TICK_MS = 250
 SAMPLE_EVERY = 4  # ticks between samples of agreement and monotonic-read observations
 START_MS = 1_700_000_000_000
@@ -80,10 +84,12 @@ class Simulator:
         rng: random.Random,
         quiet_limit_ms: int = 400_000,
         workdir: Path | None = None,
+        reconnect_on_heal: float = 0.5,
     ) -> None:
         self.scenario = scenario
         self.rng = rng
         self.quiet_limit_ms = quiet_limit_ms
+        self.reconnect_on_heal = reconnect_on_heal
         self.now = START_MS
         self.next_tick = START_MS + TICK_MS
         self.ticks = 0
@@ -104,14 +110,20 @@ class Simulator:
         if scenario.storage == "lmdb":
             self._tmp = Path(tempfile.mkdtemp(prefix="edgesync-sim-", dir=workdir or _fast_tmp()))
         self.nodes: dict[str, SimNode] = {}
+        peers = neighbour_map(topo)
         for name in topo.nodes():
-            links = {peer: topo.role(peer) == "edge" for peer in topo.neighbours(name)}
+            links = {peer: topo.role(peer) == "edge" for peer in peers[name]}
             store = None if self._tmp is None else self._tmp / name
             self.nodes[name] = SimNode(
                 name, topo.role(name), links=links, now=self.clock, rng=rng, store_dir=store
             )
+        self.wakes: list[tuple[int, int, str]] = []  # (grid time, node index, node): a heap
+        self.wake: dict[str, int] = {}  # each node's current entry; older ones are stale
+        self.index = {name: i for i, name in enumerate(self.nodes)}
+        self.progress: dict[str, tuple[int, Progress]] = {}  # the last reading, by version
+        self.last_observation: dict[str, int] = {}  # index in observations, by node
         for name in topo.nodes():
-            self.send(name, self.nodes[name].flush())
+            self.send(name, self.nodes[name].open())
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -123,8 +135,37 @@ class Simulator:
         self._hash.update(line.encode() + b"\n")
 
     def send(self, src: str, messages: list[tuple[str, bytes]]) -> None:
+        """Send what node ``src`` produced; then its timers may have moved: reschedule."""
         for dst, data in messages:
             self.network.send(self.now - START_MS, src, dst, data)
+        self.schedule(src)
+
+    def flush(self, name: str) -> None:
+        self.send(name, self.nodes[name].flush())
+
+    def schedule(self, name: str) -> None:
+        """Note the first tick at which the node's timers have work (``Replica.awaiting``).
+
+        Ticks before it would change nothing, so they are skipped: virtual time jumps
+        from event to event. Waking too early costs only a tick that does nothing
+        (what the simulator once did on every tick for every node); waking late
+        would change the run, so the bound errs early.
+        """
+        node = self.nodes[name]
+        awaiting = node.replica.awaiting() if node.live and node.replica else None
+        if awaiting is None:
+            self.wake.pop(name, None)
+            return
+        oldest, newest = awaiting
+        assert node.replica is not None
+        if self.next_tick + node.offset_ms < newest:  # its clock went back: due at once
+            at = self.next_tick
+        else:
+            due = oldest + node.replica.config.retransmit_ms - node.offset_ms
+            at = max(self.next_tick, _grid_at_or_after(due))
+        if self.wake.get(name) != at:
+            self.wake[name] = at
+            heapq.heappush(self.wakes, (at, self.index[name], name))
 
     def t(self) -> int:
         return self.now - START_MS
@@ -180,28 +221,57 @@ class Simulator:
     # ---- time ---------------------------------------------------------------------------
 
     def advance(self, ms: int) -> None:
+        """Run every event up to ``ms`` later: deliveries, and ticks where there is work.
+
+        A tick comes every ``TICK_MS`` of virtual time, after the deliveries due by
+        then; a tick at which no node's timer is due and no sample is taken does
+        nothing, so it is skipped (``schedule``), with the same outcome.
+        """
         target = self.now + ms
         while True:
+            grid = self.next_busy_tick()
             at = self.network.next_at()
             due = None if at is None else at + START_MS
-            if due is not None and due <= self.next_tick and due <= target:
-                self.now = due
+            if due is not None and due <= grid and due <= target:
+                self.pass_idle_ticks(due, inclusive=False)  # a tick at `due` comes after
                 self.deliver(self.network.pop())
-            elif self.next_tick <= target:
-                self.now = self.next_tick
-                self.next_tick += TICK_MS
+            elif grid <= target:
+                self.pass_idle_ticks(grid, inclusive=True)
                 self.tick()
             else:
-                self.now = target
+                self.pass_idle_ticks(target, inclusive=True)
                 return
 
+    def pass_idle_ticks(self, now: int, inclusive: bool) -> None:
+        """Move to ``now``; the ticks before it (and at it, if ``inclusive``) are done."""
+        self.now = now
+        done = (now - START_MS) // TICK_MS if inclusive else _first_tick_from(now) - 1
+        self.ticks = done
+        self.next_tick = START_MS + (done + 1) * TICK_MS
+
+    def next_busy_tick(self) -> int:
+        """The next tick with work: a node's timer, or a sample of the fleet."""
+        k = (self.next_tick - START_MS) // TICK_MS
+        sample_at = START_MS + -(-k // SAMPLE_EVERY) * SAMPLE_EVERY * TICK_MS
+        wakes = self.wakes
+        while wakes and self.wake.get(wakes[0][2]) != wakes[0][0]:
+            heapq.heappop(wakes)  # stale: the node was rescheduled since
+        return min(wakes[0][0], sample_at) if wakes else sample_at
+
     def tick(self) -> None:
-        self.ticks += 1
-        for name, node in self.nodes.items():
+        """The nodes whose timers are due, in node order (the heap's tie-break)."""
+        due = []
+        while self.wakes and self.wakes[0][0] <= self.now:
+            at, _, name = heapq.heappop(self.wakes)
+            if self.wake.get(name) == at:
+                del self.wake[name]
+                due.append(name)
+        for name in due:
+            node = self.nodes[name]
             if node.live:
                 assert node.replica is not None
                 node.replica.tick()
-                self.send(name, node.flush())
+                self.flush(name)
         if self.ticks % SAMPLE_EVERY == 0:
             self.sample()
 
@@ -220,11 +290,39 @@ class Simulator:
         node = self.nodes[name]
         if node.replica is None:
             return
-        progress = {
-            f"{path}:{tag}": _events_per_actor(child.ctx)
-            for (path, tag), child in sorted(node.replica.keyspace.entries.items())
-        }
-        self.observations.append(Observation(self.t(), name, node.incarnation, progress))
+        cached = self.progress.get(name)
+        if cached is not None and cached[0] == node.version:
+            progress = cached[1]  # unchanged since it was last read: the very same dict
+        else:
+            progress = self.read_progress(node, None if cached is None else cached[1])
+            self.progress[name] = (node.version, progress)
+        last = self.last_observation.get(name)
+        if last is not None and self.observations[last].progress is progress:
+            # The same reading again: one observation from when it was first seen until
+            # now is all the monotonic checker compares or reports, and memory grows
+            # with changes, not with time.
+            self.observations[last] = replace(self.observations[last], until=self.t())
+        else:
+            self.last_observation[name] = len(self.observations)
+            self.observations.append(Observation(self.t(), name, node.incarnation, progress))
+
+    @staticmethod
+    def read_progress(node: SimNode, before: Progress | None) -> Progress:
+        """Events held per key and actor: the last reading, redone for the changed keys."""
+        assert node.replica is not None
+        entries = node.replica.keyspace.entries
+        changed = node.take_changes()
+        if before is None or changed is None:
+            return {f"{path}:{tag}": _events_per_actor(child.ctx)
+                    for (path, tag), child in sorted(entries.items())}  # fmt: skip
+        progress = dict(before)  # a new dict: observations keep the old one
+        for key in changed:
+            child = entries.get(key)
+            if child is None:
+                progress.pop(f"{key[0]}:{key[1]}", None)
+            else:
+                progress[f"{key[0]}:{key[1]}"] = _events_per_actor(child.ctx)
+        return progress
 
     def deliver(self, msg: Message) -> None:
         node = self.nodes[msg.dst]
@@ -320,7 +418,7 @@ class Simulator:
         for x, y in healed:
             # A healed partition either kept its connection (packets flow again) or
             # broke it and reconnected (new streams, fresh Hellos): both happen.
-            if self.rng.random() < 0.5:
+            if self.rng.random() < self.reconnect_on_heal:
                 self.reconnect(x, y)
 
     def reconnect(self, a: str, b: str) -> None:
@@ -418,14 +516,17 @@ class Simulator:
         for msg in self.inbox.pop(name, []):
             self.deliver(msg)
         self.relink(name)
+        self.schedule(name)
 
     def _do_skew(self, name: str, seconds: str) -> None:
         self.nodes[name].offset_ms = int(seconds) * 1000
+        self.schedule(name)  # its timers fall due at other virtual times now
 
     def _do_jump(self, name: str, seconds: str) -> None:
         node = self.nodes[name]
         limit = MAX_SKEW_S * 1000
         node.offset_ms = max(-limit, min(limit, node.offset_ms + int(seconds) * 1000))
+        self.schedule(name)
 
     # ---- the final heal and the checkers ---------------------------------------------------------
 
@@ -457,6 +558,7 @@ class Simulator:
             node.offset_ms = 0
             self._do_unpause(name)
             self._do_restart(name)
+            self.schedule(name)
 
     def agree(self) -> bool:
         """Every replica holds the same state (the cheap tree roots first, then digests)."""
@@ -478,6 +580,15 @@ class Simulator:
         digests = {name: s.digest() for name, s in states.items()}
         finals = {name: read_cells(s) for name, s in states.items()}
         return check_all(self.history, finals, digests, self.observations)
+
+
+def _first_tick_from(at: int) -> int:
+    """The number of the first tick at or after ``at`` (ticks fall every ``TICK_MS``)."""
+    return -(-(at - START_MS) // TICK_MS)
+
+
+def _grid_at_or_after(at: int) -> int:
+    return START_MS + _first_tick_from(at) * TICK_MS
 
 
 def _fast_tmp() -> str | None:

@@ -17,12 +17,13 @@ from sim.scenario import Scenario, Step
 from sim.topology import Topology
 
 FAULT_KINDS = (
-    "packet", "partition", "stall", "crash", "wipe", "pause", "clock", "wipe-hub", "rollback",
+    "packet", "partition", "stall", "crash", "wipe", "pause", "clock", "rollback",
+    "wipe-hub", "rollback-hub",
 )  # fmt: skip
-# Left out of the default mix while its finding (sim/findings/) is open: a hub wiped
-# while only edges hold the other copies of its writes leaves those writes stranded
-# (edges do not relay).
-OPEN_FINDINGS = ("wipe-hub",)
+# Left out of the default mix while their finding (sim/findings/) is open: a hub that
+# loses its store (wiped, or restored from an older copy) while only edges hold the
+# other copies of its writes leaves those writes stranded (edges do not relay).
+OPEN_FINDINGS = ("wipe-hub", "rollback-hub")
 DEFAULT_FAULTS = tuple(k for k in FAULT_KINDS if k not in OPEN_FINDINGS)
 ELEMENTS = ("x", "y", "z", "w")
 _FIELD_OPS = {
@@ -186,7 +187,13 @@ class _Schedule:
             self._lose(self.rng.choice(hubs), "wipe")
 
     def _rollback(self) -> None:
-        up = self._up()
+        self._restore([n for n in self._up() if self.topo.role(n) == "edge"])
+
+    def _rollback_hub(self) -> None:
+        self._restore([n for n in self._up() if self.topo.role(n) != "edge"])
+
+    def _restore(self, up: list[str]) -> None:
+        """Snapshot ``node`` the first time it is drawn; restore that copy the next."""
         if not up:
             return
         node = self.rng.choice(up)

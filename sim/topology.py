@@ -1,4 +1,5 @@
-"""The simulated fleet's shape: edge nodes under regional hubs under one cloud hub.
+"""The simulated fleet's shape: a hierarchy (edges under regional hubs under a cloud
+hub), or a flat mesh of peers.
 
 Names are fixed by position so a scenario file can name nodes: ``cloud``, regional
 hubs ``r1..rR``, and edges ``e1..eN`` numbered across regions (region 1 holds
@@ -8,13 +9,20 @@ peer with each other and the regional hubs with each other (a mesh), which gives
 partitions more than one path to cut. Edges do not relay (``relay=False``) and a
 peer that is an edge may send only its own writes (``own_writes_only``), exactly as
 the gRPC daemons set up links from certificates.
+
+A ``Mesh`` has no hierarchy: ``n1..nN``, each linked to a few random others (a
+connected random graph drawn from ``graph``, its own seed), every node relaying
+what it receives, as the regional hubs do among themselves in the hub mesh. It is
+the shape gossip is usually measured on: a change reaches every node in about
+log(N) hops.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
-ROLES = ("cloud", "regional", "edge")
+ROLES = ("cloud", "regional", "edge", "peer")
 
 
 @dataclass(frozen=True)
@@ -71,10 +79,7 @@ class Topology:
         return out
 
     def neighbours(self, name: str) -> list[str]:
-        found = [b for a, b in self.links() if a == name] + [
-            a for a, b in self.links() if b == name
-        ]
-        return sorted(found)
+        return neighbour_map(self)[name]
 
     def describe(self) -> str:
         return (
@@ -82,3 +87,62 @@ class Topology:
             f"peering={'yes' if self.edge_peering else 'no'} "
             f"hubmesh={'yes' if self.hub_mesh else 'no'}"
         )
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """A flat mesh: ``size`` relaying peers, each linked to at least ``degree`` others."""
+
+    size: int = 8
+    degree: int = 4
+    graph: int = 0  # the seed the links are drawn from
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.size <= 4096 or not 1 <= self.degree < self.size:
+            raise ValueError(
+                f"need 2..4096 mesh nodes and a degree of 1..nodes-1, got {self.size} "
+                f"and {self.degree}"
+            )
+
+    def nodes(self) -> list[str]:
+        return [f"n{i}" for i in range(1, self.size + 1)]
+
+    def role(self, name: str) -> str:
+        return "peer"
+
+    def links(self) -> list[tuple[str, str]]:
+        """A random tree (connected, shallow) topped up to ``degree`` links per node."""
+        rng = random.Random(self.graph)
+        order = self.nodes()
+        rng.shuffle(order)
+        linked: set[tuple[str, str]] = set()
+        degree = dict.fromkeys(order, 0)
+
+        def link(a: str, b: str) -> None:
+            linked.add((a, b) if a < b else (b, a))
+            degree[a] += 1
+            degree[b] += 1
+
+        for i in range(1, len(order)):  # each node joins under a random earlier one
+            link(order[i], order[rng.randrange(i)])
+        for a in order:
+            while degree[a] < self.degree:
+                b = rng.choice(order)
+                if b != a and ((a, b) if a < b else (b, a)) not in linked:
+                    link(a, b)
+        return sorted(linked, key=lambda p: (int(p[0][1:]), int(p[1][1:])))
+
+    def describe(self) -> str:
+        return f"mesh={self.size} degree={self.degree} graph={self.graph}"
+
+
+Shape = Topology | Mesh
+
+
+def neighbour_map(shape: Shape) -> dict[str, list[str]]:
+    """Each node's peers, sorted, from one pass over the links."""
+    out: dict[str, list[str]] = {name: [] for name in shape.nodes()}
+    for a, b in shape.links():
+        out[a].append(b)
+        out[b].append(a)
+    return {name: sorted(peers) for name, peers in out.items()}

@@ -2,15 +2,15 @@
 
 A link carries, in both directions:
 
-- ``Hello``: who the sender is (node id and epoch) and how much of each actor's
+- ``Hello``: who the sender is (node id and epoch), how much of each actor's
   history it has seen, which lets a restarted node learn that its store was rolled
-  back behind what its peers saw of it;
+  back behind what its peers saw of it, and how far into each peer's log its store
+  goes, which lets a peer resend what a restored store lost;
 - ``Deltas``: a delta interval ``[start, end)`` of the sender's log, as an encoded
   ``Keyspace`` (with room for a signature);
 - ``Ack``: the receiver applied (and persisted) that interval;
-- ``Resume``: answering each Hello, how far into the peer's log the receiver's store
-  goes, so that a peer whose acknowledged deltas a restored store lost sends them
-  again; ``CaughtUp`` moves that position past a finished digest catch-up.
+- ``CaughtUp``: a finished digest catch-up gave the receiver the sender's log below
+  a position (see ``Hello.received``).
 
 Every message is ``u8 version | u8 kind | fields``. ``decode_message`` refuses an
 oversized, truncated, malformed or unknown message with ``ProtocolError`` and
@@ -38,6 +38,8 @@ class Hello:
     epoch: int
     progress: dict[str, int] = field(default_factory=dict)  # actor -> events seen
     knows_you: bool = False  # False asks the receiver to answer with its own Hello
+    # Per peer actor, the end of the furthest stretch of its log merged here.
+    received: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,16 +114,6 @@ class PushAck:
     chunk: int
 
 
-# ---- positions in the peer's log, persisted by the receiver ---------------------------
-
-
-@dataclass(frozen=True)
-class Resume:
-    """The sender's store holds the receiver's log below ``next_seq`` (0: none of it)."""
-
-    next_seq: int
-
-
 @dataclass(frozen=True)
 class CaughtUp:
     """A finished catch-up gave the receiver the sender's log below ``next_seq``."""
@@ -130,7 +122,7 @@ class CaughtUp:
 
 
 Message = (
-    Hello | Deltas | Ack | Resume | CaughtUp
+    Hello | Deltas | Ack | CaughtUp
     | Expand | Fingerprints | ListItems | Items | Push | PushAck
 )  # fmt: skip
 
@@ -143,7 +135,6 @@ _LAYOUTS: dict[type, tuple[int, tuple[str, ...]]] = {
     Items: (7, ("u", "u", "ns", "f6", "f4")),
     Push: (8, ("u", "u", "b")),
     PushAck: (9, ("u", "u")),
-    Resume: (10, ("u",)),
     CaughtUp: (11, ("u",)),
 }
 _BY_KIND = {kind: cls for cls, (kind, _) in _LAYOUTS.items()}
@@ -225,10 +216,11 @@ def encode_message(msg: Message) -> bytes:
         w.text(msg.node_id)
         w.uvarint(msg.epoch)
         w.u8(1 if msg.knows_you else 0)
-        w.uvarint(len(msg.progress))
-        for actor in sorted(msg.progress):
-            w.text(actor)
-            w.uvarint(msg.progress[actor])
+        for counts in (msg.progress, msg.received):
+            w.uvarint(len(counts))
+            for actor in sorted(counts):
+                w.text(actor)
+                w.uvarint(counts[actor])
     elif isinstance(msg, Deltas):
         w.u8(_DELTAS)
         w.uvarint(msg.start)
@@ -269,15 +261,8 @@ def _decode_kind(r: Reader) -> Message:
         node_id, epoch, knows_you = r.text(), r.uvarint(), r.u8()
         if knows_you > 1:
             raise ProtocolError("malformed hello flag")
-        progress: dict[str, int] = {}
-        prev = None
-        for _ in range(r.count("progress", 2)):
-            actor = r.text()
-            if prev is not None and actor <= prev:
-                raise ProtocolError("hello progress is not strictly sorted")
-            progress[actor] = r.uvarint()
-            prev = actor
-        return Hello(node_id, epoch, progress, bool(knows_you))
+        progress, received = _read_counts(r, "progress"), _read_counts(r, "received")
+        return Hello(node_id, epoch, progress, bool(knows_you), received)
     if kind in (_DELTAS, _ACK):
         start, end = r.uvarint(), r.uvarint()
         if not 0 < start <= end:
@@ -289,3 +274,16 @@ def _decode_kind(r: Reader) -> Message:
     if cls is None:
         raise ProtocolError(f"unknown message kind {kind}")
     return _read_fields(r, cls)  # type: ignore[return-value]
+
+
+def _read_counts(r: Reader, what: str) -> dict[str, int]:
+    """A map of actor to count, refused unless its actors are strictly sorted."""
+    counts: dict[str, int] = {}
+    prev = None
+    for _ in range(r.count(what, 2)):
+        actor = r.text()
+        if prev is not None and actor <= prev:
+            raise ProtocolError(f"hello {what} is not strictly sorted")
+        counts[actor] = r.uvarint()
+        prev = actor
+    return counts

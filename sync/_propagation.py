@@ -134,9 +134,11 @@ class DeltaLog:
 
     def needs_catch_up(self, peer: str) -> bool:
         progress = self.peers.get(peer)
-        return progress is not None and (
-            progress.behind or progress.acked < max(self.first_seq(), self.complete_from)
-        )
+        return progress is not None and (progress.behind or progress.acked < self.catch_up_floor())
+
+    def catch_up_floor(self) -> int:
+        """A peer that acknowledged less than this needs a catch-up: the log lacks it."""
+        return max(self.first_seq(), self.complete_from)
 
     def caught_up_from(self, peer: str, seq: int) -> None:
         """``peer`` is being sent the whole state as of ``seq``: resume from there."""

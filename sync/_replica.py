@@ -47,7 +47,6 @@ from sync._messages import (
     ProtocolError,
     Push,
     PushAck,
-    Resume,
     decode_message,
     encode_message,
 )
@@ -114,8 +113,7 @@ class Link:
     # say it is, and whether it may only send updates it made itself (an edge).
     certified_node: str | None = None
     own_writes_only: bool = False
-    resumed: bool = False  # the peer said how far into our log its store goes
-    resume_sent: bool = False  # we said how far into the peer's log ours goes
+    resumed: bool = False  # the peer's Hello said how far into our log its store goes
 
 
 def actor_name(node_id: str, epoch: int) -> str:
@@ -147,7 +145,7 @@ class Replica:
         self.links: dict[str, Link] = {}
         self.acked_at_open: dict[str, int] = {}
         # Per peer, the end of the furthest stretch of its log merged here: persisted
-        # with the merge, and told to the peer on each of its Hellos (see _on_resume).
+        # with the merge, and told to peers in each Hello (see _resume).
         self.received: dict[str, int] = {}
         self.rewinds = 0  # peers found to have lost deltas they had acknowledged
         self.tree = DigestTree()  # fingerprints of the state as of the last ready()
@@ -338,20 +336,20 @@ class Replica:
         certified_node: str | None = None,
         own_writes_only: bool = False,
     ) -> None:
-        """A link came up: introduce ourselves. Deltas flow once the peer's Hello and
-        Resume (where its store stands in our log) arrived."""
+        """A link came up: introduce ourselves. Deltas flow once the peer's Hello (who it
+        is, and where its store stands in our log) arrived."""
         self.links[link] = Link(
             policy, certified_node=certified_node, own_writes_only=own_writes_only
         )
         self._hello(link)
 
-    def _hello(self, link: str, ask: bool = False) -> None:
-        """Introduce ourselves; ``knows_you=False`` (always, if ``ask``) asks for an answer."""
+    def _hello(self, link: str) -> None:
+        """Introduce ourselves; ``knows_you=False`` asks the peer for an answer."""
         state = self.links[link]
         state.hello_sent_at = self.clock()
         progress = self.keyspace.actor_progress()
-        knows_you = state.remote is not None and not ask
-        hello = Hello(self.node_id, self.epoch, progress, knows_you=knows_you)
+        knows_you = state.remote is not None
+        hello = Hello(self.node_id, self.epoch, progress, knows_you, dict(self.received))
         self._outbox.append((link, encode_message(hello)))
 
     def disconnect(self, link: str) -> None:
@@ -374,13 +372,9 @@ class Replica:
             return
         remote = self.links[link].remote
         if remote is None:
-            if isinstance(msg, Resume):
-                return  # it overtook the peer's Hello; our next Hello asks for it again
             raise ProtocolError(f"{type(msg).__name__} before Hello on link {link!r}")
         if isinstance(msg, Deltas):
             self._on_deltas(link, remote, msg)
-        elif isinstance(msg, Resume):
-            self._on_resume(link, remote, msg)
         elif isinstance(msg, CaughtUp):
             self._advance_received(remote, msg.next_seq)
         elif isinstance(msg, Ack):
@@ -408,7 +402,7 @@ class Replica:
         state = self.links[link]
         if state.remote != remote:  # this link's first Hello from this peer (epoch)
             # Another epoch may run on another copy of the store (or this Hello is a
-            # stale one, overtaken): where it stands in our log is asked again (tick).
+            # stale one, overtaken): where it stands in our log is taken again.
             state.resumed = False
             self._supersede(hello.node_id, remote)
             if remote in self.log.peers:
@@ -419,10 +413,11 @@ class Replica:
             # Its store lost updates it made (wiped, or an older copy): our log never
             # sends a peer its own updates back, so only a catch-up by digest can.
             progress.behind = True
-        if not (state.resume_sent and hello.knows_you):  # once per link, and when asked
-            state.resume_sent = True
-            resume = Resume(self.received.get(remote, 1))
-            self._outbox.append((link, encode_message(resume)))
+        if not state.resumed:
+            state.resumed = True
+            mine = self.node_id + "@"
+            held = [n for actor, n in hello.received.items() if actor.startswith(mine)]
+            self._resume(remote, max(held, default=1))
         if not hello.knows_you:  # it has not heard from us (our Hello may be lost)
             self._hello(link)
 
@@ -431,7 +426,7 @@ class Replica:
 
         The peer kept its store across the restart (a crash takes a new epoch too), so
         positions in our log and in its log carry over; if the store is another one
-        (wiped, or an older copy), its Resume rewinds what it lacks. Forgetting the old
+        (wiped, or an older copy), its Hello rewinds what it lacks (_resume). Forgetting the old
         epoch instead would hold the delta log for a peer that is never coming back.
         """
         for old in [p for p in self.log.peers if p != remote and p.split("@", 1)[0] == node_id]:
@@ -457,25 +452,20 @@ class Replica:
         if end > self.received.get(remote, 1):
             self.received[remote] = self._batch.received[remote] = end
 
-    def _on_resume(self, link: str, remote: str, msg: Resume) -> None:
-        """The peer's store goes this far into our log: resend what it lost, if anything.
+    def _resume(self, remote: str, held: int) -> None:
+        """The peer's store goes up to ``held`` into our log: resend what it lost, if any.
 
         A peer acknowledges an interval only after persisting it, together with its
         new position, so its position is never behind its acknowledgements unless its
         store was restored from an older copy. Then the deltas it acknowledged since
         that copy are gone from it (and perhaps from our log too, once every peer had
         acknowledged them): rewind the peer to its position, which resends them, or
-        catches it up by digest if the log no longer holds them. Only the first Resume
-        on a link counts: a store cannot be restored under a live link, and a later one
-        (an answer to a repeated Hello) may predate a catch-up that has since finished.
+        catches it up by digest if the log no longer holds them. Only the first Hello
+        on a link (or from a new epoch) counts: a store cannot be restored under a
+        live link, and a later Hello may predate a catch-up that has since finished.
         """
-        state = self.links[link]
-        if state.resumed:
-            return
-        state.resumed = True
         progress = self.log.peers.get(remote)
-        if progress is not None and msg.next_seq < progress.delivered:
-            held = max(msg.next_seq, 1)
+        if progress is not None and held < progress.delivered:
             lost = {"peer": remote, "from": held, "to": progress.delivered}
             self._events.append(Event("peer lost acknowledged deltas: resending", lost))
             self.log.rewind(remote, held)
@@ -583,29 +573,47 @@ class Replica:
         """Mark overdue Hellos and unacknowledged intervals for resending."""
         now = self.clock()
         for link, state in self.links.items():
-            # Until the peer has said hello, and where its store stands in our log (the
-            # answer to a Hello), say hello again: either message may have been lost.
             if not state.resumed and overdue(now, state.hello_sent_at, self.config.retransmit_ms):
-                self._hello(link, ask=True)
+                self._hello(link)  # the peer has not said hello yet: ours may be lost
         self.log.retransmit_due(now, self.config.retransmit_ms)
         for link, session in self.catchups.values():
             due = session.due(now, self.config.retransmit_ms)
             self._outbox.extend((link, raw) for raw in due)
+
+    def awaiting(self) -> tuple[int, int] | None:
+        """The oldest and newest send times of what ``tick()`` may resend, if anything.
+
+        Unanswered Hellos, unacknowledged intervals and catch-up
+        requests: a tick has work once the clock reads ``oldest + retransmit_ms`` or
+        later, or reads before ``newest`` (it went back; see ``overdue``). Until then a
+        tick changes nothing, so a driver may sleep until a message arrives or that
+        time comes.
+        """
+        stamps = [s.hello_sent_at for s in self.links.values() if not s.resumed]
+        for progress in self.log.peers.values():
+            stamps.extend(progress.inflight.values())
+        for _, session in self.catchups.values():
+            stamps.extend(sent_at for _, sent_at in session.outstanding.values())
+        return (min(stamps), max(stamps)) if stamps else None
 
     # ---- sending ---------------------------------------------------------------------------
 
     def _pump(self, ready: Ready) -> None:
         """Fill every live link's window with intervals from the log."""
         now = self.clock()
+        log = self.log
+        floor = log.catch_up_floor()  # log.needs_catch_up, inlined: this loop is hot on hubs
         for link, state in self.links.items():
             remote = state.remote
             if remote is None or not state.resumed:
                 continue  # until the peer said where its store stands in our log
-            if self.log.needs_catch_up(remote):
+            progress = log.peers[remote]  # tracked from its Hello on
+            if progress.behind or progress.acked < floor:
                 if remote not in self.catchups:
                     self._start_catch_up(link, remote)
                 continue  # intervals resume once the catch-up is done
-            progress = self.log.peers[remote]
+            if progress.sent >= log.next_seq:
+                continue  # sent everything: the usual case on a busy hub's other links
             while len(progress.inflight) < self.config.window:
                 interval = self.log.next_interval(
                     remote, self.config.batch_bytes, state.policy.may_push, now,
@@ -615,6 +623,7 @@ class Replica:
                     break
                 if interval.delta.is_bottom():  # everything filtered: nothing to say
                     self._acknowledged(remote, interval.start, interval.end)
+                    floor = log.catch_up_floor()  # the ack may have collected entries
                     continue
                 msg = Deltas(interval.start, interval.end, interval.payload())
                 ready.messages.append((link, encode_message(msg)))

@@ -114,7 +114,7 @@ def test_mutated_encodings_raise_only_protocol_errors(msg: Message, data: st.Dat
 
 def test_every_truncation_of_each_message_type_is_refused() -> None:
     for msg in (
-        Hello("node", 7, {"a@1": 3, "b@2": 1}, True),
+        Hello("node", 7, {"a@1": 3, "b@2": 1}, True, {"p@9": 12}),
         Deltas(1, 4, b"xyz", b"s"),
         Ack(2, 9),
     ):
@@ -165,6 +165,16 @@ def test_interval_starting_at_zero_or_after_its_end_is_refused(msg: Message) -> 
 
 def test_empty_interval_is_accepted() -> None:
     assert decode_message(encode_message(Ack(3, 3))) == Ack(3, 3)
+
+
+def test_hello_positions_in_peer_logs_round_trip_and_must_be_sorted() -> None:
+    hello = Hello("n", 1, {"a": 1}, True, {"p": 5, "q": 7})
+    good = encode_message(hello)
+    assert decode_message(good) == hello
+    swapped = good.replace(b"\x01p\x05\x01q\x07", b"\x01q\x07\x01p\x05")
+    assert swapped != good
+    with pytest.raises(ProtocolError, match="received is not strictly sorted"):
+        decode_message(swapped)
 
 
 def test_unsorted_or_duplicate_hello_progress_is_refused() -> None:

@@ -171,7 +171,7 @@ def test_a_new_link_sends_each_delta_once() -> None:
     net.flush("a")
     deltas = [m for m in net.pending if decode_message(m[2]).__class__ is Deltas]
     net.run()
-    assert len(deltas) == 1 and net.stats.delivered == 4 + 2 + 2  # hellos, resumes
+    assert len(deltas) == 1 and net.stats.delivered == 4 + 2  # hellos, interval, ack
 
 
 def test_writes_made_before_any_peer_reach_a_peer_that_comes_later() -> None:

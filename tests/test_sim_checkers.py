@@ -145,6 +145,9 @@ def test_monotonic_reads_catch_a_replica_that_forgot_what_it_held() -> None:
     assert "held 3 events of a@1" in v.detail and "only 1 at 30 ms" in v.detail
     wiped = [*seen[:2], Observation(30, "e1", 1, {})]  # a new incarnation starts over
     assert check_monotonic(wiped) == []
+    held = Observation(20, "e1", 0, seen[1].progress, until=25)  # one reading, seen twice
+    (v,) = check_monotonic([held, seen[2]])
+    assert "held 3 events of a@1 on k:3 at 25 ms, only 1 at 30 ms" in v.detail
 
 
 def test_a_map_removal_covers_every_field_it_saw() -> None:

@@ -100,3 +100,13 @@ def test_a_malformed_scenario_exits_2_naming_the_line(tmp_path: Path) -> None:
     done = edgesync("run", "--scenario", str(bad))
     assert done.returncode == 2
     assert f"{bad}:3: no node 'nobody'" in done.stderr
+
+
+def test_a_sweep_in_two_processes_prints_what_one_process_prints() -> None:
+    args = ("sweep", "--start", "20", "--seeds", "6", "--regions", "1", "--json")
+    one, two = edgesync(*args), edgesync(*args, "--jobs", "2")
+    assert one.returncode == two.returncode == 0, one.stderr + two.stderr
+    serial, pooled = json.loads(one.stdout), json.loads(two.stdout)
+    assert [r["seed"] for r in pooled["runs"]] == list(range(20, 26))
+    del serial["wall_seconds"], pooled["wall_seconds"]  # the one field time may change
+    assert pooled == serial
