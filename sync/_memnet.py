@@ -160,7 +160,7 @@ class MemoryNetwork:
             for peer, link in node.replica.links.items():
                 if frozenset((name, peer)) in self.cut:
                     continue
-                if link.remote is None or not link.resumed:
+                if link.remote is None:
                     return False
                 progress = log.peers.get(link.remote)
                 if progress is not None and progress.acked < log.next_seq:

@@ -113,7 +113,6 @@ class Link:
     # say it is, and whether it may only send updates it made itself (an edge).
     certified_node: str | None = None
     own_writes_only: bool = False
-    resumed: bool = False  # the peer's Hello said how far into our log its store goes
 
 
 def actor_name(node_id: str, epoch: int) -> str:
@@ -400,10 +399,11 @@ class Replica:
             self._batch.meta = StoreMeta(self.node_id, self.epoch, clean_shutdown=False)
         remote = actor_name(hello.node_id, hello.epoch)
         state = self.links[link]
-        if state.remote != remote:  # this link's first Hello from this peer (epoch)
-            # Another epoch may run on another copy of the store (or this Hello is a
-            # stale one, overtaken): where it stands in our log is taken again.
-            state.resumed = False
+        # This link's first Hello from this peer, or from another epoch of it, which may
+        # run on another copy of the store (or be a stale Hello, overtaken): where it
+        # stands in our log is taken from it (_resume).
+        first = state.remote != remote
+        if first:
             self._supersede(hello.node_id, remote)
             if remote in self.log.peers:
                 self.log.reset_sent(remote)  # what was in flight before is presumed lost
@@ -413,8 +413,7 @@ class Replica:
             # Its store lost updates it made (wiped, or an older copy): our log never
             # sends a peer its own updates back, so only a catch-up by digest can.
             progress.behind = True
-        if not state.resumed:
-            state.resumed = True
+        if first:
             mine = self.node_id + "@"
             held = [n for actor, n in hello.received.items() if actor.startswith(mine)]
             self._resume(remote, max(held, default=1))
@@ -573,7 +572,9 @@ class Replica:
         """Mark overdue Hellos and unacknowledged intervals for resending."""
         now = self.clock()
         for link, state in self.links.items():
-            if not state.resumed and overdue(now, state.hello_sent_at, self.config.retransmit_ms):
+            if state.remote is None and overdue(
+                now, state.hello_sent_at, self.config.retransmit_ms
+            ):
                 self._hello(link)  # the peer has not said hello yet: ours may be lost
         self.log.retransmit_due(now, self.config.retransmit_ms)
         for link, session in self.catchups.values():
@@ -589,7 +590,7 @@ class Replica:
         tick changes nothing, so a driver may sleep until a message arrives or that
         time comes.
         """
-        stamps = [s.hello_sent_at for s in self.links.values() if not s.resumed]
+        stamps = [s.hello_sent_at for s in self.links.values() if s.remote is None]
         for progress in self.log.peers.values():
             stamps.extend(progress.inflight.values())
         for _, session in self.catchups.values():
@@ -605,8 +606,8 @@ class Replica:
         floor = log.catch_up_floor()  # log.needs_catch_up, inlined: this loop is hot on hubs
         for link, state in self.links.items():
             remote = state.remote
-            if remote is None or not state.resumed:
-                continue  # until the peer said where its store stands in our log
+            if remote is None:
+                continue  # until the peer's Hello said where its store stands in our log
             progress = log.peers[remote]  # tracked from its Hello on
             if progress.behind or progress.acked < floor:
                 if remote not in self.catchups:
