@@ -164,7 +164,6 @@ def test_restored_older_copy_takes_a_new_epoch_once_peers_show_it_is_behind(
         bump(net, "a", "count", 1)
     net.run()
     old_actor = net.nodes["a"].replica.actor
-
     restart(net, tmp_path, "a", prepare=lambda: restore_copy(tmp_path))
     relink(net, "a")
     assert net.nodes["a"].replica.actor != old_actor  # peers had seen more of it
@@ -185,7 +184,6 @@ def test_restored_copy_started_with_new_epoch_loses_no_write_made_before_contact
         write(net, "a", "config", f"v{i}")
         bump(net, "a", "count", 1)
     net.run()
-
     restart(
         net,
         tmp_path,

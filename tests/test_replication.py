@@ -225,12 +225,8 @@ def test_peered_edges_send_hubs_only_their_own_updates_and_everything_converges(
         net.add(name, config=edge_config)
     net.add("hub")
     net.link("e1", "e2")  # edges peer with each other
-    hub = net.nodes["hub"].replica
     for edge in ("e1", "e2"):
-        hub.connect(edge, certified_node=edge, own_writes_only=True)
-        net.flush("hub")
-        net.nodes[edge].replica.connect("hub")
-        net.flush(edge)
+        link_to_hub(net, edge)
     for edge in ("e1", "e2"):
         bump_own(net.nodes[edge].replica, f"from/{edge}")
         net.flush(edge)
@@ -259,11 +255,7 @@ def test_a_wiped_hub_is_caught_up_by_edges_that_send_only_their_own_part() -> No
     def hub_up() -> Replica:
         hub = net.add("hub", MemoryStorage())  # a fresh store: the old one was wiped
         for edge in edges:
-            hub.connect(edge, certified_node=edge, own_writes_only=True)
-            net.flush("hub")
-            net.nodes[edge].replica.disconnect("hub")
-            net.nodes[edge].replica.connect("hub")
-            net.flush(edge)
+            link_to_hub(net, edge)
         return hub
 
     hub_up()
@@ -287,6 +279,16 @@ def test_a_wiped_hub_is_caught_up_by_edges_that_send_only_their_own_part() -> No
     assert alerts is not None and alerts.value() == frozenset({"e1-a", "e1-b", "e2-a"})
 
 
+def link_to_hub(net: MemoryNetwork, edge: str) -> None:
+    """Link ``edge`` to "hub", which knows it by its certificate (as over mutual TLS)
+    and takes only its own updates; the edge drops a link to it it had, and dials."""
+    net.nodes["hub"].replica.connect(edge, certified_node=edge, own_writes_only=True)
+    net.flush("hub")
+    net.nodes[edge].replica.disconnect("hub")
+    net.nodes[edge].replica.connect("hub")
+    net.flush(edge)
+
+
 def add_own_name(r: Replica, path: str) -> None:
     r.update(path, AWSet, lambda s: s.add(r.actor, r.node_id))
 
@@ -303,7 +305,7 @@ def test_an_edge_catch_up_may_resend_updates_the_hub_already_holds() -> None:
     net.add("hub")
     net.add("other", config=ReplicaConfig(relay=False))  # so e1's update reaches the hub
     net.link("hub", "other")  # only through e1
-    e1, hub, other = (net.nodes[n].replica for n in ("e1", "hub", "other"))
+    e1, other = net.nodes["e1"].replica, net.nodes["other"].replica
     for r in (e1, other):  # both write to one key; e1 has met nobody yet
         add_own_name(r, "shared")
         net.flush(r.node_id)
@@ -314,10 +316,7 @@ def test_an_edge_catch_up_may_resend_updates_the_hub_already_holds() -> None:
     net.flush("other")
     net.run()
     assert e1.get("shared", AWSet) == other.get("shared", AWSet)
-    hub.connect("e1", certified_node="e1", own_writes_only=True)
-    net.flush("hub")
-    e1.connect("hub")
-    net.flush("e1")
+    link_to_hub(net, "e1")
     net.run(max_steps=20_000)  # refused pushes used to keep the network busy forever
     # (This network reorders, so a message may overtake the Hello before it: refused,
     # and sent again. Only that refusal may appear.)
@@ -340,10 +339,7 @@ def test_peered_edges_that_wrote_first_catch_their_hub_up_with_their_own_parts()
     net.run()
     hub = net.nodes["hub"].replica
     for edge in ("e1", "e2"):
-        hub.connect(edge, certified_node=edge, own_writes_only=True)
-        net.flush("hub")
-        net.nodes[edge].replica.connect("hub")
-        net.flush(edge)
+        link_to_hub(net, edge)
     net.run(max_steps=20_000)
     assert not net.stats.rejected
     assert len(set(net.digests().values())) == 1
