@@ -135,7 +135,7 @@ _LAYOUTS: dict[type, tuple[int, tuple[str, ...]]] = {
     Items: (7, ("u", "u", "ns", "f6", "f4")),
     Push: (8, ("u", "u", "b")),
     PushAck: (9, ("u", "u")),
-    CaughtUp: (11, ("u",)),
+    CaughtUp: (10, ("u",)),
 }
 _BY_KIND = {kind: cls for cls, (kind, _) in _LAYOUTS.items()}
 
