@@ -76,6 +76,13 @@ class LinkResult:
     delta_bytes: int  # their encoded bytes
     other_bytes: int  # every other message, both ways (Hello, Ack)
     frame_sizes: list[int]
+    receiver_cpu_seconds: float  # the hub process's user+system CPU in the timed window
+    sender_cpu_seconds: float  # this process's, in the same window
+
+    @property
+    def deltas_per_receiver_cpu_second(self) -> float:
+        """What the receiver would do with a core to itself: robust to other load."""
+        return self.updates / self.receiver_cpu_seconds
 
     @property
     def deltas_per_second(self) -> float:
@@ -256,7 +263,13 @@ async def hub_version_of(address: str, actor: str) -> int:
         return int(reply.version_vector.get(actor, 0))
 
 
-async def drive_link(address: str, updates: int, data: Path) -> LinkResult:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive_link(address: str, updates: int, data: Path, hub_pid: int) -> LinkResult:
     r = AsyncReplica(LMDBStorage(data), "sender", clock=wall_clock_ms, new_epoch=fresh_epoch)
     links = CountingLinks(r)
     log = r.replica.log
@@ -270,10 +283,11 @@ async def drive_link(address: str, updates: int, data: Path) -> LinkResult:
     await load_backlog(r, updates)
     links.frame_sizes.clear()
     links.other_bytes = 0
-    began = time.perf_counter()
+    began, hub_cpu, own_cpu = time.perf_counter(), cpu_seconds(hub_pid), time.process_time()
     dial = asyncio.create_task(links.dial(address))
     await until(lambda: log.peers[hub].acked >= log.next_seq, 600, "the hub's acks")
     seconds = time.perf_counter() - began
+    hub_cpu, own_cpu = cpu_seconds(hub_pid) - hub_cpu, time.process_time() - own_cpu
     dial.cancel()
     await asyncio.gather(dial, return_exceptions=True)
     seen = await hub_version_of(address, r.actor)
@@ -281,7 +295,7 @@ async def drive_link(address: str, updates: int, data: Path) -> LinkResult:
     await r.close()
     return LinkResult(
         updates, seconds, len(links.frame_sizes), sum(links.frame_sizes),
-        links.other_bytes, links.frame_sizes,
+        links.other_bytes, links.frame_sizes, hub_cpu, own_cpu,
     )  # fmt: skip
 
 
@@ -290,9 +304,9 @@ def run_link(updates: int, work: Path) -> LinkResult:
     address = f"127.0.0.1:{port}"
     cmd = [*HUB, "--id", "hub", "--role", "cloud", "--data", str(work / "hub"),
            "--listen", address, "--insecure"]  # fmt: skip
-    with child(cmd, work / "hub.log"):
+    with child(cmd, work / "hub.log") as hub:
         wait_for_port(port)
-        return asyncio.run(drive_link(address, updates, work / "sender"))
+        return asyncio.run(drive_link(address, updates, work / "sender", hub.pid))
 
 
 # ---- output -----------------------------------------------------------------------------
@@ -312,6 +326,11 @@ def table(link: LinkResult, raw: RawResult) -> list[list[str]]:
         ["(link) sender -> edgesync hub", "deltas/s applied+durable",
          f"{link.deltas_per_second:,.0f}/s", "",
          f">= {TARGET_DELTAS:,}/s: {'met' if met_rate else 'MISSED'}"],
+        ["(link) sender -> edgesync hub", "deltas per hub CPU second",
+         f"{link.deltas_per_receiver_cpu_second:,.0f}/s",
+         f"{link.receiver_cpu_seconds * 1e6 / link.updates:,.1f} us/delta", ""],
+        ["(link) sender -> edgesync hub", "sender CPU per delta",
+         f"{link.sender_cpu_seconds * 1e6 / link.updates:,.1f} us", "", ""],
         ["(link) sender -> edgesync hub", "Deltas frames/s",
          f"{link.delta_frames / link.seconds:,.1f}/s",
          f"{link.delta_frames / link.seconds / raw.messages_per_second:.3f}x (raw) msgs", ""],

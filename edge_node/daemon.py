@@ -11,7 +11,6 @@ closes its links and exits 0.
 from __future__ import annotations
 
 import asyncio
-import gc
 import ipaddress
 import logging
 import signal
@@ -27,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from edge_node.certs import CertError, identity_of, load_material
 from edge_node.client_service import ClientService
+from edge_node.gc_policy import collect_everything_hourly, tune_gc
 from sync._policy import LinkPolicy
 from sync._replica import ReplicaConfig
 from sync.adapters.aio import AsyncReplica
@@ -161,6 +161,7 @@ async def serve(cfg: DaemonConfig) -> int:
                                "actor": replica.actor})  # fmt: skip
     tasks = [asyncio.create_task(links.dial(a)) for a in [*cfg.upstream, *cfg.peer]]
     tasks.append(asyncio.create_task(ticker(replica)))
+    tasks.append(asyncio.create_task(collect_everything_hourly(cfg.id)))
     pipeline = await _start_sensors(cfg, replica)
     await _until_signalled()
     log.info("stopping", extra={"node": cfg.id})
@@ -176,23 +177,6 @@ async def serve(cfg: DaemonConfig) -> int:
     await replica.close()  # commits what is pending, records a clean shutdown
     log.info("stopped", extra={"node": cfg.id})
     return 0
-
-
-GC_THRESHOLDS = (50_000, 50, 100)  # allocations before a young collection; then per generation
-
-
-def tune_gc() -> None:
-    """Collect cyclic garbage far less often than CPython's default (700, 10, 10).
-
-    The replicated state is millions of small acyclic objects (contexts, dicts,
-    tuples) that live as long as the process, and every full collection walks all
-    of them: receiving a large delta interval spent half its time there. Freezing
-    what the store loaded moves it out of the walk; the larger thresholds make the
-    walks of what arrives later rare. Reference counting still frees everything
-    that is not a cycle at once.
-    """
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _start_sensors(cfg: DaemonConfig, replica: AsyncReplica) -> Any:

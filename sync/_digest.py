@@ -70,64 +70,77 @@ class DigestTree:
             self._flush()
 
     def _flush(self) -> None:
-        if self._pending:
-            pending, self._pending = self._pending, {}
-            for key, encoded in pending.items():
-                self._apply(key, encoded)
+        """Hash the pending keys into their leaves, then fold the changes up once per
+        touched node and level (not once per key and level): a flush of many keys
+        costs about what ``load`` does for them."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        changes: dict[int, tuple[int, int]] = {}  # leaf -> (xor of fingerprints, key count delta)
+        for key, encoded in pending.items():
+            leaf, change, added = self._apply_to_leaf(key, encoded)
+            if change or added:
+                old = changes.get(leaf, (0, 0))
+                changes[leaf] = (old[0] ^ change, old[1] + added)
+        self._fold_up(changes)
 
-    def _apply(self, key: Key, encoded: bytes | None) -> None:
+    def _fold_up(self, changes: dict[int, tuple[int, int]]) -> None:
+        for level in range(MAX_LEVEL, -1, -1):
+            changes = self._apply_to_level(level, changes)
+
+    def _apply_to_leaf(self, key: Key, encoded: bytes | None) -> tuple[int, int, int]:
+        """Record ``key``'s new fingerprint in its leaf bucket: (leaf, xor change, +-1/0)."""
         pos = self.positions.get(key)
+        stored = storage_key(key)
         if pos is None:
             if encoded is None:
-                return
-            pos = self.positions[key] = position(key)
+                return 0, 0, 0
+            pos = self.positions[key] = _position(stored)
         leaf = pos >> _LEAF_SHIFT
         bucket = self.leaves.setdefault(leaf, {})
         old = bucket.get(pos)
-        new_fp = 0 if encoded is None else fingerprint(key, encoded)
-        change = (old[1] if old else 0) ^ new_fp
-        added = (encoded is not None) - (old is not None)
         if encoded is None:
             bucket.pop(pos, None)
+            if not bucket:
+                del self.leaves[leaf]
             del self.positions[key]
-        else:
-            bucket[pos] = (key, new_fp)
-        for level in range(MAX_LEVEL + 1):
-            node = leaf >> (2 * (MAX_LEVEL - level))
-            fps, counts = self.fps[level], self.counts[level]
-            fps[node] = fps.get(node, 0) ^ change
+            return leaf, old[1] if old else 0, -(old is not None)
+        new_fp = _fingerprint(stored, encoded)
+        bucket[pos] = (key, new_fp)
+        return leaf, (old[1] if old else 0) ^ new_fp, old is None
+
+    def _apply_to_level(
+        self, level: int, changes: dict[int, tuple[int, int]]
+    ) -> dict[int, tuple[int, int]]:
+        """Apply per-node changes at ``level``; return them summed per parent node."""
+        fps, counts = self.fps[level], self.counts[level]
+        parents: dict[int, tuple[int, int]] = {}
+        for node, (change, added) in changes.items():
             count = counts.get(node, 0) + added
             if count:
                 counts[node] = count
-            else:
+                fps[node] = fps.get(node, 0) ^ change
+            else:  # empty ranges are absent: (0, 0)
                 counts.pop(node, None)
                 fps.pop(node, None)
+            parent = node >> 2
+            old = parents.get(parent, (0, 0))
+            parents[parent] = (old[0] ^ change, old[1] + added)
+        return parents
 
     def load(self, entries: Iterable[tuple[Key, bytes, bytes]]) -> None:
-        """Build an empty tree from (key, storage key, encoding) at once.
-
-        Equal to ``set`` per key, but each key touches only its leaf; the levels
-        above are then folded from the level below, once per node rather than once
-        per key and level: what makes opening a store of a million keys quick.
-        """
+        """Build an empty tree from (key, storage key, encoding) at once: what makes
+        opening a store of a million keys quick (the storage keys are at hand)."""
         assert not self.positions and not self._pending, "load() builds a tree from nothing"
-        leaf_fps, leaf_counts = self.fps[MAX_LEVEL], self.counts[MAX_LEVEL]
+        changes: dict[int, tuple[int, int]] = {}
         for key, stored, encoded in entries:
             pos = self.positions[key] = _position(stored)
             fp = _fingerprint(stored, encoded)
             leaf = pos >> _LEAF_SHIFT
-            bucket = self.leaves.get(leaf)
-            if bucket is None:
-                bucket = self.leaves[leaf] = {}
-            bucket[pos] = (key, fp)
-            leaf_fps[leaf] = leaf_fps.get(leaf, 0) ^ fp
-            leaf_counts[leaf] = leaf_counts.get(leaf, 0) + 1
-        for level in range(MAX_LEVEL - 1, -1, -1):
-            fps, counts = self.fps[level], self.counts[level]
-            for child, count in self.counts[level + 1].items():
-                node = child >> 2
-                fps[node] = fps.get(node, 0) ^ self.fps[level + 1][child]
-                counts[node] = counts.get(node, 0) + count
+            self.leaves.setdefault(leaf, {})[pos] = (key, fp)
+            old = changes.get(leaf, (0, 0))
+            changes[leaf] = (old[0] ^ fp, old[1] + 1)
+        self._fold_up(changes)
 
     def node(self, level: int, index: int) -> tuple[int, int]:
         """(fingerprint, key count) of a node."""

@@ -155,6 +155,10 @@ def test_the_lazy_digest_tree_equals_one_built_from_the_final_state() -> None:
     assert lazy.root() == fresh.root() and len(lazy) == len(fresh)
     assert lazy.items(0, 0) == fresh.items(0, 0)
     assert all(lazy.node(3, n) == fresh.node(3, n) for n in range(64))
+    loaded = DigestTree()
+    loaded.load((k, storage_key(k), e) for k, e in sorted(final.items()) if e is not None)
+    # every level, node for node, with no empty node left behind by removals
+    assert (lazy.fps, lazy.counts, lazy.leaves) == (loaded.fps, loaded.counts, loaded.leaves)
 
 
 def test_updates_made_while_no_peer_is_tracked_are_skipped_then_caught_up() -> None:
