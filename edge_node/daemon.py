@@ -26,11 +26,11 @@ from grpc_reflection.v1alpha import reflection
 
 from edge_node.certs import CertError, identity_of, load_material
 from edge_node.client_service import ClientService
-from edge_node.gc_policy import collect_everything_hourly, tune_gc
 from sync._policy import LinkPolicy
 from sync._replica import ReplicaConfig
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.embedded import fresh_epoch, wall_clock_ms
+from sync.adapters.gc_policy import collect_everything_hourly, tune_gc
 from sync.adapters.grpc_link import GrpcLinks, channel_options, ticker
 from sync.adapters.lmdb_storage import LMDBStorage
 from sync.adapters.pb import client_pb2, client_pb2_grpc, replication_pb2, replication_pb2_grpc

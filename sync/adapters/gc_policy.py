@@ -1,4 +1,4 @@
-"""How a daemon runs CPython's cyclic garbage collector.
+"""How a daemon runs CPython's cyclic garbage collector (embedders may opt in).
 
 The replicated state is millions of small acyclic objects (contexts, dicts,
 tuples) that live as long as the process. Reference counting frees them the
@@ -14,6 +14,10 @@ young collection, so a long-lived object is walked once, not once per generation
 Garbage cycles are still found among young objects; a cycle that dies after it was
 frozen waits for the full collection that runs once an hour (logged with its
 duration), which bounds what can pile up.
+
+A program that embeds a replica keeps its own settings unless it calls
+``tune_gc()`` (and runs ``collect_everything_hourly`` as a task, or collects on its
+own schedule); it is process-wide, so it is the program's choice, not the library's.
 """
 
 from __future__ import annotations
