@@ -76,6 +76,9 @@ class Keyspace:
 
     def __init__(self) -> None:
         self.entries: dict[Key, CRDT] = {}
+        # Events seen per actor, kept up to date once first asked for: a Hello carries
+        # it, and counting it over a million keys per Hello stalled a hub for seconds.
+        self._progress: dict[str, int] | None = None
 
     # ---- reads ---------------------------------------------------------------
 
@@ -118,8 +121,13 @@ class Keyspace:
             check_path(path)
             child = cls()
         assert isinstance(child, cls)
+        before = self._progress is not None and key in self.entries
+        if before:
+            self._count_events(child, -1)
         child_delta = mutate(child)
         self._store(key, child)
+        if self._progress is not None and key in self.entries:
+            self._count_events(child, 1)
         delta = Keyspace()
         delta._store(key, child_delta)
         return delta
@@ -129,7 +137,12 @@ class Keyspace:
         delta = Keyspace()
         child = self.entries.get((path, cls.TYPE_TAG))
         if child is not None:
+            counting = self._progress is not None
+            if counting:
+                self._count_events(child, -1)
             delta._store((path, cls.TYPE_TAG), child.reset())
+            if counting:
+                self._count_events(child, 1)
         return delta
 
     def _store(self, key: Key, child: CRDT) -> None:
@@ -143,21 +156,34 @@ class Keyspace:
     def merge(self, other: Keyspace) -> list[Key]:
         """Join ``other`` in; return the keys it touched (the ones to persist)."""
         for key, theirs in other.entries.items():
-            mine = self.entries.get(key)
-            if mine is None:
-                self.entries[key] = theirs.copy()
-            else:
-                mine.merge(theirs)
+            self._join_entry(key, theirs, copy=True)
         return list(other.entries)
 
     def absorb(self, other: Keyspace) -> None:
         """Merge ``other`` in, taking its values rather than copying: ``other`` is spent."""
         for key, theirs in other.entries.items():
-            mine = self.entries.get(key)
-            if mine is None:
-                self.entries[key] = theirs
-            else:
-                mine.merge(theirs)
+            self._join_entry(key, theirs, copy=False)
+
+    def _join_entry(self, key: Key, theirs: CRDT, copy: bool) -> None:
+        mine = self.entries.get(key)
+        counting = self._progress is not None
+        if mine is None:
+            mine = self.entries[key] = theirs.copy() if copy else theirs
+        else:
+            if counting:
+                self._count_events(mine, -1)
+            mine.merge(theirs)
+        if counting:
+            self._count_events(mine, 1)
+
+    def _count_events(self, child: CRDT, sign: int) -> None:
+        progress = self._progress
+        assert progress is not None
+        ctx = child.ctx
+        for actor, n in ctx.vv.items():
+            progress[actor] = progress.get(actor, 0) + sign * n
+        for dot in ctx.cloud:
+            progress[dot.actor] = progress.get(dot.actor, 0) + sign
 
     def novel_part(self, known: Keyspace, owned: bool = False) -> Keyspace:
         """What of this keyspace (a received delta) ``known`` lacks, key by key.
@@ -203,12 +229,15 @@ class Keyspace:
         return found
 
     def actor_progress(self) -> dict[str, int]:
-        """Per actor, how many of its events this keyspace has seen (over all keys)."""
-        totals: dict[str, int] = {}
-        for child in self.entries.values():
-            for actor, n in _events_per_actor(child.ctx).items():
-                totals[actor] = totals.get(actor, 0) + n
-        return dict(sorted(totals.items()))
+        """Per actor, how many of its events this keyspace has seen (over all keys).
+
+        Counted over every key the first time, then kept up to date by the mutators.
+        """
+        if self._progress is None:
+            self._progress = {}
+            for child in self.entries.values():
+                self._count_events(child, 1)
+        return {actor: n for actor, n in sorted(self._progress.items()) if n}
 
     # ---- encoding --------------------------------------------------------------
 

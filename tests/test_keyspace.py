@@ -137,3 +137,25 @@ def test_own_part_keeps_a_nodes_updates_and_removals_and_claims_nothing_else() -
     c.increment("e1@1", 2)
     c.increment("e2@1", 5)
     assert own_part(c, "e1").value() == 2
+
+
+@given(keyspace_history(), keyspace_history(), st.integers(0, 2))
+def test_actor_progress_kept_up_to_date_equals_counting_afresh(
+    first: tuple[list[Keyspace], list[Keyspace]],
+    then: tuple[list[Keyspace], list[Keyspace]],
+    counted_from: int,
+) -> None:
+    """Once asked for, progress is kept by the mutators; it must equal a recount."""
+    space = join(*first[0])
+    space.actor_progress()  # from here on the mutators keep it
+    replicas, deltas = then
+    for i, delta in enumerate(deltas):
+        if i % 2:
+            space.absorb(delta.copy())
+        else:
+            space.merge(delta)
+    space.merge(replicas[counted_from])
+    for path in PATHS:
+        space.remove(path, GCounter)
+        space.apply(path, PNCounter, lambda c: c.increment("z@1", 1))
+    assert space.actor_progress() == space.copy().actor_progress()  # a copy counts afresh
