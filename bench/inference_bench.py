@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from sensors.features import features
-from sensors.model import AnomalyModel
+from sensors.model import AnomalyModel, ModelCard
 from sensors.pipeline import Pipeline
 from sensors.replay import ReplaySource
 from sensors.signals import DEFAULT_SPECS
@@ -101,7 +101,7 @@ class Leg:
 
 
 def load_model(kind: str, batch: int) -> AnomalyModel:
-    return AnomalyModel.for_kind(kind, batch, threads=THREADS)
+    return AnomalyModel(ModelCard.load(kind), batch, threads=THREADS)
 
 
 def pipeline_leg(path: Path, data: Path, batch: int) -> Leg:

@@ -78,7 +78,8 @@ class AnomalyModel:
     """Scores feature rows with one TFLite interpreter at a fixed batch size."""
 
     def __init__(self, card: ModelCard, batch: int = DEFAULT_BATCH, threads: int = 1) -> None:
-        self.card, self.batch, self.threads = card, batch, threads
+        self.card = card
+        self.batch = batch
         self.interpreter = load_interpreter_class()(model_path=str(card.path), num_threads=threads)
         self.width = int(card.raw["inputs"]["width"])
         self._input = self.interpreter.get_input_details()[0]["index"]
@@ -88,10 +89,8 @@ class AnomalyModel:
         self._padded = np.zeros((batch, self.width), np.float32)
 
     @staticmethod
-    def for_kind(
-        kind: str, batch: int = DEFAULT_BATCH, models: Path = MODELS, threads: int = 1
-    ) -> AnomalyModel:
-        return AnomalyModel(ModelCard.load(kind, models), batch, threads)
+    def for_kind(kind: str, batch: int = DEFAULT_BATCH, models: Path = MODELS) -> AnomalyModel:
+        return AnomalyModel(ModelCard.load(kind, models), batch)
 
     def invoke(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """One interpreter call on exactly ``batch`` rows."""
@@ -115,4 +114,4 @@ class AnomalyModel:
         return scores
 
     def __repr__(self) -> str:
-        return f"AnomalyModel({self.card!r}, batch={self.batch}, threads={self.threads})"
+        return f"AnomalyModel({self.card!r}, batch={self.batch})"
