@@ -12,7 +12,7 @@ import pytest
 from sensors.buffer import WindowBuffer
 from sensors.calibration import Calibration
 from sensors.evaluate import BAR, evaluate
-from sensors.features import FeatureExtractor, features, width
+from sensors.features import FeatureExtractor, fast_log, features, width
 from sensors.model import AnomalyModel, ModelCard, ModelError
 from sensors.pipeline import Pipeline
 from sensors.replay import RecordingError, ReplaySource, load_recording
@@ -126,8 +126,32 @@ def test_a_tone_puts_its_power_in_its_band_and_a_frozen_window_has_none() -> Non
     rows = features(np.vstack([tones, frozen]).astype(np.float32), bands)
     assert rows[:4, :bands].argmax(axis=1).tolist() == [0, 9, 40, 63]
     assert (rows[:4, :bands].max(axis=1) - np.median(rows[:4, :bands], axis=1) > 8).all()
-    assert np.array_equal(rows[4, :bands], np.full(bands, np.log(np.float32(1e-6))))
+    floor = np.full(bands, 1e-6, np.float32)
+    fast_log(floor, floor)
+    assert np.array_equal(rows[4, :bands], floor)
     assert rows[4, -1] == 1.0 and rows[4, bands] == np.float32(3.25)  # repeats, mean
+
+
+def test_an_offset_moves_the_mean_and_nothing_else() -> None:
+    # the centring rides in the cosine product: a large offset (a temperature)
+    # must still cancel out of the spectrum, the spread and the differences
+    data = labelled_windows(VIBRATION, np.random.default_rng(5), 64, 0).windows
+    base, shifted = features(data), features(data + np.float32(60.0))
+    assert np.allclose(shifted[:, VIBRATION.bands], base[:, VIBRATION.bands] + 60, atol=1e-3)
+    others = np.r_[0 : VIBRATION.bands, VIBRATION.bands + 1 : base.shape[1]]
+    assert np.allclose(shifted[:, others], base[:, others], rtol=0, atol=0.01)
+
+
+def test_fast_log_is_within_006_of_the_log_and_exact_at_powers_of_two() -> None:
+    x = np.geomspace(1e-7, 1e7, 100_001).astype(np.float32)
+    approx = np.empty_like(x)
+    fast_log(x.copy(), approx)
+    assert np.abs(approx - np.log(x)).max() < 0.061
+    assert (np.diff(approx) >= 0).all()  # monotone: a larger power never reads smaller
+    powers = np.float32(2.0) ** np.arange(-20, 21, dtype=np.float32)
+    exact = np.empty_like(powers)
+    fast_log(powers.copy(), exact)
+    assert np.allclose(exact, np.log(powers), rtol=0, atol=1e-5)
 
 
 # ---- back-pressure -------------------------------------------------------------------------
