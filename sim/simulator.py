@@ -38,6 +38,7 @@ from sim.workload import perform, read_cells
 from sync._hlc import ClockSkewError
 from sync._keyspace import Keyspace, _events_per_actor
 from sync._messages import ProtocolError, decode_message
+from sync._replica import Replica
 
 Progress = dict[str, dict[str, int]]  # "path:tag" -> actor -> events held
 TICK_MS = 250
@@ -122,6 +123,8 @@ class Simulator:
         self.index = {name: i for i, name in enumerate(self.nodes)}
         self.progress: dict[str, tuple[int, Progress]] = {}  # the last reading, by version
         self.last_observation: dict[str, int] = {}  # index in observations, by node
+        self.seen_again: dict[str, int] = {}  # the last reading's latest time, not yet in it
+        self.sampled: dict[str, tuple[Replica, int, int]] = {}  # (replica, version, tree root)
         for name in topo.nodes():
             self.send(name, self.nodes[name].open())
 
@@ -276,15 +279,29 @@ class Simulator:
             self.sample()
 
     def sample(self) -> None:
+        """Agreement (equal tree roots) and a monotonic-read observation of every node.
+
+        Taken every simulated second, mostly of nodes nothing happened to since the
+        last one: a node whose replica and version are those of its last sample has
+        the same root and the same reading, and only the time it was seen moves.
+        """
+        now = self.t()
         roots: dict[int, int] = {}
-        for node in self.nodes.values():
-            if node.replica is not None:
-                root = node.replica.tree.root()
-                roots[root] = roots.get(root, 0) + 1
+        for name, node in self.nodes.items():
+            replica = node.replica
+            if replica is None:
+                continue
+            last = self.sampled.get(name)
+            if last is not None and last[0] is replica and last[1] == node.version:
+                root = last[2]
+                self.seen_again[name] = now  # what observe() would note
+            else:
+                root = replica.tree.root()
+                self.observe(name)
+                self.sampled[name] = (replica, node.version, root)
+            roots[root] = roots.get(root, 0) + 1
         agreeing = max(roots.values(), default=0)
-        self.samples.append(Sample(self.t(), agreeing, self.network.bytes_in_flight()))
-        for name in self.nodes:
-            self.observe(name)
+        self.samples.append(Sample(now, agreeing, self.network.bytes_in_flight()))
 
     def observe(self, name: str) -> None:
         node = self.nodes[name]
@@ -300,11 +317,19 @@ class Simulator:
         if last is not None and self.observations[last].progress is progress:
             # The same reading again: one observation from when it was first seen until
             # now is all the monotonic checker compares or reports, and memory grows
-            # with changes, not with time.
-            self.observations[last] = replace(self.observations[last], until=self.t())
+            # with changes, not with time. Noted here, written into it when it is read.
+            self.seen_again[name] = self.t()
         else:
+            self.settle_observation(name)
             self.last_observation[name] = len(self.observations)
             self.observations.append(Observation(self.t(), name, node.incarnation, progress))
+
+    def settle_observation(self, name: str) -> None:
+        """Write the last time the node's last reading was seen again into it."""
+        until = self.seen_again.pop(name, None)
+        if until is not None:
+            last = self.last_observation[name]
+            self.observations[last] = replace(self.observations[last], until=until)
 
     @staticmethod
     def read_progress(node: SimNode, before: Progress | None) -> Progress:
@@ -577,6 +602,7 @@ class Simulator:
                 self.history.unseen[op.id] = missing
         for name in self.nodes:
             self.observe(name)
+            self.settle_observation(name)
         digests = {name: s.digest() for name, s in states.items()}
         finals = {name: read_cells(s) for name, s in states.items()}
         return check_all(self.history, finals, digests, self.observations)
