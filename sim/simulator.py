@@ -478,9 +478,11 @@ class Simulator:
         self.network.drop_to(name)
         for peer in node.links:
             self.network.reconnect(name, peer)  # its streams are gone
-            other = self.nodes[peer].replica
-            if other is not None:
-                other.disconnect(name)
+            other = self.nodes[peer]
+            if other.replica is not None:
+                other.replica.disconnect(name)  # it tells its other peers (Sources)
+                if other.live:
+                    self.flush(peer)
 
     def _do_restart(self, name: str) -> None:
         node = self.nodes[name]
