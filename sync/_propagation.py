@@ -303,8 +303,12 @@ class DeltaLog:
         Returns the new first sequence number: entries below it are gone.
         """
         floor = min((p.acked for p in self.peers.values()), default=self.next_seq)
-        for seq in [s for s in self.entries if s < floor]:
-            self._drop(seq)
+        entries = self.entries
+        while entries:
+            oldest = next(iter(entries))  # appended in order: the first is the oldest
+            if oldest >= floor:
+                break
+            self._drop(oldest)
         while self.entries and self.over_bounds():
             oldest = next(iter(self.entries))  # appended in order: the first is the oldest
             self._drop(oldest)
