@@ -38,7 +38,6 @@ from sim.workload import perform, read_cells
 from sync._hlc import ClockSkewError
 from sync._keyspace import Keyspace, _events_per_actor
 from sync._messages import ProtocolError, decode_message
-from sync._replica import Replica
 
 Progress = dict[str, dict[str, int]]  # "path:tag" -> actor -> events held
 TICK_MS = 250
@@ -111,20 +110,27 @@ class Simulator:
         if scenario.storage == "lmdb":
             self._tmp = Path(tempfile.mkdtemp(prefix="edgesync-sim-", dir=workdir or _fast_tmp()))
         self.nodes: dict[str, SimNode] = {}
+        self.touched: set[str] = set()  # nodes that may have changed since the last sample
         peers = neighbour_map(topo)
         for name in topo.nodes():
             links = {peer: topo.role(peer) == "edge" for peer in peers[name]}
             store = None if self._tmp is None else self._tmp / name
             self.nodes[name] = SimNode(
-                name, topo.role(name), links=links, now=self.clock, rng=rng, store_dir=store
-            )
+                name, topo.role(name), links=links, now=self.clock, rng=rng, store_dir=store,
+                touched=self.touched,
+            )  # fmt: skip
         self.wakes: list[tuple[int, int, str]] = []  # (grid time, node index, node): a heap
         self.wake: dict[str, int] = {}  # each node's current entry; older ones are stale
         self.index = {name: i for i, name in enumerate(self.nodes)}
         self.progress: dict[str, tuple[int, Progress]] = {}  # the last reading, by version
         self.last_observation: dict[str, int] = {}  # index in observations, by node
         self.seen_again: dict[str, int] = {}  # the last reading's latest time, not yet in it
-        self.sampled: dict[str, tuple[Replica, int, int]] = {}  # (replica, version, tree root)
+        # Sampling touches only nodes that changed: the others are ``quiet`` (up, their
+        # reading current as of the sample time given), and their roots are counted.
+        self.quiet: dict[str, int] = {}
+        self.last_sample_at: int | None = None
+        self.roots: dict[str, int] = {}  # tree root of each node up
+        self.root_count: dict[int, int] = {}
         for name in topo.nodes():
             self.send(name, self.nodes[name].open())
 
@@ -282,31 +288,50 @@ class Simulator:
         """Agreement (equal tree roots) and a monotonic-read observation of every node.
 
         Taken every simulated second, mostly of nodes nothing happened to since the
-        last one: a node whose replica and version are those of its last sample has
-        the same root and the same reading, and only the time it was seen moves.
+        last one: only nodes touched since (``SimNode.touched``: their state may have
+        changed, or they crashed or restarted) are read again; for the others, the
+        time their last reading was seen again is this sample's, which
+        ``seen_until`` works out when it is needed.
         """
         now = self.t()
-        roots: dict[int, int] = {}
-        for name, node in self.nodes.items():
-            replica = node.replica
-            if replica is None:
-                continue
-            last = self.sampled.get(name)
-            if last is not None and last[0] is replica and last[1] == node.version:
-                root = last[2]
-                self.seen_again[name] = now  # what observe() would note
-            else:
-                root = replica.tree.root()
+        touched = sorted(self.touched, key=self.index.__getitem__)  # node order
+        self.touched.clear()
+        for name in touched:
+            self.note_quiet_time(name)
+            self.quiet.pop(name, None)
+            self.count_root(name)
+            if self.nodes[name].replica is not None:
                 self.observe(name)
-                self.sampled[name] = (replica, node.version, root)
-            roots[root] = roots.get(root, 0) + 1
-        agreeing = max(roots.values(), default=0)
+                self.quiet[name] = now
+        self.last_sample_at = now
+        agreeing = max(self.root_count.values(), default=0)
         self.samples.append(Sample(now, agreeing, self.network.bytes_in_flight()))
+
+    def count_root(self, name: str) -> None:
+        """Count the node's tree root (none if it is down) in place of its last one."""
+        old = self.roots.pop(name, None)
+        if old is not None:
+            self.root_count[old] -= 1
+            if not self.root_count[old]:
+                del self.root_count[old]
+        replica = self.nodes[name].replica
+        if replica is not None:
+            root = self.roots[name] = replica.tree.root()
+            self.root_count[root] = self.root_count.get(root, 0) + 1
+
+    def note_quiet_time(self, name: str) -> None:
+        """A quiet node was seen again at every sample since it became quiet."""
+        since = self.quiet.get(name)
+        last = self.last_sample_at
+        if since is not None and last is not None and last > since:
+            self.seen_again[name] = max(self.seen_again.get(name, last), last)
+            self.quiet[name] = last
 
     def observe(self, name: str) -> None:
         node = self.nodes[name]
         if node.replica is None:
             return
+        self.note_quiet_time(name)
         cached = self.progress.get(name)
         if cached is not None and cached[0] == node.version:
             progress = cached[1]  # unchanged since it was last read: the very same dict
@@ -604,6 +629,7 @@ class Simulator:
                 self.history.unseen[op.id] = missing
         for name in self.nodes:
             self.observe(name)
+            self.note_quiet_time(name)
             self.settle_observation(name)
         digests = {name: s.digest() for name, s in states.items()}
         finals = {name: read_cells(s) for name, s in states.items()}
