@@ -266,9 +266,13 @@ class DeltaLog:
         if progress is None or end <= progress.acked or end > self.next_seq:
             return False  # unknown, old, or past anything ever logged: ignore
         progress.inflight.pop((start, end), None)
-        progress.done.add((start, end))
         moved = False
-        while True:
+        if start <= progress.acked:  # in order, the usual case: extends the prefix
+            progress.acked = end
+            moved = True
+        else:
+            progress.done.add((start, end))
+        while progress.done:
             nxt = next((iv for iv in progress.done if iv[0] <= progress.acked), None)
             if nxt is None:
                 break

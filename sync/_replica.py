@@ -319,6 +319,24 @@ class Replica:
         if self._unlogged:
             self._unlogged = False
             self.log.skip()
+        if self._pending:  # (most inputs are acks: nothing to log or store but them)
+            self._log_pending(batch)
+        if self._dirty:
+            self._store_dirty(batch)
+        self._encoded.clear()
+        if self.log.over_bounds():
+            batch.log_drop_below = self.log.collect()
+        ready = Ready(batch, [])
+        self._pump(ready)
+        if not self._batch.is_empty():
+            ready.batch.absorb(self._batch)  # acks and collection the pump itself caused
+            self._batch = WriteBatch()
+        ready.messages[:0], self._outbox = self._outbox, []
+        ready.events, self._events = self._events, []
+        return ready
+
+    def _log_pending(self, batch: WriteBatch) -> None:
+        """Seal the deltas since the last ready(): one log entry per origin."""
         for origin, delta in self._pending.items():
             if not self.log.peers:
                 self.log.skip()
@@ -330,6 +348,9 @@ class Replica:
         self._pending.clear()
         self._pending_encoded.clear()
         self._pending_end.clear()
+
+    def _store_dirty(self, batch: WriteBatch) -> None:
+        """Each key changed since the last ready(), encoded once, for the store and tree."""
         entries, known = self.keyspace.entries, self._encoded
         for key in self._dirty:
             encoded = known.get(key)
@@ -339,16 +360,6 @@ class Replica:
             batch.entries[storage_key(key)] = encoded
             self.tree.set(key, encoded)
         self._dirty.clear()
-        known.clear()
-        if self.log.over_bounds():
-            batch.log_drop_below = self.log.collect()
-        ready = Ready(batch, [])
-        self._pump(ready)
-        ready.batch.absorb(self._batch)  # acks and collection the pump itself caused
-        self._batch = WriteBatch()
-        ready.messages[:0], self._outbox = self._outbox, []
-        ready.events, self._events = self._events, []
-        return ready
 
     # ---- links -------------------------------------------------------------------------
 
@@ -722,7 +733,7 @@ class Replica:
 
     def _pump(self, ready: Ready) -> None:
         """Fill every live link's window with intervals from the log."""
-        now = self.clock()
+        now = None  # read the clock only to send
         log = self.log
         floor = log.catch_up_floor()  # log.needs_catch_up, inlined: this loop is hot on hubs
         for link, state in self.links.items():
@@ -736,6 +747,8 @@ class Replica:
                 continue  # intervals resume once the catch-up is done
             if progress.sent >= log.next_seq:
                 continue  # sent everything: the usual case on a busy hub's other links
+            if now is None:
+                now = self.clock()
             while len(progress.inflight) < self.config.window:
                 interval = self.log.next_interval(
                     remote, self.config.batch_bytes, state.policy.may_push, now,
