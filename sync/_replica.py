@@ -749,7 +749,7 @@ class Replica:
                 continue  # sent everything: the usual case on a busy hub's other links
             if now is None:
                 now = self.clock()
-            while len(progress.inflight) < self.config.window:
+            while len(progress.inflight) < self.config.window and progress.sent < log.next_seq:
                 interval = self.log.next_interval(
                     remote, self.config.batch_bytes, state.policy.may_push, now,
                     local_only=not self.config.relay,
