@@ -120,6 +120,9 @@ class Link:
     # different sets, so it must be told again); a Sources message awaiting its answer
     # (serial, sent at); the highest serial the peer's Sources messages reached here.
     remote_push: tuple[str, ...] = ()
+    # Something we sent went unanswered for a retransmission timeout, and nothing has
+    # come from the peer since: it is not declared a source while so.
+    silent: bool = False
     hellos: int = 0  # Hellos sent on this link
     declared: frozenset[str] | None = None
     sources_pending: tuple[int, int] | None = None
@@ -413,7 +416,10 @@ class Replica:
 
         Each must be up (its Hello arrived) and push us, and we pull from it, all that
         we pull from that peer: then whatever the peer got from it, it sends us too,
-        and we take it. A peer that does not relay (an edge) is told nothing.
+        and we take it. A peer that does not relay (an edge) is told nothing, and edges
+        are not declared: in a hierarchy no other relaying node links to our edges, and
+        declaring them would tell every relaying peer of every edge's link coming and
+        going (a hub starting would send each peer one Sources per edge).
         """
         target = self.links[link]
         if target.own_writes_only:
@@ -424,6 +430,8 @@ class Replica:
             for other, state in self.links.items()
             if other != link
             and state.remote is not None
+            and not state.own_writes_only
+            and not state.silent
             and covers(state.remote_push, want)
             and covers(state.policy.pull, want)
         }
@@ -454,6 +462,20 @@ class Replica:
         msg = Sources(state.sources_pending[0], nodes, dict(self.received))
         self._outbox.append((link, encode_message(msg)))
 
+    def _note_silent(self, peers: list[str]) -> None:
+        """Peers that left an interval unanswered for a retransmission timeout.
+
+        The link may be cut without the transport knowing yet (a keepalive takes
+        longer): while it says nothing, it is no direct source of ours, so the other
+        peers relay what came from it again.
+        """
+        changed = False
+        for state in self.links.values():
+            if state.remote in peers and not state.silent:
+                state.silent = changed = True
+        if changed:
+            self._update_sources()
+
     def _on_sources(self, link: str, remote: str, msg: Sources) -> None:
         state = self.links[link]
         if msg.serial > state.sources_in:  # else a late copy: a newer set is in force
@@ -476,9 +498,13 @@ class Replica:
         if isinstance(msg, Hello):
             self._on_hello(link, msg)
             return
-        remote = self.links[link].remote
+        state = self.links[link]
+        remote = state.remote
         if remote is None:
             raise ProtocolError(f"{type(msg).__name__} before Hello on link {link!r}")
+        if state.silent:  # it answers again: a direct source once more
+            state.silent = False
+            self._update_sources()
         if isinstance(msg, Deltas):
             self._on_deltas(link, remote, msg)
         elif isinstance(msg, CaughtUp):
@@ -651,6 +677,7 @@ class Replica:
         if session.done():
             del self.catchups[remote]
             self.log.caught_up_from(remote, session.start_seq)
+            self._collect()  # it may have been the one holding entries back
             self._outbox.append((link, encode_message(CaughtUp(session.start_seq))))
             fields = {"peer": remote, "keys": session.pushed_keys, "bytes": session.bytes_sent}
             self._events.append(Event("catch-up done", fields))
@@ -681,11 +708,16 @@ class Replica:
         log = self.log
         if log.acknowledge(remote, start, end):
             acked = self._batch.acks[remote] = log.peers[remote].acked
-            first = log.first_seq()
             # The floor of collection is at most this peer's acked point: none above the
             # oldest entry, nothing to collect (and no pass over every peer, on a hub).
-            if acked > first and log.collect() != first:
-                self._batch.log_drop_below = log.first_seq()  # the store drops them too
+            if acked > log.first_seq():
+                self._collect()
+
+    def _collect(self) -> None:
+        """Drop what every peer has; the store drops it too (only if there was any)."""
+        first = self.log.first_seq()
+        if self.log.collect() != first:
+            self._batch.log_drop_below = self.log.first_seq()
 
     # ---- time -------------------------------------------------------------------------------
 
@@ -697,7 +729,9 @@ class Replica:
                 now, state.hello_sent_at, self.config.retransmit_ms
             ):
                 self._hello(link)  # the peer has not said hello yet: ours may be lost
-        self.log.retransmit_due(now, self.config.retransmit_ms)
+        overdue_peers = self.log.retransmit_due(now, self.config.retransmit_ms)
+        if overdue_peers:
+            self._note_silent(overdue_peers)
         for link, state in self.links.items():
             pending = state.sources_pending
             if pending is not None and overdue(now, pending[1], self.config.retransmit_ms):

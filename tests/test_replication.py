@@ -410,3 +410,23 @@ def test_a_hub_relays_once_a_peer_says_its_direct_link_broke() -> None:
     net.heal("h1", "h3")
     net.run()
     assert len(set(net.digests().values())) == 1
+
+
+def test_a_hub_relays_once_a_peer_stops_answering_on_its_direct_link() -> None:
+    net = hub_mesh()
+    net.partition("h1", "h3")  # silently; h3 has something for h1, which goes unanswered
+    bump_own(net.nodes["h3"].replica, "from/h3")
+    net.flush("h3")
+    bump_own(net.nodes["e1"].replica, "from/e1")
+    net.flush("e1")
+    net.run()
+    for _ in range(5):  # 2.5 s: h3's interval to h1 is overdue, so h1 is no source of h3's
+        net.tick(500)
+        net.run()
+    h3 = net.nodes["h3"].replica
+    assert h3.links["h1"].silent
+    assert h3.get("from/e1", GCounter) is not None  # relayed by h2, no link went down
+    net.heal("h1", "h3")
+    net.run()
+    assert not h3.links["h1"].silent
+    assert len(set(net.digests().values())) == 1
