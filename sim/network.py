@@ -172,7 +172,7 @@ class SimNetwork:
         return not self.queue and not any(self.stalled.values())
 
 
-_KINDS = {1: "hello", 2: "deltas", 3: "ack"}
+_KINDS = {1: "hello", 2: "deltas", 3: "ack", 11: "sources", 12: "sources-ack"}
 
 
 def describe(data: bytes, digest: bool = False) -> str:

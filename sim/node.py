@@ -60,6 +60,7 @@ class SimNode:
         now: Callable[[], int],
         rng: random.Random,
         store_dir: Path | None,  # None: MemoryStorage
+        touched: set[str] | None = None,  # gets the name whenever the node may have changed
     ) -> None:
         self.name = name
         self.role = role
@@ -76,6 +77,7 @@ class SimNode:
         self.snapshot: WriteBatch | None = None
         self.incarnation = 0  # bumped when the store loses state (wipe, rollback)
         self.version = 0  # bumped whenever the state in memory may have changed
+        self.touched = touched if touched is not None else set()
         self.changed: set[bytes] | None = None  # storage keys changed since read; None: all
         # Not yet started: the simulator calls open() and sends the Hellos it returns.
 
@@ -118,6 +120,7 @@ class SimNode:
         replica = Replica.open(storage, self.name, self.clock, self.new_epoch, self.config)
         self.replica = replica
         self.version += 1
+        self.touched.add(self.name)
         self.changed = None
         self.paused = False
         for peer, peer_is_edge in self.links.items():
@@ -127,6 +130,7 @@ class SimNode:
     def crash(self) -> None:
         if self.replica is None:
             return
+        self.touched.add(self.name)
         self.last_state = self.replica.keyspace
         self.replica = None
         self.paused = False
@@ -167,6 +171,7 @@ class SimNode:
         self._ensure_storage().commit(ready.batch)
         if ready.batch.entries:  # a key changed: observers must look again
             self.version += 1
+            self.touched.add(self.name)
             if self.changed is not None:
                 self.changed.update(ready.batch.entries)
         return ready.messages

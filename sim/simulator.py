@@ -24,7 +24,7 @@ import os
 import random
 import shutil
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -110,18 +110,27 @@ class Simulator:
         if scenario.storage == "lmdb":
             self._tmp = Path(tempfile.mkdtemp(prefix="edgesync-sim-", dir=workdir or _fast_tmp()))
         self.nodes: dict[str, SimNode] = {}
+        self.touched: set[str] = set()  # nodes that may have changed since the last sample
         peers = neighbour_map(topo)
         for name in topo.nodes():
             links = {peer: topo.role(peer) == "edge" for peer in peers[name]}
             store = None if self._tmp is None else self._tmp / name
             self.nodes[name] = SimNode(
-                name, topo.role(name), links=links, now=self.clock, rng=rng, store_dir=store
-            )
+                name, topo.role(name), links=links, now=self.clock, rng=rng, store_dir=store,
+                touched=self.touched,
+            )  # fmt: skip
         self.wakes: list[tuple[int, int, str]] = []  # (grid time, node index, node): a heap
         self.wake: dict[str, int] = {}  # each node's current entry; older ones are stale
         self.index = {name: i for i, name in enumerate(self.nodes)}
         self.progress: dict[str, tuple[int, Progress]] = {}  # the last reading, by version
         self.last_observation: dict[str, int] = {}  # index in observations, by node
+        self.seen_again: dict[str, int] = {}  # the last reading's latest time, not yet in it
+        # Sampling touches only nodes that changed: the others are ``quiet`` (up, their
+        # reading current as of the sample time given), and their roots are counted.
+        self.quiet: dict[str, int] = {}
+        self.last_sample_at: int | None = None
+        self.roots: dict[str, int] = {}  # tree root of each node up
+        self.root_count: dict[int, int] = {}
         for name in topo.nodes():
             self.send(name, self.nodes[name].open())
 
@@ -276,20 +285,53 @@ class Simulator:
             self.sample()
 
     def sample(self) -> None:
-        roots: dict[int, int] = {}
-        for node in self.nodes.values():
-            if node.replica is not None:
-                root = node.replica.tree.root()
-                roots[root] = roots.get(root, 0) + 1
-        agreeing = max(roots.values(), default=0)
-        self.samples.append(Sample(self.t(), agreeing, self.network.bytes_in_flight()))
-        for name in self.nodes:
-            self.observe(name)
+        """Agreement (equal tree roots) and a monotonic-read observation of every node.
+
+        Taken every simulated second, mostly of nodes nothing happened to since the
+        last one: only nodes touched since (``SimNode.touched``: their state may have
+        changed, or they crashed or restarted) are read again; for the others, the
+        time their last reading was seen again is this sample's, which
+        ``seen_until`` works out when it is needed.
+        """
+        now = self.t()
+        touched = sorted(self.touched, key=self.index.__getitem__)  # node order
+        self.touched.clear()
+        for name in touched:
+            self.note_quiet_time(name)
+            self.quiet.pop(name, None)
+            self.count_root(name)
+            if self.nodes[name].replica is not None:
+                self.observe(name)
+                self.quiet[name] = now
+        self.last_sample_at = now
+        agreeing = max(self.root_count.values(), default=0)
+        self.samples.append(Sample(now, agreeing, self.network.bytes_in_flight()))
+
+    def count_root(self, name: str) -> None:
+        """Count the node's tree root (none if it is down) in place of its last one."""
+        old = self.roots.pop(name, None)
+        if old is not None:
+            self.root_count[old] -= 1
+            if not self.root_count[old]:
+                del self.root_count[old]
+        replica = self.nodes[name].replica
+        if replica is not None:
+            root = self.roots[name] = replica.tree.root()
+            self.root_count[root] = self.root_count.get(root, 0) + 1
+
+    def note_quiet_time(self, name: str) -> None:
+        """A quiet node was seen again at every sample since it became quiet."""
+        since = self.quiet.get(name)
+        last = self.last_sample_at
+        if since is not None and last is not None and last > since:
+            self.seen_again[name] = max(self.seen_again.get(name, last), last)
+            self.quiet[name] = last
 
     def observe(self, name: str) -> None:
         node = self.nodes[name]
         if node.replica is None:
             return
+        self.note_quiet_time(name)
         cached = self.progress.get(name)
         if cached is not None and cached[0] == node.version:
             progress = cached[1]  # unchanged since it was last read: the very same dict
@@ -300,11 +342,22 @@ class Simulator:
         if last is not None and self.observations[last].progress is progress:
             # The same reading again: one observation from when it was first seen until
             # now is all the monotonic checker compares or reports, and memory grows
-            # with changes, not with time.
-            self.observations[last] = replace(self.observations[last], until=self.t())
+            # with changes, not with time. Noted here, written into it when it is read.
+            self.seen_again[name] = self.t()
         else:
+            self.settle_observation(name)
             self.last_observation[name] = len(self.observations)
             self.observations.append(Observation(self.t(), name, node.incarnation, progress))
+
+    def settle_observation(self, name: str) -> None:
+        """Write the last time the node's last reading was seen again into it."""
+        until = self.seen_again.pop(name, None)
+        if until is not None:
+            last = self.last_observation[name]
+            seen = self.observations[last]  # (dataclasses.replace costs 20x this)
+            self.observations[last] = Observation(
+                seen.at, seen.node, seen.incarnation, seen.progress, until
+            )
 
     @staticmethod
     def read_progress(node: SimNode, before: Progress | None) -> Progress:
@@ -453,9 +506,11 @@ class Simulator:
         self.network.drop_to(name)
         for peer in node.links:
             self.network.reconnect(name, peer)  # its streams are gone
-            other = self.nodes[peer].replica
-            if other is not None:
-                other.disconnect(name)
+            other = self.nodes[peer]
+            if other.replica is not None:
+                other.replica.disconnect(name)  # it tells its other peers (Sources)
+                if other.live:
+                    self.flush(peer)
 
     def _do_restart(self, name: str) -> None:
         node = self.nodes[name]
@@ -577,6 +632,8 @@ class Simulator:
                 self.history.unseen[op.id] = missing
         for name in self.nodes:
             self.observe(name)
+            self.note_quiet_time(name)
+            self.settle_observation(name)
         digests = {name: s.digest() for name, s in states.items()}
         finals = {name: read_cells(s) for name, s in states.items()}
         return check_all(self.history, finals, digests, self.observations)

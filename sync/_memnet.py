@@ -152,7 +152,8 @@ class MemoryNetwork:
         raise RuntimeError(f"network still busy after {max_steps} steps")
 
     def quiet(self) -> bool:
-        """Nothing pending, and every peer reachable has acknowledged every entry."""
+        """Nothing pending, every peer reachable has acknowledged every entry and
+        answered our last Sources."""
         if self.pending:
             return False
         for name, node in self.nodes.items():
@@ -160,7 +161,7 @@ class MemoryNetwork:
             for peer, link in node.replica.links.items():
                 if frozenset((name, peer)) in self.cut:
                     continue
-                if link.remote is None:
+                if link.remote is None or link.sources_pending is not None:
                     return False
                 progress = log.peers.get(link.remote)
                 if progress is not None and progress.acked < log.next_seq:

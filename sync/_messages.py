@@ -10,7 +10,10 @@ A link carries, in both directions:
   ``Keyspace`` (with room for a signature);
 - ``Ack``: the receiver applied (and persisted) that interval;
 - ``CaughtUp``: a finished digest catch-up gave the receiver the sender's log below
-  a position (see ``Hello.received``).
+  a position (see ``Hello.received``);
+- ``Sources`` (answered by ``SourcesAck``): the nodes the sender now receives
+  from directly, so a relaying peer need not forward it what came from them
+  (``Hello.sources`` says it first; see ``sync/_propagation.py``).
 
 Every message is ``u8 version | u8 kind | fields``. ``decode_message`` refuses an
 oversized, truncated, malformed or unknown message with ``ProtocolError`` and
@@ -25,7 +28,7 @@ from sync._codec import CodecError, Reader, Writer
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
-_HELLO, _DELTAS, _ACK = 1, 2, 3
+_HELLO, _DELTAS, _ACK, _SOURCES = 1, 2, 3, 11
 
 
 class ProtocolError(CodecError):
@@ -40,6 +43,10 @@ class Hello:
     knows_you: bool = False  # False asks the receiver to answer with its own Hello
     # Per peer actor, the end of the furthest stretch of its log merged here.
     received: dict[str, int] = field(default_factory=dict)
+    # The prefixes the sender pushes on this link (its policy; ``local/`` never), and
+    # the nodes it receives from directly over live links (see ``Sources``).
+    push: tuple[str, ...] = ("",)
+    sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,8 +128,29 @@ class CaughtUp:
     next_seq: int
 
 
+@dataclass(frozen=True)
+class Sources:
+    """The nodes the sender receives from directly now, each pushing it all it pulls
+    from the receiver: what the receiver got from them, it need not forward.
+
+    Sent when the set changes after the Hello (which carries the first one), and
+    again until answered; ``serial`` grows, so a late copy changes nothing.
+    """
+
+    serial: int
+    nodes: tuple[str, ...]  # node ids, sorted
+    # The sender's positions in its peers' logs (as in ``Hello.received``): what it
+    # holds of a source it no longer declares, so less is sent again through us.
+    received: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourcesAck:
+    serial: int
+
+
 Message = (
-    Hello | Deltas | Ack | CaughtUp
+    Hello | Deltas | Ack | CaughtUp | Sources | SourcesAck
     | Expand | Fingerprints | ListItems | Items | Push | PushAck
 )  # fmt: skip
 
@@ -136,6 +164,7 @@ _LAYOUTS: dict[type, tuple[int, tuple[str, ...]]] = {
     Push: (8, ("u", "u", "b")),
     PushAck: (9, ("u", "u")),
     CaughtUp: (10, ("u",)),
+    SourcesAck: (12, ("u",)),
 }
 _BY_KIND = {kind: cls for cls, (kind, _) in _LAYOUTS.items()}
 
@@ -216,11 +245,15 @@ def encode_message(msg: Message) -> bytes:
         w.text(msg.node_id)
         w.uvarint(msg.epoch)
         w.u8(1 if msg.knows_you else 0)
-        for counts in (msg.progress, msg.received):
-            w.uvarint(len(counts))
-            for actor in sorted(counts):
-                w.text(actor)
-                w.uvarint(counts[actor])
+        _write_counts(w, msg.progress)
+        _write_counts(w, msg.received)
+        _write_texts(w, msg.push)
+        _write_texts(w, msg.sources)
+    elif isinstance(msg, Sources):
+        w.u8(_SOURCES)
+        w.uvarint(msg.serial)
+        _write_texts(w, msg.nodes)
+        _write_counts(w, msg.received)
     elif isinstance(msg, Deltas):
         w.u8(_DELTAS)
         w.uvarint(msg.start)
@@ -261,8 +294,12 @@ def _decode_kind(r: Reader) -> Message:
         node_id, epoch, knows_you = r.text(), r.uvarint(), r.u8()
         if knows_you > 1:
             raise ProtocolError("malformed hello flag")
-        progress, received = _read_counts(r, "progress"), _read_counts(r, "received")
-        return Hello(node_id, epoch, progress, bool(knows_you), received)
+        progress, received = _read_counts(r, "hello progress"), _read_counts(r, "hello received")
+        push, sources = _read_texts(r, "hello push"), _read_texts(r, "hello sources")
+        return Hello(node_id, epoch, progress, bool(knows_you), received, push, sources)
+    if kind == _SOURCES:
+        serial, nodes = r.uvarint(), _read_texts(r, "sources")
+        return Sources(serial, nodes, _read_counts(r, "sources received"))
     if kind in (_DELTAS, _ACK):
         start, end = r.uvarint(), r.uvarint()
         if not 0 < start <= end:
@@ -283,7 +320,32 @@ def _read_counts(r: Reader, what: str) -> dict[str, int]:
     for _ in range(r.count(what, 2)):
         actor = r.text()
         if prev is not None and actor <= prev:
-            raise ProtocolError(f"hello {what} is not strictly sorted")
+            raise ProtocolError(f"{what} is not strictly sorted")
         counts[actor] = r.uvarint()
         prev = actor
     return counts
+
+
+def _write_counts(w: Writer, counts: dict[str, int]) -> None:
+    w.uvarint(len(counts))
+    for actor in sorted(counts):
+        w.text(actor)
+        w.uvarint(counts[actor])
+
+
+def _write_texts(w: Writer, texts: tuple[str, ...]) -> None:
+    """Strings in sorted order, once each: a set, canonically."""
+    items = sorted(set(texts))
+    w.uvarint(len(items))
+    for text in items:
+        w.text(text)
+
+
+def _read_texts(r: Reader, what: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for _ in range(r.count(what, 1)):
+        text = r.text()
+        if out and text <= out[-1]:
+            raise ProtocolError(f"{what} is not strictly sorted")
+        out.append(text)
+    return tuple(out)

@@ -15,6 +15,16 @@ Synchronization of State-based CRDTs" (ICDE 2019):
 - An entry is collected once every known peer's acked point has passed it. A peer
   whose needed entries were collected anyway (the log hit its size bound) must
   catch up another way; ``needs_catch_up`` says so.
+- A peer may *declare sources*: nodes it receives from directly, over live links,
+  each pushing it everything it would accept from us. Entries that came from one
+  of them are left out of what it is sent, like back-propagation one hop further:
+  in a mesh of hubs, a hub that got an edge's write from the edge's hub need not
+  forward it to the other hubs, which got it from that hub too. Each source's
+  first left-out entry is remembered (``PeerProgress.skipped``); when the peer
+  declares a source gone (its direct link broke), it is rewound to that entry, so
+  what it may have missed is sent again through us (or it is caught up by digest
+  if the log has collected it). Skipping is a saving, never a dependency: a peer
+  that declared nothing is sent everything, as before.
 
 The policy does no I/O and reads no clock: ``now`` is a parameter.
 """
@@ -34,6 +44,13 @@ class LogEntry:
     origin: str | None  # the peer it came from; None for local updates
     size: int  # encoded bytes, for budgets and the log bound
     encoded: bytes | None = None  # ``delta.encode()``, when the caller has it
+    # Where it ends in the origin's log (the end of the interval that brought it);
+    # None when unknown (a catch-up push, or a local update).
+    origin_end: int | None = None
+    origin_node: str | None = field(init=False)  # the origin's node id, without epoch
+
+    def __post_init__(self) -> None:
+        self.origin_node = None if self.origin is None else self.origin.split("@", 1)[0]
 
     def __repr__(self) -> str:
         return f"LogEntry({self.seq}, origin={self.origin!r}, {self.size} bytes)"
@@ -66,6 +83,11 @@ class PeerProgress:
     # The end of the furthest interval the peer acknowledged receiving (or caught up
     # to) since we started; ``acked`` also covers intervals that held nothing for it.
     delivered: int = 0
+    # The nodes it receives from directly (declared); per origin actor, the first
+    # entry left out of what the peer was sent and the furthest origin-log end of
+    # any left out (None: unknown), to tell what it may lack when a source goes.
+    sources: frozenset[str] = frozenset()
+    skipped: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
 
 class DeltaLog:
@@ -88,9 +110,14 @@ class DeltaLog:
     # ---- the log ------------------------------------------------------------------
 
     def append(
-        self, delta: Keyspace, origin: str | None, size: int, encoded: bytes | None = None
+        self,
+        delta: Keyspace,
+        origin: str | None,
+        size: int,
+        encoded: bytes | None = None,
+        origin_end: int | None = None,
     ) -> LogEntry:
-        entry = LogEntry(self.next_seq, delta, origin, size, encoded)
+        entry = LogEntry(self.next_seq, delta, origin, size, encoded, origin_end)
         self.entries[entry.seq] = entry
         self.next_seq += 1
         self.bytes += size
@@ -148,6 +175,33 @@ class DeltaLog:
         progress.behind = False
         progress.inflight.clear()
         progress.done.clear()
+        progress.skipped.clear()  # the whole state went, whatever came from where
+
+    def declare(self, peer: str, sources: frozenset[str], received: dict[str, int]) -> bool:
+        """``peer`` now receives directly from ``sources``; True if it was rewound.
+
+        A source it no longer declares may have stopped delivering before the peer
+        noticed (a link breaks silently until its keepalive fails). ``received`` is
+        where the peer's store stands in each source's log: if we left out anything
+        from a source beyond that (or from where, we do not know), the peer is sent
+        it again, from the first entry left out.
+        """
+        progress = self.peers[peer]
+        gone = progress.sources - sources
+        progress.sources = sources
+        if not gone:
+            return False
+        rewind_to = None
+        for actor, (first, end) in list(progress.skipped.items()):
+            if actor.split("@", 1)[0] not in gone:
+                continue
+            del progress.skipped[actor]
+            if end is None or end > received.get(actor, 0):
+                rewind_to = first if rewind_to is None else min(rewind_to, first)
+        if rewind_to is None:
+            return False
+        self.rewind(peer, rewind_to)
+        return True
 
     def rewind(self, peer: str, seq: int) -> None:
         """``peer`` lost what it acknowledged from ``seq`` on: send it again from there."""
@@ -179,11 +233,14 @@ class DeltaLog:
         taken: list[Keyspace] = []
         end, used = start, 0
         whole: LogEntry | None = None  # the one entry sent unfiltered, if so
+        sources, skipped = progress.sources, progress.skipped
         for entry in self._from(start):
             if used and used + entry.size > budget:
                 break
+            if entry.origin_node in sources:  # it had this from its source, directly
+                _note_skipped(skipped, entry)
             # Never send a peer what came from it; a non-relaying replica sends only its own.
-            if entry.origin != peer and not (local_only and entry.origin is not None):
+            elif entry.origin != peer and not (local_only and entry.origin is not None):
                 part = entry.delta.filtered(admit)
                 unfiltered = len(part.entries) == len(entry.delta.entries)
                 whole = entry if not taken and unfiltered else None
@@ -209,9 +266,13 @@ class DeltaLog:
         if progress is None or end <= progress.acked or end > self.next_seq:
             return False  # unknown, old, or past anything ever logged: ignore
         progress.inflight.pop((start, end), None)
-        progress.done.add((start, end))
         moved = False
-        while True:
+        if start <= progress.acked:  # in order, the usual case: extends the prefix
+            progress.acked = end
+            moved = True
+        else:
+            progress.done.add((start, end))
+        while progress.done:
             nxt = next((iv for iv in progress.done if iv[0] <= progress.acked), None)
             if nxt is None:
                 break
@@ -246,8 +307,12 @@ class DeltaLog:
         Returns the new first sequence number: entries below it are gone.
         """
         floor = min((p.acked for p in self.peers.values()), default=self.next_seq)
-        for seq in [s for s in self.entries if s < floor]:
-            self._drop(seq)
+        entries = self.entries
+        while entries:
+            oldest = next(iter(entries))  # appended in order: the first is the oldest
+            if oldest >= floor:
+                break
+            self._drop(oldest)
         while self.entries and self.over_bounds():
             oldest = next(iter(self.entries))  # appended in order: the first is the oldest
             self._drop(oldest)
@@ -265,6 +330,20 @@ class DeltaLog:
             f"DeltaLog(entries={len(self.entries)}, next_seq={self.next_seq}, "
             f"peers={ {p: (s.acked, s.sent) for p, s in self.peers.items()} })"
         )
+
+
+def _note_skipped(skipped: dict[str, tuple[int, int | None]], entry: LogEntry) -> None:
+    assert entry.origin is not None  # only a peer's entries have a source to skip
+    held = skipped.get(entry.origin)
+    if held is None:
+        skipped[entry.origin] = (entry.seq, entry.origin_end)
+        return
+    skipped[entry.origin] = (min(held[0], entry.seq), joined_end(held[1], entry.origin_end))
+
+
+def joined_end(a: int | None, b: int | None) -> int | None:
+    """The further of two origin-log ends; unknown if either is."""
+    return None if a is None or b is None else max(a, b)
 
 
 def overdue(now: int, sent_at: int, timeout: int) -> bool:

@@ -98,7 +98,13 @@ def restart(
     prepare: object = None,
     config: ReplicaConfig | None = None,
 ) -> None:
-    """Stop ``name`` (its links drop), let ``prepare`` touch its directory, start it again."""
+    """Stop ``name`` (its links drop), let ``prepare`` touch its directory, start it again.
+
+    A restart takes time: the clock moves on by a second, so a write made after it is
+    stamped later than the last one made before (the network's clock moves only when
+    it ticks, and a run with few messages may not tick at all).
+    """
+    net.now += 1_000
     for peer in net.nodes:
         if peer != name:
             net.nodes[peer].replica.disconnect(name)

@@ -21,6 +21,8 @@ from sync._messages import (
     Hello,
     Message,
     ProtocolError,
+    Sources,
+    SourcesAck,
     decode_message,
     encode_message,
 )
@@ -33,13 +35,19 @@ U64 = 2**64 - 1
 node_ids = st.text(max_size=20)
 epochs = st.integers(0, U64)
 intervals = st.tuples(st.integers(1, U64), st.integers(1, U64)).map(sorted)  # 0 < start <= end
+name_sets = st.frozensets(st.text(max_size=12), max_size=4).map(lambda s: tuple(sorted(s)))
+counts = st.dictionaries(st.text(max_size=12), st.integers(0, U64), max_size=5)
 hellos = st.builds(
     Hello,
     node_id=node_ids,
     epoch=epochs,
-    progress=st.dictionaries(st.text(max_size=12), st.integers(0, U64), max_size=5),
+    progress=counts,
     knows_you=st.booleans(),
+    received=counts,
+    push=name_sets,
+    sources=name_sets,
 )
+sources = st.builds(Sources, serial=st.integers(0, U64), nodes=name_sets, received=counts)
 deltas = st.builds(
     lambda iv, payload, sig: Deltas(iv[0], iv[1], payload, sig),
     intervals,
@@ -47,7 +55,7 @@ deltas = st.builds(
     st.binary(max_size=16),
 )
 acks = intervals.map(lambda iv: Ack(iv[0], iv[1]))
-messages = st.one_of(hellos, deltas, acks)
+messages = st.one_of(hellos, deltas, acks, sources, st.builds(SourcesAck, st.integers(0, U64)))
 
 
 def try_decode(raw: bytes) -> None:
@@ -117,6 +125,9 @@ def test_every_truncation_of_each_message_type_is_refused() -> None:
         Hello("node", 7, {"a@1": 3, "b@2": 1}, True, {"p@9": 12}),
         Deltas(1, 4, b"xyz", b"s"),
         Ack(2, 9),
+        Hello("node", 7, {}, False, {}, ("", "a/"), ("h1", "h2")),
+        Sources(3, ("h1", "h2"), {"h1@5": 8}),
+        SourcesAck(3),
     ):
         raw = encode_message(msg)
         for cut in range(len(raw)):
@@ -150,7 +161,7 @@ def test_unknown_protocol_version_names_both_versions() -> None:
 
 
 def test_unknown_kind_is_refused() -> None:
-    for kind in (0, 12, 255):
+    for kind in (0, 13, 255):
         with pytest.raises(ProtocolError, match=f"unknown message kind {kind}"):
             decode_message(bytes([PROTOCOL_VERSION, kind]))
 
@@ -185,6 +196,18 @@ def test_unsorted_or_duplicate_hello_progress_is_refused() -> None:
         assert raw != good
         with pytest.raises(ProtocolError, match="sorted"):
             decode_message(raw)
+
+
+def test_sources_are_sets_sent_sorted_and_refused_unsorted() -> None:
+    hello = Hello("n", 1, push=("b/", "a/", "a/"), sources=("h2", "h1"))
+    assert decode_message(encode_message(hello)) == Hello(
+        "n", 1, push=("a/", "b/"), sources=("h1", "h2")
+    )
+    good = encode_message(Sources(1, ("h1", "h2")))
+    swapped = good.replace(b"\x02h1\x02h2", b"\x02h2\x02h1")
+    assert swapped != good
+    with pytest.raises(ProtocolError, match="sources is not strictly sorted"):
+        decode_message(swapped)
 
 
 def test_hello_flag_other_than_zero_or_one_is_refused() -> None:

@@ -119,6 +119,66 @@ def test_admit_filter_drops_keys_and_an_interval_may_come_out_bottom() -> None:
     assert log.peers["p1"].sent == 4
 
 
+# ---- declared sources -------------------------------------------------------------------
+
+
+def relayed_log() -> DeltaLog:
+    """Entries 1..4: local, from h2 (its log's end 7), from e1 (end 3), from h2 (end 9)."""
+    log = DeltaLog()
+    add(log, "mine")
+    log.append(delta("h2a"), "h2@1", SIZE, origin_end=7)
+    log.append(delta("e1a"), "e1@5", SIZE, origin_end=3)
+    log.append(delta("h2b"), "h2@1", SIZE, origin_end=9)
+    log.track("h3@1", 1)
+    return log
+
+
+def test_entries_from_a_declared_source_are_left_out_but_their_range_is_covered() -> None:
+    log = relayed_log()
+    assert not log.declare("h3@1", frozenset({"h2"}), {})
+    interval = send(log, "h3@1", budget=10 * SIZE)
+    assert (interval.start, interval.end, paths(interval)) == (1, 5, ["e1a", "mine"])
+    assert log.peers["h3@1"].skipped == {"h2@1": (2, 9)}  # first left out, furthest end
+    assert log.acknowledge("h3@1", 1, 5) and log.collect() == 5  # nothing held back
+
+
+def test_a_source_declared_gone_resends_what_the_peer_may_lack_from_it() -> None:
+    log = relayed_log()
+    log.declare("h3@1", frozenset({"h2", "e1"}), {})
+    assert paths(send(log, "h3@1", budget=10 * SIZE)) == ["mine"]
+    log.acknowledge("h3@1", 1, 5)
+    # e1 is gone, but the peer's store holds e1's log up to 3: nothing to resend.
+    assert not log.declare("h3@1", frozenset({"h2"}), {"e1@5": 3})
+    assert log.peers["h3@1"].acked == 5
+    # h2 is gone and the peer holds its log only up to 8 (entry 4 ended at 9): rewind
+    # to the first entry left out from h2, and send both of h2's again.
+    assert log.declare("h3@1", frozenset(), {"h2@1": 8})
+    assert log.peers["h3@1"].acked == 2 and log.peers["h3@1"].skipped == {}
+    assert paths(send(log, "h3@1", budget=10 * SIZE)) == ["e1a", "h2a", "h2b"]
+
+
+def test_a_source_gone_from_where_nobody_knows_resends_from_its_first_entry() -> None:
+    log = DeltaLog()
+    log.append(delta("pushed"), "h2@1", SIZE)  # a catch-up push: no end in h2's log
+    log.append(delta("later"), "h2@1", SIZE, origin_end=4)
+    log.track("h3@1", 1)
+    log.declare("h3@1", frozenset({"h2"}), {})
+    interval = send(log, "h3@1", budget=10 * SIZE)
+    assert interval.delta.is_bottom()
+    log.acknowledge("h3@1", interval.start, interval.end)
+    assert log.peers["h3@1"].skipped == {"h2@1": (1, None)}
+    assert log.declare("h3@1", frozenset(), {"h2@1": 100})  # unknown: resend all of it
+    assert paths(send(log, "h3@1", budget=10 * SIZE)) == ["later", "pushed"]
+
+
+def test_a_catch_up_forgets_what_was_left_out() -> None:
+    log = relayed_log()
+    log.declare("h3@1", frozenset({"h2"}), {})
+    send(log, "h3@1", budget=10 * SIZE)
+    log.caught_up_from("h3@1", 5)  # the whole state went: nothing is owed
+    assert not log.declare("h3@1", frozenset(), {})
+
+
 # ---- acks -----------------------------------------------------------------------------
 
 
