@@ -116,7 +116,7 @@ class ClientService(client_pb2_grpc.ClientServicer):
             role=self.role,
             epoch=f"{r.epoch:016x}",
             version_vector=r.keyspace.actor_progress(),
-            digest=r.keyspace.digest(request.prefix),
+            digest=await self.replica.durable_digest(request.prefix),
             peers=peers,
         )
 

@@ -20,7 +20,7 @@ key's context stays a compact version vector.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from sync._causal import DotContext
@@ -267,12 +267,8 @@ class Keyspace:
         Keys under ``local/`` never leave their node, so they count only when the
         prefix asks for them.
         """
-        h = hashlib.sha256()
-        for key in sorted(self.entries):
-            path = key[0]
-            if path.startswith(prefix) and (not is_local(path) or prefix.startswith("local")):
-                h.update(entry_digest(key, self.entries[key]))
-        return h.hexdigest()
+        under = (k for k in sorted(self.entries) if k[0].startswith(prefix))
+        return digest_of_stored(((storage_key(k), self.entries[k].encode()) for k in under), prefix)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Keyspace) and self.encode() == other.encode()
@@ -353,9 +349,20 @@ def own_part(child: T, node_id: str) -> T:
     return own
 
 
-def entry_digest(key: Key, child: CRDT) -> bytes:
-    """A key's own fingerprint: its identity and its canonical standalone encoding."""
-    return hashlib.sha256(storage_key(key) + b"\x00" + child.encode()).digest()
+def _stored_digest(stored: bytes, encoded: bytes) -> bytes:
+    return hashlib.sha256(stored + b"\x00" + encoded).digest()
+
+
+def digest_of_stored(rows: Iterable[tuple[bytes, bytes]], prefix: str = "") -> str:
+    """``Keyspace.digest`` from (storage key, canonical encoding) rows in key order,
+    as a store holds them: storage keys sort as keys do, so the two agree."""
+    h = hashlib.sha256()
+    count_local = prefix.startswith("local")
+    for stored, encoded in rows:
+        path = stored.rpartition(b"\x00")[0].decode("utf-8")
+        if path.startswith(prefix) and (count_local or not is_local(path)):
+            h.update(_stored_digest(stored, encoded))
+    return h.hexdigest()
 
 
 def _decoded_path(r: Reader) -> str:

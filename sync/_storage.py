@@ -103,6 +103,14 @@ class Storage(ABC):
         """
 
     @abstractmethod
+    def entries_snapshot(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        """Entries whose key starts with ``prefix``, in key order, as of one commit.
+
+        Safe to call from another thread while commits go on (a status digest reads
+        a large store this way, off the event loop).
+        """
+
+    @abstractmethod
     def context(self) -> bytes | None: ...
 
     @abstractmethod
@@ -154,6 +162,10 @@ class MemoryStorage(Storage):
         rows = sorted((k, v) for k, v in self._entries.items() if k.startswith(prefix))
         yield from rows
 
+    def entries_snapshot(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        rows = list(self._entries.items())  # one C-level copy: a commit cannot interleave
+        return sorted((k, v) for k, v in rows if k.startswith(prefix))
+
     def context(self) -> bytes | None:
         return self._context
 
@@ -172,11 +184,16 @@ class MemoryStorage(Storage):
             return
         if batch.meta is not None:
             self._meta = batch.meta
-        for key, value in batch.entries.items():
-            if value is None:
-                self._entries.pop(key, None)
-            else:
-                self._entries[key] = value
+        # One C-level call per commit, so a snapshot taken from another thread sees
+        # all of it or none of it (the rare removal rebuilds the dict, then swaps it).
+        puts = {k: v for k, v in batch.entries.items() if v is not None}
+        gone = {k for k, v in batch.entries.items() if v is None}
+        if gone:
+            kept = {k: v for k, v in self._entries.items() if k not in gone}
+            kept.update(puts)
+            self._entries = kept
+        else:
+            self._entries.update(puts)
         if batch.context is not None:
             self._context = batch.context
         for seq, raw in batch.log_append:

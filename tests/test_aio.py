@@ -118,3 +118,19 @@ def test_writers_split_into_two_groups_only_while_commits_are_quicker_than_appli
         await r.close()
 
     asyncio.run(main())
+
+
+def test_the_durable_digest_equals_the_keyspace_digest_for_every_prefix(tmp_path: Path) -> None:
+    """Status reads the digest from the store in a thread; it must be the keyspace's."""
+
+    async def main() -> None:
+        r = open_async(tmp_path)
+        for path in ["a", "a/b", "a/é", "b/1", "local/raw", "local", "z"]:
+            await r.update(path, PNCounter, lambda c, actor: c.increment(actor, 2))
+            await r.update(path, LWWRegister, lambda g, actor: g.set(actor, 7, TS))
+        await r.remove("z", PNCounter)  # a tombstone counts too
+        for prefix in ["", "a", "a/", "local", "local/", "b/1", "nothing"]:
+            assert await r.durable_digest(prefix) == r.replica.keyspace.digest(prefix), prefix
+        await r.close()
+
+    asyncio.run(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -423,3 +424,32 @@ def test_an_io_failure_in_commit_is_a_storage_error_and_applies_nothing(store_di
     with LMDBStorage(store_dir) as store:
         assert list(store.entries()) == [(b"seed", b"1"), (b"small", b"2")]
         assert list(store.log()) == []
+
+
+def test_a_snapshot_sees_whole_commits_while_another_thread_commits(storage: Storage) -> None:
+    """What a status digest relies on: read from another thread, one commit at a time."""
+    keys = [f"k/{i:05}".encode() for i in range(20_000)]  # a commit longer than a GIL switch
+    prefix_rows = [(b"j/0", b"x")]
+    storage.commit(WriteBatch(entries=dict(prefix_rows)))
+    stop = threading.Event()
+
+    def writer() -> None:
+        for version in range(1, 60):
+            storage.commit(WriteBatch(entries=dict.fromkeys(keys, b"%d" % version)))
+        stop.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen: set[bytes] = set()
+    done = False
+    while not done:
+        done = stop.is_set()  # one more read after the last commit
+        rows = storage.entries_snapshot(b"k/")
+        values = {v for _, v in rows}
+        assert len(values) <= 1, f"a snapshot mixed commits: {sorted(values)[:4]}"
+        assert rows == sorted(rows) and len(rows) in (0, len(keys))
+        seen |= values
+    thread.join()
+    assert storage.entries_snapshot(b"k/") == list(storage.entries(b"k/"))
+    assert storage.entries_snapshot(b"j/") == prefix_rows
+    assert b"59" in seen

@@ -37,7 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sync import CRDT
-from sync._keyspace import Key, parse_storage_key
+from sync._keyspace import Key, digest_of_stored, parse_storage_key
 from sync._policy import EVERYTHING, LinkPolicy
 from sync._replica import Ready, Replica, ReplicaConfig
 from sync._storage import Storage, StorageError, WriteBatch
@@ -128,6 +128,14 @@ class AsyncReplica:
         """
         self.replica.receive(link, data)
         return self._durable_soon()
+
+    async def durable_digest(self, prefix: str = "") -> str:
+        """``Keyspace.digest`` of the committed state, computed in a worker thread from
+        one read of the store: over a million keys it takes seconds, which the event
+        loop (and every link it drives) should not wait for."""
+        snapshot = self.storage.entries_snapshot
+        scope = prefix.encode("utf-8")
+        return await asyncio.to_thread(lambda: digest_of_stored(snapshot(scope), prefix))
 
     async def tick(self) -> None:
         self.replica.tick()

@@ -52,6 +52,7 @@ import json
 import logging
 import os
 import struct
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
@@ -201,6 +202,10 @@ class LMDBStorage(Storage):
         self._env: lmdb.Environment | None = None
         self._make_dir()
         self._lock = _DirLock(self.path)
+        # Held by a snapshot read for its whole transaction (it may run in another
+        # thread), and by what LMDB allows only with no transaction open in this
+        # process: growing the map, closing the environment.
+        self._no_txn_open = threading.Lock()
         try:
             self._open(_round_up(initial_map_size))
         except BaseException:
@@ -274,6 +279,18 @@ class LMDBStorage(Storage):
 
     def entries(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         return self._scan(self._entries_db, prefix)
+
+    def entries_snapshot(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        with self._no_txn_open, self._read() as txn, txn.cursor(self._entries_db) as cursor:
+            rows: list[tuple[bytes, bytes]] = []
+            found = cursor.set_range(prefix)
+            while found:
+                key, value = cursor.item()
+                if not key.startswith(prefix):
+                    break
+                rows.append((key, value))
+                found = cursor.next()
+            return rows
 
     def log(self) -> Iterator[tuple[int, bytes]]:
         for key, value in self._scan(self._log_db, b""):
@@ -392,7 +409,8 @@ class LMDBStorage(Storage):
             ) from full
         grown = min(self.max_map_size, _round_up(current * self.growth_factor))
         try:
-            env.set_mapsize(grown)
+            with self._no_txn_open:
+                env.set_mapsize(grown)
         except lmdb.Error as exc:
             raise StorageError(
                 f"store at {self.path} is full at {current} bytes and cannot grow: {exc}"
@@ -409,9 +427,10 @@ class LMDBStorage(Storage):
         return self
 
     def close(self) -> None:
-        env, self._env = self._env, None
-        if env is not None:
-            env.close()
+        with self._no_txn_open:
+            env, self._env = self._env, None
+            if env is not None:
+                env.close()
         self._lock.release()
 
     def __repr__(self) -> str:
