@@ -281,16 +281,8 @@ class LMDBStorage(Storage):
         return self._scan(self._entries_db, prefix)
 
     def entries_snapshot(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
-        with self._no_txn_open, self._read() as txn, txn.cursor(self._entries_db) as cursor:
-            rows: list[tuple[bytes, bytes]] = []
-            found = cursor.set_range(prefix)
-            while found:
-                key, value = cursor.item()
-                if not key.startswith(prefix):
-                    break
-                rows.append((key, value))
-                found = cursor.next()
-            return rows
+        with self._no_txn_open, self._read() as txn:
+            return _rows(txn, self._entries_db, prefix)
 
     def log(self) -> Iterator[tuple[int, bytes]]:
         for key, value in self._scan(self._log_db, b""):
@@ -323,18 +315,8 @@ class LMDBStorage(Storage):
     def _chunk(
         self, db: lmdb._Database, prefix: bytes, after: bytes | None
     ) -> list[tuple[bytes, bytes]]:
-        rows: list[tuple[bytes, bytes]] = []
-        with self._read() as txn, txn.cursor(db) as cursor:
-            found = cursor.set_range(prefix if after is None else after)
-            if found and after is not None and cursor.key() == after:
-                found = cursor.next()
-            while found and len(rows) < SCAN_CHUNK:
-                key, value = cursor.item()
-                if not key.startswith(prefix):
-                    break
-                rows.append((key, value))
-                found = cursor.next()
-        return rows
+        with self._read() as txn:
+            return _rows(txn, db, prefix, after, SCAN_CHUNK)
 
     # -- writes ------------------------------------------------------------
 
@@ -436,3 +418,25 @@ class LMDBStorage(Storage):
     def __repr__(self) -> str:
         state = "closed" if self._env is None else f"map_size={self.map_size()}"
         return f"LMDBStorage({str(self.path)!r}, {state}, max_map_size={self.max_map_size})"
+
+
+def _rows(
+    txn: lmdb.Transaction[bytes],
+    db: lmdb._Database,
+    prefix: bytes,
+    after: bytes | None = None,
+    limit: int | None = None,
+) -> list[tuple[bytes, bytes]]:
+    """Rows whose key starts with ``prefix`` (past ``after``, at most ``limit``), in order."""
+    rows: list[tuple[bytes, bytes]] = []
+    with txn.cursor(db) as cursor:
+        found = cursor.set_range(prefix if after is None else after)
+        if found and after is not None and cursor.key() == after:
+            found = cursor.next()
+        while found and (limit is None or len(rows) < limit):
+            key, value = cursor.item()
+            if not key.startswith(prefix):
+                break
+            rows.append((key, value))
+            found = cursor.next()
+    return rows
