@@ -72,6 +72,9 @@ class LoopThread:
         self.thread.start()
         self.replica = AsyncReplica(LMDBStorage(data), "bench-edge", clock=wall_clock_ms,
                                     new_epoch=fresh_epoch)  # fmt: skip
+        # Opening commits the store's meta and starts the commit thread: setup, as
+        # in a daemon that opened its store long before, so outside the clock.
+        asyncio.run_coroutine_threadsafe(self.replica.tick(), self.loop).result()
 
     def __enter__(self) -> LoopWriter:
         return LoopWriter(self.replica, self.loop)
