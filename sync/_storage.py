@@ -154,17 +154,27 @@ class MemoryStorage(Storage):
         self._acks: dict[str, int] = {}
         self._received: dict[str, int] = {}
         self.commits = 0
+        # Odd while a commit changes the entries: a snapshot from another thread reads
+        # between two commits, retrying if one ran meanwhile (a seqlock; the core
+        # takes no locks, and even one C call can switch threads if it collects garbage).
+        self._entries_writes = 0
 
     def meta(self) -> StoreMeta | None:
         return self._meta
 
     def entries(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        rows = sorted((k, v) for k, v in self._entries.items() if k.startswith(prefix))
-        yield from rows
+        yield from self.entries_snapshot(prefix)
 
     def entries_snapshot(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
-        rows = list(self._entries.items())  # one C-level copy: a commit cannot interleave
-        return sorted((k, v) for k, v in rows if k.startswith(prefix))
+        while True:
+            before = self._entries_writes
+            if before % 2 == 0:  # else a commit is halfway: spin till the GIL passes
+                try:
+                    rows = list(self._entries.items())
+                except RuntimeError:  # changed size while copied: a commit ran
+                    continue
+                if self._entries_writes == before:
+                    return sorted((k, v) for k, v in rows if k.startswith(prefix))
 
     def context(self) -> bytes | None:
         return self._context
@@ -184,16 +194,15 @@ class MemoryStorage(Storage):
             return
         if batch.meta is not None:
             self._meta = batch.meta
-        # One C-level call per commit, so a snapshot taken from another thread sees
-        # all of it or none of it (the rare removal rebuilds the dict, then swaps it).
-        puts = {k: v for k, v in batch.entries.items() if v is not None}
-        gone = {k for k, v in batch.entries.items() if v is None}
-        if gone:
-            kept = {k: v for k, v in self._entries.items() if k not in gone}
-            kept.update(puts)
-            self._entries = kept
-        else:
-            self._entries.update(puts)
+        self._entries_writes += 1
+        try:
+            for key, value in batch.entries.items():
+                if value is None:
+                    self._entries.pop(key, None)
+                else:
+                    self._entries[key] = value
+        finally:
+            self._entries_writes += 1
         if batch.context is not None:
             self._context = batch.context
         for seq, raw in batch.log_append:

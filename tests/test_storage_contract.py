@@ -439,7 +439,21 @@ def test_a_snapshot_sees_whole_commits_while_another_thread_commits(storage: Sto
         stop.set()
 
     thread = threading.Thread(target=writer)
-    thread.start()
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads take turns often: a torn read would show
+    try:
+        thread.start()
+        seen = read_snapshots_until(stop, storage, len(keys))
+    finally:
+        sys.setswitchinterval(switch)
+        thread.join()
+    assert storage.entries_snapshot(b"k/") == list(storage.entries(b"k/"))
+    assert storage.entries_snapshot(b"j/") == prefix_rows
+    assert b"59" in seen
+
+
+def read_snapshots_until(stop: threading.Event, storage: Storage, count: int) -> set[bytes]:
+    """Snapshot the k/ rows until ``stop`` (and once more); the values seen."""
     seen: set[bytes] = set()
     done = False
     while not done:
@@ -447,9 +461,6 @@ def test_a_snapshot_sees_whole_commits_while_another_thread_commits(storage: Sto
         rows = storage.entries_snapshot(b"k/")
         values = {v for _, v in rows}
         assert len(values) <= 1, f"a snapshot mixed commits: {sorted(values)[:4]}"
-        assert rows == sorted(rows) and len(rows) in (0, len(keys))
+        assert rows == sorted(rows) and len(rows) in (0, count)
         seen |= values
-    thread.join()
-    assert storage.entries_snapshot(b"k/") == list(storage.entries(b"k/"))
-    assert storage.entries_snapshot(b"j/") == prefix_rows
-    assert b"59" in seen
+    return seen
