@@ -20,6 +20,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 
+def actor_name(node_id: str, epoch: int) -> str:
+    """The actor a node writes as in one epoch: ``node@epoch`` (16 hex digits)."""
+    return f"{node_id}@{epoch:016x}"
+
+
+def node_of(actor: str) -> str:
+    """The node id of an actor, whatever its epoch."""
+    return actor.split("@", 1)[0]
+
+
 class Dot(NamedTuple):
     """The ``counter``-th event of ``actor`` (counters start at 1)."""
 

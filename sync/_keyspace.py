@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from sync._causal import DotContext
+from sync._causal import DotContext, node_of
 from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, CodecError, Reader, Writer
 from sync._counter import Counter
 from sync._crdt import (
@@ -177,13 +177,8 @@ class Keyspace:
             self._count_events(mine, 1)
 
     def _count_events(self, child: CRDT, sign: int) -> None:
-        progress = self._progress
-        assert progress is not None
-        ctx = child.ctx
-        for actor, n in ctx.vv.items():
-            progress[actor] = progress.get(actor, 0) + sign * n
-        for dot in ctx.cloud:
-            progress[dot.actor] = progress.get(dot.actor, 0) + sign
+        assert self._progress is not None
+        _add_events(self._progress, child.ctx, sign)
 
     def novel_part(self, known: Keyspace, owned: bool = False) -> Keyspace:
         """What of this keyspace (a received delta) ``known`` lacks, key by key.
@@ -344,7 +339,7 @@ def own_part(child: T, node_id: str) -> T:
     """
     own = type(child)()
     for part in child.decompose():
-        if all(actor.split("@", 1)[0] == node_id for actor in _writers(part)):
+        if all(node_of(actor) == node_id for actor in _writers(part)):
             own.merge(part)
     return own
 
@@ -385,10 +380,17 @@ def check_decoded_path(path: str) -> str:
 
 
 def _events_per_actor(ctx: DotContext) -> dict[str, int]:
-    out = dict(ctx.vv.items())
-    for dot in ctx.cloud:
-        out[dot.actor] = out.get(dot.actor, 0) + 1
+    out: dict[str, int] = {}
+    _add_events(out, ctx, 1)
     return out
+
+
+def _add_events(totals: dict[str, int], ctx: DotContext, sign: int) -> None:
+    """Add (``sign`` 1) or take away (-1) the events ``ctx`` has seen, per actor."""
+    for actor, n in ctx.vv.items():
+        totals[actor] = totals.get(actor, 0) + sign * n
+    for dot in ctx.cloud:
+        totals[dot.actor] = totals.get(dot.actor, 0) + sign
 
 
 def _writers(child: CRDT) -> set[str]:

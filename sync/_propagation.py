@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from sync._causal import node_of
 from sync._keyspace import Key, Keyspace
 
 
@@ -50,7 +51,7 @@ class LogEntry:
     origin_node: str | None = field(init=False)  # the origin's node id, without epoch
 
     def __post_init__(self) -> None:
-        self.origin_node = None if self.origin is None else self.origin.split("@", 1)[0]
+        self.origin_node = None if self.origin is None else node_of(self.origin)
 
     def __repr__(self) -> str:
         return f"LogEntry({self.seq}, origin={self.origin!r}, {self.size} bytes)"
@@ -193,7 +194,7 @@ class DeltaLog:
             return False
         rewind_to = None
         for actor, (first, end) in list(progress.skipped.items()):
-            if actor.split("@", 1)[0] not in gone:
+            if node_of(actor) not in gone:
                 continue
             del progress.skipped[actor]
             if end is None or end > received.get(actor, 0):
@@ -310,15 +311,13 @@ class DeltaLog:
         entries = self.entries
         while entries:
             oldest = next(iter(entries))  # appended in order: the first is the oldest
-            if oldest >= floor:
-                break
+            if oldest >= floor:  # someone still needs it: dropped only past the bounds
+                if not self.over_bounds():
+                    break
+                for progress in self.peers.values():
+                    if progress.acked <= oldest:
+                        progress.behind = True  # it will need a catch-up by digest
             self._drop(oldest)
-        while self.entries and self.over_bounds():
-            oldest = next(iter(self.entries))  # appended in order: the first is the oldest
-            self._drop(oldest)
-            for progress in self.peers.values():
-                if progress.acked <= oldest:
-                    progress.behind = True  # it will need a catch-up by digest
         return self.first_seq()
 
     def _drop(self, seq: int) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sync._catchup import CatchUp, answer_expand, answer_list, check_answer
+from sync._causal import actor_name, node_of
 from sync._codec import CodecError, Reader, Writer
 from sync._crdt import CRDT, decode
 from sync._digest import DigestTree
@@ -127,10 +128,6 @@ class Link:
     declared: frozenset[str] | None = None
     sources_pending: tuple[int, int] | None = None
     sources_in: int = 0
-
-
-def actor_name(node_id: str, epoch: int) -> str:
-    return f"{node_id}@{epoch:016x}"
 
 
 class Replica:
@@ -426,7 +423,7 @@ class Replica:
             return frozenset()
         want = target.policy.pull
         nodes = {
-            state.remote.split("@", 1)[0]
+            node_of(state.remote)
             for other, state in self.links.items()
             if other != link
             and state.remote is not None
@@ -436,7 +433,7 @@ class Replica:
             and covers(state.policy.pull, want)
         }
         if target.remote is not None:
-            nodes.discard(target.remote.split("@", 1)[0])
+            nodes.discard(node_of(target.remote))
         return frozenset(nodes)
 
     def _update_sources(self) -> None:
@@ -568,10 +565,10 @@ class Replica:
         (wiped, or an older copy), its Hello rewinds what it lacks (_resume). Forgetting the old
         epoch instead would hold the delta log for a peer that is never coming back.
         """
-        for old in [p for p in self.log.peers if p != remote and p.split("@", 1)[0] == node_id]:
+        for old in [p for p in self.log.peers if p != remote and node_of(p) == node_id]:
             self.log.rename(old, remote)
             self.catchups.pop(old, None)  # else it would retry for good
-        for old in [p for p in self.received if p != remote and p.split("@", 1)[0] == node_id]:
+        for old in [p for p in self.received if p != remote and node_of(p) == node_id]:
             position = self.received.pop(old)
             if remote not in self.received:
                 self.received[remote] = self._batch.received[remote] = position
@@ -629,8 +626,8 @@ class Replica:
             # Only what is new here counts: an edge's catch-up pushes whole keys, which
             # hold the updates of others it received; resending what we hold forges
             # nothing, and refusing it would stall the edge's catch-up for good.
-            node = remote.split("@", 1)[0]
-            foreign = {a for a in novel.writers() if a.split("@", 1)[0] != node}
+            node = node_of(remote)
+            foreign = {a for a in novel.writers() if node_of(a) != node}
             if foreign:
                 raise ProtocolError(
                     f"{remote} may send only its own updates, not those of {sorted(foreign)}"
