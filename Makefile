@@ -30,6 +30,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/storage_bench.py
 	$(BIN)/python bench/gossip_bench.py
 	$(BIN)/python bench/sim_bench.py
+	$(BIN)/python bench/status_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
