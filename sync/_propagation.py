@@ -89,6 +89,11 @@ class PeerProgress:
     # any left out (None: unknown), to tell what it may lack when a source goes.
     sources: frozenset[str] = frozenset()
     skipped: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    # Resumed from the store: entries below this may have been left out before the
+    # restart, which ``skipped`` no longer says (0: nothing was forgotten); and until
+    # the peer declares again, which sources it declared before is forgotten too.
+    forgotten_below: int = 0
+    sources_known: bool = True
 
 
 class DeltaLog:
@@ -177,18 +182,29 @@ class DeltaLog:
         progress.inflight.clear()
         progress.done.clear()
         progress.skipped.clear()  # the whole state went, whatever came from where
+        progress.forgotten_below, progress.sources_known = 0, True  # and what a restart forgot
 
-    def declare(self, peer: str, sources: frozenset[str], received: dict[str, int]) -> bool:
+    def declare(
+        self,
+        peer: str,
+        sources: frozenset[str],
+        received: dict[str, int],
+        ours: dict[str, int] | None = None,
+    ) -> bool:
         """``peer`` now receives directly from ``sources``; True if it was rewound.
 
         A source it no longer declares may have stopped delivering before the peer
         noticed (a link breaks silently until its keepalive fails). ``received`` is
         where the peer's store stands in each source's log: if we left out anything
         from a source beyond that (or from where, we do not know), the peer is sent
-        it again, from the first entry left out.
+        it again, from the first entry left out. ``ours`` is where our store stands
+        in each source's log, for what a restart made us forget (``_forgotten``).
         """
         progress = self.peers[peer]
         gone = progress.sources - sources
+        if not progress.sources_known:  # any node it has heard from directly, perhaps
+            progress.sources_known = True
+            gone |= {node_of(actor) for actor, end in received.items() if end > 1} - sources
         progress.sources = sources
         if not gone:
             return False
@@ -199,6 +215,9 @@ class DeltaLog:
             del progress.skipped[actor]
             if end is None or end > received.get(actor, 0):
                 rewind_to = first if rewind_to is None else min(rewind_to, first)
+        if _forgotten(progress, gone, received, ours or {}):
+            progress.behind = True  # a catch-up by digest finds what it lacks
+            return True
         if rewind_to is None:
             return False
         self.rewind(peer, rewind_to)
@@ -329,6 +348,24 @@ class DeltaLog:
             f"DeltaLog(entries={len(self.entries)}, next_seq={self.next_seq}, "
             f"peers={ {p: (s.acked, s.sent) for p, s in self.peers.items()} })"
         )
+
+
+def _forgotten(
+    progress: PeerProgress, gone: frozenset[str], received: dict[str, int], ours: dict[str, int]
+) -> bool:
+    """Whether entries left out before a restart may be missing from the peer.
+
+    A restart forgets ``skipped``. What the peer may lack is then known only from
+    positions: our store holds more of a gone source's log than the peer's does.
+    Which of our entries those were, we cannot tell (and the log may have collected
+    them, acknowledged by the intervals they were left out of), so only a digest
+    comparison finds them: rare, and it sends only what differs.
+    """
+    if not progress.forgotten_below:
+        return False
+    return any(
+        node_of(actor) in gone and end > received.get(actor, 1) for actor, end in ours.items()
+    )
 
 
 def _note_skipped(skipped: dict[str, tuple[int, int | None]], entry: LogEntry) -> None:

@@ -235,7 +235,9 @@ class Replica:
         for peer, acked in self.acked_at_open.items():
             # Taken as delivered: the ack may cover intervals that held nothing for the
             # peer, which at worst costs one needless rewind (a resend or a catch-up).
-            self.log.track(peer, acked).delivered = acked
+            progress = self.log.track(peer, acked)
+            progress.delivered = progress.forgotten_below = acked
+            progress.sources_known = False
 
     def _load_entries(self, storage: Storage) -> Iterator[tuple[Key, bytes, bytes]]:
         entries = self.keyspace.entries
@@ -477,7 +479,7 @@ class Replica:
         state = self.links[link]
         if msg.serial > state.sources_in:  # else a late copy: a newer set is in force
             state.sources_in = msg.serial
-            self.log.declare(remote, frozenset(msg.nodes), msg.received)
+            self.log.declare(remote, frozenset(msg.nodes), msg.received, self.received)
         self._outbox.append((link, encode_message(SourcesAck(msg.serial))))
 
     def _on_sources_ack(self, link: str, ack: SourcesAck) -> None:
@@ -552,7 +554,7 @@ class Replica:
             held = [n for actor, n in hello.received.items() if actor.startswith(mine)]
             self._resume(remote, max(held, default=1))
             state.remote_push = hello.push
-            self.log.declare(remote, frozenset(hello.sources), hello.received)
+            self.log.declare(remote, frozenset(hello.sources), hello.received, self.received)
             self._update_sources()  # a new direct source for the other peers
         if not hello.knows_you:  # it has not heard from us (our Hello may be lost)
             self._hello(link)
