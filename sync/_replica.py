@@ -304,6 +304,14 @@ class Replica:
             self._pending_end[origin] = origin_end
             if encoded is not None:
                 self._pending_encoded[origin] = encoded
+        elif encoded is not None and origin in self._pending_encoded:
+            # Two deltas that each arrived as their own canonical encoding (frames a
+            # link applies while the last commit runs): two log entries keep both
+            # encodings, where one joined entry would have to be encoded again.
+            self._seal(origin, self._batch)
+            self._pending[origin] = delta
+            self._pending_end[origin] = origin_end
+            self._pending_encoded[origin] = encoded
         else:
             pending.absorb(delta)  # deltas of one key coalesce: their join is a delta
             self._pending_encoded.pop(origin, None)
@@ -339,17 +347,20 @@ class Replica:
 
     def _log_pending(self, batch: WriteBatch) -> None:
         """Seal the deltas since the last ready(): one log entry per origin."""
-        for origin, delta in self._pending.items():
-            if not self.log.peers:
-                self.log.skip()
-                continue
-            payload = self._pending_encoded.get(origin) or delta.encode()
-            end = self._pending_end.get(origin)
-            entry = self.log.append(delta, origin, len(payload), payload, end)
-            batch.log_append.append((entry.seq, encode_log_record(origin, payload)))
-        self._pending.clear()
-        self._pending_encoded.clear()
-        self._pending_end.clear()
+        for origin in list(self._pending):
+            self._seal(origin, batch)
+
+    def _seal(self, origin: str | None, batch: WriteBatch) -> None:
+        """Log the pending delta from ``origin`` into ``batch``."""
+        delta = self._pending.pop(origin)
+        payload = self._pending_encoded.pop(origin, None)
+        end = self._pending_end.pop(origin, None)
+        if not self.log.peers:
+            self.log.skip()
+            return
+        payload = payload or delta.encode()
+        entry = self.log.append(delta, origin, len(payload), payload, end)
+        batch.log_append.append((entry.seq, encode_log_record(origin, payload)))
 
     def _store_dirty(self, batch: WriteBatch) -> None:
         """Each key changed since the last ready(), encoded once, for the store and tree."""

@@ -124,6 +124,24 @@ def test_a_received_delta_of_new_keys_is_logged_as_received() -> None:
     assert entry.encoded == sent.payload == entry.delta.encode()
 
 
+def test_two_frames_applied_before_one_commit_are_logged_each_as_received() -> None:
+    a, b = linked()
+    with_another_peer(b)
+    frames = []
+    for frame in range(2):
+        for i in range(10):
+            a.update(f"k/{frame}/{i}", PNCounter, lambda x: x.increment(a.actor, 1))
+        frames += deltas_sent(a)
+    first = b.log.next_seq
+    for _, raw in frames:  # both merged before b's next ready(): one commit for both
+        b.receive("ba", raw)
+    batch = b.ready().batch
+    entries = [b.log.entries[seq] for seq in range(first, b.log.next_seq)]
+    assert [e.encoded for e in entries] == [sent.payload for sent, _ in frames]
+    assert [seq for seq, _ in batch.log_append] == [e.seq for e in entries]
+    assert all(e.origin == a.actor and e.encoded == e.delta.encode() for e in entries)
+
+
 def test_a_received_delta_touching_known_keys_is_logged_as_its_novel_part() -> None:
     a, b = linked()
     with_another_peer(b)
