@@ -45,6 +45,7 @@ class Windower:
         self.machine, self.kind, self.window, self.rate_hz = machine, kind, window, rate_hz
         self._rest = np.empty(0, np.float32)
         self._rest_start_s = 0.0
+        self._offsets_s = np.empty(0)  # window i's start after the chunk's, for i < size
 
     def push(self, samples: npt.ArrayLike, start_s: float) -> Block | None:
         """Add a chunk whose first sample was taken at ``start_s`` (seconds since the
@@ -61,8 +62,9 @@ class Windower:
         self._rest_start_s = first_s + used / self.rate_hz
         if whole == 0:
             return None
-        offsets = np.arange(whole, dtype=np.float64) * (self.window / self.rate_hz)
-        starts_ms = np.rint((first_s + offsets) * 1000).astype(np.int64)
+        if self._offsets_s.size < whole:  # kept: chunks of a source are mostly alike
+            self._offsets_s = np.arange(whole, dtype=np.float64) * (self.window / self.rate_hz)
+        starts_ms = np.rint((first_s + self._offsets_s[:whole]) * 1000).astype(np.int64)
         return Block(self.machine, self.kind, joined[:used].reshape(whole, self.window), starts_ms)
 
     def __repr__(self) -> str:
