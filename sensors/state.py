@@ -100,7 +100,8 @@ class LoopWriter:
     ``every_s`` while batches keep coming (and at once by ``flush``, which the
     pipeline calls whenever its buffers run dry): waking the loop costs a thread
     switch, too dear per batch at kHz rates. A group runs on the loop in order,
-    one update per key (``coalesce``), and joins the replica's group commit. The
+    one update per key (``coalesce``), as one writer (``update_all``: one task,
+    one future, one commit), and joins the replica's group commit. The
     inference thread does not wait for a group's fsync before scoring on: up to
     ``in_flight`` groups may be applied in memory and not yet durable, so
     throughput follows the CPU, not the disk. Past that bound it waits for the
@@ -147,7 +148,7 @@ class LoopWriter:
         self._handed = self.clock()
 
     async def _apply(self, updates: Sequence[Update]) -> None:
-        await asyncio.gather(*(self.replica.update(p, c, m) for p, c, m in updates))
+        await self.replica.update_all(updates)
 
     def read(self, path: str, cls: type[CRDT]) -> Any:
         return asyncio.run_coroutine_threadsafe(self._read(path, cls), self.loop).result()
