@@ -115,7 +115,7 @@ class LoopWriter:
         loop: asyncio.AbstractEventLoop,
         *,
         in_flight: int = 8,
-        every_s: float = 0.05,
+        every_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.replica, self.loop, self.in_flight = replica, loop, in_flight
@@ -253,7 +253,7 @@ class MachineTracker:
             self.in_episode = False
         else:
             # The flagged windows' indices: few, so their episodes are found in Python.
-            flagged = np.flatnonzero(scores > threshold).tolist()
+            flagged = (scores > threshold).nonzero()[0].tolist()
             if flagged:  # most batches hold no anomaly: nothing more to do
                 self._anomalies(flagged, batch.starts_ms, out)
                 self.in_episode = flagged[-1] == scores.size - 1
