@@ -141,7 +141,7 @@ class Pipeline:
             updates = []
             for kind, group in by_kind.items():
                 updates.extend(self._score_kind(kind, group, now))
-        scored = sum(len(b) for b in blocks)
+        scored = len(blocks[0]) if len(blocks) == 1 else sum(len(b) for b in blocks)
         self.windows_scored += scored
         self.batches += 1
         if now >= self._metrics_due:  # after the counts, so the metrics include this batch
@@ -156,6 +156,8 @@ class Pipeline:
 
     def _take(self) -> list[Block]:
         """A fair share from every buffer first, then whatever room is left."""
+        if len(self.sources) == 1:
+            return self.sources[0][1].take(self.batch)
         share = max(1, self.batch // max(1, len(self.sources)))
         blocks: list[Block] = []
         room = self.batch
