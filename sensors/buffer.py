@@ -31,16 +31,18 @@ class WindowBuffer:
         self.ready = ready if ready is not None else threading.Event()
 
     def put(self, block: Block) -> None:
-        if not len(block):
+        n = len(block)
+        if not n:
             return
         with self._lock:
-            self.accepted += len(block)
-            if len(block) > self.capacity:
-                self.dropped += len(block) - self.capacity
-                block = block.tail(self.capacity)
+            self.accepted += n
+            if n > self.capacity:
+                self.dropped += n - self.capacity
+                block, n = block.tail(self.capacity), self.capacity
             self._blocks.append(block)
-            self._size += len(block)
-            self._drop_oldest()
+            self._size += n
+            if self._size > self.capacity:
+                self._drop_oldest()
         self.ready.set()
 
     def _drop_oldest(self) -> None:

@@ -44,6 +44,7 @@ its own model, trained on its own healthy windows.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -138,93 +139,151 @@ class FeatureExtractor:
         self._probes, self._per_band = probes, probes // bands
         self._cos, self._sin = folded_matrices(window, bands)
         self._out = np.empty((rows, width(bands)), np.float32)
-        self._scratch = np.empty((rows, window), np.float32)
-        self._cos_part = np.empty((rows, self._cos.shape[1]), np.float32)
-        self._sin_part = np.empty((rows, self._sin.shape[1]), np.float32)
-        self._power = np.empty((rows, probes), np.float32)
+        # The differences (a window a row), then the fold's three half-window blocks.
+        self._scratch = np.empty(rows * window * 3 // 2, np.float32)
+        self._cos_part = np.empty((rows, probes + 1), np.float32)  # then the powers
+        self._sin_part = np.empty((rows, probes + 1), np.float32)
         self._repeats = np.zeros((rows, -(-window // 8) * 8), np.bool_)  # whole uint64 words
         self._by_probes = np.full(probes, 1 / probes, np.float32)
         self._by_diffs = np.full(window, 1 / (window - 1), np.float32)
         self._by_diffs[-1] = 0.0  # the step into the next window
+        self._row_starts = np.arange(rows) * window
+        self._logs = np.empty(3 * rows, np.float32)  # what takes a log: three rows of n
+        self._views: dict[int, _Views] = {}
+
+    def _views_of(self, n: int) -> _Views:
+        """The buffers' views for a batch of ``n`` windows: made once per size (a
+        pipeline's batches are all one size), not sliced afresh in every call."""
+        views = self._views.get(n)
+        if views is None:
+            w, half, bands = self.window, self.window // 2, self.bands
+            out, size = self._out[:n], n * half
+            flat = self._scratch[: n * w]
+            even, odd, first = (self._scratch[i * size : (i + 1) * size].reshape(n, half)
+                                for i in range(3))  # fmt: skip
+            cos, sin = self._cos_part[:n], self._sin_part[:n]
+            sines = self._scratch[: sin.size].reshape(sin.shape)
+            logs = self._logs[: 3 * n].reshape(3, n)
+            views = _Views(out, out[:, :bands], out[:, bands:], logs, flat, flat.reshape(n, w),
+                           self._repeats[:n], even, odd, first, cos, sin, sines,
+                           self._row_starts[:n])  # fmt: skip
+            self._views[n] = views
+        return views
 
     def compute(self, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         n, w = windows.shape
         if w != self.window or n > self.rows:
             raise ValueError(f"{windows.shape} windows: this extractor takes up to "
                              f"({self.rows}, {self.window})")  # fmt: skip
-        x, out, half, probes = windows, self._out[:n], w // 2, self._probes
-        stats = out[:, self.bands :]
-        repeats = self._differences(x, stats)  # first: x is read twice in a row, in cache
-        scratch = self._scratch[:n]
-        even, odd = scratch[:, :half], scratch[:, half:]
-        # x[w-1-i] for i < half, copied first: numpy adds a reversed operand in a
-        # scalar loop, a contiguous one in vector instructions.
-        np.copyto(odd, x[:, : half - 1 : -1])
-        mirrored = odd
-        np.add(x[:, :half], mirrored, out=even)
-        np.subtract(x[:, :half], mirrored, out=odd)
-        cos = np.matmul(even, self._cos, out=self._cos_part[:n])  # probes, Hann mean
-        sin = np.matmul(odd, self._sin, out=self._sin_part[:n])  # probes, slope
+        x, v, probes = windows, self._views_of(n), self._probes
+        stats, logs = v.stats, v.logs
+        repeats = self._differences(x, v)  # first: x is read twice, in cache
+        self._fold(x, v)
+        cos = np.matmul(v.even, self._cos, out=v.cos)  # probes, Hann mean
+        sin = np.matmul(v.odd, self._sin, out=v.sin)  # probes, slope
         stats[:, 0] = cos[:, probes]
         stats[:, 1] = sin[:, probes]
-        power = np.multiply(cos[:, :probes], cos[:, :probes], out=self._power[:n])
-        sines = scratch.reshape(-1)[: n * probes].reshape(n, probes)  # the fold is spent
-        power += np.multiply(sin[:, :probes], sin[:, :probes], out=sines)
-        frozen = repeats == w - 1
-        if frozen.any():
+        # Whole rows, the last column included (and weighted 0 or dropped after):
+        # an operation on contiguous arrays is one vector loop, on a slice of
+        # each row one loop per row, three times slower here.
+        power = np.multiply(cos, cos, out=cos)
+        power += np.multiply(sin, sin, out=v.sines)  # the fold is spent
+        if _MAX(repeats) == w - 1:  # a frozen window
+            frozen = repeats == w - 1
             # Exactly nothing and exactly its value, whatever the batch: the centring
             # folded into the products leaves rounding that depends on the batch's shape.
             power[frozen] = 0.0
             stats[frozen, 0] = x[frozen, 0]
-        stats[:, 2] = np.log(np.sqrt(power @ self._by_probes) + _FLOOR)
-        self._band_powers(power, out[:, : self.bands])
-        return out
+        np.sqrt(power[:, :probes] @ self._by_probes, out=logs[2])  # BLAS reads a row's slice
+        logs[2] += _FLOOR
+        # numpy's log writes a column of the output in a scalar loop, ten times
+        # slower than a contiguous row: the three logs are taken in one call.
+        np.log(logs, out=logs)
+        stats[:, 2], stats[:, 3], stats[:, 5] = logs[2], logs[0], logs[1]
+        self._band_powers(power, v.bands)
+        return v.out
 
-    def _differences(
-        self, x: npt.NDArray[np.float32], stats: npt.NDArray[np.float32]
-    ) -> npt.NDArray[np.float32]:
-        """The statistics of first differences: log std, crest factor, log kurtosis
-        (spikes: a glitch is two huge steps) and the fraction that are zero (stuck);
-        returns how many are zero per window. The differences are of the raw
+    def _fold(self, x: npt.NDArray[np.float32], v: _Views) -> None:
+        """``x[i] + x[w-1-i]`` and ``x[i] - x[w-1-i]`` for ``i < w/2`` into
+        ``v.even`` and ``v.odd``, contiguous (n, w/2) blocks of the scratch buffer.
+        Both halves are copied into blocks first: numpy adds a reversed operand in
+        a scalar loop, and a row's half (of a row twice as long) in one loop per
+        row; the sum and the difference are then single vector loops."""
+        half = x.shape[1] // 2
+        np.copyto(v.odd, x[:, : half - 1 : -1])
+        np.copyto(v.first, x[:, :half])
+        np.add(v.first, v.odd, out=v.even)
+        np.subtract(v.first, v.odd, out=v.odd)
+
+    def _differences(self, x: npt.NDArray[np.float32], v: _Views) -> npt.NDArray[np.float32]:
+        """The statistics of first differences: std, crest factor, kurtosis (spikes:
+        a glitch is two huge steps) and the fraction that are zero (stuck); returns
+        how many are zero per window. The std and kurtosis go to ``v.logs[0]`` and
+        ``v.logs[1]``, their log still to take. The differences are of the raw
         samples: two float32 values differ by exactly zero only if they are equal.
 
         They are taken over the batch as one flat array (one vector operation, not
         one per window): row i of the result holds window i's differences and, in
         its last column, the step from its last sample to the next window's first,
         which is set to 1 (not a repeat), then to 0, and weighted 0."""
-        n, w = x.shape
-        diffs = self._scratch[:n]
+        w, flat, diffs, stats, logs = x.shape[1], v.flat, v.diffs, v.stats, v.logs
         samples = x.reshape(-1)  # a view: the windows of a batch are one array
-        np.subtract(samples[1:], samples[:-1], out=diffs.reshape(-1)[:-1])
+        np.subtract(samples[1:], samples[:-1], out=flat[:-1])
         diffs[:, -1] = 1.0
-        repeats = self._repeats[:n]
-        np.equal(diffs, 0, out=repeats[:, :w])
-        counts = count_true(repeats)
-        stats[:, 6] = counts * np.float32(1 / (w - 1))
+        np.equal(diffs, 0, out=v.repeats[:, :w])
+        counts = count_true(v.repeats)
+        np.multiply(counts, np.float32(1 / (w - 1)), out=stats[:, 6])
         diffs[:, -1] = 0.0
-        squares = np.multiply(diffs, diffs, out=diffs)
-        var = squares @ self._by_diffs
-        peak = np.sqrt(squares.max(axis=1))
-        fourth = np.multiply(squares, squares, out=diffs) @ self._by_diffs
-        std = np.sqrt(var)
-        stats[:, 3] = np.log(std + _FLOOR)
-        stats[:, 4] = peak / (std + _FLOOR)
-        stats[:, 5] = np.log(fourth / (var * var + _FLOOR) + _FLOOR)
+        np.multiply(flat, flat, out=flat)
+        var = diffs @ self._by_diffs
+        peak = np.sqrt(_MAX_AT(flat, v.row_starts))  # per row: one call, not n
+        np.multiply(flat, flat, out=flat)
+        fourth = diffs @ self._by_diffs
+        std = np.sqrt(var, out=logs[0])
+        std += _FLOOR
+        np.divide(peak, std, out=stats[:, 4])
+        var *= var
+        var += _FLOOR
+        np.divide(fourth, var, out=logs[1])
+        logs[1] += _FLOOR
         return counts
 
     def _band_powers(self, power: npt.NDArray[np.float32], out: npt.NDArray[np.float32]) -> None:
         """Log mean probe power per band; overwrites ``power``."""
         bands = self.bands
+        if self._per_band == 1:  # a band is a probe: the whole buffer, then the bands
+            power += _FLOOR
+            fast_log(power, power)
+            out[...] = power[:, :bands]
+            return
         band = power[:, :bands]
         for i in range(1, self._per_band):
             band += power[:, i * bands : (i + 1) * bands]
-        if self._per_band > 1:
-            band *= np.float32(1 / self._per_band)
+        band *= np.float32(1 / self._per_band)
         band += _FLOOR
         fast_log(band, out)
 
     def __repr__(self) -> str:
         return f"FeatureExtractor(window={self.window}, rows={self.rows}, bands={self.bands})"
+
+
+class _Views(NamedTuple):
+    """One batch size's views of a ``FeatureExtractor``'s buffers."""
+
+    out: npt.NDArray[np.float32]  # (n, width): the features
+    bands: npt.NDArray[np.float32]  # out's band columns
+    stats: npt.NDArray[np.float32]  # out's other columns
+    logs: npt.NDArray[np.float32]  # (3, n)
+    flat: npt.NDArray[np.float32]  # the differences, all n windows in a row
+    diffs: npt.NDArray[np.float32]  # the same, (n, w)
+    repeats: npt.NDArray[np.bool_]
+    even: npt.NDArray[np.float32]  # the fold's blocks, each (n, w/2)
+    odd: npt.NDArray[np.float32]
+    first: npt.NDArray[np.float32]
+    cos: npt.NDArray[np.float32]  # the products (n, probes + 1); cos then the powers
+    sin: npt.NDArray[np.float32]
+    sines: npt.NDArray[np.float32]  # sin's squares, over the spent fold
+    row_starts: npt.NDArray[np.intp]
 
 
 _ONE_BITS = np.int32(0x3F800000)  # 1.0f
@@ -239,7 +298,11 @@ def fast_log(x: npt.NDArray[np.float32], out: npt.NDArray[np.float32]) -> None:
     a batch's 16,384 band powers, against 5 for this. Overwrites ``x``."""
     bits = x.view(np.int32)
     np.subtract(bits, _ONE_BITS, out=bits)
-    np.multiply(bits, _LN2_PER_ULP, out=out, dtype=np.float32)
+    np.copyto(out, bits, casting="unsafe")  # then a float product: a casting one is slower
+    out *= _LN2_PER_ULP
+
+
+_MAX, _MAX_AT = np.maximum.reduce, np.maximum.reduceat
 
 
 def count_true(flags: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:

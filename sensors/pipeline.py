@@ -34,7 +34,15 @@ from sensors.calibration import Calibration
 from sensors.features import FeatureExtractor
 from sensors.model import DEFAULT_BATCH, AnomalyModel
 from sensors.source import Source
-from sensors.state import MachineTracker, Scored, StateWriter, Update, local_key, peak_of
+from sensors.state import (
+    Assign,
+    MachineTracker,
+    Scored,
+    StateWriter,
+    Update,
+    local_key,
+    peak_of,
+)
 from sensors.windowing import Block
 from sync import LWWRegister
 
@@ -122,19 +130,25 @@ class Pipeline:
         blocks = self._take()
         if not blocks:
             return 0
-        updates: list[Update] = []
-        by_kind: dict[str, list[Block]] = defaultdict(list)
-        for block in blocks:
-            by_kind[block.kind].append(block)
         now = self.clock()
-        for kind, group in by_kind.items():
-            updates.extend(self._score_kind(kind, group, now))
-        scored = sum(len(b) for b in blocks)
+        kind = blocks[0].kind
+        if all(block.kind == kind for block in blocks):  # one kind: no grouping to do
+            updates = self._score_kind(kind, blocks, now)
+        else:
+            by_kind: dict[str, list[Block]] = defaultdict(list)
+            for block in blocks:
+                by_kind[block.kind].append(block)
+            updates = []
+            for kind, group in by_kind.items():
+                updates.extend(self._score_kind(kind, group, now))
+        scored = len(blocks[0]) if len(blocks) == 1 else sum(len(b) for b in blocks)
         self.windows_scored += scored
         self.batches += 1
         if now >= self._metrics_due:  # after the counts, so the metrics include this batch
             self._metrics_due = now + self.summary_every_s
-            updates.append((local_key("metrics"), LWWRegister, self._metrics_setter()))
+            updates.append(
+                (local_key("metrics"), LWWRegister, Assign(self.metrics(), self.writer.hlc))
+            )
         self.writer.apply(updates)
         return scored
 
@@ -142,6 +156,8 @@ class Pipeline:
 
     def _take(self) -> list[Block]:
         """A fair share from every buffer first, then whatever room is left."""
+        if len(self.sources) == 1:
+            return self.sources[0][1].take(self.batch)
         share = max(1, self.batch // max(1, len(self.sources)))
         blocks: list[Block] = []
         room = self.batch
@@ -165,13 +181,18 @@ class Pipeline:
         peaks = [peak_of(b.windows) for b in blocks]  # first: the features find them in cache
         rows = scorer.extractor.compute(windows)
         scores = scorer.model.score(rows)
-        threshold, updates = self._threshold(kind, scorer, scores)
+        threshold = self._threshold(kind, scorer, scores)
+        hlc = self.writer.hlc
+        if len(blocks) == 1:
+            block = blocks[0]
+            scored = Scored(block.windows, rows, block.starts_ms, scores, peaks[0])
+            return self._tracker(block).updates(scored, threshold, now, hlc)
+        updates: list[Update] = []
         at = 0
         for block, peak in zip(blocks, peaks, strict=True):
             end = at + len(block)
-            tracker = self._tracker(block)
             scored = Scored(block.windows, rows[at:end], block.starts_ms, scores[at:end], peak)
-            updates.extend(tracker.updates(scored, threshold, now, self.writer.hlc))
+            updates.extend(self._tracker(block).updates(scored, threshold, now, hlc))
             at = end
         return updates
 
@@ -219,22 +240,21 @@ class Pipeline:
 
     def _threshold(
         self, kind: str, scorer: _Scorer, scores: npt.NDArray[np.float32]
-    ) -> tuple[float | None, list[Update]]:
+    ) -> float | None:
         if scorer.calibration is not None:
-            return scorer.calibration.threshold, []
+            return scorer.calibration.threshold
         assert scorer.pending is not None
         scorer.pending.append(scores.copy())
         if sum(s.size for s in scorer.pending) < self.calibration_windows:
-            return None, []
+            return None
         seen = np.concatenate(scorer.pending)
         self._calibrated(scorer, Calibration.from_scores(kind, seen, scorer.model.card.sha256))
-        return None, []  # this batch was part of the calibration
+        return None  # this batch was part of the calibration
 
     def _calibrated(self, scorer: _Scorer, calibration: Calibration) -> None:
         scorer.calibration, scorer.pending = calibration, None
-        value, hlc = calibration.to_value(), self.writer.hlc
-        self.writer.apply([(local_key("calibration", calibration.kind), LWWRegister,
-                            lambda r, actor: r.set(actor, value, hlc.now()))])  # fmt: skip
+        key = local_key("calibration", calibration.kind)
+        self.writer.apply([(key, LWWRegister, Assign(calibration.to_value(), self.writer.hlc))])
         log.info("calibrated", extra={"kind": calibration.kind, "threshold": calibration.threshold,
                                       "windows": calibration.windows})  # fmt: skip
 
@@ -251,10 +271,6 @@ class Pipeline:
             out[source.name] = {"buffered": len(buffer), "dropped": buffer.dropped,
                                 "accepted": buffer.accepted, **source.metrics()}  # fmt: skip
         return out
-
-    def _metrics_setter(self) -> Callable[[object, str], object]:
-        value, hlc = self.metrics(), self.writer.hlc
-        return lambda r, actor: r.set(actor, value, hlc.now())  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"Pipeline(sources={len(self.sources)}, scored={self.windows_scored})"

@@ -101,8 +101,9 @@ class ReplaySource(Source):
     def blocks(self) -> Iterator[Block]:
         """Every window of the recording, chunk by chunk, with no pacing."""
         rate = self.windower.rate_hz
-        for at in range(0, self.samples.shape[0], self.chunk):
-            piece = np.asarray(self.samples[at : at + self.chunk], dtype=np.float32)
+        samples = np.asarray(self.samples)  # a plain view of the map: np.memmap slices cost more
+        for at in range(0, samples.shape[0], self.chunk):
+            piece = np.asarray(samples[at : at + self.chunk], dtype=np.float32)
             self.replayed += piece.size
             block = self.windower.push(piece, self.start_s + at / rate)
             if block is not None:

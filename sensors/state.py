@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -100,7 +100,8 @@ class LoopWriter:
     ``every_s`` while batches keep coming (and at once by ``flush``, which the
     pipeline calls whenever its buffers run dry): waking the loop costs a thread
     switch, too dear per batch at kHz rates. A group runs on the loop in order,
-    one update per key (``coalesce``), and joins the replica's group commit. The
+    one update per key (``coalesce``), as one writer (``update_all``: one task,
+    one future, one commit), and joins the replica's group commit. The
     inference thread does not wait for a group's fsync before scoring on: up to
     ``in_flight`` groups may be applied in memory and not yet durable, so
     throughput follows the CPU, not the disk. Past that bound it waits for the
@@ -114,7 +115,7 @@ class LoopWriter:
         loop: asyncio.AbstractEventLoop,
         *,
         in_flight: int = 8,
-        every_s: float = 0.05,
+        every_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.replica, self.loop, self.in_flight = replica, loop, in_flight
@@ -147,7 +148,7 @@ class LoopWriter:
         self._handed = self.clock()
 
     async def _apply(self, updates: Sequence[Update]) -> None:
-        await asyncio.gather(*(self.replica.update(p, c, m) for p, c, m in updates))
+        await self.replica.update_all(updates)
 
     def read(self, path: str, cls: type[CRDT]) -> Any:
         return asyncio.run_coroutine_threadsafe(self._read(path, cls), self.loop).result()
@@ -162,10 +163,21 @@ def coalesce(updates: Sequence[Update]) -> list[Update]:
     and its delta is the join of theirs (a delta group, as the replica itself
     coalesces the deltas of one key). A group of batches then costs the event
     loop one update per key (an anomaly counter, an alert set), not one per
-    batch and alert, each with its own task and durability future."""
+    batch and alert, each with its own task and durability future. Consecutive
+    ``Mutation`` values of one kind fold into one before anything runs (the
+    batches' increments into one increment of their sum), so the loop runs one
+    mutator per counter, not one per batch, and merges no deltas for them."""
     by_key: dict[tuple[str, type[CRDT]], list[Callable[[Any, str], Any]]] = {}
     for path, cls, mutate in updates:
-        by_key.setdefault((path, cls), []).append(mutate)
+        mutators = by_key.get((path, cls))
+        if mutators is None:
+            by_key[(path, cls)] = [mutate]
+            continue
+        last = mutators[-1]
+        if isinstance(last, Mutation) and type(mutate) is type(last):
+            mutators[-1] = last.then(mutate)
+        else:
+            mutators.append(mutate)
     return [(path, cls, _joined(mutators)) for (path, cls), mutators in by_key.items()]
 
 
@@ -191,11 +203,11 @@ def _round(x: float) -> float:
     return float(f"{x:.6g}")
 
 
-@dataclass(frozen=True)
-class Scored:
+class Scored(NamedTuple):
     """One machine's windows in a batch, their feature rows, their scores, and the
     greatest absolute reading among them (``peak_of``; the pipeline takes it
-    before the features, which then find the windows in the CPU's cache)."""
+    before the features, which then find the windows in the CPU's cache). A
+    tuple: one is made per batch, and a frozen dataclass costs ten times more."""
 
     windows: npt.NDArray[np.float32]
     rows: npt.NDArray[np.float32]
@@ -209,7 +221,10 @@ class Scored:
 
 def peak_of(windows: npt.NDArray[np.float32]) -> float:
     """The greatest absolute reading: two whole-array reductions, no temporary."""
-    return max(float(windows.max()), -float(windows.min()))
+    return max(float(_MAX(windows, axis=None)), -float(_MIN(windows, axis=None)))
+
+
+_MAX, _MIN = np.maximum.reduce, np.minimum.reduce  # without ndarray.max's Python wrapper
 
 
 @dataclass
@@ -224,6 +239,7 @@ class MachineTracker:
     summary_due: float = 0.0
     windows: int = 0
     anomalous: int = 0
+    peak_seen: float = float("-inf")  # the greatest unrounded peak so far
 
     def updates(
         self, batch: Scored, threshold: float | None, now: float, hlc: HybridLogicalClock
@@ -231,26 +247,45 @@ class MachineTracker:
         """The updates one batch of this machine's windows calls for. ``threshold``
         None: still calibrating, nothing is flagged."""
         scores = batch.scores
-        flagged = scores > threshold if threshold is not None else None
-        count = 0 if flagged is None else int(np.count_nonzero(flagged))
         self.windows += scores.size
-        self.anomalous += count
         out: list[Update] = []
-        if flagged is not None and count:  # most batches hold no anomaly: nothing more to do
-            previous = np.concatenate([[self.in_episode], flagged[:-1]])
-            openings = batch.starts_ms[flagged & ~previous]
-            out.append((machine_key(self.machine, "anomalies"), GCounter, _incrementer(count)))
-            for start in openings.tolist():
-                out.append((machine_key(self.machine, "alerts"), AWSet, _adder(alert_name(start))))
-        self.in_episode = flagged is not None and bool(flagged[-1])
-        peak = _round(batch.peak)
-        if peak > self.peak_written:
-            self.peak_written = peak
-            out.append((machine_key(self.machine, "peak"), MaxRegister, _raiser(peak)))
+        if threshold is None:
+            self.in_episode = False
+        else:
+            # The flagged windows' indices: few, so their episodes are found in Python.
+            flagged = (scores > threshold).nonzero()[0].tolist()
+            if flagged:  # most batches hold no anomaly: nothing more to do
+                self._anomalies(flagged, batch.starts_ms, out)
+                self.in_episode = flagged[-1] == scores.size - 1
+            else:
+                self.in_episode = False
+        if batch.peak > self.peak_seen:  # else its rounding cannot exceed what was written
+            self.peak_seen = batch.peak
+            peak = _round(batch.peak)
+            if peak > self.peak_written:
+                self.peak_written = peak
+                out.append((machine_key(self.machine, "peak"), MaxRegister, Raise(peak)))
         if now >= self.summary_due:
             self.summary_due = now + self.summary_every_s
             out.extend(self._summary(batch, threshold, hlc))
         return out
+
+    def _anomalies(
+        self, flagged: list[int], starts_ms: npt.NDArray[np.int64], out: list[Update]
+    ) -> None:
+        """Count the flagged windows; open an alert for each episode that starts here
+        (a flagged window after an unflagged one, or the batch's first window when
+        the last batch did not end in an episode)."""
+        self.anomalous += len(flagged)
+        out.append((machine_key(self.machine, "anomalies"), GCounter, Increment(len(flagged))))
+        previous = -1 if self.in_episode else -2  # the flagged window before the first
+        openings = []
+        for i in flagged:
+            if i != previous + 1:
+                openings.append(alert_name(int(starts_ms[i])))
+            previous = i
+        if openings:
+            out.append((machine_key(self.machine, "alerts"), AWSet, Add(openings)))
 
     def _summary(
         self, batch: Scored, threshold: float | None, hlc: HybridLogicalClock
@@ -271,24 +306,98 @@ class MachineTracker:
         }
         raw, feats = last.astype("<f4").tobytes(), batch.rows[-1].astype("<f4").tobytes()
         return [
-            (machine_key(self.machine, "summary"), LWWRegister, _setter(summary, hlc)),
-            (local_key(self.machine, "window"), LWWRegister, _setter(raw, hlc)),
-            (local_key(self.machine, "features"), LWWRegister, _setter(feats, hlc)),
+            (machine_key(self.machine, "summary"), LWWRegister, Assign(summary, hlc)),
+            (local_key(self.machine, "window"), LWWRegister, Assign(raw, hlc)),
+            (local_key(self.machine, "features"), LWWRegister, Assign(feats, hlc)),
         ]
 
 
-def _raiser(x: float) -> Callable[[Any, str], Any]:
-    return lambda register, actor: register.set(actor, x)
+class Mutation:
+    """A mutator that can fold a later one of its kind into itself (``then``), so a
+    group's updates of a key become one mutator without running any of them; the
+    folded mutator leaves the state the mutators one by one leave."""
+
+    __slots__ = ()
+
+    def __call__(self, crdt: Any, actor: str) -> Any:
+        raise NotImplementedError
+
+    def then(self, later: Any) -> Mutation:
+        raise NotImplementedError
 
 
-def _adder(element: str) -> Callable[[Any, str], Any]:
-    return lambda s, actor: s.add(actor, element)
+class Increment(Mutation):
+    """``GCounter.increment`` by ``n``; increments fold into their sum."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __call__(self, counter: Any, actor: str) -> Any:
+        return counter.increment(actor, self.n)
+
+    def then(self, later: Increment) -> Increment:
+        return Increment(self.n + later.n)
+
+    def __repr__(self) -> str:
+        return f"Increment({self.n})"
 
 
-def _incrementer(n: int) -> Callable[[Any, str], Any]:
-    return lambda counter, actor: counter.increment(actor, n)
+class Raise(Mutation):
+    """``MaxRegister.set``; raises fold into the greatest."""
+
+    __slots__ = ("x",)
+
+    def __init__(self, x: float) -> None:
+        self.x = x
+
+    def __call__(self, register: Any, actor: str) -> Any:
+        return register.set(actor, self.x)
+
+    def then(self, later: Raise) -> Raise:
+        return later if later.x > self.x else self
+
+    def __repr__(self) -> str:
+        return f"Raise({self.x})"
 
 
-def _setter(value: object, hlc: HybridLogicalClock) -> Callable[[Any, str], Any]:
-    """An LWW write, stamped by the replica's clock when the replica applies it."""
-    return lambda register, actor: register.set(actor, value, hlc.now())
+class Add(Mutation):
+    """``AWSet.add`` of each element in turn; adds fold into one list."""
+
+    __slots__ = ("elements",)
+
+    def __init__(self, elements: list[str]) -> None:
+        self.elements = elements
+
+    def __call__(self, awset: Any, actor: str) -> Any:
+        first, *more = self.elements
+        delta = awset.add(actor, first)
+        for element in more:
+            delta.merge(awset.add(actor, element))
+        return delta
+
+    def then(self, later: Add) -> Add:
+        return Add(self.elements + later.elements)
+
+    def __repr__(self) -> str:
+        return f"Add({self.elements!r})"
+
+
+class Assign(Mutation):
+    """An LWW write, stamped by the replica's clock when the replica applies it; of
+    a group's writes only the last is applied (it would overwrite the others)."""
+
+    __slots__ = ("hlc", "value")
+
+    def __init__(self, value: object, hlc: HybridLogicalClock) -> None:
+        self.value, self.hlc = value, hlc
+
+    def __call__(self, register: Any, actor: str) -> Any:
+        return register.set(actor, self.value, self.hlc.now())
+
+    def then(self, later: Assign) -> Assign:
+        return later
+
+    def __repr__(self) -> str:
+        return f"Assign({self.value!r})"

@@ -45,11 +45,14 @@ class Windower:
         self.machine, self.kind, self.window, self.rate_hz = machine, kind, window, rate_hz
         self._rest = np.empty(0, np.float32)
         self._rest_start_s = 0.0
+        self._offsets_s = np.empty(0)  # window i's start after the chunk's, for i < size
 
     def push(self, samples: npt.ArrayLike, start_s: float) -> Block | None:
         """Add a chunk whose first sample was taken at ``start_s`` (seconds since the
         epoch); returns the whole windows now available, or None."""
         chunk = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if chunk.size and not self._rest.size and not chunk.size % self.window:  # no rest
+            return self._block(chunk, start_s, chunk.size // self.window)
         if self._rest.size:
             joined = np.concatenate([self._rest, chunk])
             first_s = self._rest_start_s
@@ -61,9 +64,13 @@ class Windower:
         self._rest_start_s = first_s + used / self.rate_hz
         if whole == 0:
             return None
-        offsets = np.arange(whole, dtype=np.float64) * (self.window / self.rate_hz)
-        starts_ms = np.rint((first_s + offsets) * 1000).astype(np.int64)
-        return Block(self.machine, self.kind, joined[:used].reshape(whole, self.window), starts_ms)
+        return self._block(joined[:used], first_s, whole)
+
+    def _block(self, samples: npt.NDArray[np.float32], first_s: float, whole: int) -> Block:
+        if self._offsets_s.size < whole:  # kept: chunks of a source are mostly alike
+            self._offsets_s = np.arange(whole, dtype=np.float64) * (self.window / self.rate_hz)
+        starts_ms = np.rint((first_s + self._offsets_s[:whole]) * 1000).astype(np.int64)
+        return Block(self.machine, self.kind, samples.reshape(whole, self.window), starts_ms)
 
     def __repr__(self) -> str:
         return f"Windower({self.machine!r}, window={self.window}, pending={self._rest.size})"

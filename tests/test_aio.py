@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,35 @@ def test_coroutine_writers_share_commits_and_everything_acked_is_on_disk(tmp_pat
     with open_replica(tmp_path, "n") as r:
         assert sum(r.value(f"c/{k}") for k in range(8)) == writers * each
         assert len(r.keys("g/")) == writers * each
+
+
+def test_updates_applied_together_share_one_commit_and_a_bad_one_spoils_no_other(
+    tmp_path: Path,
+) -> None:
+    async def main() -> tuple[int, int]:
+        r = open_async(tmp_path)
+        await r.tick()
+        before = r.commits
+        await r.update_all([(f"g/{i}", GCounter, _increment(i)) for i in range(50)])
+        together = r.commits - before
+        with pytest.raises(ValueError):
+            await r.update_all([
+                ("x", GCounter, lambda c, actor: c.increment(actor, 1)),
+                ("x", GCounter, lambda c, actor: c.increment(actor, -1)),
+                ("y", LWWRegister, lambda reg, actor: reg.set(actor, "kept", TS)),
+            ])  # fmt: skip
+        await r.close()
+        return together, r.commits - before
+
+    together, commits = asyncio.run(main())
+    assert together == 1 and commits == 2
+    with open_replica(tmp_path, "n") as r:
+        assert [r.value(f"g/{i}") for i in range(50)] == list(range(50))
+        assert r.value("x") == 1 and r.value("y") == "kept"
+
+
+def _increment(n: int) -> Callable[[GCounter, str], GCounter]:
+    return lambda c, actor: c.increment(actor, n)
 
 
 def test_bad_input_raises_and_commits_nothing(tmp_path: Path) -> None:

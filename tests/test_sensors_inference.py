@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -18,7 +19,20 @@ from sensors.pipeline import Pipeline
 from sensors.replay import RecordingError, ReplaySource, load_recording
 from sensors.signals import ANOMALY_KINDS, DEFAULT_SPECS, LABELS, labelled_windows
 from sensors.simulated import SimulatedSource
-from sensors.state import EmbeddedWriter, Update, alert_name, coalesce, local_key, machine_key
+from sensors.state import (
+    Add,
+    Assign,
+    EmbeddedWriter,
+    Increment,
+    MachineTracker,
+    Raise,
+    Scored,
+    Update,
+    alert_name,
+    coalesce,
+    local_key,
+    machine_key,
+)
 from sensors.windowing import Block, Windower
 from sync import AWSet, GCounter, HybridLogicalClock, LWWRegister, MaxRegister
 from sync.adapters.embedded import open_replica
@@ -244,16 +258,48 @@ def test_inference_results_land_under_the_documented_keys(tmp_path: Path) -> Non
     assert alert_name(1_700_000_000_123) == "2023-11-14T22:13:20.123Z"
 
 
+def test_a_tracker_opens_one_alert_per_episode_across_batches() -> None:
+    """An episode is a run of flagged windows, however the batches cut it: it is
+    counted window by window and opens one alert, at its first window."""
+    rng = np.random.default_rng(3)
+    flags = rng.random(2_000) < 0.3
+    flags[:3], flags[-40:] = True, True  # runs at the first window and across the last cut
+    starts = np.arange(flags.size, dtype=np.int64) * 10 + 1_700_000_000_000
+    tracker, hlc = (
+        MachineTracker("m", "vibration", summary_every_s=1e9),
+        HybridLogicalClock(lambda: 0),
+    )
+    opened, counted, at = [], 0, 0
+    for size in (1, 7, 64, 1, 1, 300, 128) * 20:
+        cut = slice(at, min(at + size, flags.size))
+        if cut.start >= flags.size:
+            break
+        scores = np.where(flags[cut], 2.0, 0.5).astype(np.float32)
+        windows = np.zeros((scores.size, 4), np.float32)
+        scored = Scored(windows, windows, starts[cut], scores, 0.0)
+        for path, _, mutation in tracker.updates(scored, 1.0, 0.0, hlc):
+            if path.endswith("/alerts"):
+                opened += cast(Add, mutation).elements
+            elif path.endswith("/anomalies"):
+                counted += cast(Increment, mutation).n
+        at = cut.stop
+    first = flags & ~np.concatenate([[False], flags[:-1]])
+    assert opened == [alert_name(int(t)) for t in starts[first]]
+    assert counted == tracker.anomalous == int(flags.sum()) and tracker.windows == flags.size
+
+
 def test_coalesced_updates_leave_the_state_the_updates_one_by_one_leave(tmp_path: Path) -> None:
-    """The daemon's writer hands the event loop one update per key per group."""
+    """The daemon's writer hands the event loop one update per key per group: the
+    pipeline's mutations fold into one before they run, other mutators chain."""
 
     def updates(hlc: HybridLogicalClock) -> list[Update]:
         def batch_of(i: int) -> list[Update]:
             return [
-                ("m/anomalies", GCounter, lambda c, actor: c.increment(actor, i)),
-                ("m/alerts", AWSet, lambda s, actor: s.add(actor, f"alert{i % 3}")),
-                ("m/peak", MaxRegister, lambda r, actor: r.set(actor, float(i % 4))),
-                ("m/summary", LWWRegister, lambda r, actor: r.set(actor, i, hlc.now())),
+                ("m/anomalies", GCounter, Increment(i)),
+                ("m/alerts", AWSet, Add([f"alert{i % 3}", f"alert{i % 2}"])),
+                ("m/peak", MaxRegister, Raise(float(i % 4))),
+                ("m/summary", LWWRegister, Assign(i, hlc)),
+                ("m/other", GCounter, lambda c, actor: c.increment(actor, 2 * i)),
             ]
 
         return [update for i in range(6) for update in batch_of(i)]
@@ -265,9 +311,12 @@ def test_coalesced_updates_leave_the_state_the_updates_one_by_one_leave(tmp_path
             planned = group(updates(writer.hlc))
             writer.apply(planned)
             values.append({path: replica.value(path) for path, _ in replica.keys()})
-            assert len(planned) == (24 if name == "one_by_one" else 4)
+            assert len(planned) == (30 if name == "one_by_one" else 5)
+            if name == "coalesced":  # folded, not chained
+                assert repr(planned[0][2]) == "Increment(15)"
+                assert repr(planned[2][2]) == "Raise(3.0)"
     assert values[0] == values[1] == {"m/anomalies": 15, "m/alerts": {"alert0", "alert1", "alert2"},
-                                      "m/peak": 3.0, "m/summary": 5}  # fmt: skip
+                                      "m/peak": 3.0, "m/summary": 5, "m/other": 30}  # fmt: skip
 
 
 def test_a_source_without_healthy_windows_calibrates_on_its_first_windows(tmp_path: Path) -> None:

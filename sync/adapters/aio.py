@@ -32,7 +32,7 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -45,6 +45,7 @@ from sync._storage import Storage, StorageError, WriteBatch
 log = logging.getLogger("edgesync.replica")
 
 T = TypeVar("T", bound=CRDT)
+Update = tuple[str, type[CRDT], Callable[[Any, str], Any]]  # path, type, mutate(value, actor)
 Sender = Callable[[str, bytes], Awaitable[None] | None]
 PIPELINE_DEPTH = 2  # batches submitted to the worker thread and not yet settled
 
@@ -100,6 +101,23 @@ class AsyncReplica:
         actor = self.replica.actor
         self.replica.update(path, cls, lambda child: mutate(child, actor))
         await self._durable_soon()
+
+    async def update_all(self, updates: Iterable[Update]) -> None:
+        """Apply each ``(path, cls, mutate)`` in order, as ``update`` does; return once
+        all are durable. One writer, so they share one commit: a program that
+        gathers many changes (the sensor pipeline's group of batches) pays one
+        task, one future and one commit for them, not one each (nor a split of its
+        own updates into two commits). If a mutator raises, the others still
+        apply and become durable, then its error is raised."""
+        actor, failed = self.replica.actor, None
+        for path, cls, mutate in updates:
+            try:
+                self.replica.update(path, cls, _as_actor(mutate, actor))
+            except Exception as exc:
+                failed = failed or exc
+        await self._durable_soon()
+        if failed is not None:
+            raise failed
 
     async def remove(self, path: str, cls: type[CRDT]) -> None:
         self.replica.remove(path, cls)
@@ -274,6 +292,10 @@ def _settle(waiting: list[asyncio.Future[None]], error: Exception | None) -> Non
                 done.set_result(None)
             else:
                 done.set_exception(error)
+
+
+def _as_actor(mutate: Callable[[Any, str], Any], actor: str) -> Callable[[Any], Any]:
+    return lambda child: mutate(child, actor)
 
 
 def _averaged(average: float | None, sample: float) -> float:
