@@ -26,7 +26,8 @@ from sync._values import Element, check_element, element_order_key
 _STR, _INT, _BYTES = 0, 1, 2
 
 
-class AWSet(DotKernel[Element]):
+class AWSet(DotKernel):
+    ds: dict[Dot, Element]
     TYPE_TAG = 5
 
     def __init__(self, ctx: DotContext | None = None) -> None:

@@ -18,12 +18,18 @@ The contract:
 
 Subclasses implement the store-level half (``_join_store``, ``_store_dots`` ...)
 against ``self.ctx`` and the other side's ``ctx``, before the contexts are joined.
+
+``CRDT`` marks that half ``@abstractmethod`` for the type checker but does not
+derive from ``ABC``: a Python base class gives mypyc-compiled instances a
+``__dict__`` and a weak-reference slot, and on Python 3.11 mypyc's generated
+deallocator releases that slot as if it owned the first weak reference, which
+frees a weak reference still in use (docs/architecture.md, "Compiled core").
 """
 
 from __future__ import annotations
 
 import hashlib
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -50,7 +56,7 @@ def type_for_tag(tag: int) -> type[CRDT]:
         raise CodecError(f"unknown CRDT type tag {tag}") from None
 
 
-class CRDT(ABC):
+class CRDT:
     TYPE_TAG: ClassVar[int]
     TYPE_NAME: ClassVar[str]
     ctx: DotContext
