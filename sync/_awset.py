@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sync._causal import Dot, DotContext
-from sync._codec import CodecError, Reader, Writer
+from sync._codec import Reader, Writer
+from sync._errors import CodecError
 from sync._kernel import DotKernel
 from sync._values import Element, check_element, element_order_key
 

@@ -34,7 +34,8 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sync._causal import Dot, DotContext, VersionVector
-from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, CodecError, Reader, Writer
+from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, Reader, Writer
+from sync._errors import CodecError
 
 if TYPE_CHECKING:
     from sync._hlc import Timestamp

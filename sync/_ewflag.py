@@ -14,7 +14,8 @@ concurrent enablers, and disabled dots live on only as context.
 from __future__ import annotations
 
 from sync._causal import Dot
-from sync._codec import CodecError, Reader, Writer
+from sync._codec import Reader, Writer
+from sync._errors import CodecError
 from sync._kernel import DotKernel
 
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 from typing import Self
 
 from sync._causal import Dot
-from sync._codec import CodecError, Reader, Writer
+from sync._codec import Reader, Writer
+from sync._errors import CodecError
 from sync._kernel import DotKernel
 from sync._values import Number, check_number, number_order_key
 

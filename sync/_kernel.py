@@ -21,8 +21,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 from sync._causal import Dot, DotContext
-from sync._codec import CodecError, Reader, Writer
+from sync._codec import Reader, Writer
 from sync._crdt import CRDT, read_ranked_dot, write_dot
+from sync._errors import CodecError
 
 K = TypeVar("K", bound="DotKernel")
 
