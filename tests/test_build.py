@@ -49,3 +49,17 @@ def test_the_pure_source_runs_beside_a_compiled_install(tmp_path: Path) -> None:
     a.apply("n", sync.PNCounter, lambda c: c.increment("a", 3))
     a.merge(b.apply("s", sync.AWSet, lambda s: s.add("b", "x")))
     assert out[2] == a.encode().hex()
+
+
+def test_no_compiled_module_is_older_than_its_source() -> None:
+    """An editable install keeps running the old compiled module after its .py changes."""
+    if BUILD == "pure" or "site-packages" in SYNC.parts:  # a regular install: no edits
+        return
+    for name in core_module_names():
+        if name in INTERPRETED:
+            continue
+        source = SYNC / f"{name}.py"
+        built = Path(importlib.import_module(f"sync.{name}").__file__ or "")
+        assert built.stat().st_mtime >= source.stat().st_mtime, (
+            f"{built.name} is older than {source.name}: reinstall (make, or pip install -e .)"
+        )
