@@ -35,9 +35,9 @@ from sim.node import SimNode
 from sim.scenario import MAX_SKEW_S, LinkFaults, Scenario, Step, parse_faults, split_groups
 from sim.topology import neighbour_map
 from sim.workload import perform, read_cells
-from sync._hlc import ClockSkewError
+from sync._errors import ClockSkewError, ProtocolError
 from sync._keyspace import Keyspace, _events_per_actor
-from sync._messages import ProtocolError, decode_message
+from sync._messages import decode_message
 
 Progress = dict[str, dict[str, int]]  # "path:tag" -> actor -> events held
 TICK_MS = 250

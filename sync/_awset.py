@@ -19,14 +19,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sync._causal import Dot, DotContext
-from sync._codec import CodecError, Reader, Writer
+from sync._codec import Reader, Writer
+from sync._errors import CodecError
 from sync._kernel import DotKernel
 from sync._values import Element, check_element, element_order_key
 
 _STR, _INT, _BYTES = 0, 1, 2
 
 
-class AWSet(DotKernel[Element]):
+class AWSet(DotKernel):
+    ds: dict[Dot, Element]
     TYPE_TAG = 5
 
     def __init__(self, ctx: DotContext | None = None) -> None:

@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sync._digest import FANOUT, MAX_LEVEL, DigestTree, valid_node
+from sync._errors import ProtocolError
 from sync._keyspace import Key, Keyspace, own_part
 from sync._messages import (
     Expand,
@@ -39,7 +40,6 @@ from sync._messages import (
     Items,
     ListItems,
     Message,
-    ProtocolError,
     Push,
     PushAck,
     encode_message,

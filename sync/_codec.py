@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Final
 
+from sync._errors import CodecError
+
 FORMAT_VERSION: Final = 1
 MAX_DEPTH: Final = 32
 DEFAULT_MAX_SIZE: Final = 64 * 1024 * 1024
@@ -25,10 +27,6 @@ _DOUBLE = struct.Struct(">d")
 
 # Value tags. Order matters only in that it is fixed forever within a format version.
 V_NONE, V_FALSE, V_TRUE, V_INT, V_FLOAT, V_STR, V_BYTES, V_LIST, V_DICT = range(9)
-
-
-class CodecError(ValueError):
-    """Input that is not a canonical encoding this build can read."""
 
 
 class Writer:

@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import ClassVar, Self
 
-from sync._causal import DotContext
+from sync._causal import Dot, DotContext
 from sync._codec import Reader, Writer
 from sync._kernel import DotKernel
 from sync._tally import Tally
 from sync._values import check_int
 
 
-class Counter(DotKernel[None]):
+class Counter(DotKernel):
+    ds: dict[Dot, None]
     _DIRECTIONS: ClassVar[int] = 1
 
     def __init__(self, ctx: DotContext | None = None) -> None:

@@ -18,17 +18,24 @@ The contract:
 
 Subclasses implement the store-level half (``_join_store``, ``_store_dots`` ...)
 against ``self.ctx`` and the other side's ``ctx``, before the contexts are joined.
+
+``CRDT`` marks that half ``@abstractmethod`` for the type checker but does not
+derive from ``ABC``: a Python base class gives mypyc-compiled instances a
+``__dict__`` and a weak-reference slot, and on Python 3.11 mypyc's generated
+deallocator releases that slot as if it owned the first weak reference, which
+frees a weak reference still in use (docs/architecture.md, "Compiled core").
 """
 
 from __future__ import annotations
 
 import hashlib
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sync._causal import Dot, DotContext, VersionVector
-from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, CodecError, Reader, Writer
+from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, Reader, Writer
+from sync._errors import CodecError
 
 if TYPE_CHECKING:
     from sync._hlc import Timestamp
@@ -50,7 +57,7 @@ def type_for_tag(tag: int) -> type[CRDT]:
         raise CodecError(f"unknown CRDT type tag {tag}") from None
 
 
-class CRDT(ABC):
+class CRDT:
     TYPE_TAG: ClassVar[int]
     TYPE_NAME: ClassVar[str]
     ctx: DotContext

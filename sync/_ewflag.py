@@ -13,11 +13,14 @@ concurrent enablers, and disabled dots live on only as context.
 
 from __future__ import annotations
 
-from sync._codec import CodecError, Reader, Writer
+from sync._causal import Dot
+from sync._codec import Reader, Writer
+from sync._errors import CodecError
 from sync._kernel import DotKernel
 
 
-class EWFlag(DotKernel[None]):
+class EWFlag(DotKernel):
+    ds: dict[Dot, None]
     TYPE_TAG = 6
 
     def enable(self, actor: str) -> EWFlag:

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 from typing import Self
 
-from sync._codec import CodecError, Reader, Writer
+from sync._causal import Dot
+from sync._codec import Reader, Writer
+from sync._errors import CodecError
 from sync._kernel import DotKernel
 from sync._values import Number, check_number, number_order_key
 
 _INT, _FLOAT = 0, 1
 
 
-class _Extremum(DotKernel[Number]):
+class _Extremum(DotKernel):
+    ds: dict[Dot, Number]
     _SIGN = 1  # +1 keeps the maximum, -1 the minimum
 
     def _key(self, x: Number) -> tuple[Number, int]:

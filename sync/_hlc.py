@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from sync._errors import ClockSkewError
+
 DEFAULT_MAX_AHEAD_MS = 60_000
 
 
@@ -25,10 +27,6 @@ class Timestamp(NamedTuple):
 
     def __repr__(self) -> str:
         return f"Timestamp({self.wall_ms}, {self.logical})"
-
-
-class ClockSkewError(ValueError):
-    """A remote timestamp lies further ahead of the local clock than allowed."""
 
 
 class HybridLogicalClock:

@@ -9,30 +9,36 @@ needs no tombstones beyond the (compact) context.
 Joins cost time in proportion to the smaller of the two sides' relevant parts, so
 merging a small delta into a large state is cheap: removals are found by walking
 the delta's context rather than the whole store, whenever that is smaller.
+
+The kernel is not ``Generic`` over its payload type: ``Generic`` is a Python base
+class at run time, which a mypyc-compiled core cannot afford (see ``sync._crdt``).
+Each subclass narrows ``ds`` and the payload hooks to its own payload type instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, TypeVar
 
 from sync._causal import Dot, DotContext
-from sync._codec import CodecError, Reader, Writer
+from sync._codec import Reader, Writer
 from sync._crdt import CRDT, read_ranked_dot, write_dot
+from sync._errors import CodecError
 
-V = TypeVar("V")
-K = TypeVar("K", bound="DotKernel")  # type: ignore[type-arg]
+K = TypeVar("K", bound="DotKernel")
 
 
-class DotKernel(CRDT, Generic[V]):
+class DotKernel(CRDT):
     """A map from dots to payloads, joined causally. Subclasses give payload codecs."""
+
+    ds: dict[Dot, Any]  # subclasses narrow the payload type
 
     def __init__(self, ctx: DotContext | None = None) -> None:
         super().__init__(ctx)
-        self.ds: dict[Dot, V] = {}
+        self.ds = {}
 
     # Index hooks: subclasses that look payloads up by value override both.
-    def _put(self, dot: Dot, payload: V) -> None:
+    def _put(self, dot: Dot, payload: Any) -> None:
         self.ds[dot] = payload
 
     def _drop(self, dot: Dot) -> None:
@@ -43,7 +49,7 @@ class DotKernel(CRDT, Generic[V]):
     def _delta(self: K) -> K:
         return type(self)(DotContext())
 
-    def _mint(self: K, actor: str, payload: V, delta: K) -> None:
+    def _mint(self: K, actor: str, payload: Any, delta: K) -> None:
         """Store ``payload`` under a fresh dot of ``actor``, here and in ``delta``."""
         dot = self.ctx.next_dot(actor)
         self._put(dot, payload)
@@ -57,7 +63,7 @@ class DotKernel(CRDT, Generic[V]):
             self._drop(dot)
             delta.ctx.add(dot)
 
-    def _replace_all(self: K, actor: str, payload: V) -> K:
+    def _replace_all(self: K, actor: str, payload: Any) -> K:
         """Remove every observed dot and store ``payload`` under a new one."""
         delta = self._delta()
         if self.ds:
@@ -153,9 +159,9 @@ class DotKernel(CRDT, Generic[V]):
 
     # ---- payloads -------------------------------------------------------------
 
-    def _encode_payload(self, w: Writer, payload: V) -> None:
+    def _encode_payload(self, w: Writer, payload: Any) -> None:
         raise NotImplementedError
 
     @classmethod
-    def _decode_payload(cls, r: Reader) -> V:
+    def _decode_payload(cls, r: Reader) -> Any:
         raise NotImplementedError

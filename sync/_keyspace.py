@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from sync._causal import DotContext, node_of
-from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, CodecError, Reader, Writer
+from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, Reader, Writer
 from sync._counter import Counter
 from sync._crdt import (
     CRDT,
@@ -34,6 +34,7 @@ from sync._crdt import (
     read_actor_table,
     type_for_tag,
 )
+from sync._errors import CodecError
 from sync._hlc import Timestamp
 from sync._ormap import ORMap
 from sync._policy import is_local

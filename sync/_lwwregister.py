@@ -38,7 +38,8 @@ def _rank(item: tuple[Dot, _Write]) -> tuple[int, int, str, bytes]:
     return (ts.wall_ms, ts.logical, dot.actor, value_order_key(value))
 
 
-class LWWRegister(DotKernel[_Write]):
+class LWWRegister(DotKernel):
+    ds: dict[Dot, _Write]
     TYPE_TAG = 3
 
     def set(self, actor: str, value: object, ts: Timestamp) -> LWWRegister:

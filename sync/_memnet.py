@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sync._messages import ProtocolError
+from sync._errors import ProtocolError
 from sync._policy import EVERYTHING, LinkPolicy
 from sync._replica import Ready, Replica, ReplicaConfig
 from sync._storage import MemoryStorage, Storage

@@ -24,15 +24,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sync._codec import CodecError, Reader, Writer
+from sync._codec import Reader, Writer
+from sync._errors import CodecError, ProtocolError
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
 _HELLO, _DELTAS, _ACK, _SOURCES = 1, 2, 3, 11
-
-
-class ProtocolError(CodecError):
-    """A peer sent something this build cannot accept."""
 
 
 @dataclass(frozen=True)

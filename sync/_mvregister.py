@@ -15,12 +15,14 @@ every replica lists them alike.
 
 from __future__ import annotations
 
+from sync._causal import Dot
 from sync._codec import Reader, Writer
 from sync._kernel import DotKernel
 from sync._values import freeze_value, value_order_key
 
 
-class MVRegister(DotKernel[object]):
+class MVRegister(DotKernel):
+    ds: dict[Dot, object]
     TYPE_TAG = 4
 
     def write(self, actor: str, value: object) -> MVRegister:

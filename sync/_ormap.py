@@ -25,8 +25,9 @@ from itertools import chain
 from typing import Any, TypeVar
 
 from sync._causal import Dot, DotContext
-from sync._codec import MAX_DEPTH, CodecError, Reader, Writer
+from sync._codec import MAX_DEPTH, Reader, Writer
 from sync._crdt import CRDT, type_for_tag
+from sync._errors import CodecError
 from sync._hlc import Timestamp
 
 T = TypeVar("T", bound=CRDT)

@@ -23,9 +23,10 @@ from typing import TypeVar
 
 from sync._catchup import CatchUp, answer_expand, answer_list, check_answer
 from sync._causal import actor_name, node_of
-from sync._codec import CodecError, Reader, Writer
+from sync._codec import Reader, Writer
 from sync._crdt import CRDT, decode
 from sync._digest import DigestTree
+from sync._errors import CodecError, ProtocolError
 from sync._hlc import DEFAULT_MAX_AHEAD_MS, HybridLogicalClock
 from sync._keyspace import (
     Key,
@@ -45,7 +46,6 @@ from sync._messages import (
     Items,
     ListItems,
     Message,
-    ProtocolError,
     Push,
     PushAck,
     Sources,

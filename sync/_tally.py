@@ -9,7 +9,8 @@ here; the contribution then reads as 0 until the increments catch up.
 
 from __future__ import annotations
 
-from sync._codec import CodecError, Reader, Writer
+from sync._codec import Reader, Writer
+from sync._errors import CodecError
 
 
 class Tally:

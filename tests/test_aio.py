@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sync import GCounter, LWWRegister, PNCounter, Timestamp
-from sync._messages import ProtocolError
+from sync._errors import ProtocolError
 from sync._storage import MemoryStorage, StoreFullError
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.embedded import open_replica

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sync import ClockSkewError, GCounter, Keyspace, LWWRegister, Timestamp
 from sync._codec import Reader
+from sync._errors import ProtocolError
 from sync._memnet import MemoryNetwork
 from sync._messages import (
     DEFAULT_MAX_MESSAGE,
@@ -20,7 +21,6 @@ from sync._messages import (
     Deltas,
     Hello,
     Message,
-    ProtocolError,
     Sources,
     SourcesAck,
     decode_message,

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from sync._messages import ProtocolError
+from sync._errors import ProtocolError
 from sync._policy import EVERYTHING, LinkPolicy
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.pb import replication_pb2, replication_pb2_grpc
