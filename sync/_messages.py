@@ -13,7 +13,11 @@ A link carries, in both directions:
   a position (see ``Hello.received``);
 - ``Sources`` (answered by ``SourcesAck``): the nodes the sender now receives
   from directly, so a relaying peer need not forward it what came from them
-  (``Hello.sources`` says it first; see ``sync/_propagation.py``).
+  (``Hello.sources`` says it first; see ``sync/_propagation.py``);
+- ``Probe`` (answered by ``ProbeAck``): the sender left deltas unacknowledged for
+  a retransmission timeout and asks, in two bytes, whether the link carries
+  messages again; whatever arrives back makes it resend them at once (see
+  ``sync/_propagation.py``, "stalls").
 
 Every message is ``u8 version | u8 kind | fields``. ``decode_message`` refuses an
 oversized, truncated, malformed or unknown message with ``ProtocolError`` and
@@ -149,8 +153,19 @@ class SourcesAck:
     serial: int
 
 
+@dataclass(frozen=True)
+class Probe:
+    """Is this link carrying messages again? Sent once a tick while deltas of the
+    sender's wait unacknowledged past a timeout; no fields, so two bytes."""
+
+
+@dataclass(frozen=True)
+class ProbeAck:
+    """The answer to a ``Probe``; never answered itself, so probes cannot echo."""
+
+
 Message = (
-    Hello | Deltas | Ack | CaughtUp | Sources | SourcesAck
+    Hello | Deltas | Ack | CaughtUp | Sources | SourcesAck | Probe | ProbeAck
     | Expand | Fingerprints | ListItems | Items | Push | PushAck
 )  # fmt: skip
 
@@ -165,6 +180,8 @@ _LAYOUTS: dict[type, tuple[int, tuple[str, ...]]] = {
     PushAck: (9, ("u", "u")),
     CaughtUp: (10, ("u",)),
     SourcesAck: (12, ("u",)),
+    Probe: (13, ()),
+    ProbeAck: (14, ()),
 }
 _BY_KIND = {kind: cls for cls, (kind, _) in _LAYOUTS.items()}
 

@@ -26,6 +26,39 @@ Synchronization of State-based CRDTs" (ICDE 2019):
   if the log has collected it). Skipping is a saving, never a dependency: a peer
   that declared nothing is sent everything, as before.
 
+**Stalls.** A link can stop carrying messages without the transport noticing (a
+partition shorter than the keepalive: the stream survives, what was sent into it
+is lost) and start again just as silently. The retransmission timer alone
+recovers late: the heal goes unseen until the next timeout, up to a whole timeout
+later, and a short timeout resent everything unacknowledged every time it fired,
+for as long as the partition lasted. So a stall is handled as TCP handles a closed
+window (a persist timer's probes) and a loss it has evidence of (fast retransmit):
+
+- the first timeout of a peer's interval resends what the peer has not
+  acknowledged, as before; each further timeout with nothing heard from the peer
+  doubles the next one (``timeouts``, up to a cap: RFC 6298's backoff), so a long
+  partition costs a few full resends, not one per timeout;
+- meanwhile the replica sends the peer a ``Probe`` (two bytes) once a tick, which
+  any message back answers (a ``ProbeAck`` at least): a cheap question, asked
+  often, so the heal is seen within a tick and a link delay;
+- the first message from a peer after a timeout (``heard_from``) resends at once
+  whatever it has still not acknowledged, and the backoff starts afresh. The
+  message proves the link carries traffic again, and what went unanswered for a
+  timeout was lost; a delta sent within the last round trip may have been on its
+  way, and is sent twice: idempotent, and at most one window's worth a stall;
+- it also resends to the node's other silent peers (``resend_stale``), those
+  whose oldest unacknowledged interval is a timeout old, as the fixed timer would
+  have by now: a node's links tend to fail and heal together (its own uplink or
+  interface, a region cut off), and a peer with nothing to send us never probes,
+  so it would otherwise learn of the heal only from our probe's answer, a round
+  trip later. Being bounded by the unbacked-off timeout, it never sends more than
+  the fixed timer did.
+
+An adaptive timeout (Jacobson/Karels, RFC 6298) was weighed and left out: it
+would shorten only the first timeout, which a stall is not waiting on any more,
+and it needs round-trip samples that retransmissions make ambiguous (Karn's
+rule); the fixed timeout stays the answer to a single loss on a working link.
+
 The policy does no I/O and reads no clock: ``now`` is a parameter.
 """
 
@@ -89,6 +122,8 @@ class PeerProgress:
     # any left out (None: unknown), to tell what it may lack when a source goes.
     sources: frozenset[str] = frozenset()
     skipped: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    # Retransmission timeouts since the peer was last heard from: the backoff exponent.
+    timeouts: int = 0
 
 
 class DeltaLog:
@@ -207,16 +242,44 @@ class DeltaLog:
     def rewind(self, peer: str, seq: int) -> None:
         """``peer`` lost what it acknowledged from ``seq`` on: send it again from there."""
         progress = self.peers[peer]
-        progress.acked = progress.sent = min(progress.acked, seq)
+        progress.acked = min(progress.acked, seq)
         progress.delivered = min(progress.delivered, seq)
-        progress.inflight.clear()
-        progress.done.clear()
+        _resend(progress)
 
     def reset_sent(self, peer: str) -> None:
         """A link came back: whatever was in flight is presumed lost."""
         progress = self.peers[peer]
         progress.inflight.clear()
         progress.sent = progress.acked
+        progress.timeouts = 0
+
+    def heard_from(self, peer: str) -> bool:
+        """``peer`` said something after a retransmission timeout: resend at once.
+
+        Its link carries messages again, so what it has still not acknowledged
+        (after this message, if it was an ack) is sent now rather than at the next,
+        backed-off, timeout; True if anything was. See "Stalls" above.
+        """
+        progress = self.peers.get(peer)
+        if progress is None:
+            return False
+        progress.timeouts = 0
+        if not progress.inflight:
+            return False
+        _resend(progress)
+        return True
+
+    def resend_stale(self, peer: str, now: int, timeout: int) -> bool:
+        """Resend to ``peer`` if its oldest interval in flight is ``timeout`` old.
+
+        What a fixed timer would have done by now, without counting as a timeout
+        (no backoff); True if it resent.
+        """
+        progress = self.peers[peer]
+        if not progress.inflight or not overdue(now, min(progress.inflight.values()), timeout):
+            return False
+        _resend(progress)
+        return True
 
     def next_interval(
         self,
@@ -286,14 +349,20 @@ class DeltaLog:
             del progress.inflight[stale]  # covered by a wider ack: no longer in flight
         return moved
 
-    def retransmit_due(self, now: int, timeout: int) -> list[str]:
-        """Peers with an interval unacknowledged for ``timeout``: rewind them to resend."""
+    def retransmit_due(self, now: int, timeout: int, longest: int | None = None) -> list[str]:
+        """Peers with an interval unacknowledged for their timeout: rewind them to resend.
+
+        A peer's timeout is ``timeout``, doubled for each timeout since it was last
+        heard from, up to ``longest`` (by default no doubling).
+        """
         due = []
         for peer, progress in self.peers.items():
-            if any(overdue(now, sent_at, timeout) for sent_at in progress.inflight.values()):
-                progress.inflight.clear()
-                progress.done.clear()
-                progress.sent = progress.acked
+            if not progress.inflight:
+                continue
+            wait = backed_off(timeout, progress.timeouts, longest)
+            if any(overdue(now, sent_at, wait) for sent_at in progress.inflight.values()):
+                _resend(progress)
+                progress.timeouts = min(progress.timeouts + 1, MAX_DOUBLINGS)
                 due.append(peer)
         return due
 
@@ -329,6 +398,23 @@ class DeltaLog:
             f"DeltaLog(entries={len(self.entries)}, next_seq={self.next_seq}, "
             f"peers={ {p: (s.acked, s.sent) for p, s in self.peers.items()} })"
         )
+
+
+MAX_DOUBLINGS = 16  # bounds the exponent; ``longest`` bounds the timeout itself
+
+
+def backed_off(timeout: int, timeouts: int, longest: int | None) -> int:
+    """``timeout`` doubled ``timeouts`` times, but no longer than ``longest``."""
+    if longest is None:
+        return timeout
+    return max(timeout, min(timeout << timeouts, longest))
+
+
+def _resend(progress: PeerProgress) -> None:
+    """Send the peer everything from its acked point again."""
+    progress.inflight.clear()
+    progress.done.clear()
+    progress.sent = progress.acked
 
 
 def _note_skipped(skipped: dict[str, tuple[int, int | None]], entry: LogEntry) -> None:

@@ -428,3 +428,62 @@ def test_a_clock_stepped_back_makes_what_is_in_flight_due_at_once() -> None:
     assert not overdue(now=1_500, sent_at=1_000, timeout=2_000)
     assert overdue(now=3_000, sent_at=1_000, timeout=2_000)
     assert overdue(now=400, sent_at=1_000, timeout=2_000)  # the wall clock went back
+
+
+# ---- stalls: backoff and resending on hearing from the peer ---------------------------------
+
+
+def test_each_timeout_with_nothing_heard_doubles_the_next_up_to_the_longest() -> None:
+    log = log_with(1, "p1")
+    send(log, "p1", now=0)
+    due_at = []
+    for now in range(0, 2_000, 50):
+        if log.retransmit_due(now, timeout=100, longest=400):
+            due_at.append(now)
+            send(log, "p1", now=now)  # the resend is in flight from now
+    assert due_at[:5] == [100, 300, 700, 1_100, 1_500]  # waits of 100, 200, 400, 400, 400
+    assert log.peers["p1"].timeouts == len(due_at)
+
+
+def test_without_a_longest_timeout_there_is_no_backoff() -> None:
+    log = log_with(1, "p1")
+    send(log, "p1", now=0)
+    assert log.retransmit_due(100, timeout=100) == ["p1"]
+    send(log, "p1", now=100)
+    assert log.retransmit_due(200, timeout=100) == ["p1"]
+
+
+def test_hearing_from_a_peer_resends_what_it_lacks_and_ends_the_backoff() -> None:
+    log = log_with(3, "p1")
+    for now in (0, 100, 300):  # sent, then resent at two timeouts: 100, then 200 later
+        assert now == 0 or log.retransmit_due(now, timeout=100, longest=1_000) == ["p1"]
+        first, second = send(log, "p1", now=now), send(log, "p1", now=now)
+    assert log.peers["p1"].timeouts == 2
+    log.acknowledge("p1", first.start, first.end)  # the message it spoke with: an ack
+    assert log.heard_from("p1") is True
+    progress = log.peers["p1"]
+    assert progress.timeouts == 0 and not progress.inflight
+    assert (progress.acked, progress.sent) == (2, 2)  # the acked one is not sent again
+    assert send(log, "p1", now=350).start == second.start
+    assert log.retransmit_due(449, timeout=100, longest=1_000) == []  # 100 again, not 400
+    assert log.retransmit_due(450, timeout=100, longest=1_000) == ["p1"]
+
+
+def test_hearing_from_a_peer_that_owes_nothing_only_ends_the_backoff() -> None:
+    log = log_with(1, "p1")
+    interval = send(log, "p1", now=0)
+    log.retransmit_due(100, timeout=100, longest=1_000)
+    log.acknowledge("p1", interval.start, interval.end)
+    assert log.heard_from("p1") is False and log.peers["p1"].timeouts == 0
+    assert log.heard_from("stranger") is False
+
+
+def test_resend_stale_acts_as_the_fixed_timer_would_without_counting_a_timeout() -> None:
+    log = log_with(2, "p1", "p2", "p3")
+    send(log, "p1", now=0)
+    send(log, "p2", now=50)
+    assert log.resend_stale("p1", now=100, timeout=100) is True
+    assert log.resend_stale("p2", now=100, timeout=100) is False  # only 50 old
+    assert log.resend_stale("p3", now=100, timeout=100) is False  # nothing in flight
+    p1 = log.peers["p1"]
+    assert p1.sent == p1.acked and not p1.inflight and p1.timeouts == 0
