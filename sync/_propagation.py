@@ -40,19 +40,23 @@ window (a persist timer's probes) and a loss it has evidence of (fast retransmit
   partition costs a few full resends, not one per timeout;
 - meanwhile the replica sends the peer a ``Probe`` (two bytes) once a tick, which
   any message back answers (a ``ProbeAck`` at least): a cheap question, asked
-  often, so the heal is seen within a tick and a link delay;
-- the first message from a peer after a timeout (``heard_from``) resends at once
-  whatever it has still not acknowledged, and the backoff starts afresh. The
-  message proves the link carries traffic again, and what went unanswered for a
-  timeout was lost; a delta sent within the last round trip may have been on its
-  way, and is sent twice: idempotent, and at most one window's worth a stall;
-- it also resends to the node's other silent peers (``resend_stale``), those
-  whose oldest unacknowledged interval is a timeout old, as the fixed timer would
-  have by now: a node's links tend to fail and heal together (its own uplink or
-  interface, a region cut off), and a peer with nothing to send us never probes,
-  so it would otherwise learn of the heal only from our probe's answer, a round
-  trip later. Being bounded by the unbacked-off timeout, it never sends more than
-  the fixed timer did.
+  often, so the heal is seen within a tick and a round trip, or a tick and one
+  link delay when the peer is probing us too;
+- the first message from a silent peer proves its link carries traffic again:
+  whatever the fixed timer would have resent by now, to it and to every other
+  silent peer of the node, is resent at once (``resend_stale``), rather than at
+  the backed-off timeout. The other peers are included because a node's links
+  tend to fail and heal together (its own uplink or interface, a region cut off),
+  and a peer with nothing to send us never probes us, so it would otherwise be
+  resent to only after our probe's answer, a round trip later. Nothing younger
+  than a timeout is resent: a resend the last timeout made, or a delta sent
+  since, may be on its way, and is left to its own timer. So a stall costs the
+  probes and fewer full resends than the fixed timer made, and never resends
+  more often;
+- the backoff ends when the peer acknowledges something (``end_backoff``), as a
+  new ack ends TCP's, not at a mere answer: a peer that answers probes but
+  refuses our deltas (stamped by a clock too far ahead, say) keeps backing off,
+  rather than being found silent, then heard, every timeout.
 
 An adaptive timeout (Jacobson/Karels, RFC 6298) was weighed and left out: it
 would shorten only the first timeout, which a stall is not waiting on any more,
@@ -253,30 +257,22 @@ class DeltaLog:
         progress.sent = progress.acked
         progress.timeouts = 0
 
-    def heard_from(self, peer: str) -> bool:
-        """``peer`` said something after a retransmission timeout: resend at once.
-
-        Its link carries messages again, so what it has still not acknowledged
-        (after this message, if it was an ack) is sent now rather than at the next,
-        backed-off, timeout; True if anything was. See "Stalls" above.
-        """
+    def end_backoff(self, peer: str) -> None:
+        """``peer`` acknowledged something: its timeout is the first one again."""
         progress = self.peers.get(peer)
-        if progress is None:
-            return False
-        progress.timeouts = 0
-        if not progress.inflight:
-            return False
-        _resend(progress)
-        return True
+        if progress is not None:
+            progress.timeouts = 0
 
     def resend_stale(self, peer: str, now: int, timeout: int) -> bool:
         """Resend to ``peer`` if its oldest interval in flight is ``timeout`` old.
 
-        What a fixed timer would have done by now, without counting as a timeout
+        What the fixed timer would have done by now, without counting as a timeout
         (no backoff); True if it resent.
         """
-        progress = self.peers[peer]
-        if not progress.inflight or not overdue(now, min(progress.inflight.values()), timeout):
+        progress = self.peers.get(peer)
+        if progress is None or not progress.inflight:
+            return False
+        if not overdue(now, min(progress.inflight.values()), timeout):
             return False
         _resend(progress)
         return True

@@ -486,13 +486,13 @@ class Replica:
             self._update_sources()
 
     def _heard_again(self, remote: str) -> None:
-        """A silent peer spoke: resend to it now, and to the others as due (see
-        "Stalls" in sync/_propagation.py)."""
-        self.log.heard_from(remote)
-        now = self.clock()
+        """A silent peer spoke: resend to it, and to the other silent peers, what the
+        fixed timer would have by now (see "Stalls" in sync/_propagation.py)."""
+        now, timeout = self.clock(), self.config.retransmit_ms
+        self.log.resend_stale(remote, now, timeout)
         for state in self.links.values():
             if state.silent and state.remote is not None:
-                self.log.resend_stale(state.remote, now, self.config.retransmit_ms)
+                self.log.resend_stale(state.remote, now, timeout)
 
     def _probe(self, now: int) -> None:
         """Ask each silent peer that still owes us acks whether the link is back."""
@@ -742,6 +742,7 @@ class Replica:
         progress = self.log.peers.get(remote)
         if progress is not None:
             progress.delivered = max(progress.delivered, ack.end)
+            self.log.end_backoff(remote)
 
     def _acknowledged(self, remote: str, start: int, end: int) -> None:
         log = self.log

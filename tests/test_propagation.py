@@ -453,37 +453,29 @@ def test_without_a_longest_timeout_there_is_no_backoff() -> None:
     assert log.retransmit_due(200, timeout=100) == ["p1"]
 
 
-def test_hearing_from_a_peer_resends_what_it_lacks_and_ends_the_backoff() -> None:
-    log = log_with(3, "p1")
+def test_ending_the_backoff_makes_the_next_timeout_the_first_again() -> None:
+    log = log_with(1, "p1")
     for now in (0, 100, 300):  # sent, then resent at two timeouts: 100, then 200 later
         assert now == 0 or log.retransmit_due(now, timeout=100, longest=1_000) == ["p1"]
-        first, second = send(log, "p1", now=now), send(log, "p1", now=now)
+        send(log, "p1", now=now)
     assert log.peers["p1"].timeouts == 2
-    log.acknowledge("p1", first.start, first.end)  # the message it spoke with: an ack
-    assert log.heard_from("p1") is True
-    progress = log.peers["p1"]
-    assert progress.timeouts == 0 and not progress.inflight
-    assert (progress.acked, progress.sent) == (2, 2)  # the acked one is not sent again
-    assert send(log, "p1", now=350).start == second.start
-    assert log.retransmit_due(449, timeout=100, longest=1_000) == []  # 100 again, not 400
-    assert log.retransmit_due(450, timeout=100, longest=1_000) == ["p1"]
-
-
-def test_hearing_from_a_peer_that_owes_nothing_only_ends_the_backoff() -> None:
-    log = log_with(1, "p1")
-    interval = send(log, "p1", now=0)
-    log.retransmit_due(100, timeout=100, longest=1_000)
-    log.acknowledge("p1", interval.start, interval.end)
-    assert log.heard_from("p1") is False and log.peers["p1"].timeouts == 0
-    assert log.heard_from("stranger") is False
+    log.end_backoff("p1")  # an ack came
+    assert log.peers["p1"].timeouts == 0
+    assert log.retransmit_due(399, timeout=100, longest=1_000) == []  # 100 again, not 400
+    assert log.retransmit_due(400, timeout=100, longest=1_000) == ["p1"]
+    log.end_backoff("stranger")  # untracked: nothing to do
 
 
 def test_resend_stale_acts_as_the_fixed_timer_would_without_counting_a_timeout() -> None:
-    log = log_with(2, "p1", "p2", "p3")
-    send(log, "p1", now=0)
+    log = log_with(3, "p1", "p2", "p3")
+    first, second = send(log, "p1", now=0), send(log, "p1", now=80)
     send(log, "p2", now=50)
-    assert log.resend_stale("p1", now=100, timeout=100) is True
+    log.acknowledge("p1", first.start, first.end)  # the oldest left is 20 old at 100
+    assert log.resend_stale("p1", now=100, timeout=100) is False
+    assert log.resend_stale("p1", now=180, timeout=100) is True
     assert log.resend_stale("p2", now=100, timeout=100) is False  # only 50 old
     assert log.resend_stale("p3", now=100, timeout=100) is False  # nothing in flight
+    assert log.resend_stale("stranger", now=100, timeout=100) is False
     p1 = log.peers["p1"]
-    assert p1.sent == p1.acked and not p1.inflight and p1.timeouts == 0
+    assert (p1.acked, p1.sent) == (2, 2) and not p1.inflight and p1.timeouts == 0
+    assert send(log, "p1", now=180).start == second.start  # the acked one is not resent

@@ -490,8 +490,10 @@ def test_a_kept_link_resends_as_soon_as_a_probe_is_answered() -> None:
     net.tick(250)  # one tick: each side probes the other
     net.deliver_all()  # each hears the other, answers, and resends at once
     assert len(set(net.digests().values())) == 1
-    assert not net.nodes["a"].replica.links["b"].silent
-    assert not net.nodes["b"].replica.links["a"].silent
+    for x, y in (("a", "b"), ("b", "a")):
+        state = net.nodes[x].replica.links[y]
+        assert not state.silent  # heard from again
+        assert net.nodes[x].replica.log.peers[state.remote or ""].timeouts == 0  # acked
     assert net.sent[("a", "b", "ProbeAck")] == net.sent[("b", "a", "ProbeAck")] == 1
     sent = dict(net.sent)
     net.tick(250)
