@@ -14,10 +14,11 @@ A link carries, in both directions:
 - ``Sources`` (answered by ``SourcesAck``): the nodes the sender now receives
   from directly, so a relaying peer need not forward it what came from them
   (``Hello.sources`` says it first; see ``sync/_propagation.py``);
-- ``Probe`` (answered by ``ProbeAck``): the sender left deltas unacknowledged for
-  a retransmission timeout and asks, in two bytes, whether the link carries
-  messages again; whatever arrives back makes it resend them at once (see
-  ``sync/_propagation.py``, "stalls").
+- ``Probe`` (answered by ``ProbeAck``, which echoes its send time): the sender
+  left deltas unacknowledged for a retransmission timeout and asks, in a few
+  bytes, whether the link carries messages again; the answer makes it resend at
+  once what it sent before the probe and is still unacknowledged (see
+  ``sync/_propagation.py``, "Stalls").
 
 Every message is ``u8 version | u8 kind | fields``. ``decode_message`` refuses an
 oversized, truncated, malformed or unknown message with ``ProtocolError`` and
@@ -156,12 +157,16 @@ class SourcesAck:
 @dataclass(frozen=True)
 class Probe:
     """Is this link carrying messages again? Sent once a tick while deltas of the
-    sender's wait unacknowledged past a timeout; no fields, so two bytes."""
+    sender's wait unacknowledged past a timeout."""
+
+    sent_at: int  # the sender's clock, ms: echoed, so it needs no state to match
 
 
 @dataclass(frozen=True)
 class ProbeAck:
     """The answer to a ``Probe``; never answered itself, so probes cannot echo."""
+
+    sent_at: int  # the probe's
 
 
 Message = (
@@ -180,8 +185,8 @@ _LAYOUTS: dict[type, tuple[int, tuple[str, ...]]] = {
     PushAck: (9, ("u", "u")),
     CaughtUp: (10, ("u",)),
     SourcesAck: (12, ("u",)),
-    Probe: (13, ()),
-    ProbeAck: (14, ()),
+    Probe: (13, ("u",)),
+    ProbeAck: (14, ("u",)),
 }
 _BY_KIND = {kind: cls for cls, (kind, _) in _LAYOUTS.items()}
 

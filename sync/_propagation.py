@@ -35,7 +35,7 @@ for as long as the partition lasted. So a stall is handled as TCP handles a clos
 window (a persist timer's probes) and a loss it has evidence of (fast retransmit):
 
 - the first timeout of a peer's interval resends what the peer has not
-  acknowledged, as before; each further timeout with nothing heard from the peer
+  acknowledged, as before; each further timeout with no ack from the peer
   doubles the next one (``timeouts``, up to a cap: RFC 6298's backoff), so a long
   partition costs a few full resends, not one per timeout;
 - meanwhile the replica sends the peer a ``Probe`` (two bytes) once a tick, which
@@ -53,6 +53,11 @@ window (a persist timer's probes) and a loss it has evidence of (fast retransmit
   since, may be on its way, and is left to its own timer. So a stall costs the
   probes and fewer full resends than the fixed timer made, and never resends
   more often;
+- the answer to a probe echoes its send time, and whatever was sent before it
+  and is still unacknowledged is resent at once (``resend_sent_by``): a stream
+  delivers in order and the peer answers in order, so the ack of anything that
+  arrived would have come before the probe's answer. This catches what the
+  timeout-old rule leaves, such as a resend made shortly before the heal;
 - the backoff ends when the peer acknowledges something (``end_backoff``), as a
   new ack ends TCP's, not at a mere answer: a peer that answers probes but
   refuses our deltas (stamped by a clock too far ahead, say) keeps backing off,
@@ -126,7 +131,8 @@ class PeerProgress:
     # any left out (None: unknown), to tell what it may lack when a source goes.
     sources: frozenset[str] = frozenset()
     skipped: dict[str, tuple[int, int | None]] = field(default_factory=dict)
-    # Retransmission timeouts since the peer was last heard from: the backoff exponent.
+    # Retransmission timeouts since the peer last acknowledged anything: the backoff
+    # exponent (see "Stalls" above).
     timeouts: int = 0
 
 
@@ -277,6 +283,22 @@ class DeltaLog:
         _resend(progress)
         return True
 
+    def resend_sent_by(self, peer: str, probe_sent_at: int) -> bool:
+        """``peer`` answered a probe sent at ``probe_sent_at``: resend what it lacks
+        if any of it was sent before; True if it resent.
+
+        A stream delivers in order, and the peer answers in order: an interval sent
+        before the probe whose ack did not come before the probe's answer was lost.
+        (Strictly before: what a tick's ``ready()`` sends leaves after its probe.)
+        """
+        progress = self.peers.get(peer)
+        if progress is None or not progress.inflight:
+            return False
+        if min(progress.inflight.values()) >= probe_sent_at:
+            return False
+        _resend(progress)
+        return True
+
     def next_interval(
         self,
         peer: str,
@@ -348,8 +370,8 @@ class DeltaLog:
     def retransmit_due(self, now: int, timeout: int, longest: int | None = None) -> list[str]:
         """Peers with an interval unacknowledged for their timeout: rewind them to resend.
 
-        A peer's timeout is ``timeout``, doubled for each timeout since it was last
-        heard from, up to ``longest`` (by default no doubling).
+        A peer's timeout is ``timeout``, doubled for each timeout since it last
+        acknowledged anything, up to ``longest`` (by default no doubling).
         """
         due = []
         for peer, progress in self.peers.items():

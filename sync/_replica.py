@@ -68,7 +68,7 @@ class ReplicaConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
     window: int = 8  # intervals in flight per peer
     retransmit_ms: int = 2_000
-    # A peer that answers nothing has its timeout doubled each time, up to this; a
+    # A peer that acknowledges nothing has its timeout doubled each time, up to this; a
     # Probe goes to it at most once per probe_ms (once per tick, for a daemon's
     # 200 ms ticks), and its first answer resends what it lacks (sync/_propagation.py).
     retransmit_max_ms: int = 32_000
@@ -499,7 +499,7 @@ class Replica:
         for link, state in self.links.items():
             if self._probing(state) and overdue(now, state.probed_at, self.config.probe_ms):
                 state.probed_at = now
-                self._outbox.append((link, encode_message(Probe())))
+                self._outbox.append((link, encode_message(Probe(now))))
 
     def _probing(self, state: Link) -> bool:
         """The link is silent, and its peer has intervals of ours in flight."""
@@ -549,9 +549,9 @@ class Replica:
         elif isinstance(msg, SourcesAck):
             self._on_sources_ack(link, msg)
         elif isinstance(msg, Probe):
-            self._outbox.append((link, encode_message(ProbeAck())))
+            self._outbox.append((link, encode_message(ProbeAck(msg.sent_at))))
         elif isinstance(msg, ProbeAck):
-            pass  # hearing it was the point (see receive)
+            self.log.resend_sent_by(remote, msg.sent_at)
         elif isinstance(msg, Expand | ListItems | Push):
             self._answer_catch_up(link, remote, msg)
         else:

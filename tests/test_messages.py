@@ -59,7 +59,7 @@ deltas = st.builds(
 acks = intervals.map(lambda iv: Ack(iv[0], iv[1]))
 messages = st.one_of(
     hellos, deltas, acks, sources, st.builds(SourcesAck, st.integers(0, U64)),
-    st.just(Probe()), st.just(ProbeAck()),
+    st.builds(Probe, st.integers(0, U64)), st.builds(ProbeAck, st.integers(0, U64)),
 )  # fmt: skip
 
 
@@ -133,8 +133,8 @@ def test_every_truncation_of_each_message_type_is_refused() -> None:
         Hello("node", 7, {}, False, {}, ("", "a/"), ("h1", "h2")),
         Sources(3, ("h1", "h2"), {"h1@5": 8}),
         SourcesAck(3),
-        Probe(),
-        ProbeAck(),
+        Probe(1_700_000_000_250),
+        ProbeAck(1_700_000_000_250),
     ):
         raw = encode_message(msg)
         for cut in range(len(raw)):

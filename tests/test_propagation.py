@@ -479,3 +479,16 @@ def test_resend_stale_acts_as_the_fixed_timer_would_without_counting_a_timeout()
     p1 = log.peers["p1"]
     assert (p1.acked, p1.sent) == (2, 2) and not p1.inflight and p1.timeouts == 0
     assert send(log, "p1", now=180).start == second.start  # the acked one is not resent
+
+
+def test_a_probe_answer_resends_only_if_something_was_sent_before_the_probe() -> None:
+    log = log_with(3, "p1", "p2")
+    first = send(log, "p1", now=0)
+    send(log, "p1", now=100)
+    send(log, "p2", now=100)
+    assert log.resend_sent_by("p2", probe_sent_at=100) is False  # sent with the probe
+    assert log.resend_sent_by("p1", probe_sent_at=50) is True
+    p1 = log.peers["p1"]
+    assert (p1.acked, p1.sent) == (1, 1) and not p1.inflight
+    assert send(log, "p1", now=150).start == first.start
+    assert log.resend_sent_by("stranger", probe_sent_at=50) is False

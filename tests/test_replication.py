@@ -501,6 +501,18 @@ def test_a_kept_link_resends_as_soon_as_a_probe_is_answered() -> None:
     assert net.sent == sent  # quiet again: no probes, and an answer is never answered
 
 
+def test_a_probe_answer_resends_what_the_last_timeout_sent_into_the_cut() -> None:
+    # The heal comes 250 ms after the first timeout's resend, which the cut lost; the
+    # next timeout is 4 s away, and the resend is not a timeout old. The probe's
+    # answer shows it was lost: it was sent before the probe, and its ack never came.
+    net = stalled("a", "b", silent_for_ms=2_250, writers=1)
+    net.heal("a", "b", reconnect=False)
+    net.tick(250)  # a probes b (b owes nothing, so it does not probe a)
+    net.deliver_all()
+    assert net.sent[("b", "a", "ProbeAck")] == 1
+    assert len(set(net.digests().values())) == 1
+
+
 def test_a_peer_heard_again_brings_the_resends_to_the_other_silent_peers_forward() -> None:
     # h is cut off from p and q; q has written nothing, so only p probes h. When p's
     # probe arrives, h resends to q too, without waiting for q to say anything.
