@@ -551,7 +551,9 @@ class Replica:
         elif isinstance(msg, Probe):
             self._outbox.append((link, encode_message(ProbeAck(msg.sent_at))))
         elif isinstance(msg, ProbeAck):
-            self.log.resend_sent_by(remote, msg.sent_at)
+            # Never past our last probe: a forged or replayed answer resends at most
+            # what a true one would, once (the resend is newer than any probe).
+            self.log.resend_sent_by(remote, min(msg.sent_at, state.probed_at))
         elif isinstance(msg, Expand | ListItems | Push):
             self._answer_catch_up(link, remote, msg)
         else:

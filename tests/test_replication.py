@@ -10,7 +10,7 @@ import pytest
 
 from sync import CRDT, AWSet, GCounter, LWWRegister, MVRegister, PNCounter
 from sync._memnet import Faults, MemoryNetwork
-from sync._messages import Deltas, decode_message
+from sync._messages import Deltas, ProbeAck, decode_message, encode_message
 from sync._policy import LinkPolicy
 from sync._replica import Replica
 
@@ -544,3 +544,13 @@ def test_awaiting_wakes_a_driver_for_the_next_probe_and_the_backed_off_resend() 
     progress = a.log.peers[state.remote or ""]
     assert progress.timeouts == 1  # the next resend waits 4 s, not 2
     assert min(progress.inflight.values()) + 2 * a.config.retransmit_ms > first
+
+
+def test_a_forged_probe_answer_resends_nothing_that_no_probe_preceded() -> None:
+    net = stalled("a", "b", silent_for_ms=1_000, writers=1)  # no timeout yet: no probe
+    net.heal("a", "b", reconnect=False)
+    sent = net.sent.get(("a", "b", "Deltas"), 0)
+    a = net.nodes["a"].replica
+    a.receive("b", encode_message(ProbeAck(net.now + 10**6)))  # from the far future
+    net.flush("a")
+    assert net.sent.get(("a", "b", "Deltas"), 0) == sent
