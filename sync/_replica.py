@@ -796,27 +796,31 @@ class Replica:
         None: nothing awaits an answer.
         """
         config = self.config
-        fixed: list[int] = []  # send times of what is resent after retransmit_ms
+        stamps: list[int] = []  # send times of what is resent after retransmit_ms
+        later: list[tuple[int, int]] = []  # (due, newest) of probes and backed-off peers
         for state in self.links.values():
             if state.remote is None:
-                fixed.append(state.hello_sent_at)
+                stamps.append(state.hello_sent_at)
             if state.sources_pending is not None:
-                fixed.append(state.sources_pending[1])
+                stamps.append(state.sources_pending[1])
+            if state.silent and self._probing(state):
+                later.append((state.probed_at + config.probe_ms, state.probed_at))
         for _, session in self.catchups.values():
-            fixed.extend(sent_at for _, sent_at in session.outstanding.values())
-        due = [min(fixed) + config.retransmit_ms] if fixed else []
-        stamps = fixed
+            stamps.extend(sent_at for _, sent_at in session.outstanding.values())
         for progress in self.log.peers.values():
-            if progress.inflight:
-                sent = progress.inflight.values()
-                stamps.extend(sent)
-                wait = backed_off(config.retransmit_ms, progress.timeouts, config.retransmit_max_ms)
-                due.append(min(sent) + wait)
-        for state in self.links.values():
-            if self._probing(state):
-                stamps.append(state.probed_at)
-                due.append(state.probed_at + config.probe_ms)
-        return (min(due), max(stamps)) if stamps else None
+            if not progress.inflight:
+                continue
+            if not progress.timeouts:  # the usual case: the plain timeout
+                stamps.extend(progress.inflight.values())
+                continue
+            sent = progress.inflight.values()
+            wait = backed_off(config.retransmit_ms, progress.timeouts, config.retransmit_max_ms)
+            later.append((min(sent) + wait, max(sent)))
+        if stamps:
+            later.append((min(stamps) + config.retransmit_ms, max(stamps)))
+        if not later:
+            return None
+        return min(due for due, _ in later), max(newest for _, newest in later)
 
     # ---- sending ---------------------------------------------------------------------------
 
