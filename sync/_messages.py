@@ -14,9 +14,9 @@ A link carries, in both directions:
 - ``Sources`` (answered by ``SourcesAck``): the nodes the sender now receives
   from directly, so a relaying peer need not forward it what came from them
   (``Hello.sources`` says it first; see ``sync/_propagation.py``);
-- ``Probe`` (answered by ``ProbeAck``, which echoes its send time): the sender
-  left deltas unacknowledged for a retransmission timeout and asks, in a few
-  bytes, whether the link carries messages again; the answer makes it resend at
+- ``Probe`` (answered by ``ProbeAck``, which echoes its send time's low bits):
+  the sender left deltas unacknowledged for a retransmission timeout and asks,
+  in four bytes, whether the link carries messages again; the answer makes it resend at
   once what it sent before the probe and is still unacknowledged (see
   ``sync/_propagation.py``, "Stalls").
 
@@ -159,14 +159,16 @@ class Probe:
     """Is this link carrying messages again? Sent once a tick while deltas of the
     sender's wait unacknowledged past a timeout."""
 
-    sent_at: int  # the sender's clock, ms: echoed, so it needs no state to match
+    # The low bits of the sender's clock (ms) when it sent it, echoed in the answer:
+    # 2 bytes, and no state to match them (``sync._propagation.probe_sent_at``).
+    stamp: int
 
 
 @dataclass(frozen=True)
 class ProbeAck:
     """The answer to a ``Probe``; never answered itself, so probes cannot echo."""
 
-    sent_at: int  # the probe's
+    stamp: int  # the probe's
 
 
 Message = (

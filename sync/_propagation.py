@@ -38,7 +38,7 @@ window (a persist timer's probes) and a loss it has evidence of (fast retransmit
   acknowledged, as before; each further timeout with no ack from the peer
   doubles the next one (``timeouts``, up to a cap: RFC 6298's backoff), so a long
   partition costs a few full resends, not one per timeout;
-- meanwhile the replica sends the peer a ``Probe`` (two bytes) once a tick, which
+- meanwhile the replica sends the peer a ``Probe`` (four bytes) once a tick, which
   any message back answers (a ``ProbeAck`` at least): a cheap question, asked
   often, so the heal is seen within a tick and a round trip, or a tick and one
   link delay when the peer is probing us too;
@@ -426,6 +426,23 @@ def backed_off(timeout: int, timeouts: int, longest: int | None) -> int:
     if longest is None:
         return timeout
     return max(timeout, min(timeout << timeouts, longest))
+
+
+PROBE_STAMP_MASK = (1 << 14) - 1  # 14 bits: a 2-byte varint, 16.4 s of milliseconds
+
+
+def probe_stamp(now: int) -> int:
+    """What a Probe carries of its send time: the low bits, enough to place it."""
+    return now & PROBE_STAMP_MASK
+
+
+def probe_sent_at(stamp: int, last_probe: int) -> int:
+    """When the probe an answer echoes ``stamp`` of was sent: the latest time with
+    those low bits no later than our last probe. Exact for a probe sent within
+    16 s of the last one; an older answer is placed later than it was sent, and a
+    forged one no later than the last probe, so neither resends more than a true
+    answer to the last probe would."""
+    return last_probe - ((last_probe - stamp) & PROBE_STAMP_MASK)
 
 
 def _resend(progress: PeerProgress) -> None:

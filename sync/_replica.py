@@ -56,7 +56,14 @@ from sync._messages import (
     encode_message,
 )
 from sync._policy import EVERYTHING, LinkPolicy
-from sync._propagation import DeltaLog, backed_off, joined_end, overdue
+from sync._propagation import (
+    DeltaLog,
+    backed_off,
+    joined_end,
+    overdue,
+    probe_sent_at,
+    probe_stamp,
+)
 from sync._storage import Storage, StorageError, StoreMeta, WriteBatch
 
 T = TypeVar("T", bound=CRDT)
@@ -499,7 +506,7 @@ class Replica:
         for link, state in self.links.items():
             if self._probing(state) and overdue(now, state.probed_at, self.config.probe_ms):
                 state.probed_at = now
-                self._outbox.append((link, encode_message(Probe(now))))
+                self._outbox.append((link, encode_message(Probe(probe_stamp(now)))))
 
     def _probing(self, state: Link) -> bool:
         """The link is silent, and its peer has intervals of ours in flight."""
@@ -549,11 +556,11 @@ class Replica:
         elif isinstance(msg, SourcesAck):
             self._on_sources_ack(link, msg)
         elif isinstance(msg, Probe):
-            self._outbox.append((link, encode_message(ProbeAck(msg.sent_at))))
+            self._outbox.append((link, encode_message(ProbeAck(msg.stamp))))
         elif isinstance(msg, ProbeAck):
             # Never past our last probe: a forged or replayed answer resends at most
             # what a true one would, once (the resend is newer than any probe).
-            self.log.resend_sent_by(remote, min(msg.sent_at, state.probed_at))
+            self.log.resend_sent_by(remote, probe_sent_at(msg.stamp, state.probed_at))
         elif isinstance(msg, Expand | ListItems | Push):
             self._answer_catch_up(link, remote, msg)
         else:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sync import GCounter, Keyspace
-from sync._propagation import DeltaLog, Interval, LogEntry
+from sync._propagation import DeltaLog, Interval, LogEntry, probe_sent_at, probe_stamp
 
 PEERS = ("p1", "p2", "p3")
 
@@ -492,3 +492,12 @@ def test_a_probe_answer_resends_only_if_something_was_sent_before_the_probe() ->
     assert (p1.acked, p1.sent) == (1, 1) and not p1.inflight
     assert send(log, "p1", now=150).start == first.start
     assert log.resend_sent_by("stranger", probe_sent_at=50) is False
+
+
+def test_a_probe_answer_is_placed_from_its_stamp_and_never_after_the_last_probe() -> None:
+    last = 1_700_000_123_456
+    for sent in (last, last - 250, last - 16_383):
+        assert probe_sent_at(probe_stamp(sent), last) == sent  # within 16 s: exact
+    older = last - 16_384 - 250  # older than the stamp tells apart: placed later
+    assert older < probe_sent_at(probe_stamp(older), last) <= last
+    assert all(last - 16_384 < probe_sent_at(stamp, last) <= last for stamp in (0, 9_999, 16_383))
