@@ -5,7 +5,8 @@ run a small instance of it.
 
 **Gossip round.** edgesync has no gossip timer: a replica forwards a delta to its
 peers the moment it merges it, and its timer (the simulator's tick, every
-``TICK_MS`` = 250 ms) only resends what went unacknowledged for 2 s. A round is
+``TICK_MS`` = 250 ms) only resends what went unacknowledged for 2 s (longer, backing
+off, while the peer says nothing) and probes peers that owe it acks. A round is
 therefore one period of the latency that bounds forwarding: every link delays
 each message by ``ROUND_DELAY`` = 240..249 ms, just under one 250 ms round, so a
 change crosses exactly one link per round, as in the synchronous-rounds model of
@@ -16,8 +17,11 @@ first tick at which every replica holds equal state (equal digests).
 settle, heal, count rounds. The partition lasts ``PARTITION_MS`` = 20 s, longer
 than the daemons' gRPC keepalive (10 s, 5 s timeout): their streams break, and
 the heal reconnects every cut link (fresh Hellos). A partition shorter than the
-keepalive keeps its streams; the heal then waits for the 2 s retransmission timer
-(8 rounds), which the ``kept`` column measures.
+keepalive keeps its streams, which the ``kept`` column measures: nothing tells the
+replicas of the heal, and they see it when the first probe gets through (a node
+probes each peer that owes it acks once a tick, and resends what the peer lacks
+when it hears from it; sync/_propagation.py, "Stalls"). That costs a round more
+than a reconnect, whose Hellos go at the heal itself: the first tick after it.
 """
 
 from __future__ import annotations

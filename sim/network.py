@@ -172,7 +172,10 @@ class SimNetwork:
         return not self.queue and not any(self.stalled.values())
 
 
-_KINDS = {1: "hello", 2: "deltas", 3: "ack", 11: "sources", 12: "sources-ack"}
+_KINDS = {
+    1: "hello", 2: "deltas", 3: "ack", 11: "sources", 12: "sources-ack",
+    13: "probe", 14: "probe-ack",
+}  # fmt: skip
 
 
 def describe(data: bytes, digest: bool = False) -> str:

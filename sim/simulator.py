@@ -165,13 +165,11 @@ class Simulator:
         if awaiting is None:
             self.wake.pop(name, None)
             return
-        oldest, newest = awaiting
-        assert node.replica is not None
+        first, newest = awaiting
         if self.next_tick + node.offset_ms < newest:  # its clock went back: due at once
             at = self.next_tick
         else:
-            due = oldest + node.replica.config.retransmit_ms - node.offset_ms
-            at = max(self.next_tick, _grid_at_or_after(due))
+            at = max(self.next_tick, _grid_at_or_after(first - node.offset_ms))
         if self.wake.get(name) != at:
             self.wake[name] = at
             heapq.heappush(self.wakes, (at, self.index[name], name))

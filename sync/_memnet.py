@@ -88,8 +88,12 @@ class MemoryNetwork:
         self.cut.add(frozenset((a, b)))
         self.pending = [m for m in self.pending if frozenset(m[:2]) != frozenset((a, b))]
 
-    def heal(self, a: str, b: str) -> None:
+    def heal(self, a: str, b: str, reconnect: bool = True) -> None:
+        """Restore the link: by reconnecting (the stream broke: fresh Hellos), or not
+        (it survived the cut, and nothing tells the replicas it is back)."""
         self.cut.discard(frozenset((a, b)))
+        if not reconnect:
+            return
         for x, y in ((a, b), (b, a)):
             self.nodes[x].replica.disconnect(y)
         self.link(a, b)

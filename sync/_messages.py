@@ -13,7 +13,12 @@ A link carries, in both directions:
   a position (see ``Hello.received``);
 - ``Sources`` (answered by ``SourcesAck``): the nodes the sender now receives
   from directly, so a relaying peer need not forward it what came from them
-  (``Hello.sources`` says it first; see ``sync/_propagation.py``).
+  (``Hello.sources`` says it first; see ``sync/_propagation.py``);
+- ``Probe`` (answered by ``ProbeAck``, which echoes its send time's low bits):
+  the sender left deltas unacknowledged for a retransmission timeout and asks,
+  in four bytes, whether the link carries messages again; the answer makes it resend at
+  once what it sent before the probe and is still unacknowledged (see
+  ``sync/_propagation.py``, "Stalls").
 
 Every message is ``u8 version | u8 kind | fields``. ``decode_message`` refuses an
 oversized, truncated, malformed or unknown message with ``ProtocolError`` and
@@ -146,8 +151,25 @@ class SourcesAck:
     serial: int
 
 
+@dataclass(frozen=True)
+class Probe:
+    """Is this link carrying messages again? Sent once a tick while deltas of the
+    sender's wait unacknowledged past a timeout."""
+
+    # The low bits of the sender's clock (ms) when it sent it, echoed in the answer:
+    # 2 bytes, and no state to match them (``sync._propagation.probe_sent_at``).
+    stamp: int
+
+
+@dataclass(frozen=True)
+class ProbeAck:
+    """The answer to a ``Probe``; never answered itself, so probes cannot echo."""
+
+    stamp: int  # the probe's
+
+
 Message = (
-    Hello | Deltas | Ack | CaughtUp | Sources | SourcesAck
+    Hello | Deltas | Ack | CaughtUp | Sources | SourcesAck | Probe | ProbeAck
     | Expand | Fingerprints | ListItems | Items | Push | PushAck
 )  # fmt: skip
 
@@ -162,6 +184,8 @@ _LAYOUTS: dict[type, tuple[int, tuple[str, ...]]] = {
     PushAck: (9, ("u", "u")),
     CaughtUp: (10, ("u",)),
     SourcesAck: (12, ("u",)),
+    Probe: (13, ("u",)),
+    ProbeAck: (14, ("u",)),
 }
 _BY_KIND = {kind: cls for cls, (kind, _) in _LAYOUTS.items()}
 

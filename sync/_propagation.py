@@ -26,6 +26,48 @@ Synchronization of State-based CRDTs" (ICDE 2019):
   if the log has collected it). Skipping is a saving, never a dependency: a peer
   that declared nothing is sent everything, as before.
 
+**Stalls.** A link can stop carrying messages without the transport noticing (a
+partition shorter than the keepalive: the stream survives, what was sent into it
+is lost) and start again just as silently. The retransmission timer alone
+recovers late: the heal goes unseen until the next timeout, up to a whole timeout
+later, and a short timeout resent everything unacknowledged every time it fired,
+for as long as the partition lasted. So a stall is handled as TCP handles a closed
+window (a persist timer's probes) and a loss it has evidence of (fast retransmit):
+
+- the first timeout of a peer's interval resends what the peer has not
+  acknowledged, as before; each further timeout with no ack from the peer
+  doubles the next one (``timeouts``, up to a cap: RFC 6298's backoff), so a long
+  partition costs a few full resends, not one per timeout;
+- meanwhile the replica sends the peer a ``Probe`` (four bytes) once a tick, which
+  any message back answers (a ``ProbeAck`` at least): a cheap question, asked
+  often, so the heal is seen within a tick and a round trip, or a tick and one
+  link delay when the peer is probing us too;
+- the first message from a silent peer proves its link carries traffic again:
+  whatever the fixed timer would have resent by now, to it and to every other
+  silent peer of the node, is resent at once (``resend_stale``), rather than at
+  the backed-off timeout. The other peers are included because a node's links
+  tend to fail and heal together (its own uplink or interface, a region cut off),
+  and a peer with nothing to send us never probes us, so it would otherwise be
+  resent to only after our probe's answer, a round trip later. Nothing younger
+  than a timeout is resent: a resend the last timeout made, or a delta sent
+  since, may be on its way, and is left to its own timer. So a stall costs the
+  probes and fewer full resends than the fixed timer made, and never resends
+  more often;
+- the answer to a probe echoes its send time, and whatever was sent before it
+  and is still unacknowledged is resent at once (``resend_sent_by``): a stream
+  delivers in order and the peer answers in order, so the ack of anything that
+  arrived would have come before the probe's answer. This catches what the
+  timeout-old rule leaves, such as a resend made shortly before the heal;
+- the backoff ends when the peer acknowledges something (``end_backoff``), as a
+  new ack ends TCP's, not at a mere answer: a peer that answers probes but
+  refuses our deltas (stamped by a clock too far ahead, say) keeps backing off,
+  rather than being found silent, then heard, every timeout.
+
+An adaptive timeout (Jacobson/Karels, RFC 6298) was weighed and left out: it
+would shorten only the first timeout, which a stall is not waiting on any more,
+and it needs round-trip samples that retransmissions make ambiguous (Karn's
+rule); the fixed timeout stays the answer to a single loss on a working link.
+
 The policy does no I/O and reads no clock: ``now`` is a parameter.
 """
 
@@ -94,6 +136,10 @@ class PeerProgress:
     # the peer declares again, which sources it declared before is forgotten too.
     forgotten_below: int = 0
     sources_known: bool = True
+
+    # Retransmission timeouts since the peer last acknowledged anything: the backoff
+    # exponent (see "Stalls" above).
+    timeouts: int = 0
 
 
 class DeltaLog:
@@ -226,16 +272,52 @@ class DeltaLog:
     def rewind(self, peer: str, seq: int) -> None:
         """``peer`` lost what it acknowledged from ``seq`` on: send it again from there."""
         progress = self.peers[peer]
-        progress.acked = progress.sent = min(progress.acked, seq)
+        progress.acked = min(progress.acked, seq)
         progress.delivered = min(progress.delivered, seq)
-        progress.inflight.clear()
-        progress.done.clear()
+        _resend(progress)
 
     def reset_sent(self, peer: str) -> None:
         """A link came back: whatever was in flight is presumed lost."""
         progress = self.peers[peer]
         progress.inflight.clear()
         progress.sent = progress.acked
+        progress.timeouts = 0
+
+    def end_backoff(self, peer: str) -> None:
+        """``peer`` acknowledged something: its timeout is the first one again."""
+        progress = self.peers.get(peer)
+        if progress is not None:
+            progress.timeouts = 0
+
+    def resend_stale(self, peer: str, now: int, timeout: int) -> bool:
+        """Resend to ``peer`` if its oldest interval in flight is ``timeout`` old.
+
+        What the fixed timer would have done by now, without counting as a timeout
+        (no backoff); True if it resent.
+        """
+        progress = self.peers.get(peer)
+        if progress is None or not progress.inflight:
+            return False
+        if not overdue(now, min(progress.inflight.values()), timeout):
+            return False
+        _resend(progress)
+        return True
+
+    def resend_sent_by(self, peer: str, probe_sent_at: int) -> bool:
+        """``peer`` answered a probe sent at ``probe_sent_at``: resend what it lacks
+        if any of it was sent before; True if it resent.
+
+        A stream delivers in order, and the peer answers in order: an interval sent
+        before the probe whose ack did not come before the probe's answer was lost.
+        (Strictly before: what a tick's ``ready()`` sends leaves after its probe.)
+        """
+        progress = self.peers.get(peer)
+        if progress is None or not progress.inflight:
+            return False
+        if min(progress.inflight.values()) >= probe_sent_at:
+            return False
+        _resend(progress)
+        return True
 
     def next_interval(
         self,
@@ -305,14 +387,20 @@ class DeltaLog:
             del progress.inflight[stale]  # covered by a wider ack: no longer in flight
         return moved
 
-    def retransmit_due(self, now: int, timeout: int) -> list[str]:
-        """Peers with an interval unacknowledged for ``timeout``: rewind them to resend."""
+    def retransmit_due(self, now: int, timeout: int, longest: int | None = None) -> list[str]:
+        """Peers with an interval unacknowledged for their timeout: rewind them to resend.
+
+        A peer's timeout is ``timeout``, doubled for each timeout since it last
+        acknowledged anything, up to ``longest`` (by default no doubling).
+        """
         due = []
         for peer, progress in self.peers.items():
-            if any(overdue(now, sent_at, timeout) for sent_at in progress.inflight.values()):
-                progress.inflight.clear()
-                progress.done.clear()
-                progress.sent = progress.acked
+            if not progress.inflight:
+                continue
+            wait = backed_off(timeout, progress.timeouts, longest)
+            if any(overdue(now, sent_at, wait) for sent_at in progress.inflight.values()):
+                _resend(progress)
+                progress.timeouts = min(progress.timeouts + 1, MAX_DOUBLINGS)
                 due.append(peer)
         return due
 
@@ -366,6 +454,40 @@ def _forgotten(
     return any(
         node_of(actor) in gone and end > received.get(actor, 1) for actor, end in ours.items()
     )
+
+
+MAX_DOUBLINGS = 16  # bounds the exponent; ``longest`` bounds the timeout itself
+
+
+def backed_off(timeout: int, timeouts: int, longest: int | None) -> int:
+    """``timeout`` doubled ``timeouts`` times, but no longer than ``longest``."""
+    if longest is None:
+        return timeout
+    return max(timeout, min(timeout << timeouts, longest))
+
+
+PROBE_STAMP_MASK = (1 << 14) - 1  # 14 bits: a 2-byte varint, 16.4 s of milliseconds
+
+
+def probe_stamp(now: int) -> int:
+    """What a Probe carries of its send time: the low bits, enough to place it."""
+    return now & PROBE_STAMP_MASK
+
+
+def probe_sent_at(stamp: int, last_probe: int) -> int:
+    """When the probe an answer echoes ``stamp`` of was sent: the latest time with
+    those low bits no later than our last probe. Exact for a probe sent within
+    16 s of the last one; an older answer is placed later than it was sent, and a
+    forged one no later than the last probe, so neither resends more than a true
+    answer to the last probe would."""
+    return last_probe - ((last_probe - stamp) & PROBE_STAMP_MASK)
+
+
+def _resend(progress: PeerProgress) -> None:
+    """Send the peer everything from its acked point again."""
+    progress.inflight.clear()
+    progress.done.clear()
+    progress.sent = progress.acked
 
 
 def _note_skipped(skipped: dict[str, tuple[int, int | None]], entry: LogEntry) -> None:

@@ -46,6 +46,8 @@ from sync._messages import (
     Items,
     ListItems,
     Message,
+    Probe,
+    ProbeAck,
     Push,
     PushAck,
     Sources,
@@ -54,7 +56,14 @@ from sync._messages import (
     encode_message,
 )
 from sync._policy import EVERYTHING, LinkPolicy
-from sync._propagation import DeltaLog, joined_end, overdue
+from sync._propagation import (
+    DeltaLog,
+    backed_off,
+    joined_end,
+    overdue,
+    probe_sent_at,
+    probe_stamp,
+)
 from sync._storage import Storage, StorageError, StoreMeta, WriteBatch
 
 T = TypeVar("T", bound=CRDT)
@@ -66,6 +75,11 @@ class ReplicaConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
     window: int = 8  # intervals in flight per peer
     retransmit_ms: int = 2_000
+    # A peer that acknowledges nothing has its timeout doubled each time, up to this; a
+    # Probe goes to it at most once per probe_ms (once per tick, for a daemon's
+    # 200 ms ticks), and its first answer resends what it lacks (sync/_propagation.py).
+    retransmit_max_ms: int = 32_000
+    probe_ms: int = 200
     max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS
     log_max_entries: int = 100_000
     log_max_bytes: int = 64 * 1024 * 1024
@@ -122,8 +136,10 @@ class Link:
     # (serial, sent at); the highest serial the peer's Sources messages reached here.
     remote_push: tuple[str, ...] = ()
     # Something we sent went unanswered for a retransmission timeout, and nothing has
-    # come from the peer since: it is not declared a source while so.
+    # come from the peer since: it is not declared a source while so, and it is
+    # probed (the last resend or Probe to it went at ``probed_at``).
     silent: bool = False
+    probed_at: int = 0
     hellos: int = 0  # Hellos sent on this link
     declared: frozenset[str] | None = None
     sources_pending: tuple[int, int] | None = None
@@ -472,19 +488,45 @@ class Replica:
         msg = Sources(state.sources_pending[0], nodes, dict(self.received))
         self._outbox.append((link, encode_message(msg)))
 
-    def _note_silent(self, peers: list[str]) -> None:
+    def _note_silent(self, peers: list[str], now: int) -> None:
         """Peers that left an interval unanswered for a retransmission timeout.
 
         The link may be cut without the transport knowing yet (a keepalive takes
         longer): while it says nothing, it is no direct source of ours, so the other
-        peers relay what came from it again.
+        peers relay what came from it again, and it is probed (``_probe``); the
+        resend that ``tick`` just made is this tick's probe.
         """
         changed = False
         for state in self.links.values():
-            if state.remote in peers and not state.silent:
-                state.silent = changed = True
+            if state.remote in peers:
+                state.probed_at = now
+                if not state.silent:
+                    state.silent = changed = True
         if changed:
             self._update_sources()
+
+    def _heard_again(self, remote: str) -> None:
+        """A silent peer spoke: resend to it, and to the other silent peers, what the
+        fixed timer would have by now (see "Stalls" in sync/_propagation.py)."""
+        now, timeout = self.clock(), self.config.retransmit_ms
+        self.log.resend_stale(remote, now, timeout)
+        for state in self.links.values():
+            if state.silent and state.remote is not None:
+                self.log.resend_stale(state.remote, now, timeout)
+
+    def _probe(self, now: int) -> None:
+        """Ask each silent peer that still owes us acks whether the link is back."""
+        for link, state in self.links.items():
+            if self._probing(state) and overdue(now, state.probed_at, self.config.probe_ms):
+                state.probed_at = now
+                self._outbox.append((link, encode_message(Probe(probe_stamp(now)))))
+
+    def _probing(self, state: Link) -> bool:
+        """The link is silent, and its peer has intervals of ours in flight."""
+        if not state.silent or state.remote is None:
+            return False
+        progress = self.log.peers.get(state.remote)
+        return progress is not None and bool(progress.inflight)
 
     def _on_sources(self, link: str, remote: str, msg: Sources) -> None:
         state = self.links[link]
@@ -512,7 +554,8 @@ class Replica:
         remote = state.remote
         if remote is None:
             raise ProtocolError(f"{type(msg).__name__} before Hello on link {link!r}")
-        if state.silent:  # it answers again: a direct source once more
+        heard_again = state.silent
+        if heard_again:  # it answers again: a direct source once more
             state.silent = False
             self._update_sources()
         if isinstance(msg, Deltas):
@@ -525,10 +568,18 @@ class Replica:
             self._on_sources(link, remote, msg)
         elif isinstance(msg, SourcesAck):
             self._on_sources_ack(link, msg)
+        elif isinstance(msg, Probe):
+            self._outbox.append((link, encode_message(ProbeAck(msg.stamp))))
+        elif isinstance(msg, ProbeAck):
+            # Never past our last probe: a forged or replayed answer resends at most
+            # what a true one would, once (the resend is newer than any probe).
+            self.log.resend_sent_by(remote, probe_sent_at(msg.stamp, state.probed_at))
         elif isinstance(msg, Expand | ListItems | Push):
             self._answer_catch_up(link, remote, msg)
         else:
             self._on_catch_up_answer(link, remote, msg)
+        if heard_again:  # after the message: what it acknowledged is not resent
+            self._heard_again(remote)
 
     def _on_hello(self, link: str, hello: Hello) -> None:
         certified = self.links[link].certified_node
@@ -713,6 +764,7 @@ class Replica:
         progress = self.log.peers.get(remote)
         if progress is not None:
             progress.delivered = max(progress.delivered, ack.end)
+            self.log.end_backoff(remote)
 
     def _acknowledged(self, remote: str, start: int, end: int) -> None:
         log = self.log
@@ -739,9 +791,11 @@ class Replica:
                 now, state.hello_sent_at, self.config.retransmit_ms
             ):
                 self._hello(link)  # the peer has not said hello yet: ours may be lost
-        overdue_peers = self.log.retransmit_due(now, self.config.retransmit_ms)
+        config = self.config
+        overdue_peers = self.log.retransmit_due(now, config.retransmit_ms, config.retransmit_max_ms)
         if overdue_peers:
-            self._note_silent(overdue_peers)
+            self._note_silent(overdue_peers, now)
+        self._probe(now)
         for link, state in self.links.items():
             pending = state.sources_pending
             if pending is not None and overdue(now, pending[1], self.config.retransmit_ms):
@@ -752,26 +806,41 @@ class Replica:
             self._outbox.extend((link, raw) for raw in due)
 
     def awaiting(self) -> tuple[int, int] | None:
-        """The oldest and newest send times of what ``tick()`` may resend, if anything.
+        """When ``tick()`` next has work, and the newest send time it may act on.
 
-        Unanswered Hellos and Sources, unacknowledged intervals and catch-up
-        requests: a tick has work once the clock reads ``oldest + retransmit_ms`` or
-        later, or reads before ``newest`` (it went back; see ``overdue``). Until then
-        a tick changes nothing, so a driver may sleep until a message arrives or that
-        time comes.
+        Unanswered Hellos and Sources, unacknowledged intervals (after their
+        peer's backed-off timeout), catch-up requests, and Probes to silent peers:
+        a tick has work once the clock reads the first value or later, or reads
+        before the second (it went back; see ``overdue``). Until then a tick changes
+        nothing, so a driver may sleep until a message arrives or that time comes.
+        None: nothing awaits an answer.
         """
-        stamps = []
+        config = self.config
+        stamps: list[int] = []  # send times of what is resent after retransmit_ms
+        later: list[tuple[int, int]] = []  # (due, newest) of probes and backed-off peers
         for state in self.links.values():
             if state.remote is None:
                 stamps.append(state.hello_sent_at)
             if state.sources_pending is not None:
                 stamps.append(state.sources_pending[1])
-        for progress in self.log.peers.values():
-            if progress.inflight:
-                stamps.extend(progress.inflight.values())
+            if state.silent and self._probing(state):
+                later.append((state.probed_at + config.probe_ms, state.probed_at))
         for _, session in self.catchups.values():
             stamps.extend(sent_at for _, sent_at in session.outstanding.values())
-        return (min(stamps), max(stamps)) if stamps else None
+        for progress in self.log.peers.values():
+            if not progress.inflight:
+                continue
+            if not progress.timeouts:  # the usual case: the plain timeout
+                stamps.extend(progress.inflight.values())
+                continue
+            sent = progress.inflight.values()
+            wait = backed_off(config.retransmit_ms, progress.timeouts, config.retransmit_max_ms)
+            later.append((min(sent) + wait, max(sent)))
+        if stamps:
+            later.append((min(stamps) + config.retransmit_ms, max(stamps)))
+        if not later:
+            return None
+        return min(due for due, _ in later), max(newest for _, newest in later)
 
     # ---- sending ---------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ from sync._messages import (
     Deltas,
     Hello,
     Message,
+    Probe,
+    ProbeAck,
     Sources,
     SourcesAck,
     decode_message,
@@ -55,7 +57,10 @@ deltas = st.builds(
     st.binary(max_size=16),
 )
 acks = intervals.map(lambda iv: Ack(iv[0], iv[1]))
-messages = st.one_of(hellos, deltas, acks, sources, st.builds(SourcesAck, st.integers(0, U64)))
+messages = st.one_of(
+    hellos, deltas, acks, sources, st.builds(SourcesAck, st.integers(0, U64)),
+    st.builds(Probe, st.integers(0, U64)), st.builds(ProbeAck, st.integers(0, U64)),
+)  # fmt: skip
 
 
 def try_decode(raw: bytes) -> None:
@@ -128,6 +133,8 @@ def test_every_truncation_of_each_message_type_is_refused() -> None:
         Hello("node", 7, {}, False, {}, ("", "a/"), ("h1", "h2")),
         Sources(3, ("h1", "h2"), {"h1@5": 8}),
         SourcesAck(3),
+        Probe(16_383),
+        ProbeAck(16_383),
     ):
         raw = encode_message(msg)
         for cut in range(len(raw)):
@@ -161,7 +168,7 @@ def test_unknown_protocol_version_names_both_versions() -> None:
 
 
 def test_unknown_kind_is_refused() -> None:
-    for kind in (0, 13, 255):
+    for kind in (0, 15, 255):
         with pytest.raises(ProtocolError, match=f"unknown message kind {kind}"):
             decode_message(bytes([PROTOCOL_VERSION, kind]))
 

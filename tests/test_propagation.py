@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sync import GCounter, Keyspace
-from sync._propagation import DeltaLog, Interval, LogEntry
+from sync._propagation import DeltaLog, Interval, LogEntry, probe_sent_at, probe_stamp
 
 PEERS = ("p1", "p2", "p3")
 
@@ -428,3 +428,76 @@ def test_a_clock_stepped_back_makes_what_is_in_flight_due_at_once() -> None:
     assert not overdue(now=1_500, sent_at=1_000, timeout=2_000)
     assert overdue(now=3_000, sent_at=1_000, timeout=2_000)
     assert overdue(now=400, sent_at=1_000, timeout=2_000)  # the wall clock went back
+
+
+# ---- stalls: backoff and resending on hearing from the peer ---------------------------------
+
+
+def test_each_timeout_with_nothing_heard_doubles_the_next_up_to_the_longest() -> None:
+    log = log_with(1, "p1")
+    send(log, "p1", now=0)
+    due_at = []
+    for now in range(0, 2_000, 50):
+        if log.retransmit_due(now, timeout=100, longest=400):
+            due_at.append(now)
+            send(log, "p1", now=now)  # the resend is in flight from now
+    assert due_at[:5] == [100, 300, 700, 1_100, 1_500]  # waits of 100, 200, 400, 400, 400
+    assert log.peers["p1"].timeouts == len(due_at)
+
+
+def test_without_a_longest_timeout_there_is_no_backoff() -> None:
+    log = log_with(1, "p1")
+    send(log, "p1", now=0)
+    assert log.retransmit_due(100, timeout=100) == ["p1"]
+    send(log, "p1", now=100)
+    assert log.retransmit_due(200, timeout=100) == ["p1"]
+
+
+def test_ending_the_backoff_makes_the_next_timeout_the_first_again() -> None:
+    log = log_with(1, "p1")
+    for now in (0, 100, 300):  # sent, then resent at two timeouts: 100, then 200 later
+        assert now == 0 or log.retransmit_due(now, timeout=100, longest=1_000) == ["p1"]
+        send(log, "p1", now=now)
+    assert log.peers["p1"].timeouts == 2
+    log.end_backoff("p1")  # an ack came
+    assert log.peers["p1"].timeouts == 0
+    assert log.retransmit_due(399, timeout=100, longest=1_000) == []  # 100 again, not 400
+    assert log.retransmit_due(400, timeout=100, longest=1_000) == ["p1"]
+    log.end_backoff("stranger")  # untracked: nothing to do
+
+
+def test_resend_stale_acts_as_the_fixed_timer_would_without_counting_a_timeout() -> None:
+    log = log_with(3, "p1", "p2", "p3")
+    first, second = send(log, "p1", now=0), send(log, "p1", now=80)
+    send(log, "p2", now=50)
+    log.acknowledge("p1", first.start, first.end)  # the oldest left is 20 old at 100
+    assert log.resend_stale("p1", now=100, timeout=100) is False
+    assert log.resend_stale("p1", now=180, timeout=100) is True
+    assert log.resend_stale("p2", now=100, timeout=100) is False  # only 50 old
+    assert log.resend_stale("p3", now=100, timeout=100) is False  # nothing in flight
+    assert log.resend_stale("stranger", now=100, timeout=100) is False
+    p1 = log.peers["p1"]
+    assert (p1.acked, p1.sent) == (2, 2) and not p1.inflight and p1.timeouts == 0
+    assert send(log, "p1", now=180).start == second.start  # the acked one is not resent
+
+
+def test_a_probe_answer_resends_only_if_something_was_sent_before_the_probe() -> None:
+    log = log_with(3, "p1", "p2")
+    first = send(log, "p1", now=0)
+    send(log, "p1", now=100)
+    send(log, "p2", now=100)
+    assert log.resend_sent_by("p2", probe_sent_at=100) is False  # sent with the probe
+    assert log.resend_sent_by("p1", probe_sent_at=50) is True
+    p1 = log.peers["p1"]
+    assert (p1.acked, p1.sent) == (1, 1) and not p1.inflight
+    assert send(log, "p1", now=150).start == first.start
+    assert log.resend_sent_by("stranger", probe_sent_at=50) is False
+
+
+def test_a_probe_answer_is_placed_from_its_stamp_and_never_after_the_last_probe() -> None:
+    last = 1_700_000_123_456
+    for sent in (last, last - 250, last - 16_383):
+        assert probe_sent_at(probe_stamp(sent), last) == sent  # within 16 s: exact
+    older = last - 16_384 - 250  # older than the stamp tells apart: placed later
+    assert older < probe_sent_at(probe_stamp(older), last) <= last
+    assert all(last - 16_384 < probe_sent_at(stamp, last) <= last for stamp in (0, 9_999, 16_383))

@@ -10,8 +10,9 @@ import pytest
 
 from sync import CRDT, AWSet, GCounter, LWWRegister, MVRegister, PNCounter
 from sync._memnet import Faults, MemoryNetwork
-from sync._messages import Deltas, decode_message
+from sync._messages import Deltas, ProbeAck, decode_message, encode_message
 from sync._policy import LinkPolicy
+from sync._propagation import probe_stamp
 from sync._replica import Replica
 
 NAMES = ("a", "b", "c", "d")
@@ -478,3 +479,127 @@ def test_a_restarted_hub_relays_what_it_left_out_before_the_restart(source_drops
         net.heal(a, b)
     net.run()
     assert len(set(net.digests().values())) == 1
+
+
+# ---- stalls: a link that survives a cut (sync/_propagation.py, "Stalls") ----------------------
+
+
+class KindCountingNetwork(MemoryNetwork):
+    """Counts the messages of each kind sent on each directed link, dropped ones too."""
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__(rng)
+        self.sent: dict[tuple[str, str, str], int] = {}
+
+    def _send(self, src: str, dst: str, data: bytes) -> None:
+        key = kind_of((src, dst, data))
+        self.sent[key] = self.sent.get(key, 0) + 1
+        super()._send(src, dst, data)
+
+    def deliver_all(self) -> None:
+        """Deliver until nothing is pending, with no tick (so no timer fires)."""
+        while self.step():
+            pass
+
+
+def stalled(*names: str, silent_for_ms: int, writers: int = 0) -> KindCountingNetwork:
+    """``names[0]`` linked to each other node, the links then cut (the streams kept),
+    a write on each of the first ``writers`` nodes (all by default), and
+    ``silent_for_ms`` of ticks every 250 ms."""
+    net = KindCountingNetwork(random.Random(7))
+    for name in names:
+        net.add(name)
+    for other in names[1:]:
+        net.link(names[0], other)
+    net.run()
+    for other in names[1:]:
+        net.partition(names[0], other)
+    for name in names[: writers or len(names)]:
+        bump_own(net.nodes[name].replica, f"from/{name}")
+        net.flush(name)
+    for _ in range(silent_for_ms // 250):
+        net.tick(250)
+    return net
+
+
+def test_a_silent_peer_is_probed_once_a_tick_and_sent_deltas_with_backoff() -> None:
+    net = stalled("a", "b", silent_for_ms=20_000)
+    assert net.nodes["a"].replica.links["b"].silent
+    # Deltas: the first send, then resends at 2, 6 and 14 s (timeouts of 2, 4, 8 s);
+    # the fixed 2 s timer resent ten times. Probes: once a tick after the first
+    # timeout (2.25 to 20 s: 72 ticks), but for the two that resent instead.
+    assert net.sent[("a", "b", "Deltas")] == 4
+    assert net.sent[("a", "b", "Probe")] == 70
+    assert ("a", "b", "ProbeAck") not in net.sent  # nothing got through to answer
+
+
+def test_a_kept_link_resends_as_soon_as_a_probe_is_answered() -> None:
+    net = stalled("a", "b", silent_for_ms=20_000)
+    net.heal("a", "b", reconnect=False)
+    net.tick(250)  # one tick: each side probes the other
+    net.deliver_all()  # each hears the other, answers, and resends at once
+    assert len(set(net.digests().values())) == 1
+    for x, y in (("a", "b"), ("b", "a")):
+        state = net.nodes[x].replica.links[y]
+        assert not state.silent  # heard from again
+        assert net.nodes[x].replica.log.peers[state.remote or ""].timeouts == 0  # acked
+    assert net.sent[("a", "b", "ProbeAck")] == net.sent[("b", "a", "ProbeAck")] == 1
+    sent = dict(net.sent)
+    net.tick(250)
+    net.deliver_all()
+    assert net.sent == sent  # quiet again: no probes, and an answer is never answered
+
+
+def test_a_probe_answer_resends_what_the_last_timeout_sent_into_the_cut() -> None:
+    # The heal comes 250 ms after the first timeout's resend, which the cut lost; the
+    # next timeout is 4 s away, and the resend is not a timeout old. The probe's
+    # answer shows it was lost: it was sent before the probe, and its ack never came.
+    net = stalled("a", "b", silent_for_ms=2_250, writers=1)
+    net.heal("a", "b", reconnect=False)
+    net.tick(250)  # a probes b (b owes nothing, so it does not probe a)
+    net.deliver_all()
+    assert net.sent[("b", "a", "ProbeAck")] == 1
+    assert len(set(net.digests().values())) == 1
+
+
+def test_a_peer_heard_again_brings_the_resends_to_the_other_silent_peers_forward() -> None:
+    # h is cut off from p and q; q has written nothing, so only p probes h. When p's
+    # probe arrives, h resends to q too, without waiting for q to say anything.
+    net = stalled("h", "p", "q", silent_for_ms=20_000, writers=2)
+    net.heal("h", "p", reconnect=False)
+    net.heal("h", "q", reconnect=False)
+    net.now += 250
+    net.nodes["p"].replica.tick()  # only p's timer: its probe reaches h first
+    net.flush("p")
+    assert [kind_of(m) for m in net.pending] == [("p", "h", "Probe")]
+    net.step()
+    assert ("h", "q", "Deltas") in [kind_of(m) for m in net.pending]
+    net.deliver_all()
+    assert len(set(net.digests().values())) == 1
+
+
+def kind_of(message: tuple[str, str, bytes]) -> tuple[str, str, str]:
+    src, dst, data = message
+    return src, dst, type(decode_message(data)).__name__
+
+
+def test_awaiting_wakes_a_driver_for_the_next_probe_and_the_backed_off_resend() -> None:
+    net = stalled("a", "b", silent_for_ms=2_250)  # the first timeout fired at 2 s
+    a = net.nodes["a"].replica
+    state = a.links["b"]
+    assert state.silent
+    first, _ = a.awaiting() or (0, 0)
+    assert first == state.probed_at + a.config.probe_ms
+    progress = a.log.peers[state.remote or ""]
+    assert progress.timeouts == 1  # the next resend waits 4 s, not 2
+    assert min(progress.inflight.values()) + 2 * a.config.retransmit_ms > first
+
+
+def test_a_forged_probe_answer_resends_nothing_that_no_probe_preceded() -> None:
+    net = stalled("a", "b", silent_for_ms=1_000, writers=1)  # no timeout yet: no probe
+    net.heal("a", "b", reconnect=False)
+    sent = net.sent.get(("a", "b", "Deltas"), 0)
+    a = net.nodes["a"].replica
+    a.receive("b", encode_message(ProbeAck(probe_stamp(net.now))))  # as if probed now
+    net.flush("a")
+    assert net.sent.get(("a", "b", "Deltas"), 0) == sent
