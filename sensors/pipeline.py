@@ -141,7 +141,7 @@ class Pipeline:
             updates = []
             for kind, group in by_kind.items():
                 updates.extend(self._score_kind(kind, group, now))
-        scored = len(blocks[0]) if len(blocks) == 1 else sum(len(b) for b in blocks)
+        scored = sum(len(b) for b in blocks)
         self.windows_scored += scored
         self.batches += 1
         if now >= self._metrics_due:  # after the counts, so the metrics include this batch

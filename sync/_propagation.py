@@ -131,10 +131,10 @@ class PeerProgress:
     # any left out (None: unknown), to tell what it may lack when a source goes.
     sources: frozenset[str] = frozenset()
     skipped: dict[str, tuple[int, int | None]] = field(default_factory=dict)
-    # Resumed from the store: entries below this may have been left out before the
-    # restart, which ``skipped`` no longer says (0: nothing was forgotten); and until
-    # the peer declares again, which sources it declared before is forgotten too.
-    forgotten_below: int = 0
+    # Resumed from the store: entries may have been left out before the restart, which
+    # ``skipped`` no longer says; and until the peer declares again, which sources it
+    # declared before is forgotten too.
+    skips_forgotten: bool = False
     sources_known: bool = True
 
     # Retransmission timeouts since the peer last acknowledged anything: the backoff
@@ -228,7 +228,7 @@ class DeltaLog:
         progress.inflight.clear()
         progress.done.clear()
         progress.skipped.clear()  # the whole state went, whatever came from where
-        progress.forgotten_below, progress.sources_known = 0, True  # and what a restart forgot
+        progress.skips_forgotten, progress.sources_known = False, True  # and what a restart forgot
 
     def declare(
         self,
@@ -449,7 +449,7 @@ def _forgotten(
     them, acknowledged by the intervals they were left out of), so only a digest
     comparison finds them: rare, and it sends only what differs.
     """
-    if not progress.forgotten_below:
+    if not progress.skips_forgotten:
         return False
     return any(
         node_of(actor) in gone and end > received.get(actor, 1) for actor, end in ours.items()

@@ -252,8 +252,8 @@ class Replica:
             # Taken as delivered: the ack may cover intervals that held nothing for the
             # peer, which at worst costs one needless rewind (a resend or a catch-up).
             progress = self.log.track(peer, acked)
-            progress.delivered = progress.forgotten_below = acked
-            progress.sources_known = False
+            progress.delivered = acked
+            progress.skips_forgotten, progress.sources_known = True, False
 
     def _load_entries(self, storage: Storage) -> Iterator[tuple[Key, bytes, bytes]]:
         entries = self.keyspace.entries
@@ -315,23 +315,23 @@ class Replica:
         if not self.log.peers:
             # Nobody to send it to: the log would skip it anyway, so do not join it.
             self._unlogged = True
-        elif (pending := self._pending.get(origin)) is None:
-            self._pending[origin] = delta  # the replica owns it from here on
-            self._pending_end[origin] = origin_end
-            if encoded is not None:
-                self._pending_encoded[origin] = encoded
-        elif encoded is not None and origin in self._pending_encoded:
-            # Two deltas that each arrived as their own canonical encoding (frames a
-            # link applies while the last commit runs): two log entries keep both
-            # encodings, where one joined entry would have to be encoded again.
-            self._seal(origin, self._batch)
-            self._pending[origin] = delta
-            self._pending_end[origin] = origin_end
-            self._pending_encoded[origin] = encoded
         else:
-            pending.absorb(delta)  # deltas of one key coalesce: their join is a delta
-            self._pending_encoded.pop(origin, None)
-            self._pending_end[origin] = joined_end(self._pending_end.get(origin), origin_end)
+            pending = self._pending.get(origin)
+            if pending is not None and encoded is not None and origin in self._pending_encoded:
+                # Two deltas that each arrived as their own canonical encoding (frames a
+                # link applies while the last commit runs): two log entries keep both
+                # encodings, where one joined entry would have to be encoded again.
+                self._seal(origin, self._batch)
+                pending = None
+            if pending is None:
+                self._pending[origin] = delta  # the replica owns it from here on
+                self._pending_end[origin] = origin_end
+                if encoded is not None:
+                    self._pending_encoded[origin] = encoded
+            else:
+                pending.absorb(delta)  # deltas of one key coalesce: their join is a delta
+                self._pending_encoded.pop(origin, None)
+                self._pending_end[origin] = joined_end(self._pending_end.get(origin), origin_end)
         self._dirty.update(delta.entries)
         if self._encoded:
             for key in delta.entries:
@@ -823,7 +823,7 @@ class Replica:
                 stamps.append(state.hello_sent_at)
             if state.sources_pending is not None:
                 stamps.append(state.sources_pending[1])
-            if state.silent and self._probing(state):
+            if self._probing(state):
                 later.append((state.probed_at + config.probe_ms, state.probed_at))
         for _, session in self.catchups.values():
             stamps.extend(sent_at for _, sent_at in session.outstanding.values())

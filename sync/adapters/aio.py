@@ -98,8 +98,7 @@ class AsyncReplica:
 
     async def update(self, path: str, cls: type[T], mutate: Callable[[T, str], Any]) -> None:
         """Apply ``mutate(value, actor)`` at ``(path, cls)``; return once durable."""
-        actor = self.replica.actor
-        self.replica.update(path, cls, lambda child: mutate(child, actor))
+        self.replica.update(path, cls, _as_actor(mutate, self.replica.actor))
         await self._durable_soon()
 
     async def update_all(self, updates: Iterable[Update]) -> None:
