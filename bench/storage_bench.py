@@ -53,7 +53,7 @@ from sync._replica import Replica
 from sync._storage import MemoryStorage
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.embedded import EmbeddedReplica, fresh_epoch, open_replica, wall_clock_ms
-from sync.adapters.lmdb_storage import LMDBStorage
+from sync.adapters.lmdb_storage import JOURNAL_BYTES, LMDBStorage
 
 REPEATS = 3
 KEYS_PER_WRITER = 100  # each writer owns this many counters and as many registers
@@ -297,13 +297,14 @@ async def async_write_mix(r: AsyncReplica, keys: WriterKeys, count: int) -> None
             await r.update(keys.registers[k], LWWRegister, lambda g, actor: g.set(actor, i, ts))
 
 
-def timed_async_run(writers: int, each: int) -> tuple[float, int]:
+def timed_async_run(
+    writers: int, each: int, journal_bytes: int = JOURNAL_BYTES
+) -> tuple[float, int]:
     """Seconds for ``writers`` coroutines to make ``each`` durable updates, and commits made."""
 
     async def run(directory: str) -> tuple[float, int]:
-        r = AsyncReplica(
-            LMDBStorage(directory), "bench", clock=wall_clock_ms, new_epoch=fresh_epoch
-        )
+        storage = LMDBStorage(directory, journal_bytes=journal_bytes)
+        r = AsyncReplica(storage, "bench", clock=wall_clock_ms, new_epoch=fresh_epoch)
         plans = [writer_keys(w) for w in range(writers)]
         began = time.perf_counter()
         await asyncio.gather(*(async_write_mix(r, keys, each) for keys in plans))
@@ -324,6 +325,20 @@ def async_rows(writers: int, total: int, single_put_rate: float) -> list[Row]:
     seconds, commits = best_of(lambda: timed_async_run(writers, each))
     w = f"(b) durable, asyncio, {writers} coroutine writer{'s' if writers > 1 else ''}"
     return rate_rows(w, done, seconds, commits, single_put_rate)
+
+
+def unjournalled_rows(writers: int, total: int, journalled_rate: float) -> list[Row]:
+    """The same coroutine writers with every commit straight to LMDB (the journal off),
+    as ``LMDBStorage`` committed before it had one."""
+    each = total // writers
+    done = each * writers
+    seconds, commits = best_of(lambda: timed_async_run(writers, each, journal_bytes=0))
+    w = f"(b) durable, asyncio, {writers} coroutine writers, journal off (extra)"
+    rate = done / seconds
+    return [
+        Row(w, "updates/s", rate, "/s", journalled_rate / rate, "journal on/off"),
+        Row(w, "updates per commit", done / commits, ""),
+    ]
 
 
 def timed_async_batched_run(count: int) -> tuple[float, int]:
@@ -394,6 +409,8 @@ def run_durable_updates(sizes: Sizes, single_put_rate: float) -> tuple[list[Row]
         rows += durable_rows(writers, total, single_put_rate)
     for writers, total in sizes.durable_runs:
         rows += async_rows(writers, total, single_put_rate)
+    writers, total = sizes.durable_runs[-1]
+    rows += unjournalled_rows(writers, total, rows[-2].value)
     rows += async_batched_rows(sizes.durable_runs[-1][1], single_put_rate)
     n = sizes.memory_updates
     seconds, _ = best_of(lambda: timed_memory_updates(n))

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Self
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: LMDB stores have a write-ahead journal
 
 
 class StorageError(Exception):

@@ -3,6 +3,7 @@
 On-disk layout (``path`` is a directory)::
 
     data.mdb, lock.mdb   the LMDB environment (LMDB's own files)
+    journal.wal          the write-ahead journal (``sync.adapters.journal``)
     edgesync.lock        our advisory lock: flock(LOCK_EX) held while open, holds the pid
 
 One environment with five named sub-databases, so a ``WriteBatch`` touching any
@@ -10,6 +11,7 @@ of them commits in a single LMDB write transaction (atomic, fsynced on commit):
 
     meta     b"meta"    -> canonical JSON of StoreMeta (sorted keys, no spaces)
              b"context" -> the encoded root context, as given
+             b"journal" -> seq of the last journal record folded in, big-endian u64
     entries  key bytes  -> value bytes, as given (LMDB sorts keys bytewise, so a
                            prefix is a contiguous range; keys are 1..511 bytes)
     log      seq as big-endian unsigned 8 bytes -> encoded delta (big-endian so
@@ -21,16 +23,37 @@ of them commits in a single LMDB write transaction (atomic, fsynced on commit):
 Meta is JSON rather than a struct so a future build can read ``format_version``
 from a store whose other fields changed, and refuse it with a clear message.
 
-Durability: ``sync=True, metasync=True``, no ``writemap`` (with ``writemap`` a
-stray write through the map could corrupt the file, and LMDB's ENOSPC handling
-is weaker), no ``map_async``. A commit returns only after LMDB's fsync.
+Durability: a commit returns once its batch is on disk, as one record of the
+journal (one sequential write, one ``fdatasync``). The batches journalled since
+the last write-back wait in memory, folded into one ``WriteBatch``; once the
+journal holds ``journal_bytes``, the next commit first writes them back into LMDB
+in one transaction, which also records the last journal seq it holds. So a busy
+store pays LMDB's two flushes and its page per touched leaf once per many
+commits, not once per commit. Every read writes back first, so reads see every
+commit; at open the journal's unapplied records are replayed and written back.
+``journal_bytes=0`` commits straight to LMDB, as before the journal existed.
+
+LMDB itself runs with ``sync=True, metasync=True``, no ``writemap`` (with
+``writemap`` a stray write through the map could corrupt the file, and LMDB's
+ENOSPC handling is weaker), no ``map_async``: a write-back returns only after
+LMDB's fsync.
+
+Store formats: format 2 has the journal. A format-1 store is upgraded at open
+(its meta rewritten to format 2 before anything is journalled), so an older
+build, which would ignore the journal, refuses it instead of losing what only
+the journal holds.
 
 Growth: the map starts at ``initial_map_size``. When a batch hits
 ``MapFullError`` the transaction is aborted (nothing applied), the map grows by
 ``growth_factor`` up to ``max_map_size`` and the whole batch is retried; at the
 ceiling the commit raises ``StoreFullError`` and the store stays readable (and
 writable for batches that fit, e.g. ones that trim the log). The data file only
-grows as pages are used, so a large map costs address space, not disk.
+grows as pages are used, so a large map costs address space, not disk. A batch
+is journalled only while the space left below the ceiling could take it and all
+the batches waiting with it, reckoned at two fresh pages per row plus its bytes
+(the most a row can dirty, a split leaf, short of a deep split); otherwise the
+waiting batches are written back and the batch commits straight to LMDB, which
+is how a store near its ceiling refuses what does not fit and takes what does.
 
 Stale readers: a process killed inside a read transaction leaves its slot in
 ``lock.mdb``, pinning old pages so they are never reused. ``reader_check()`` at
@@ -40,7 +63,8 @@ nonzero when another process (a backup or inspection tool) kept it open.
 
 Threading: growing the map requires that no transaction is live in this process,
 so reads never keep a transaction open across a ``yield`` (scans materialize in
-chunks) and one ``LMDBStorage`` must be used from one thread at a time.
+chunks) and one ``LMDBStorage`` must be used from one thread at a time, except
+``entries_snapshot``, which may run in another thread while commits go on.
 """
 
 from __future__ import annotations
@@ -55,7 +79,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import lmdb
 
@@ -68,8 +92,9 @@ from sync._storage import (
     StoreMeta,
     WriteBatch,
 )
+from sync.adapters.journal import Journal, decode_batch, decode_meta, encode_batch, encode_meta
 
-__all__ = ["LMDBStorage"]
+__all__ = ["JOURNAL_BYTES", "LMDBStorage"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +106,10 @@ _PAGE = 4096
 _SEQ = struct.Struct(">Q")
 _META_KEY = b"meta"
 _CONTEXT_KEY = b"context"
+_JOURNAL_KEY = b"journal"
+JOURNAL_BYTES = 4 * MiB  # the journal's default bound: a write-back when it is full
+_UPGRADABLE_FORMATS = (1,)  # read, and rewritten as STORE_FORMAT at open
+_ROW_PAGES = 2  # fresh pages one row of a write-back may take (see "Growth")
 _DB_NAMES = (b"meta", b"entries", b"log", b"acks", b"received")
 
 
@@ -90,49 +119,33 @@ def _encode_seq(seq: int) -> bytes:
     return _SEQ.pack(seq)
 
 
-def _encode_meta(meta: StoreMeta) -> bytes:
-    fields = {
-        "clean_shutdown": meta.clean_shutdown,
-        "epoch": meta.epoch,
-        "format_version": meta.format_version,
-        "node_id": meta.node_id,
-    }
-    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _decode_meta(raw: bytes, where: Path) -> StoreMeta:
+def _checked_format(raw: bytes | None, where: Path) -> bytes | None:
+    """Refuse a store of another format before decoding anything else in it; return
+    the meta to store instead when the format is one this build upgrades."""
+    if raw is None:
+        return None
     try:
         fields = json.loads(raw)
-        return StoreMeta(
-            node_id=_typed(fields, "node_id", str),
-            epoch=_typed(fields, "epoch", int),
-            clean_shutdown=_typed(fields, "clean_shutdown", bool),
-            format_version=_typed(fields, "format_version", int),
-        )
+        version = fields["format_version"]
     except (ValueError, TypeError, KeyError) as exc:
         raise StorageError(f"store at {where} has unreadable meta ({exc})") from exc
-
-
-def _typed(fields: dict[str, Any], name: str, kind: type) -> Any:
-    value = fields[name]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise TypeError(f"meta field {name!r} is not {kind.__name__}")
-    return value
-
-
-def _check_format(raw: bytes | None, where: Path) -> None:
-    """Refuse a store of another format before decoding anything else in it."""
-    if raw is None:
-        return
-    try:
-        version = json.loads(raw)["format_version"]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise StorageError(f"store at {where} has unreadable meta ({exc})") from exc
+    if version in _UPGRADABLE_FORMATS:
+        fields["format_version"] = STORE_FORMAT
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
     if version != STORE_FORMAT:
         raise IncompatibleStoreError(
             f"store at {where} was written in store format {version}; "
-            f"this build reads format {STORE_FORMAT}"
+            f"this build reads format {STORE_FORMAT} (and upgrades format 1)"
         )
+    return None
+
+
+def _lmdb_cost(batch: WriteBatch) -> int:
+    """The most bytes of map ``batch`` may take when written back (see "Growth")."""
+    entries = sum(len(key) + len(value or b"") for key, value in batch.entries.items())
+    log = sum(len(raw) + 8 for _, raw in batch.log_append)
+    rows = len(batch.entries) + len(batch.log_append)
+    return rows * _ROW_PAGES * _PAGE + entries + log + _PAGE
 
 
 def _round_up(size: float) -> int:
@@ -189,25 +202,37 @@ class LMDBStorage(Storage):
         initial_map_size: int = 64 * MiB,
         max_map_size: int = 8 * GiB,
         growth_factor: float = 2,
+        journal_bytes: int = JOURNAL_BYTES,
     ) -> None:
-        if not 0 < initial_map_size <= max_map_size or growth_factor <= 1:
+        if not 0 < initial_map_size <= max_map_size or growth_factor <= 1 or journal_bytes < 0:
             raise ValueError(
-                "need 0 < initial_map_size <= max_map_size and growth_factor > 1, got "
-                f"{initial_map_size}, {max_map_size}, {growth_factor}"
+                "need 0 < initial_map_size <= max_map_size, growth_factor > 1 and "
+                f"journal_bytes >= 0, got {initial_map_size}, {max_map_size}, "
+                f"{growth_factor}, {journal_bytes}"
             )
         self.path = Path(path)
         self.max_map_size = max_map_size
         self.growth_factor = growth_factor
+        self.journal_bytes = journal_bytes
         self.stale_readers_cleared = 0  # reader slots of dead processes cleared at open
+        self.journal_replayed = 0  # journal records replayed at open
+        self.write_backs = 0
         self._env: lmdb.Environment | None = None
+        self._journal: Journal | None = None
+        self._applied = 0  # seq of the last journal record LMDB holds
+        self._unapplied = WriteBatch()  # the journal's records since, folded into one
+        self._unapplied_cost = 0  # bytes they may take in LMDB (see "Growth")
         self._make_dir()
         self._lock = _DirLock(self.path)
         # Held by a snapshot read for its whole transaction (it may run in another
         # thread), and by what LMDB allows only with no transaction open in this
         # process: growing the map, closing the environment.
         self._no_txn_open = threading.Lock()
+        # Held by whatever writes: a commit, a write-back (a snapshot's included).
+        self._writing = threading.Lock()
         try:
             self._open(_round_up(initial_map_size))
+            self._replay_journal()
         except BaseException:
             self.close()
             raise
@@ -239,7 +264,11 @@ class LMDBStorage(Storage):
                 dbs = [self._env.open_db(name, txn=txn) for name in _DB_NAMES]
                 self._meta_db, self._entries_db, self._log_db, self._acks_db = dbs[:4]
                 self._received_db = dbs[4]
-                _check_format(txn.get(_META_KEY, db=self._meta_db), self.path)
+                upgraded = _checked_format(txn.get(_META_KEY, db=self._meta_db), self.path)
+                if upgraded is not None:
+                    txn.put(_META_KEY, upgraded, db=self._meta_db)
+                applied = txn.get(_JOURNAL_KEY, db=self._meta_db)
+                self._applied = 0 if applied is None else _SEQ.unpack(applied)[0]
         except lmdb.Error as exc:
             raise StorageError(f"cannot open store at {self.path}: {exc}") from exc
         _fsync_dir(self.path)  # make the newly created data.mdb's name durable
@@ -250,6 +279,34 @@ class LMDBStorage(Storage):
                 self.stale_readers_cleared,
             )
 
+    def _replay_journal(self) -> None:
+        """Write back what the journal holds beyond LMDB's ``applied`` (what a crash
+        left unapplied), then keep the journal open for commits, if they use it."""
+        self._journal = Journal(self.path)
+        records = self._journal.unapplied(self._applied)
+        replayed = WriteBatch()
+        for seq, payload in records:
+            try:
+                replayed.absorb(decode_batch(payload, self.path))
+            except (ValueError, UnicodeDecodeError, StorageError) as exc:
+                raise StorageError(
+                    f"store at {self.path}: journal record {seq} passes its checksum but "
+                    f"cannot be read ({exc}); the store was left as it was"
+                ) from exc
+        self._unapplied = replayed
+        self._journal.continue_after(records)
+        self.journal_replayed = self._journal.records
+        self._write_back()
+        if self.journal_replayed:
+            log.info(
+                "store %s: replayed %d journal record(s) a crash left unapplied",
+                self.path,
+                self.journal_replayed,
+            )
+        if not self.journal_bytes:
+            self._journal.close()
+            self._journal = None
+
     # -- reads -------------------------------------------------------------
 
     def _live_env(self) -> lmdb.Environment:
@@ -257,8 +314,15 @@ class LMDBStorage(Storage):
             raise StorageError(f"store at {self.path} is closed")
         return self._env
 
+    def _read(self) -> contextlib.AbstractContextManager[lmdb.Transaction[bytes]]:
+        """A read transaction that sees every commit: journalled ones are written
+        back first."""
+        with self._writing:
+            self._write_back()
+        return self._txn()
+
     @contextlib.contextmanager
-    def _read(self) -> Iterator[lmdb.Transaction[bytes]]:
+    def _txn(self) -> Iterator[lmdb.Transaction[bytes]]:
         try:
             with self._live_env().begin() as txn:
                 yield txn
@@ -272,7 +336,7 @@ class LMDBStorage(Storage):
 
     def meta(self) -> StoreMeta | None:
         raw = self._get(self._meta_db, _META_KEY)
-        return None if raw is None else _decode_meta(raw, self.path)
+        return None if raw is None else decode_meta(raw, self.path)
 
     def context(self) -> bytes | None:
         return self._get(self._meta_db, _CONTEXT_KEY)
@@ -281,7 +345,9 @@ class LMDBStorage(Storage):
         return self._scan(self._entries_db, prefix)
 
     def entries_snapshot(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
-        with self._no_txn_open, self._read() as txn:
+        with self._writing:  # not under _no_txn_open: a write-back may grow the map
+            self._write_back()
+        with self._no_txn_open, self._txn() as txn:
             return _rows(txn, self._entries_db, prefix)
 
     def log(self) -> Iterator[tuple[int, bytes]]:
@@ -324,9 +390,46 @@ class LMDBStorage(Storage):
         if batch.is_empty():
             return
         self._validate(batch)
+        with self._writing:
+            journal = self._journal
+            if journal is None:
+                self._commit_to_lmdb(batch)
+                return
+            payload, cost = encode_batch(batch), _lmdb_cost(batch)
+            if not journal.fits(payload, self.journal_bytes) or not self._has_room(
+                self._unapplied_cost + cost
+            ):
+                self._write_back()  # raises if LMDB cannot take them: batch refused
+            if not journal.fits(payload, self.journal_bytes) or not self._has_room(cost):
+                self._commit_to_lmdb(batch)  # too big to journal, or the store near full
+                return
+            journal.append(self._applied + journal.records + 1, payload)
+            self._unapplied.absorb(batch)
+            self._unapplied_cost += cost
+
+    def _has_room(self, cost: int) -> bool:
+        """Whether LMDB, grown to its ceiling, could surely take ``cost`` more bytes."""
+        info = self._live_env().info()
+        used = (info["last_pgno"] + 1) * _PAGE
+        return used + cost <= self.max_map_size
+
+    def _write_back(self) -> None:
+        """Fold the journal's unapplied records into LMDB, in one transaction that
+        also records how far the journal is applied. Call with ``_writing`` held."""
+        journal = self._journal
+        if journal is None or not journal.records:
+            return
+        applied = self._applied + journal.records
+        self._commit_to_lmdb(self._unapplied, applied)
+        self._applied = applied
+        self._unapplied, self._unapplied_cost = WriteBatch(), 0
+        journal.restart()
+        self.write_backs += 1
+
+    def _commit_to_lmdb(self, batch: WriteBatch, applied: int | None = None) -> None:
         while True:
             try:
-                self._write(batch)
+                self._write(batch, applied)
                 return
             except lmdb.MapFullError as exc:
                 self._grow(exc)
@@ -350,10 +453,12 @@ class LMDBStorage(Storage):
         for seq in [*batch.acks.values(), *batch.received.values()]:
             _encode_seq(seq)
 
-    def _write(self, batch: WriteBatch) -> None:
+    def _write(self, batch: WriteBatch, applied: int | None) -> None:
         with self._live_env().begin(write=True) as txn:
+            if applied is not None:
+                txn.put(_JOURNAL_KEY, _encode_seq(applied), db=self._meta_db)
             if batch.meta is not None:
-                txn.put(_META_KEY, _encode_meta(batch.meta), db=self._meta_db)
+                txn.put(_META_KEY, encode_meta(batch.meta), db=self._meta_db)
             for key, value in batch.entries.items():
                 if value is None:
                     txn.delete(key, db=self._entries_db)
@@ -409,6 +514,13 @@ class LMDBStorage(Storage):
         return self
 
     def close(self) -> None:
+        with self._writing:
+            try:
+                self._write_back()
+            except StorageError as exc:  # the journal keeps them: the next open replays
+                log.error("store %s: journal not written back at close: %s", self.path, exc)
+            if self._journal is not None:
+                self._journal.close()
         with self._no_txn_open:
             env, self._env = self._env, None
             if env is not None:
@@ -417,7 +529,10 @@ class LMDBStorage(Storage):
 
     def __repr__(self) -> str:
         state = "closed" if self._env is None else f"map_size={self.map_size()}"
-        return f"LMDBStorage({str(self.path)!r}, {state}, max_map_size={self.max_map_size})"
+        return (
+            f"LMDBStorage({str(self.path)!r}, {state}, max_map_size={self.max_map_size}, "
+            f"journal={self._journal!r})"
+        )
 
 
 def _rows(
