@@ -209,3 +209,58 @@ def test_a_failed_journal_write_commits_nothing_and_the_next_commit_reuses_its_p
         for batch in history[4:]:
             store.commit(batch)
         assert contents(store) == expected(history[:3] + history[4:])
+
+
+FULL_DISK = """
+import resource, signal, sys
+from sync._storage import StorageError, WriteBatch
+from sync.adapters.lmdb_storage import LMDBStorage
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+with LMDBStorage(sys.argv[1]) as store:
+    store.commit(WriteBatch(entries={b"seed": b"1"}))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))  # the journal cannot grow
+    i = 0
+    try:
+        while True:
+            i += 1
+            store.commit(WriteBatch(entries={b"k%05d" % i: b"x" * 500}))
+    except StorageError as exc:
+        print("refused:", exc, flush=True)
+    rows = list(store.entries())
+    print(len(rows), rows[-2][0].decode(), flush=True)  # reads go on
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space freed
+    store.commit(WriteBatch(entries={b"after": b"2"}))
+    print(i, flush=True)
+"""
+
+
+def test_a_full_disk_refuses_the_commit_and_loses_nothing(tmp_path: Path) -> None:
+    # A file-size limit stands in for a full disk: the journal's write fails as on ENOSPC.
+    child = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    refused, read, last = child.stdout.splitlines()
+    assert refused.startswith(f"refused: cannot write journal {tmp_path / JOURNAL_FILE}")
+    failed_at = int(last)
+    assert read == f"{failed_at} k{failed_at - 1:05d}"  # seed and every commit before
+    with LMDBStorage(tmp_path) as store:
+        keys = [key for key, _ in store.entries()]
+    assert keys == [b"after"] + [b"k%05d" % i for i in range(1, failed_at)] + [b"seed"]
+
+
+def test_reads_see_every_commit_before_and_after_write_backs(tmp_path: Path) -> None:
+    # A small journal writes back every few dozen commits, so reads merge the
+    # journalled overlay with LMDB in every proportion along the way.
+    memory = MemoryStorage()
+    with LMDBStorage(tmp_path, journal_bytes=4096) as store:
+        for batch in batches(120, keys=20):
+            store.commit(batch)
+            memory.commit(batch)
+            assert contents(store) == contents(memory)
+            assert store.entries_snapshot(b"k01") == memory.entries_snapshot(b"k01")
+        assert store.write_backs >= 3

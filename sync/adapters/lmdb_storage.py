@@ -29,8 +29,10 @@ the last write-back wait in memory, folded into one ``WriteBatch``; once the
 journal holds ``journal_bytes``, the next commit first writes them back into LMDB
 in one transaction, which also records the last journal seq it holds. So a busy
 store pays LMDB's two flushes and its page per touched leaf once per many
-commits, not once per commit. Every read writes back first, so reads see every
-commit; at open the journal's unapplied records are replayed and written back.
+commits, not once per commit. Reads merge the waiting batches over what LMDB
+holds, so they see every commit, never wait for a write-back, and go on when
+one cannot be done (a full disk refuses commits, not reads). At open the
+journal's unapplied records are replayed and written back.
 ``journal_bytes=0`` commits straight to LMDB, as before the journal existed.
 
 LMDB itself runs with ``sync=True, metasync=True``, no ``writemap`` (with
@@ -314,15 +316,8 @@ class LMDBStorage(Storage):
             raise StorageError(f"store at {self.path} is closed")
         return self._env
 
-    def _read(self) -> contextlib.AbstractContextManager[lmdb.Transaction[bytes]]:
-        """A read transaction that sees every commit: journalled ones are written
-        back first."""
-        with self._writing:
-            self._write_back()
-        return self._txn()
-
     @contextlib.contextmanager
-    def _txn(self) -> Iterator[lmdb.Transaction[bytes]]:
+    def _read(self) -> Iterator[lmdb.Transaction[bytes]]:
         try:
             with self._live_env().begin() as txn:
                 yield txn
@@ -334,31 +329,52 @@ class LMDBStorage(Storage):
             value: bytes | None = txn.get(key, db=db)
         return value
 
+    # Reads see the journalled batches not yet written back (``_unapplied``) over
+    # what LMDB holds, so they never wait for a write-back, and keep working when
+    # one cannot be done (a full disk). A write-back can only move rows from the
+    # overlay into LMDB, so a read that looks at the overlay first and LMDB
+    # second sees every commit made before it began.
+
     def meta(self) -> StoreMeta | None:
+        waiting = self._unapplied.meta
+        if waiting is not None:
+            return waiting
         raw = self._get(self._meta_db, _META_KEY)
         return None if raw is None else decode_meta(raw, self.path)
 
     def context(self) -> bytes | None:
-        return self._get(self._meta_db, _CONTEXT_KEY)
+        waiting = self._unapplied.context
+        return waiting if waiting is not None else self._get(self._meta_db, _CONTEXT_KEY)
 
     def entries(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        return self._scan(self._entries_db, prefix)
+        waiting = _waiting_rows(self._unapplied, prefix)
+        return _overlaid(self._scan(self._entries_db, prefix), waiting)
 
     def entries_snapshot(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
-        with self._writing:  # not under _no_txn_open: a write-back may grow the map
-            self._write_back()
-        with self._no_txn_open, self._txn() as txn:
-            return _rows(txn, self._entries_db, prefix)
+        # The overlay and the transaction are taken together under _writing, so no
+        # write-back falls between them; the rows are read after it is released.
+        with self._no_txn_open, contextlib.ExitStack() as stack:
+            with self._writing:
+                waiting = _waiting_rows(self._unapplied, prefix)
+                txn = stack.enter_context(self._read())
+            rows = _rows(txn, self._entries_db, prefix)
+        return list(_overlaid(iter(rows), waiting))
 
     def log(self) -> Iterator[tuple[int, bytes]]:
+        waiting = self._unapplied
+        drop = waiting.log_drop_below or 0
+        appended = dict(waiting.log_append)
         for key, value in self._scan(self._log_db, b""):
-            yield _SEQ.unpack(key)[0], value
+            seq = _SEQ.unpack(key)[0]
+            if seq >= drop and seq not in appended:
+                yield seq, value
+        yield from sorted((seq, raw) for seq, raw in appended.items() if seq >= drop)
 
     def acks(self) -> dict[str, int]:
-        return self._positions(self._acks_db)
+        return self._positions(self._acks_db) | self._unapplied.acks
 
     def received(self) -> dict[str, int]:
-        return self._positions(self._received_db)
+        return self._positions(self._received_db) | self._unapplied.received
 
     def _positions(self, db: lmdb._Database) -> dict[str, int]:
         return {key.decode(): _SEQ.unpack(value)[0] for key, value in self._scan(db)}
@@ -427,16 +443,30 @@ class LMDBStorage(Storage):
         self.write_backs += 1
 
     def _commit_to_lmdb(self, batch: WriteBatch, applied: int | None = None) -> None:
+        turned_over = False
         while True:
             try:
                 self._write(batch, applied)
                 return
             except lmdb.MapFullError as exc:
-                self._grow(exc)
+                # LMDB reuses the pages a transaction frees only from the one after
+                # next: if the last one trimmed the log (a write-back may hold the
+                # trim), one more lets a retry at the ceiling use that space.
+                if self.map_size() < self.max_map_size or turned_over or not self._turn_over():
+                    self._grow(exc)  # raises StoreFullError at the ceiling
+                turned_over = True
             except lmdb.Error as exc:
                 raise StorageError(
                     f"commit to store at {self.path} failed, nothing was applied: {exc}"
                 ) from exc
+
+    def _turn_over(self) -> bool:
+        """Commit a transaction that changes nothing; whether there was room for it."""
+        try:
+            self._write(WriteBatch(), self._applied)
+        except lmdb.MapFullError:
+            return False
+        return True
 
     def _validate(self, batch: WriteBatch) -> None:
         limit = self._live_env().max_key_size()
@@ -555,3 +585,31 @@ def _rows(
             rows.append((key, value))
             found = cursor.next()
     return rows
+
+
+def _waiting_rows(waiting: WriteBatch, prefix: bytes) -> list[tuple[bytes, bytes | None]]:
+    """The overlay's entries under ``prefix``, in key order (None: deleted)."""
+    return sorted((k, v) for k, v in waiting.entries.items() if k.startswith(prefix))
+
+
+def _overlaid(
+    stored: Iterator[tuple[bytes, bytes]], waiting: list[tuple[bytes, bytes | None]]
+) -> Iterator[tuple[bytes, bytes]]:
+    """Merge two key-ordered streams; ``waiting`` wins a tie and None deletes."""
+    overlay = iter(waiting)
+    ahead = next(overlay, None)
+    for key, value in stored:
+        while ahead is not None and ahead[0] < key:
+            if ahead[1] is not None:
+                yield ahead[0], ahead[1]
+            ahead = next(overlay, None)
+        if ahead is not None and ahead[0] == key:
+            if ahead[1] is not None:
+                yield key, ahead[1]
+            ahead = next(overlay, None)
+        else:
+            yield key, value
+    while ahead is not None:
+        if ahead[1] is not None:
+            yield ahead[0], ahead[1]
+        ahead = next(overlay, None)
