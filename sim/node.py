@@ -135,7 +135,7 @@ class SimNode:
         self.replica = None
         self.paused = False
         if isinstance(self.storage, LMDBStorage):
-            self.storage.close()  # as the process's death would; reopened by open()
+            self.storage.abandon()  # as the process's death would; reopened by open()
             self.storage = None
 
     def take_snapshot(self) -> None:

@@ -264,3 +264,13 @@ def test_reads_see_every_commit_before_and_after_write_backs(tmp_path: Path) -> 
             assert contents(store) == contents(memory)
             assert store.entries_snapshot(b"k01") == memory.entries_snapshot(b"k01")
         assert store.write_backs >= 3
+
+
+def test_an_abandoned_store_replays_its_journal_at_the_next_open(tmp_path: Path) -> None:
+    with LMDBStorage(tmp_path) as store:
+        for batch in batches(5):
+            store.commit(batch)
+        store.abandon()  # the simulator's crash: nothing written back
+    with LMDBStorage(tmp_path) as store:
+        assert store.journal_replayed == 6
+        assert contents(store) == expected(batches(5))

@@ -549,8 +549,15 @@ class LMDBStorage(Storage):
                 self._write_back()
             except StorageError as exc:  # the journal keeps them: the next open replays
                 log.error("store %s: journal not written back at close: %s", self.path, exc)
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Close as a killed process leaves the store: what the journal holds is not
+        written back, and the next open replays it (the simulator's crash)."""
+        with self._writing:
             if self._journal is not None:
                 self._journal.close()
+                self._journal = None
         with self._no_txn_open:
             env, self._env = self._env, None
             if env is not None:
