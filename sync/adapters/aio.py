@@ -230,7 +230,8 @@ class AsyncReplica:
             if self._waiting and (not self._pending or len(self._waiting) >= self._split_at):
                 self._flush()  # they applied while the disk was busy: their turn now
             self._woken_at = time.perf_counter()
-            self._notify([parse_storage_key(raw) for raw in batch.ready.batch.entries])
+            if self.watchers:  # parsing every changed key is for them alone
+                self._notify([parse_storage_key(raw) for raw in batch.ready.batch.entries])
             await self._send(batch.ready.messages)
 
     def _group_size(self, woken: int) -> int:

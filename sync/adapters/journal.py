@@ -37,8 +37,9 @@ The payload is a ``WriteBatch``, encoded with lengths and fixed-width integers
 
     flags u8 (1 meta, 2 context, 4 log_drop_below)
     [meta: len u32, JSON]  [context: len u32, bytes]  [log_drop_below u64]
-    entries: n u32, then n x (key len u32, key, value len u32 or 0xFFFFFFFF for a delete, value)
-    log_append: n u32, then n x (seq u64, len u32, bytes)
+    entries: n u32, n key lengths u32, n value lengths u32 (0xFFFFFFFF: a delete),
+             the keys back to back, then the values
+    log_append: n u32, n seqs u64, n lengths u32, the deltas back to back
     acks, received: n u32 each, then n x (peer len u32, UTF-8, seq u64)
 """
 
@@ -109,23 +110,27 @@ def encode_batch(batch: WriteBatch) -> bytes:
         _blob(parts, batch.context)
     if batch.log_drop_below is not None:
         parts.append(_U64.pack(max(0, min(batch.log_drop_below, (1 << 64) - 1))))
-    parts.append(_U32.pack(len(batch.entries)))
-    for key, value in batch.entries.items():
-        _blob(parts, key)
-        if value is None:
-            parts.append(_U32.pack(_DELETED))
-        else:
-            _blob(parts, value)
-    parts.append(_U32.pack(len(batch.log_append)))
-    for seq, raw in batch.log_append:
-        parts.append(_U64.pack(seq))
-        _blob(parts, raw)
+    keys, values = list(batch.entries), list(batch.entries.values())
+    sizes = [_DELETED if value is None else len(value) for value in values]
+    _columns(parts, "I", [len(key) for key in keys], sizes)
+    parts.append(b"".join(keys))
+    parts.append(b"".join(value for value in values if value is not None))
+    seqs, raws = [seq for seq, _ in batch.log_append], [raw for _, raw in batch.log_append]
+    _columns(parts, "Q", seqs, [len(raw) for raw in raws])
+    parts.append(b"".join(raws))
     for positions in (batch.acks, batch.received):
         parts.append(_U32.pack(len(positions)))
         for peer, seq in positions.items():
             _blob(parts, peer.encode())
             parts.append(_U64.pack(seq))
     return b"".join(parts)
+
+
+def _columns(parts: list[bytes], first: str, firsts: list[int], sizes: list[int]) -> None:
+    """A count, then two columns of integers: one struct call each, not one per row."""
+    count = len(sizes)
+    parts.append(_U32.pack(count))
+    parts.append(struct.pack(f">{count}{first}{count}I", *firsts, *sizes))
 
 
 def _blob(parts: list[bytes], data: bytes) -> None:
@@ -158,6 +163,13 @@ class _Reader:
         value: int = _U64.unpack(self.take(8))[0]
         return value
 
+    def columns(self, first: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """What ``_columns`` wrote: two columns of one count of integers."""
+        count = self.u32()
+        layout = struct.Struct(f">{count}{first}{count}I")
+        values: tuple[int, ...] = layout.unpack(self.take(layout.size))
+        return values[:count], values[count:]
+
     def blob(self) -> bytes:
         return self.take(self.u32())
 
@@ -173,10 +185,12 @@ def decode_batch(payload: bytes, where: Path) -> WriteBatch:
         batch.context = read.blob()
     if flags & _DROP:
         batch.log_drop_below = read.u64()
-    for _ in range(read.u32()):
-        key, size = read.blob(), read.u32()
+    key_sizes, sizes = read.columns("I")
+    keys = [read.take(size) for size in key_sizes]
+    for key, size in zip(keys, sizes, strict=True):
         batch.entries[key] = None if size == _DELETED else read.take(size)
-    batch.log_append = [(read.u64(), read.blob()) for _ in range(read.u32())]
+    seqs, sizes = read.columns("Q")
+    batch.log_append = [(seq, read.take(size)) for seq, size in zip(seqs, sizes, strict=True)]
     for positions in (batch.acks, batch.received):
         for _ in range(read.u32()):
             peer = read.blob().decode()

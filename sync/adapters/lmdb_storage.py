@@ -142,12 +142,11 @@ def _checked_format(raw: bytes | None, where: Path) -> bytes | None:
     return None
 
 
-def _lmdb_cost(batch: WriteBatch) -> int:
-    """The most bytes of map ``batch`` may take when written back (see "Growth")."""
-    entries = sum(len(key) + len(value or b"") for key, value in batch.entries.items())
-    log = sum(len(raw) + 8 for _, raw in batch.log_append)
+def _lmdb_cost(batch: WriteBatch, payload: bytes) -> int:
+    """The most bytes of map ``batch`` may take when written back (see "Growth"):
+    its encoding holds every byte it stores."""
     rows = len(batch.entries) + len(batch.log_append)
-    return rows * _ROW_PAGES * _PAGE + entries + log + _PAGE
+    return rows * _ROW_PAGES * _PAGE + len(payload) + _PAGE
 
 
 def _round_up(size: float) -> int:
@@ -411,7 +410,8 @@ class LMDBStorage(Storage):
             if journal is None:
                 self._commit_to_lmdb(batch)
                 return
-            payload, cost = encode_batch(batch), _lmdb_cost(batch)
+            payload = encode_batch(batch)
+            cost = _lmdb_cost(batch, payload)
             if not journal.fits(payload, self.journal_bytes) or not self._has_room(
                 self._unapplied_cost + cost
             ):
