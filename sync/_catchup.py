@@ -19,9 +19,15 @@ does: through the peer's own delta log, or through the peer's own catch-up sessi
 if its log toward us was collected too. Asking for the peer's version of every
 differing key would double the bytes for the common case, a peer that was away.
 
-Every request is resent until answered, so loss costs time, not state. When
-nothing is outstanding, the peer holds everything the initiator held when the
-session began, and delta intervals resume from the log position of that moment.
+Every request is resent until answered, so loss costs time, not state. Resends
+back off as interval resends do (doubling from the retransmission timeout up to
+``retransmit_max_ms``), so a session stalled by a cut link costs a few resends,
+not one every timeout; meanwhile the replica probes the link each tick, and the
+first message heard from the peer ends the backoff and resends at once what is
+still unanswered (``heard``), so a healed link resumes the session within a
+round trip rather than at the next backed-off timer. When nothing is outstanding,
+the peer holds everything the initiator held when the session began, and delta
+intervals resume from the log position of that moment.
 Bytes sent grow with the number of differing keys times the tree's depth, not with
 the size of the state.
 """
@@ -44,7 +50,7 @@ from sync._messages import (
     PushAck,
     encode_message,
 )
-from sync._propagation import overdue
+from sync._propagation import backed_off, overdue
 
 FEW_KEYS = 3  # a differing range this small is compared key by key
 MAX_NODES = 4096  # per query message
@@ -70,6 +76,7 @@ class CatchUp:
     next_chunk: int = 0
     pushed_keys: int = 0
     bytes_sent: int = 0
+    timeouts: int = 0  # resends since the peer was last heard: the wait doubles
     # A node that may send only its own updates (an edge) pushes only its own part of
     # each key; the peer gets the rest from those who may relay it.
     only_writer: str | None = None
@@ -91,11 +98,33 @@ class CatchUp:
     def start(self, now: int) -> list[bytes]:
         return [self._request(Expand(self.session, 0, (0,)), now)]
 
-    def due(self, now: int, timeout: int) -> list[bytes]:
-        """Requests unanswered for ``timeout``: send them again."""
+    def due(self, now: int, timeout: int, longest: int | None = None) -> list[bytes]:
+        """Requests unanswered for ``timeout``, doubled for each resend since the peer
+        was last heard (up to ``longest``): send them again."""
+        again = self._resend(now, backed_off(timeout, self.timeouts, longest))
+        if again:
+            self.timeouts += 1
+        return again
+
+    def heard(self, now: int) -> list[bytes]:
+        """The peer spoke after resends went unanswered: the link works again, so
+        end the backoff and resend every request still outstanding, at once."""
+        if not self.timeouts:
+            return []
+        self.timeouts = 0
+        return self._resend(now, 0)
+
+    def waiting(self, timeout: int, longest: int | None) -> tuple[int, int] | None:
+        """When ``due`` next resends, and the newest send time it may act on."""
+        if not self.outstanding:
+            return None
+        sent = [sent_at for _, sent_at in self.outstanding.values()]
+        return min(sent) + backed_off(timeout, self.timeouts, longest), max(sent)
+
+    def _resend(self, now: int, wait: int) -> list[bytes]:
         again = []
         for key, (raw, sent_at) in self.outstanding.items():
-            if overdue(now, sent_at, timeout):
+            if overdue(now, sent_at, wait):
                 self.outstanding[key] = (raw, now)
                 self.bytes_sent += len(raw)
                 again.append(raw)

@@ -522,8 +522,14 @@ class Replica:
                 self._outbox.append((link, encode_message(Probe(probe_stamp(now)))))
 
     def _probing(self, state: Link) -> bool:
-        """The link is silent, and its peer has intervals of ours in flight."""
-        if not state.silent or state.remote is None:
+        """The link is silent, and its peer has intervals of ours in flight; or our
+        catch-up session with its peer has resent requests that went unanswered."""
+        if state.remote is None:
+            return False
+        running = self.catchups.get(state.remote)
+        if running is not None and running[1].timeouts:
+            return True
+        if not state.silent:
             return False
         progress = self.log.peers.get(state.remote)
         return progress is not None and bool(progress.inflight)
@@ -580,6 +586,9 @@ class Replica:
             self._on_catch_up_answer(link, remote, msg)
         if heard_again:  # after the message: what it acknowledged is not resent
             self._heard_again(remote)
+        running = self.catchups.get(remote)
+        if running is not None and running[1].timeouts:  # a stalled session, heard again
+            self._outbox.extend((running[0], raw) for raw in running[1].heard(self.clock()))
 
     def _on_hello(self, link: str, hello: Hello) -> None:
         certified = self.links[link].certified_node
@@ -802,7 +811,7 @@ class Replica:
                 state.sources_pending = (pending[0], now)
                 self._send_sources(link, state)
         for link, session in self.catchups.values():
-            due = session.due(now, self.config.retransmit_ms)
+            due = session.due(now, config.retransmit_ms, config.retransmit_max_ms)
             self._outbox.extend((link, raw) for raw in due)
 
     def awaiting(self) -> tuple[int, int] | None:
@@ -826,7 +835,9 @@ class Replica:
             if self._probing(state):
                 later.append((state.probed_at + config.probe_ms, state.probed_at))
         for _, session in self.catchups.values():
-            stamps.extend(sent_at for _, sent_at in session.outstanding.values())
+            waiting = session.waiting(config.retransmit_ms, config.retransmit_max_ms)
+            if waiting is not None:
+                later.append(waiting)
         for progress in self.log.peers.values():
             if not progress.inflight:
                 continue

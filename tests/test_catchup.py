@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sync import GCounter, LWWRegister, Timestamp
+from sync._catchup import CatchUp
 from sync._digest import DigestTree
 from sync._keyspace import storage_key
 from sync._memnet import MemoryNetwork
@@ -132,3 +133,39 @@ def test_bulk_loading_a_digest_tree_equals_setting_each_key(entries: dict[str, b
         one_by_one.fps, one_by_one.counts, one_by_one.leaves
     )  # fmt: skip
     assert bulk.positions == one_by_one.positions
+
+
+def stalled_session(net: MemoryNetwork) -> CatchUp:
+    """Cut a and b once a's catch-up session toward b is under way; return it."""
+    a, b = net.nodes["a"].replica, net.nodes["b"].replica
+    while not a.catchups or b.links["a"].remote is None:  # both said hello
+        assert net.step(), "no catch-up session started"
+    net.partition("a", "b")  # a kept stream: nothing tells either side
+    [(_, session)] = a.catchups.values()
+    return session
+
+
+def test_a_stalled_catch_up_backs_off_and_resumes_when_the_link_is_heard() -> None:
+    net = two_nodes(2_000)
+    net.partition("a", "b")
+    change_keys(net, "a", 300, 2_000)  # more than the log keeps: b needs a catch-up
+    net.heal("a", "b")
+    session = stalled_session(net)
+    config = net.nodes["a"].replica.config
+    sent, requests = session.bytes_sent, sum(len(raw) for raw, _ in session.outstanding.values())
+    for _ in range(700):  # 70 s of 100 ms ticks with the link cut
+        net.tick()
+    # Resent 2, 4, 8, 16 and 32 s after the last: five times, not thirty-five.
+    assert session.timeouts == 5
+    assert session.bytes_sent - sent == 5 * requests
+    assert config.retransmit_max_ms == 32_000
+    net.heal("a", "b", reconnect=False)
+    healed_at = net.now
+    a = net.nodes["a"].replica
+    while any(running is session for _, running in a.catchups.values()):
+        if not net.step():
+            net.tick()
+    # A's next tick probed b, whose answer resent the requests: well before a timer.
+    assert net.now - healed_at < config.retransmit_ms
+    net.run()
+    assert net.digests()["a"] == net.digests()["b"]
