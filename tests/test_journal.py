@@ -89,7 +89,7 @@ os._exit(0)  # no close: what the journal holds was never written back
 """
 
 
-def commit_then_die(store_dir: Path, count: int, journal_bytes: int = 4 * MiB) -> int:
+def commit_then_die(store_dir: Path, count: int, journal_bytes: int = MiB) -> int:
     """Commit ``batches(count)`` in a child that exits without closing; its write-backs."""
     args = [str(store_dir), str(count), str(Path(__file__).parent), str(journal_bytes)]
     child = subprocess.run(

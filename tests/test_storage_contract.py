@@ -36,7 +36,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]
     if request.param == "memory":
         store: Storage = MemoryStorage()
     else:
-        journal_bytes = 0 if request.param == "lmdb-unjournalled" else 4 * MiB
+        journal_bytes = 0 if request.param == "lmdb-unjournalled" else MiB
         store = LMDBStorage(tmp_path / "store", journal_bytes=journal_bytes)
     with store:
         yield store

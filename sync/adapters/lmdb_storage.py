@@ -109,7 +109,10 @@ _SEQ = struct.Struct(">Q")
 _META_KEY = b"meta"
 _CONTEXT_KEY = b"context"
 _JOURNAL_KEY = b"journal"
-JOURNAL_BYTES = 4 * MiB  # the journal's default bound: a write-back when it is full
+# The journal's default bound: a write-back when it is full. Measured on this
+# machine, 1 MiB of a hub's new keys (13,000 rows) took 23-37 ms to write back and
+# 4 MiB (40,000) up to 630 ms, a stall of the commits behind it; both amortize.
+JOURNAL_BYTES = 1 * MiB
 _UPGRADABLE_FORMATS = (1,)  # read, and rewritten as STORE_FORMAT at open
 _ROW_PAGES = 2  # fresh pages one row of a write-back may take (see "Growth")
 _DB_NAMES = (b"meta", b"entries", b"log", b"acks", b"received")
