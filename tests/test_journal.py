@@ -274,3 +274,18 @@ def test_an_abandoned_store_replays_its_journal_at_the_next_open(tmp_path: Path)
     with LMDBStorage(tmp_path) as store:
         assert store.journal_replayed == 6
         assert contents(store) == expected(batches(5))
+
+
+def test_a_big_batch_commits_straight_to_lmdb_after_the_waiting_ones(tmp_path: Path) -> None:
+    small = [WriteBatch(entries={b"k": b"%d" % i}) for i in (1, 3)]
+    big = WriteBatch(entries={b"k": b"2", **{b"fill%03d" % i: b"x" * 100 for i in range(20)}})
+    history = [small[0], big, small[1]]
+    with LMDBStorage(tmp_path, journal_bytes=4096) as store:  # big: over 512 bytes
+        for batch in history:
+            store.commit(batch)
+        assert store.write_backs == 1  # the first small one, before the big one
+        assert store._journal is not None and store._journal.records == 1
+        store.abandon()
+    with LMDBStorage(tmp_path, journal_bytes=4096) as store:
+        assert store.journal_replayed == 1
+        assert contents(store) == expected(history)

@@ -33,6 +33,9 @@ commits, not once per commit. Reads merge the waiting batches over what LMDB
 holds, so they see every commit, never wait for a write-back, and go on when
 one cannot be done (a full disk refuses commits, not reads). At open the
 journal's unapplied records are replayed and written back.
+A batch bigger than an eighth of ``journal_bytes`` (a hub's frame of thousands of
+deltas) commits straight to LMDB, after the waiting ones: it pays for LMDB's
+flushes by itself, and journalling it would write its bytes twice.
 ``journal_bytes=0`` commits straight to LMDB, as before the journal existed.
 
 LMDB itself runs with ``sync=True, metasync=True``, no ``writemap`` (with
@@ -115,6 +118,9 @@ _JOURNAL_KEY = b"journal"
 JOURNAL_BYTES = 1 * MiB
 _UPGRADABLE_FORMATS = (1,)  # read, and rewritten as STORE_FORMAT at open
 _ROW_PAGES = 2  # fresh pages one row of a write-back may take (see "Growth")
+# A batch bigger than this share of the journal commits straight to LMDB: it pays
+# for LMDB's two flushes by itself, and journalling it would write it twice.
+_BIG_BATCH_SHARE = 8
 _DB_NAMES = (b"meta", b"entries", b"log", b"acks", b"received")
 
 
@@ -415,12 +421,15 @@ class LMDBStorage(Storage):
                 return
             payload = encode_batch(batch)
             cost = _lmdb_cost(batch, payload)
-            if not journal.fits(payload, self.journal_bytes) or not self._has_room(
-                self._unapplied_cost + cost
+            small = len(payload) <= self.journal_bytes // _BIG_BATCH_SHARE
+            if (
+                not small
+                or not journal.fits(payload, self.journal_bytes)
+                or not self._has_room(self._unapplied_cost + cost)
             ):
                 self._write_back()  # raises if LMDB cannot take them: batch refused
-            if not journal.fits(payload, self.journal_bytes) or not self._has_room(cost):
-                self._commit_to_lmdb(batch)  # too big to journal, or the store near full
+            if not small or not self._has_room(cost):
+                self._commit_to_lmdb(batch)  # a big batch, or the store near full
                 return
             journal.append(self._applied + journal.records + 1, payload)
             self._unapplied.absorb(batch)
