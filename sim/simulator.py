@@ -257,7 +257,9 @@ class Simulator:
         while True:
             at = network.next_at()
             due = None if at is None else at + START_MS
-            if due is not None and self.next_tick - TICK_MS < due <= min(self.next_tick, target):
+            if due is not None and self.next_tick - TICK_MS < due <= self.next_tick:
+                if due > target:
+                    break
                 # Before the next tick, after the last: no tick comes first, and the
                 # grid stays where it is (``schedule``: unscheduled nodes may wait).
                 self.now = due
@@ -271,8 +273,9 @@ class Simulator:
                 self.pass_idle_ticks(grid, inclusive=True)
                 self.tick()
             else:
-                self.pass_idle_ticks(target, inclusive=True)
-                return
+                break
+        self.schedule_inputs()  # none left for whatever comes next
+        self.pass_idle_ticks(target, inclusive=True)
 
     def pass_idle_ticks(self, now: int, inclusive: bool) -> None:
         """Move to ``now``; the ticks before it (and at it, if ``inclusive``) are done."""
@@ -402,20 +405,22 @@ class Simulator:
         return progress
 
     def deliver(self, msg: Message) -> None:
-        node = self.nodes[msg.dst]
-        what = f"{msg.src}>{msg.dst} {describe(msg.data, digest=True)}"
+        src, dst, data = msg.src, msg.dst, msg.data
+        node = self.nodes[dst]
+        replica = node.replica
+        what = f"{src}>{dst} {describe(data, digest=True)}"
         if not self.network.current(msg):
             self.log(f"{self.t()} stale {what}")
             return
-        if node.replica is None:
+        if replica is None:
             self.log(f"{self.t()} down {what}")
             return
         if node.paused:
-            self.inbox.setdefault(msg.dst, []).append(msg)
+            self.inbox.setdefault(dst, []).append(msg)
             return
-        self.log(f"{self.t()} recv {what}")
+        self.log(f"{self.now - START_MS} recv {what}")
         try:
-            node.replica.receive(msg.src, msg.data)
+            replica.receive(src, data)
         except ClockSkewError as exc:
             self.reject("clock-skew", msg, exc)
             return
@@ -423,7 +428,7 @@ class Simulator:
             kind = "foreign-updates" if "only its own updates" in str(exc) else "protocol"
             self.reject(kind, msg, exc)
             return
-        self.send(msg.dst, node.flush())
+        self.send(dst, node.flush())
 
     def reject(self, kind: str, msg: Message, exc: Exception) -> None:
         # Refused, but it was heard: a silent link is silent no more, and that moves
