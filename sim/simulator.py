@@ -187,6 +187,8 @@ class Simulator:
 
     def schedule_inputs(self) -> None:
         """Reschedule every node given an input since it was last scheduled."""
+        if not self.unscheduled:
+            return
         names, self.unscheduled = self.unscheduled, set()
         for name in names:  # in any order: each node's entry is its own
             self.schedule(name)
@@ -286,7 +288,8 @@ class Simulator:
 
     def next_busy_tick(self) -> int:
         """The next tick with work: a node's timer, or a sample of the fleet."""
-        self.schedule_inputs()
+        if self.unscheduled:
+            self.schedule_inputs()
         k = (self.next_tick - START_MS) // TICK_MS
         sample_at = START_MS + -(-k // SAMPLE_EVERY) * SAMPLE_EVERY * TICK_MS
         wakes = self.wakes
