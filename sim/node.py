@@ -196,11 +196,10 @@ class SimNode:
         """
         fingerprints, root = self._fingerprints, self.root
         for key, encoded in written.items():
-            old = fingerprints.pop(key, 0)
-            new = 0 if encoded is None else _fingerprint(key, encoded)
-            if encoded is not None:
-                fingerprints[key] = new
-            root ^= old ^ new
+            root ^= fingerprints.pop(key, 0)  # XOR out the old fingerprint, if any
+            if encoded is not None:  # (None: deleted)
+                fingerprint = fingerprints[key] = _fingerprint(key, encoded)
+                root ^= fingerprint
         self.root = root
 
     def take_changes(self) -> set[Key] | None:

@@ -346,7 +346,7 @@ class Simulator:
                 del self.root_count[old]
         node = self.nodes[name]
         if node.replica is not None:
-            root = self.roots[name] = node.root  # replica.tree.root(), for a hash a change
+            root = self.roots[name] = node.root  # = replica.tree.root(), kept up cheaply
             self.root_count[root] = self.root_count.get(root, 0) + 1
 
     def note_quiet_time(self, name: str) -> None:
@@ -434,8 +434,8 @@ class Simulator:
         self.send(dst, node.flush())
 
     def reject(self, kind: str, msg: Message, exc: Exception) -> None:
-        # Refused, but it was heard: a silent link is silent no more, and that moves
-        # timers (an input that changes nothing reschedules nothing either).
+        # Refused, but heard: it may have ended the link's silence (``Replica.receive``),
+        # which moves timers, so the node is rescheduled as after any input.
         self.unscheduled.add(msg.dst)
         self.rejections[kind] = self.rejections.get(kind, 0) + 1
         name = type(decode_message(msg.data)).__name__
