@@ -20,6 +20,7 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sim.scenario import LinkFaults
 
@@ -30,8 +31,10 @@ def pair(a: str, b: str) -> Pair:
     return (a, b) if a < b else (b, a)
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
+    """A message in flight. A tuple ordered by (delivery time, send order): the queue
+    holds messages themselves, and ``order`` is unique, so no two compare further."""
+
     at: int  # virtual delivery time, ms
     order: int  # send order: ties leave in the order they were sent
     src: str
@@ -68,7 +71,7 @@ class SimNetwork:
         self.cut: set[Pair] = set()
         self.stalled: dict[Pair, list[Message]] = {}
         self.generation: dict[tuple[str, str], int] = {}
-        self.queue: list[tuple[int, int, Message]] = []
+        self.queue: list[Message] = []  # a heap
         self.stats = NetStats()
         self._order = 0
 
@@ -117,10 +120,11 @@ class SimNetwork:
     # ---- traffic ---------------------------------------------------------------------------
 
     def send(self, now: int, src: str, dst: str, data: bytes) -> None:
-        self.stats.sent += 1
-        self.stats.bytes_sent += len(data)
-        link = pair(src, dst)
-        faults = self.faults_of(src, dst)
+        stats = self.stats
+        stats.sent += 1
+        stats.bytes_sent += len(data)
+        link = (src, dst) if src < dst else (dst, src)  # pair(), inlined: once a message
+        faults = self.faults.get(link, self.default) if self.faults else self.default
         if link in self.cut:
             self._drop(now, src, dst, data, "cut")
             return
@@ -130,34 +134,37 @@ class SimNetwork:
         generation = self.generation.get((src, dst), 0)
         copies = 2 if faults.dup and self.rng.random() < faults.dup else 1
         if copies == 2:
-            self.stats.duplicated += 1
+            stats.duplicated += 1
         for _ in range(copies):
             if link in self.stalled:
                 self.stalled[link].append(Message(now, 0, src, dst, generation, data))
                 self.log(f"{now} held {src}>{dst} {describe(data)}")
             else:
-                self._enqueue(now, src, dst, generation, data)
+                self._enqueue(now, src, dst, generation, data, faults=faults)
 
     def _drop(self, now: int, src: str, dst: str, data: bytes, why: str) -> None:
         self.stats.dropped += 1
         self.log(f"{now} drop {src}>{dst} {describe(data)} {why}")
 
-    def _enqueue(self, now: int, src: str, dst: str, generation: int, data: bytes) -> None:
-        faults = self.faults_of(src, dst)
+    def _enqueue(
+        self, now: int, src: str, dst: str, generation: int, data: bytes, *,
+        faults: LinkFaults | None = None,
+    ) -> None:  # fmt: skip
+        if faults is None:
+            faults = self.faults_of(src, dst)
         lo, hi = faults.delay
         delay = self.rng.randint(lo, hi)
         if faults.reorder and self.rng.random() < faults.reorder:
             delay += self.rng.randint(lo, hi)
         self._order += 1
-        msg = Message(now + delay, self._order, src, dst, generation, data)
-        heapq.heappush(self.queue, (msg.at, msg.order, msg))
+        heapq.heappush(self.queue, Message(now + delay, self._order, src, dst, generation, data))
 
     def next_at(self) -> int | None:
-        return self.queue[0][0] if self.queue else None
+        return self.queue[0].at if self.queue else None
 
     def pop(self) -> Message:
         self.stats.delivered += 1
-        return heapq.heappop(self.queue)[2]
+        return heapq.heappop(self.queue)
 
     def drop_to(self, node: str) -> None:
         """Forget every message to or from ``node`` held by a stall (it crashed)."""
@@ -165,7 +172,7 @@ class SimNetwork:
             self.stalled[link] = [m for m in held if node not in (m.src, m.dst)]
 
     def bytes_in_flight(self) -> int:
-        queued = sum(len(m.data) for _, _, m in self.queue)
+        queued = sum(len(m.data) for m in self.queue)
         return queued + sum(len(m.data) for held in self.stalled.values() for m in held)
 
     def idle(self) -> bool:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sync._crdt import decode
+from sync._digest import _fingerprint
 from sync._keyspace import Key, Keyspace, parse_storage_key
 from sync._policy import EVERYTHING
 from sync._replica import Replica, ReplicaConfig
@@ -79,6 +80,10 @@ class SimNode:
         self.version = 0  # bumped whenever the state in memory may have changed
         self.touched = touched if touched is not None else set()
         self.changed: set[bytes] | None = None  # storage keys changed since read; None: all
+        # The root of the replica's digest tree, kept here from what each commit writes
+        # (see ``root``); per storage key, its fingerprint.
+        self.root = 0
+        self._fingerprints: dict[bytes, int] = {}
         # Not yet started: the simulator calls open() and sends the Hellos it returns.
 
     # ---- clock and storage ---------------------------------------------------------
@@ -117,6 +122,10 @@ class SimNode:
     def open(self) -> list[tuple[str, bytes]]:
         """Start the process from its store and introduce it on every link."""
         storage = self._ensure_storage()
+        self._fingerprints = {k: _fingerprint(k, v) for k, v in storage.entries()}
+        self.root = 0
+        for fp in self._fingerprints.values():
+            self.root ^= fp
         replica = Replica.open(storage, self.name, self.clock, self.new_epoch, self.config)
         self.replica = replica
         self.version += 1
@@ -174,7 +183,24 @@ class SimNode:
             self.touched.add(self.name)
             if self.changed is not None:
                 self.changed.update(ready.batch.entries)
+            self._refingerprint(ready.batch.entries)
         return ready.messages
+
+    def _refingerprint(self, written: dict[bytes, bytes | None]) -> None:
+        """Keep ``root`` equal to ``replica.tree.root()``: the XOR of every stored key's
+        fingerprint (sync/_digest.py), updated from the very encodings the tree is.
+
+        The simulator samples every touched node's root each simulated second. Asking
+        the tree would fold each change up all its levels, which the replica itself
+        does only when a catch-up reads the tree; here a change costs one hash.
+        """
+        fingerprints, root = self._fingerprints, self.root
+        for key, encoded in written.items():
+            root ^= fingerprints.pop(key, 0)  # XOR out the old fingerprint, if any
+            if encoded is not None:  # (None: deleted)
+                fingerprint = fingerprints[key] = _fingerprint(key, encoded)
+                root ^= fingerprint
+        self.root = root
 
     def take_changes(self) -> set[Key] | None:
         """The keys changed since the last call (None: any may have, it restarted)."""

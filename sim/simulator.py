@@ -121,6 +121,7 @@ class Simulator:
             )  # fmt: skip
         self.wakes: list[tuple[int, int, str]] = []  # (grid time, node index, node): a heap
         self.wake: dict[str, int] = {}  # each node's current entry; older ones are stale
+        self.unscheduled: set[str] = set()  # nodes given an input since their entry was set
         self.index = {name: i for i, name in enumerate(self.nodes)}
         self.progress: dict[str, tuple[int, Progress]] = {}  # the last reading, by version
         self.last_observation: dict[str, int] = {}  # index in observations, by node
@@ -144,10 +145,10 @@ class Simulator:
         self._hash.update(line.encode() + b"\n")
 
     def send(self, src: str, messages: list[tuple[str, bytes]]) -> None:
-        """Send what node ``src`` produced; then its timers may have moved: reschedule."""
+        """Send what node ``src`` produced; then its timers may have moved (``schedule``)."""
         for dst, data in messages:
             self.network.send(self.now - START_MS, src, dst, data)
-        self.schedule(src)
+        self.unscheduled.add(src)
 
     def flush(self, name: str) -> None:
         self.send(name, self.nodes[name].flush())
@@ -159,7 +160,17 @@ class Simulator:
         from event to event. Waking too early costs only a tick that does nothing
         (what the simulator once did on every tick for every node); waking late
         would change the run, so the bound errs early.
+
+        A node is rescheduled after every input, but lazily: an input marks it
+        ``unscheduled``, and ``schedule_inputs`` reschedules the marked nodes just
+        before anything reads the schedule or moves the tick grid (the next tick,
+        a step). Until then only deliveries due before the next tick run, which
+        neither read nor change it, so the entry is the one an eager reschedule
+        after the node's last input would have made. A hub that hears a delta's
+        acks from all its peers between two ticks is rescheduled once, not once
+        an ack: ``awaiting`` walks all its links.
         """
+        self.unscheduled.discard(name)
         node = self.nodes[name]
         awaiting = node.replica.awaiting() if node.live and node.replica else None
         if awaiting is None:
@@ -173,6 +184,14 @@ class Simulator:
         if self.wake.get(name) != at:
             self.wake[name] = at
             heapq.heappush(self.wakes, (at, self.index[name], name))
+
+    def schedule_inputs(self) -> None:
+        """Reschedule every node given an input since it was last scheduled."""
+        if not self.unscheduled:
+            return
+        names, self.unscheduled = self.unscheduled, set()
+        for name in names:  # in any order: each node's entry is its own
+            self.schedule(name)
 
     def t(self) -> int:
         return self.now - START_MS
@@ -221,6 +240,7 @@ class Simulator:
         )
 
     def apply(self, step: Step) -> None:
+        self.schedule_inputs()  # a step may change a node without an input (a crash)
         self.log(f"{self.t()} step {step.text()}")
         handler = getattr(self, f"_do_{step.verb}")
         handler(*step.args)
@@ -235,10 +255,19 @@ class Simulator:
         nothing, so it is skipped (``schedule``), with the same outcome.
         """
         target = self.now + ms
+        network = self.network
         while True:
-            grid = self.next_busy_tick()
-            at = self.network.next_at()
+            at = network.next_at()
             due = None if at is None else at + START_MS
+            if due is not None and self.next_tick - TICK_MS < due <= self.next_tick:
+                if due > target:
+                    break
+                # Before the next tick, after the last: no tick comes first, and the
+                # grid stays where it is (``schedule``: unscheduled nodes may wait).
+                self.now = due
+                self.deliver(network.pop())
+                continue
+            grid = self.next_busy_tick()
             if due is not None and due <= grid and due <= target:
                 self.pass_idle_ticks(due, inclusive=False)  # a tick at `due` comes after
                 self.deliver(self.network.pop())
@@ -246,8 +275,9 @@ class Simulator:
                 self.pass_idle_ticks(grid, inclusive=True)
                 self.tick()
             else:
-                self.pass_idle_ticks(target, inclusive=True)
-                return
+                break
+        self.schedule_inputs()  # none left for whatever comes next
+        self.pass_idle_ticks(target, inclusive=True)
 
     def pass_idle_ticks(self, now: int, inclusive: bool) -> None:
         """Move to ``now``; the ticks before it (and at it, if ``inclusive``) are done."""
@@ -258,6 +288,8 @@ class Simulator:
 
     def next_busy_tick(self) -> int:
         """The next tick with work: a node's timer, or a sample of the fleet."""
+        if self.unscheduled:
+            self.schedule_inputs()
         k = (self.next_tick - START_MS) // TICK_MS
         sample_at = START_MS + -(-k // SAMPLE_EVERY) * SAMPLE_EVERY * TICK_MS
         wakes = self.wakes
@@ -312,9 +344,9 @@ class Simulator:
             self.root_count[old] -= 1
             if not self.root_count[old]:
                 del self.root_count[old]
-        replica = self.nodes[name].replica
-        if replica is not None:
-            root = self.roots[name] = replica.tree.root()
+        node = self.nodes[name]
+        if node.replica is not None:
+            root = self.roots[name] = node.root  # = replica.tree.root(), kept up cheaply
             self.root_count[root] = self.root_count.get(root, 0) + 1
 
     def note_quiet_time(self, name: str) -> None:
@@ -376,20 +408,22 @@ class Simulator:
         return progress
 
     def deliver(self, msg: Message) -> None:
-        node = self.nodes[msg.dst]
-        what = f"{msg.src}>{msg.dst} {describe(msg.data, digest=True)}"
+        src, dst, data = msg.src, msg.dst, msg.data
+        node = self.nodes[dst]
+        replica = node.replica
+        what = f"{src}>{dst} {describe(data, digest=True)}"
         if not self.network.current(msg):
             self.log(f"{self.t()} stale {what}")
             return
-        if node.replica is None:
+        if replica is None:
             self.log(f"{self.t()} down {what}")
             return
         if node.paused:
-            self.inbox.setdefault(msg.dst, []).append(msg)
+            self.inbox.setdefault(dst, []).append(msg)
             return
-        self.log(f"{self.t()} recv {what}")
+        self.log(f"{self.now - START_MS} recv {what}")
         try:
-            node.replica.receive(msg.src, msg.data)
+            replica.receive(src, data)
         except ClockSkewError as exc:
             self.reject("clock-skew", msg, exc)
             return
@@ -397,9 +431,12 @@ class Simulator:
             kind = "foreign-updates" if "only its own updates" in str(exc) else "protocol"
             self.reject(kind, msg, exc)
             return
-        self.send(msg.dst, node.flush())
+        self.send(dst, node.flush())
 
     def reject(self, kind: str, msg: Message, exc: Exception) -> None:
+        # Refused, but heard: it may have ended the link's silence (``Replica.receive``),
+        # which moves timers, so the node is rescheduled as after any input.
+        self.unscheduled.add(msg.dst)
         self.rejections[kind] = self.rejections.get(kind, 0) + 1
         name = type(decode_message(msg.data)).__name__
         self.log(f"{self.t()} reject {kind} {name} {msg.src}>{msg.dst}: {exc}")

@@ -12,6 +12,11 @@ Synchronization of State-based CRDTs" (ICDE 2019):
 - A peer acknowledges an interval by its ``(start, end)``. Its *acked* point is the
   end of the longest acknowledged prefix; an interval not acknowledged in time is
   sent again, so loss and reordering cost time, never state.
+- A replica that does not relay (an edge) sends a peer only its own updates, so
+  it logs only those: a delta it merges from a peer goes to its store, never into
+  its log (where it used to wait for an interval that would leave it out, which
+  the replica then acknowledged itself). Its sequence numbers count its own
+  updates, and nothing it sends changes: the same updates, in the same order.
 - An entry is collected once every known peer's acked point has passed it. A peer
   whose needed entries were collected anyway (the log hit its size bound) must
   catch up another way; ``needs_catch_up`` says so.

@@ -312,7 +312,9 @@ class Replica:
         """
         if delta.is_bottom():
             return
-        if not self.log.peers:
+        if origin is not None and not self.config.relay:
+            pass  # a replica that does not relay never sends this: no log entry (_pump)
+        elif not self.log.peers:
             # Nobody to send it to: the log would skip it anyway, so do not join it.
             self._unlogged = True
         else:

@@ -238,6 +238,33 @@ def test_peered_edges_send_hubs_only_their_own_updates_and_everything_converges(
     assert len(set(net.digests().values())) == 1
 
 
+def test_an_edge_logs_only_its_own_updates_and_still_sends_them_all() -> None:
+    """An edge never relays, so what it merges from its hub goes to its store only."""
+    from sync._replica import ReplicaConfig
+
+    net = MemoryNetwork(random.Random(11))
+    for name in ("e1", "e2"):
+        net.add(name, config=ReplicaConfig(relay=False))
+    net.add("hub")
+    for edge in ("e1", "e2"):
+        link_to_hub(net, edge)
+    e1, e2, hub = (net.nodes[n].replica for n in ("e1", "e2", "hub"))
+    for i in range(3):  # e2's updates reach e1 through the hub, in three deltas
+        bump_own(e2, f"from/e2/{i}")
+        net.flush("e2")
+        net.run()
+    assert all(e1.get(f"from/e2/{i}", GCounter) is not None for i in range(3))
+    assert e1.log.next_seq == 1 and not e1.log.entries  # nothing logged, no seq used
+    for i in range(2):
+        bump_own(e1, f"from/e1/{i}")
+        net.flush("e1")
+        net.run()
+    assert e1.log.next_seq == 3  # its two updates, sent and acknowledged
+    assert hub.log.peers[e1.actor].acked > 1 and e1.log.peers[hub.actor].acked == 3
+    assert not e1.log.entries  # collected once the hub acknowledged them
+    assert len(set(net.digests().values())) == 1
+
+
 def write_shared(r: Replica, n: int) -> None:
     r.update("shared/n", PNCounter, lambda c: c.increment(r.actor, n))
     r.update("shared/alerts", AWSet, lambda s: s.add(r.actor, f"{r.node_id}-a"))

@@ -10,7 +10,8 @@ from collections import deque
 import pytest
 
 from sim.figures import fleet_of, measure_rounds, measure_speed, shape_of, target_for
-from sim.scenario import parse
+from sim.network import Message
+from sim.scenario import Step, parse
 from sim.simulator import Simulator
 from sim.swarm import FAULT_KINDS, generate
 from sim.topology import Mesh, Topology, neighbour_map
@@ -67,6 +68,61 @@ def test_skipping_idle_ticks_changes_no_event(seed: int) -> None:
     assert skipping.events == ticking.events
     assert [str(v) for v in skipping.violations] == [str(v) for v in ticking.violations]
     assert skipping.samples == ticking.samples
+
+
+class EagerSchedule(Simulator):
+    """Every input's node rescheduled at once, not when the schedule is next read."""
+
+    def send(self, src: str, messages: list[tuple[str, bytes]]) -> None:
+        super().send(src, messages)
+        self.schedule_inputs()
+
+    def reject(self, kind: str, msg: Message, exc: Exception) -> None:
+        super().reject(kind, msg, exc)
+        self.schedule_inputs()
+
+
+@pytest.mark.parametrize("seed", [5, 6])  # both refuse messages (clock skew, Hellos)
+def test_rescheduling_lazily_changes_no_event(seed: int) -> None:
+    scenario, _ = generate(random.Random(seed), Topology(2, 2), "memory", FAULT_KINDS)
+    lazy = Simulator(scenario, random.Random(scenario.seed)).run()
+    eager = EagerSchedule(scenario, random.Random(scenario.seed)).run()
+    assert lazy.stats["rejections"]
+    assert lazy.events == eager.events
+    assert lazy.samples == eager.samples
+
+
+class RootChecked(Simulator):
+    """Asks the digest trees for the roots nodes kept themselves: at every sample of a
+    node, and of every node up after every step (a restart, say)."""
+
+    roots_checked = 0
+
+    def check_root(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.replica is not None:
+            assert node.root == node.replica.tree.root(), f"{name} at {self.t()}"
+            self.roots_checked += 1
+
+    def count_root(self, name: str) -> None:
+        self.check_root(name)
+        super().count_root(name)
+
+    def apply(self, step: Step) -> None:
+        super().apply(step)
+        for name in self.nodes:
+            self.check_root(name)
+
+
+@pytest.mark.parametrize(("seed", "storage"), [(1, "lmdb"), (2, "lmdb"), (3, "memory")])
+def test_the_root_a_node_keeps_is_its_digest_trees_root(seed: int, storage: str) -> None:
+    """Through crashes, wipes and rollbacks (a restart reads the root from the store)."""
+    faults = ("crash", "wipe", "rollback", "partition")
+    scenario, _ = generate(random.Random(seed), Topology(2, 2), storage, faults)
+    assert {"crash", "restart"} & {step.verb for step in scenario.steps}
+    sim = RootChecked(scenario, random.Random(scenario.seed))
+    sim.run()
+    assert sim.roots_checked > 10
 
 
 @pytest.mark.parametrize("kind", ["mesh", "hierarchy"])
