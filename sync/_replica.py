@@ -343,6 +343,8 @@ class Replica:
         """Like ``_note``, for a received delta whose values the state now holds (so
         the log must not keep them, nor join later deltas into them): it is logged
         at once, by its encoding alone, after what is pending from its origin."""
+        if delta.is_bottom():
+            return  # an empty payload: nothing to log, as ``_note`` would not
         if not self.log.peers:
             self._unlogged = True
         else:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from sync import GCounter, Keyspace, LWWRegister, PNCounter, crdt_types
 from sync._digest import DigestTree
 from sync._keyspace import Key, _actors, decode_with_encodings, storage_key
-from sync._messages import Deltas, decode_message
+from sync._messages import Deltas, decode_message, encode_message
 from sync._propagation import DeltaLog
 from sync._replica import Replica, decode_log_record
 from sync._storage import MemoryStorage
@@ -174,6 +174,13 @@ def test_a_delta_only_its_sender_tracks_is_taken_into_the_state_and_logged_as_by
         for _, raw in c.ready().messages:
             b.receive("bc", raw)
     assert c.keyspace.digest() == b.keyspace.digest()
+
+
+def test_an_empty_received_payload_logs_nothing() -> None:
+    _, b = linked()
+    before = b.log.next_seq
+    b.receive("ba", encode_message(Deltas(1, 1, Keyspace().encode())))
+    assert not b.ready().batch.log_append and b.log.next_seq == before
 
 
 def test_a_received_delta_touching_known_keys_is_logged_as_its_novel_part() -> None:
