@@ -65,7 +65,8 @@ class Counter(DotKernel):
 
     def _copy_store(self, ctx: DotContext) -> Self:
         twin = super()._copy_store(ctx)
-        twin.tallies = [t.copy() for t in self.tallies]
+        for mine, theirs in zip(twin.tallies, self.tallies, strict=True):
+            mine.fill(theirs)  # into the twin's fresh tallies: no second set of them
         return twin
 
     def _decompose_store(self) -> list[Self]:
@@ -89,7 +90,8 @@ class Counter(DotKernel):
             tally.encode(w, index)
 
     def _decode_rest(self, r: Reader, actors: list[str]) -> None:
-        self.tallies = [Tally.decode(r, actors) for _ in range(self._DIRECTIONS)]
+        for tally in self.tallies:  # the fresh, empty ones the constructor made
+            tally.read(r, actors)
 
     def _encode_payload(self, w: Writer, payload: None) -> None:
         pass  # presence dots carry nothing

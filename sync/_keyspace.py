@@ -299,7 +299,10 @@ def decode_with_encodings(
     actors = read_actor_table(r)
     out = Keyspace()
     entries = out.entries
-    spans: list[tuple[Key, int, int]] = []
+    # With one actor, each entry's encoding is a head per type tag (format, tag and
+    # the table) and the body as it stands in ``data``: cut out as it is decoded.
+    encodings: dict[Key, bytes] | None = {} if cut and len(actors) == 1 else None
+    heads: dict[int, bytes] = {}
     prev: Key | None = None
     for _ in range(r.count("keyspace", 4)):
         key = (_decoded_path(r), r.u8())
@@ -311,18 +314,15 @@ def decode_with_encodings(
         if child.is_bottom():
             raise CodecError(f"keyspace entry {key[0]!r} holds nothing (not canonical)")
         entries[key] = child
-        if cut:
-            spans.append((key, start, r.pos))
+        if encodings is not None:
+            head = heads.get(key[1])
+            if head is None:
+                head = heads[key[1]] = bytes((FORMAT_VERSION, key[1])) + actor_table(actors)[0]
+            encodings[key] = head + data[start : r.pos]
     r.expect_end()
     if len(actors) == 1 and entries:
         # Every entry names some actor, and only one can be named: all are used.
-        if not cut:
-            return out, None
-        table, _ = actor_table(actors)
-        return out, {
-            key: b"".join((bytes((FORMAT_VERSION, key[1])), table, data[start:end]))
-            for key, start, end in spans
-        }
+        return out, encodings
     used = set().union(*(_actors(c) for c in entries.values()))
     if used != set(actors):
         raise CodecError("actor table names actors the keyspace does not use")

@@ -88,7 +88,9 @@ from sync._keyspace import Key, Keyspace
 @dataclass
 class LogEntry:
     seq: int
-    delta: Keyspace
+    # None: not kept decoded (a received payload whose values the state took as they
+    # were, see ``Replica._merge_from``); ``keyspace()`` decodes ``encoded`` if needed.
+    delta: Keyspace | None
     origin: str | None  # the peer it came from; None for local updates
     size: int  # encoded bytes, for budgets and the log bound
     encoded: bytes | None = None  # ``delta.encode()``, when the caller has it
@@ -99,6 +101,13 @@ class LogEntry:
 
     def __post_init__(self) -> None:
         self.origin_node = None if self.origin is None else node_of(self.origin)
+
+    def keyspace(self) -> Keyspace:
+        """The delta, decoded from its encoding the first time it is asked for."""
+        if self.delta is None:
+            assert self.encoded is not None, "an entry keeps its delta or its encoding"
+            self.delta = Keyspace.decode(self.encoded)
+        return self.delta
 
     def __repr__(self) -> str:
         return f"LogEntry({self.seq}, origin={self.origin!r}, {self.size} bytes)"
@@ -168,7 +177,7 @@ class DeltaLog:
 
     def append(
         self,
-        delta: Keyspace,
+        delta: Keyspace | None,
         origin: str | None,
         size: int,
         encoded: bytes | None = None,
@@ -348,8 +357,9 @@ class DeltaLog:
                 _note_skipped(skipped, entry)
             # Never send a peer what came from it; a non-relaying replica sends only its own.
             elif entry.origin != peer and not (local_only and entry.origin is not None):
-                part = entry.delta.filtered(admit)
-                unfiltered = len(part.entries) == len(entry.delta.entries)
+                logged = entry.keyspace()
+                part = logged.filtered(admit)
+                unfiltered = len(part.entries) == len(logged.entries)
                 whole = entry if not taken and unfiltered else None
                 taken.append(part)
             used += entry.size
@@ -358,7 +368,7 @@ class DeltaLog:
         progress.inflight[(start, end)] = now
         if len(taken) == 1 and whole is not None:
             # One entry, nothing filtered out: send its delta and encoding as logged.
-            return Interval(start, end, whole.delta, whole.encoded)
+            return Interval(start, end, whole.keyspace(), whole.encoded)
         return Interval(start, end, _joined(taken))
 
     def _from(self, start: int) -> Iterator[LogEntry]:

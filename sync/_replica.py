@@ -339,6 +339,24 @@ class Replica:
             for key in delta.entries:
                 self._encoded.pop(key, None)
 
+    def _note_taken(
+        self, delta: Keyspace, origin: str, encoded: bytes, origin_end: int | None
+    ) -> None:
+        """Like ``_note``, for a received delta whose values the state now holds (so
+        the log must not keep them, nor join later deltas into them): it is logged
+        at once, by its encoding alone, after what is pending from its origin."""
+        if delta.is_bottom():
+            return  # an empty payload: nothing to log, as ``_note`` would not
+        if not self.config.relay:
+            pass  # a replica that does not relay never sends this: no log entry (_note)
+        elif not self.log.peers:
+            self._unlogged = True
+        else:
+            if origin in self._pending:
+                self._seal(origin, self._batch)
+            self._append_log(None, origin, encoded, origin_end, self._batch)
+        self._dirty.update(delta.entries)
+
     # ---- the output --------------------------------------------------------------
 
     def ready(self) -> Ready:
@@ -376,7 +394,16 @@ class Replica:
         if not self.log.peers:
             self.log.skip()
             return
-        payload = payload or delta.encode()
+        self._append_log(delta, origin, payload or delta.encode(), end, batch)
+
+    def _append_log(
+        self,
+        delta: Keyspace | None,
+        origin: str | None,
+        payload: bytes,
+        end: int | None,
+        batch: WriteBatch,
+    ) -> None:
         entry = self.log.append(delta, origin, len(payload), payload, end)
         batch.log_append.append((entry.seq, encode_log_record(origin, payload)))
 
@@ -691,12 +718,13 @@ class Replica:
         except CodecError as exc:
             raise ProtocolError(f"malformed delta payload from {remote}: {exc}") from None
         state = self.links[link]
-        admitted = incoming.filtered(state.policy.may_pull)
+        may_pull = state.policy.may_pull
+        whole = all(may_pull(key[0]) for key in incoming.entries)
+        admitted = incoming if whole else incoming.filtered(may_pull)
         # Keys all new here and none filtered out: the novel part is the delta as received,
         # and its canonical encoding is the payload, which the log can keep as it is.
-        whole = len(admitted.entries) == len(incoming.entries)
         as_received = whole and self.keyspace.entries.keys().isdisjoint(incoming.entries)
-        novel = admitted.novel_part(self.keyspace, owned=True)
+        novel = admitted if as_received else admitted.novel_part(self.keyspace, owned=True)
         if state.own_writes_only:
             # Only what is new here counts: an edge's catch-up pushes whole keys, which
             # hold the updates of others it received; resending what we hold forges
@@ -708,12 +736,24 @@ class Replica:
                     f"{remote} may send only its own updates, not those of {sorted(foreign)}"
                 )
         self.hlc.witness_all(admitted.timestamps())  # refuses far-future clocks, changes nothing
-        self.keyspace.merge(novel)
-        self._note(novel, remote, payload if as_received else None, origin_end)
+        if as_received and not self._relays(remote):
+            # Nobody but the sender tracks our log, and it is never sent back what it
+            # sent: the state takes the decoded values rather than copies of them, and
+            # the log keeps the payload alone (decoded again only if a new peer needs it).
+            self.keyspace.absorb(novel)
+            self._note_taken(novel, remote, payload, origin_end)
+        else:
+            self.keyspace.merge(novel)
+            self._note(novel, remote, payload if as_received else None, origin_end)
         if as_received and encodings is not None:
             # Every key was new here and is now exactly as received: its encoding is
             # the slice of the payload the decoder cut out.
             self._encoded.update(encodings)
+
+    def _relays(self, remote: str) -> bool:
+        """Whether our log has a peer besides ``remote`` (which may be sent its deltas)."""
+        peers = self.log.peers
+        return len(peers) > 1 or (len(peers) == 1 and remote not in peers)
 
     # ---- catch-up by digest (sync/_catchup.py) ----------------------------------------
 

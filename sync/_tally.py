@@ -56,9 +56,15 @@ class Tally:
 
     def copy(self) -> Tally:
         twin = Tally()
-        twin.totals = dict(self.totals)
-        twin.bases = dict(self.bases)
+        twin.fill(self)
         return twin
+
+    def fill(self, other: Tally) -> None:
+        """Copy ``other``'s entries into this (empty) tally."""
+        if other.totals:
+            self.totals.update(other.totals)
+        if other.bases:
+            self.bases.update(other.bases)
 
     def decompose(self) -> list[Tally]:
         parts = []
@@ -76,10 +82,9 @@ class Tally:
         w.counters(index, self.totals.items())
         w.counters(index, self.bases.items())
 
-    @classmethod
-    def decode(cls, r: Reader, actors: list[str]) -> Tally:
-        tally = cls()
-        for entries in (tally.totals, tally.bases):
+    def read(self, r: Reader, actors: list[str]) -> None:
+        """Decode into this (empty) tally."""
+        for entries in (self.totals, self.bases):
             prev = -1
             for _ in range(r.count("tally", 2)):
                 ix = r.uvarint()
@@ -90,7 +95,6 @@ class Tally:
                 if n == 0 or n >= 1 << 63:
                     raise CodecError(f"tally entry {n} outside 1 .. 2**63-1")
                 entries[actors[ix]] = n
-        return tally
 
     def __repr__(self) -> str:
         return f"Tally(totals={self.totals!r}, bases={self.bases!r})"

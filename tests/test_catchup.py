@@ -129,8 +129,8 @@ def test_bulk_loading_a_digest_tree_equals_setting_each_key(entries: dict[str, b
         one_by_one.set(key, value)
     bulk.load((key, storage_key(key), value) for key, value in keys)
     assert bulk.root() == one_by_one.root()  # reading the root hashes in pending keys
-    assert (bulk.fps, bulk.counts, bulk.leaves) == (
-        one_by_one.fps, one_by_one.counts, one_by_one.leaves
+    assert (bulk.fps, bulk.counts, bulk.buckets) == (
+        one_by_one.fps, one_by_one.counts, one_by_one.buckets
     )  # fmt: skip
     assert bulk.positions == one_by_one.positions
 

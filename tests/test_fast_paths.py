@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from sync import GCounter, Keyspace, LWWRegister, PNCounter, crdt_types
 from sync._digest import DigestTree
 from sync._keyspace import Key, _actors, decode_with_encodings, storage_key
-from sync._messages import Deltas, decode_message
+from sync._messages import Deltas, decode_message, encode_message
 from sync._propagation import DeltaLog
 from sync._replica import Replica, decode_log_record
 from sync._storage import MemoryStorage
@@ -90,7 +90,7 @@ def test_an_interval_of_one_entry_is_sent_with_the_entry_encoding() -> None:
     a.update("y", LWWRegister, lambda g: g.set(a.actor, "v", a.hlc.now()))
     ((sent, _),) = deltas_sent(a)
     entry = a.log.entries[sent.start]
-    assert sent.payload == entry.encoded == entry.delta.encode()
+    assert sent.payload == entry.encoded == entry.keyspace().encode()
 
 
 def test_an_interval_over_many_entries_joins_them_without_changing_the_log() -> None:
@@ -107,7 +107,7 @@ def test_an_interval_over_many_entries_joins_them_without_changing_the_log() -> 
     assert interval is not None and (interval.start, interval.end) == (1, 4)
     joined = interval.delta.get("k", GCounter)
     assert joined is not None and joined.value() == 1 + 2 + 3
-    assert [log.entries[s].delta.encode() for s in (1, 2, 3)] == before
+    assert [log.entries[s].keyspace().encode() for s in (1, 2, 3)] == before
     assert interval.payload() == interval.delta.encode()
 
 
@@ -121,7 +121,7 @@ def test_a_received_delta_of_new_keys_is_logged_as_received() -> None:
     b.ready()
     entry = b.log.entries[b.log.next_seq - 1]
     assert entry.origin == a.actor
-    assert entry.encoded == sent.payload == entry.delta.encode()
+    assert entry.encoded == sent.payload == entry.keyspace().encode()
 
 
 def test_two_frames_applied_before_one_commit_are_logged_each_as_received() -> None:
@@ -139,7 +139,48 @@ def test_two_frames_applied_before_one_commit_are_logged_each_as_received() -> N
     entries = [b.log.entries[seq] for seq in range(first, b.log.next_seq)]
     assert [e.encoded for e in entries] == [sent.payload for sent, _ in frames]
     assert [seq for seq, _ in batch.log_append] == [e.seq for e in entries]
-    assert all(e.origin == a.actor and e.encoded == e.delta.encode() for e in entries)
+    assert all(e.origin == a.actor and e.encoded == e.keyspace().encode() for e in entries)
+
+
+def test_a_delta_only_its_sender_tracks_is_taken_into_the_state_and_logged_as_bytes() -> None:
+    a, b = linked()  # b's log tracks a alone, which is never sent its own deltas back
+    b.update("old", PNCounter, lambda x: x.increment(b.actor, 5))
+    b.ready()
+    a.update("old", PNCounter, lambda x: x.increment(a.actor, 1))
+    frames = deltas_sent(a)  # touches a key b holds: its novel part, joined as before
+    for i in range(3):
+        a.update(f"new/{i}", LWWRegister, lambda g: g.set(a.actor, i, a.hlc.now()))
+    frames += deltas_sent(a)  # keys all new to b: taken as decoded
+    first = b.log.next_seq
+    for _, raw in frames:  # both before b's next ready(): one commit
+        b.receive("ba", raw)
+    batch = b.ready().batch
+    joined, taken = (b.log.entries[seq] for seq in range(first, b.log.next_seq))
+    assert [seq for seq, _ in batch.log_append] == [joined.seq, taken.seq]  # in arrival order
+    assert joined.delta is not None and taken.delta is None
+    assert taken.encoded == frames[1][0].payload
+    assert b.keyspace.value("new/") == {(f"new/{i}", "LWWRegister"): i for i in range(3)}
+    b.update("new/0", LWWRegister, lambda g: g.set(b.actor, "changed", b.hlc.now()))
+    b.ready()
+    # The log's copy is the payload, whatever the state did since; a peer that turns up
+    # and is sent the log gets it decoded from there.
+    assert taken.keyspace() == Keyspace.decode(frames[1][0].payload)
+    c = replica("c", 3)
+    b.connect("bc")
+    c.connect("cb")
+    for _ in range(4):
+        for _, raw in b.ready().messages:
+            c.receive("cb", raw)
+        for _, raw in c.ready().messages:
+            b.receive("bc", raw)
+    assert c.keyspace.digest() == b.keyspace.digest()
+
+
+def test_an_empty_received_payload_logs_nothing() -> None:
+    _, b = linked()
+    before = b.log.next_seq
+    b.receive("ba", encode_message(Deltas(1, 1, Keyspace().encode())))
+    assert not b.ready().batch.log_append and b.log.next_seq == before
 
 
 def test_a_received_delta_touching_known_keys_is_logged_as_its_novel_part() -> None:
@@ -152,7 +193,7 @@ def test_a_received_delta_touching_known_keys_is_logged_as_its_novel_part() -> N
     b.receive("ba", raw)
     b.ready()
     entry = b.log.entries[b.log.next_seq - 1]
-    assert entry.origin == a.actor and entry.encoded == entry.delta.encode()
+    assert entry.origin == a.actor and entry.encoded == entry.keyspace().encode()
     assert b.get("k", PNCounter).value() == 6  # type: ignore[union-attr]
 
 
@@ -176,7 +217,7 @@ def test_the_lazy_digest_tree_equals_one_built_from_the_final_state() -> None:
     loaded = DigestTree()
     loaded.load((k, storage_key(k), e) for k, e in sorted(final.items()) if e is not None)
     # every level, node for node, with no empty node left behind by removals
-    assert (lazy.fps, lazy.counts, lazy.leaves) == (loaded.fps, loaded.counts, loaded.leaves)
+    assert (lazy.fps, lazy.counts, lazy.buckets) == (loaded.fps, loaded.counts, loaded.buckets)
 
 
 def test_updates_made_while_no_peer_is_tracked_are_skipped_then_caught_up() -> None:

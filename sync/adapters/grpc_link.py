@@ -25,6 +25,7 @@ import grpc
 from sync._errors import ProtocolError
 from sync._policy import EVERYTHING, LinkPolicy
 from sync.adapters.aio import AsyncReplica
+from sync.adapters.gc_policy import applying_large_frame
 from sync.adapters.pb import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("edgesync.link")
@@ -93,8 +94,10 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
         intervals in flight bounds how far applying runs ahead of the store.
         """
         async for frame in frames:
+            data = frame.message
             try:
-                durable = self.replica.deliver_soon(link, frame.message)
+                with applying_large_frame(len(data)):
+                    durable = self.replica.deliver_soon(link, data)
             except (ProtocolError, ValueError) as exc:  # refused input: log, keep serving
                 log.warning("rejected frame", extra={"link": link, "reason": str(exc)})
             else:
