@@ -54,7 +54,7 @@ from typing import Any
 
 from sync._storage import StorageError, StoreMeta, WriteBatch
 
-__all__ = ["Journal", "decode_batch", "decode_meta", "encode_batch", "encode_meta"]
+__all__ = ["Journal", "decode_batch", "decode_meta", "encode_batch", "encode_meta", "fsync_dir"]
 
 JOURNAL_FILE = "journal.wal"
 MAGIC = b"ESJ1"
@@ -207,9 +207,13 @@ class Journal:
         self.path = directory / JOURNAL_FILE
         self.offset = 0  # where the next record goes
         self.records = 0  # records since the last write-back
+        self._fd: int | None = None
         try:
-            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            created = not self.path.exists()
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             self.size = os.fstat(self._fd).st_size
+            if created:  # the file's name must survive a power loss, as its records do
+                fsync_dir(directory)
         except OSError as exc:
             self.close()
             raise StorageError(f"cannot open journal {self.path}: {exc}") from exc
@@ -290,3 +294,12 @@ class Journal:
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r}, offset={self.offset}, records={self.records})"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the names of files created in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -97,7 +97,14 @@ from sync._storage import (
     StoreMeta,
     WriteBatch,
 )
-from sync.adapters.journal import Journal, decode_batch, decode_meta, encode_batch, encode_meta
+from sync.adapters.journal import (
+    Journal,
+    decode_batch,
+    decode_meta,
+    encode_batch,
+    encode_meta,
+    fsync_dir,
+)
 
 __all__ = ["JOURNAL_BYTES", "LMDBStorage"]
 
@@ -194,14 +201,6 @@ class _DirLock:
             os.close(fd)  # closing the descriptor releases the flock
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class LMDBStorage(Storage):
     """The durable store: one LMDB environment in the directory ``path``."""
 
@@ -252,7 +251,7 @@ class LMDBStorage(Storage):
             return
         try:
             self.path.mkdir(parents=True)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         except OSError as exc:
             raise StorageError(f"cannot create store directory {self.path}: {exc}") from exc
 
@@ -281,7 +280,7 @@ class LMDBStorage(Storage):
                 self._applied = 0 if applied is None else _SEQ.unpack(applied)[0]
         except lmdb.Error as exc:
             raise StorageError(f"cannot open store at {self.path}: {exc}") from exc
-        _fsync_dir(self.path)  # make the newly created data.mdb's name durable
+        fsync_dir(self.path)  # make the newly created data.mdb's name durable
         if self.stale_readers_cleared:
             log.warning(
                 "store %s: cleared %d stale reader slot(s) left by dead processes",
