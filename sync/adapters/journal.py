@@ -54,7 +54,15 @@ from typing import Any
 
 from sync._storage import StorageError, StoreMeta, WriteBatch
 
-__all__ = ["Journal", "decode_batch", "decode_meta", "encode_batch", "encode_meta", "fsync_dir"]
+__all__ = [
+    "Journal",
+    "decode_batch",
+    "decode_meta",
+    "encode_batch",
+    "encode_meta",
+    "encoded_size_at_least",
+    "fsync_dir",
+]
 
 JOURNAL_FILE = "journal.wal"
 MAGIC = b"ESJ1"
@@ -124,6 +132,17 @@ def encode_batch(batch: WriteBatch) -> bytes:
             _blob(parts, peer.encode())
             parts.append(_U64.pack(seq))
     return b"".join(parts)
+
+
+def encoded_size_at_least(batch: WriteBatch) -> int:
+    """A lower bound on ``len(encode_batch(batch))`` that costs no encoding: an entry
+    takes two lengths and a key of at least a byte, a log row a seq and a length."""
+    return 9 * len(batch.entries) + 12 * len(batch.log_append)
+
+
+def _checksum(seq: int, payload: bytes) -> int:
+    """What a record's header holds: the CRC32 of its seq and payload."""
+    return zlib.crc32(payload, zlib.crc32(_U64.pack(seq)))
 
 
 def _columns(parts: list[bytes], first: str, firsts: list[int], sizes: list[int]) -> None:
@@ -229,7 +248,7 @@ class Journal:
             if magic != MAGIC or seq != applied + len(records) + 1 or end > len(data):
                 break
             payload = data[start:end]
-            if zlib.crc32(payload, zlib.crc32(_U64.pack(seq))) != crc:
+            if _checksum(seq, payload) != crc:
                 break
             records.append((seq, payload))
             offset = end
@@ -255,8 +274,7 @@ class Journal:
     def append(self, seq: int, payload: bytes) -> None:
         """Write one record and flush it; when this returns it survives a crash."""
         assert self._fd is not None, "journal closed"
-        checksum = zlib.crc32(payload, zlib.crc32(_U64.pack(seq)))
-        record = _HEADER.pack(MAGIC, len(payload), seq, checksum) + payload
+        record = _HEADER.pack(MAGIC, len(payload), seq, _checksum(seq, payload)) + payload
         try:
             self._reserve(self.offset + len(record))
             written = os.pwrite(self._fd, record, self.offset)

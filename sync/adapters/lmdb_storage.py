@@ -77,12 +77,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import heapq
 import json
 import logging
 import os
 import struct
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Self
 
@@ -103,6 +105,7 @@ from sync.adapters.journal import (
     decode_meta,
     encode_batch,
     encode_meta,
+    encoded_size_at_least,
     fsync_dir,
 )
 
@@ -143,13 +146,11 @@ def _checked_format(raw: bytes | None, where: Path) -> bytes | None:
     if raw is None:
         return None
     try:
-        fields = json.loads(raw)
-        version = fields["format_version"]
+        version = json.loads(raw)["format_version"]
     except (ValueError, TypeError, KeyError) as exc:
         raise StorageError(f"store at {where} has unreadable meta ({exc})") from exc
     if version in _UPGRADABLE_FORMATS:
-        fields["format_version"] = STORE_FORMAT
-        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+        return encode_meta(replace(decode_meta(raw, where), format_version=STORE_FORMAT))
     if version != STORE_FORMAT:
         raise IncompatibleStoreError(
             f"store at {where} was written in store format {version}; "
@@ -418,17 +419,20 @@ class LMDBStorage(Storage):
             if journal is None:
                 self._commit_to_lmdb(batch)
                 return
-            payload = encode_batch(batch)
+            limit = self.journal_bytes // _BIG_BATCH_SHARE
+            # A hub's frame is plainly big: not encoded only to learn its size.
+            payload = encode_batch(batch) if encoded_size_at_least(batch) <= limit else None
+            if payload is None or len(payload) > limit:  # a big batch
+                self._write_back()  # raises if LMDB cannot take them: batch refused
+                self._commit_to_lmdb(batch)
+                return
             cost = _lmdb_cost(batch, payload)
-            small = len(payload) <= self.journal_bytes // _BIG_BATCH_SHARE
-            if (
-                not small
-                or not journal.fits(payload, self.journal_bytes)
-                or not self._has_room(self._unapplied_cost + cost)
+            if not journal.fits(payload, self.journal_bytes) or not self._has_room(
+                self._unapplied_cost + cost
             ):
                 self._write_back()  # raises if LMDB cannot take them: batch refused
-            if not small or not self._has_room(cost):
-                self._commit_to_lmdb(batch)  # a big batch, or the store near full
+            if not self._has_room(cost):
+                self._commit_to_lmdb(batch)  # the store near full
                 return
             journal.append(self._applied + journal.records + 1, payload)
             self._unapplied.absorb(batch)
@@ -614,20 +618,11 @@ def _overlaid(
     stored: Iterator[tuple[bytes, bytes]], waiting: list[tuple[bytes, bytes | None]]
 ) -> Iterator[tuple[bytes, bytes]]:
     """Merge two key-ordered streams; ``waiting`` wins a tie and None deletes."""
-    overlay = iter(waiting)
-    ahead = next(overlay, None)
-    for key, value in stored:
-        while ahead is not None and ahead[0] < key:
-            if ahead[1] is not None:
-                yield ahead[0], ahead[1]
-            ahead = next(overlay, None)
-        if ahead is not None and ahead[0] == key:
-            if ahead[1] is not None:
-                yield key, ahead[1]
-            ahead = next(overlay, None)
-        else:
+    ranked = heapq.merge(
+        ((key, 0, value) for key, value in waiting), ((key, 1, value) for key, value in stored)
+    )
+    last = None
+    for key, _, value in ranked:  # a key's overlay row comes first: it wins
+        if key != last and value is not None:
             yield key, value
-    while ahead is not None:
-        if ahead[1] is not None:
-            yield ahead[0], ahead[1]
-        ahead = next(overlay, None)
+        last = key
