@@ -408,9 +408,9 @@ def run_durable_updates(sizes: Sizes, single_put_rate: float) -> tuple[list[Row]
     for writers, total in sizes.durable_runs:
         rows += durable_rows(writers, total, single_put_rate)
     for writers, total in sizes.durable_runs:
-        rows += async_rows(writers, total, single_put_rate)
-    writers, total = sizes.durable_runs[-1]
-    rows += unjournalled_rows(writers, total, rows[-2].value)
+        most_writers = async_rows(writers, total, single_put_rate)
+        rows += most_writers
+    rows += unjournalled_rows(writers, total, most_writers[0].value)  # the same writers
     rows += async_batched_rows(sizes.durable_runs[-1][1], single_put_rate)
     n = sizes.memory_updates
     seconds, _ = best_of(lambda: timed_memory_updates(n))

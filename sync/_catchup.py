@@ -98,7 +98,7 @@ class CatchUp:
     def start(self, now: int) -> list[bytes]:
         return [self._request(Expand(self.session, 0, (0,)), now)]
 
-    def due(self, now: int, timeout: int, longest: int | None = None) -> list[bytes]:
+    def due(self, now: int, timeout: int, longest: int | None) -> list[bytes]:
         """Requests unanswered for ``timeout``, doubled for each resend since the peer
         was last heard (up to ``longest``): send them again."""
         again = self._resend(now, backed_off(timeout, self.timeouts, longest))
