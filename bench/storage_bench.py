@@ -9,7 +9,9 @@ Run ``python bench/storage_bench.py`` (``--quick`` for a ~10x smaller smoke run,
 (b) durable CRDT updates through ``open_replica`` with 1, 8 and 64 writer threads
     (counter increments and register sets on keys of their own; group commit),
     the same through ``AsyncReplica`` with 1, 8 and 64 coroutine writers, against
-    (a1); an extra row with one coroutine applying 100 updates per durable wait;
+    (a1), on the daemons' event loop (uvloop where installed; an extra row runs
+    the 64 on asyncio's own loop, another with the journal off); an extra row
+    with one coroutine applying 100 updates per durable wait;
     plus the same mix on a sans-IO ``Replica`` over ``MemoryStorage`` in one
     thread, one ``ready()`` per update.
 (c) bytes to converge three replicas after a partition, against shipping full state,
@@ -30,6 +32,7 @@ import asyncio
 import cProfile
 import gc
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -39,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +50,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
+from edge_node.daemon import run_event_loop
 from sync import LWWRegister, PNCounter
 from sync._memnet import Faults, MemoryNetwork
 from sync._replica import Replica
@@ -62,6 +66,7 @@ LMDB_MAP_BYTES = 256 * 1024**2
 TARGET_RATIO = 40  # durable updates/s over (a1)'s puts/s
 TARGET_RATE = 50_000  # durable updates/s
 SEED = 7
+LOOP_NAME = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"  # the daemons' loop
 
 R = TypeVar("R")
 
@@ -297,8 +302,14 @@ async def async_write_mix(r: AsyncReplica, keys: WriterKeys, count: int) -> None
             await r.update(keys.registers[k], LWWRegister, lambda g, actor: g.set(actor, i, ts))
 
 
+def run_on(loop: str, main: Coroutine[Any, Any, R]) -> R:
+    """Run ``main`` on the daemons' event loop (``"daemon"``: uvloop where it is
+    installed) or on asyncio's own (``"asyncio"``)."""
+    return run_event_loop(main) if loop == "daemon" else asyncio.run(main)
+
+
 def timed_async_run(
-    writers: int, each: int, journal_bytes: int = JOURNAL_BYTES
+    writers: int, each: int, journal_bytes: int = JOURNAL_BYTES, loop: str = "daemon"
 ) -> tuple[float, int]:
     """Seconds for ``writers`` coroutines to make ``each`` durable updates, and commits made."""
 
@@ -316,27 +327,28 @@ def timed_async_run(
         return seconds, commits
 
     with tempfile.TemporaryDirectory() as directory:
-        return asyncio.run(run(directory))
+        return run_on(loop, run(directory))
 
 
 def async_rows(writers: int, total: int, single_put_rate: float) -> list[Row]:
     each = total // writers
     done = each * writers
     seconds, commits = best_of(lambda: timed_async_run(writers, each))
-    w = f"(b) durable, asyncio, {writers} coroutine writer{'s' if writers > 1 else ''}"
+    w = f"(b) durable, {LOOP_NAME}, {writers} coroutine writer{'s' if writers > 1 else ''}"
     return rate_rows(w, done, seconds, commits, single_put_rate)
 
 
-def unjournalled_rows(writers: int, total: int, journalled_rate: float) -> list[Row]:
-    """The same coroutine writers with every commit straight to LMDB (the journal off),
-    as ``LMDBStorage`` committed before it had one."""
+def variant_rows(
+    writers: int, total: int, rate_of_ours: float, change: str, ratio: str, **run: Any
+) -> list[Row]:
+    """The same coroutine writers with one thing changed, against the row as measured."""
     each = total // writers
     done = each * writers
-    seconds, commits = best_of(lambda: timed_async_run(writers, each, journal_bytes=0))
-    w = f"(b) durable, asyncio, {writers} coroutine writers, journal off (extra)"
+    seconds, commits = best_of(lambda: timed_async_run(writers, each, **run))
+    w = f"(b) durable, {writers} coroutine writers, {change} (extra)"
     rate = done / seconds
     return [
-        Row(w, "updates/s", rate, "/s", journalled_rate / rate, "journal on/off"),
+        Row(w, "updates/s", rate, "/s", rate_of_ours / rate, ratio),
         Row(w, "updates per commit", done / commits, ""),
     ]
 
@@ -363,12 +375,12 @@ def timed_async_batched_run(count: int) -> tuple[float, int]:
         return seconds, commits
 
     with tempfile.TemporaryDirectory() as directory:
-        return asyncio.run(run(directory))
+        return run_on("daemon", run(directory))
 
 
 def async_batched_rows(total: int, single_put_rate: float) -> list[Row]:
     seconds, commits = best_of(lambda: timed_async_batched_run(total))
-    w = f"(b) durable, asyncio, 1 writer, {BATCH} updates per durable wait (extra)"
+    w = f"(b) durable, {LOOP_NAME}, 1 writer, {BATCH} updates per durable wait (extra)"
     return rate_rows(w, total, seconds, commits, single_put_rate)
 
 
@@ -410,7 +422,13 @@ def run_durable_updates(sizes: Sizes, single_put_rate: float) -> tuple[list[Row]
     for writers, total in sizes.durable_runs:
         most_writers = async_rows(writers, total, single_put_rate)
         rows += most_writers
-    rows += unjournalled_rows(writers, total, most_writers[0].value)  # the same writers
+    ours = most_writers[0].value  # the same writers, as edgesync runs them
+    # Every commit straight to LMDB, as ``LMDBStorage`` committed before its journal.
+    rows += variant_rows(writers, total, ours, "journal off", "journal on/off", journal_bytes=0)
+    if LOOP_NAME != "asyncio":
+        rows += variant_rows(
+            writers, total, ours, "asyncio's own loop", f"{LOOP_NAME}/asyncio", loop="asyncio"
+        )
     rows += async_batched_rows(sizes.durable_runs[-1][1], single_put_rate)
     n = sizes.memory_updates
     seconds, _ = best_of(lambda: timed_memory_updates(n))
@@ -590,7 +608,9 @@ def print_table(rows: list[Row]) -> None:
 
 def print_notes(sizes: Sizes, ceiling: float, rows: list[Row], conv: ConvergenceResult) -> None:
     durable = [r for r in rows if r.workload.startswith("(b) durable") and r.unit == "/s"]
-    shares = ", ".join(f"{r.workload.split(', ')[1]} {r.value / ceiling:.0%}" for r in durable)
+    shares = "; ".join(
+        f"{r.workload.removeprefix('(b) durable, ')} {r.value / ceiling:.0%}" for r in durable
+    )
     links = ", ".join(f"{link} {n:,} B" for link, n in sorted(conv.heal_link_bytes.items()))
     print(
         f"\nnotes: (b) durable rate as a share of the in-memory ceiling: {shares}."

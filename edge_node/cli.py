@@ -27,9 +27,7 @@ class Failure(Exception):
 
 
 def _daemon(args: argparse.Namespace, role: str) -> int:
-    import asyncio
-
-    from edge_node.daemon import ConfigError, load_config, serve, setup_logging
+    from edge_node.daemon import ConfigError, load_config, run_event_loop, serve, setup_logging
 
     flags = {
         "id": args.id, "data": args.data, "listen": args.listen, "role": role,
@@ -45,7 +43,7 @@ def _daemon(args: argparse.Namespace, role: str) -> int:
         print(f"edgesync {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging()
-    return asyncio.run(serve(cfg))
+    return run_event_loop(serve(cfg))
 
 
 def _node(args: argparse.Namespace) -> int:

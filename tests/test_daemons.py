@@ -224,3 +224,15 @@ def test_push_and_pull_prefixes_decide_what_flows(fleet: Fleet) -> None:
         assert time.monotonic() < deadline, (keys("cloud"), keys("e2"))
         time.sleep(0.3)
     assert keys("e2") == {"cfg/mode"}
+
+
+def test_daemons_run_on_uvloop_where_it_is_installed() -> None:
+    import asyncio
+
+    from edge_node.daemon import run_event_loop
+
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    expected = "uvloop" if sys.platform != "win32" else "asyncio"
+    assert run_event_loop(loop_module()).split(".")[0] == expected

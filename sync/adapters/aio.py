@@ -89,6 +89,9 @@ class AsyncReplica:
         self._woken_at: float | None = None  # when the last settled batch's writers woke
         self._failed: BaseException | None = None  # a commit failed; later ones must not run
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        # The loop this replica's futures belong to, taken at the first wait:
+        # asyncio.get_running_loop() per update was a measurable share of a write.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
         self.watchers: list[Callable[[list[Key]], None]] = []  # told the keys each commit changed
 
@@ -96,10 +99,14 @@ class AsyncReplica:
     def actor(self) -> str:
         return self.replica.actor
 
-    async def update(self, path: str, cls: type[T], mutate: Callable[[T, str], Any]) -> None:
-        """Apply ``mutate(value, actor)`` at ``(path, cls)``; return once durable."""
+    def update(
+        self, path: str, cls: type[T], mutate: Callable[[T, str], Any]
+    ) -> asyncio.Future[None]:
+        """Apply ``mutate(value, actor)`` at ``(path, cls)`` now; the future settles
+        once it is durable. (A plain function returning the future, not a coroutine:
+        one coroutine less per write, on the path every writer takes.)"""
         self.replica.update(path, cls, _as_actor(mutate, self.replica.actor))
-        await self._durable_soon()
+        return self._durable_soon()
 
     async def update_all(self, updates: Iterable[Update]) -> None:
         """Apply each ``(path, cls, mutate)`` in order, as ``update`` does; return once
@@ -163,7 +170,9 @@ class AsyncReplica:
 
     def _durable_soon(self) -> asyncio.Future[None]:
         """A future that settles with the commit of everything applied so far."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         waiting = self._waiting
         waiting.append(done)
