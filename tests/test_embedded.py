@@ -65,6 +65,38 @@ def test_concurrent_writers_share_commits(tmp_path: Path) -> None:
         assert r.value("hits") == writers * each
 
 
+def test_concurrent_writers_to_a_filling_store_keep_exactly_what_was_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """Commits fail once the store is full. A failed commit fails its group, and the
+    group that applied behind it (its updates were in the memory rebuilt from the
+    store): every write that returned is stored, and nothing else is, in memory or
+    on disk."""
+    writers = 16
+    acknowledged: list[set[str]] = [set() for _ in range(writers)]
+    with open_replica(tmp_path, "n", max_store_bytes=1024 * 1024) as r:
+        start = threading.Barrier(writers)
+
+        def write(w: int) -> None:
+            start.wait()
+            for i in range(10_000):
+                try:
+                    r.register(f"blob/{w}/{i}").set("x" * 2000)
+                except StoreFullError:
+                    return
+                acknowledged[w].add(f"blob/{w}/{i}")
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        expected = set().union(*acknowledged)
+        assert expected and {path for path, _ in r.keys("blob/")} == expected
+    with open_replica(tmp_path, "n", max_store_bytes=1024 * 1024) as r:
+        assert {path for path, _ in r.keys("blob/")} == expected
+
+
 def test_bad_updates_raise_and_change_nothing(tmp_path: Path) -> None:
     with open_replica(tmp_path, "n") as r:
         r.set("s").add("x")
