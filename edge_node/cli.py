@@ -34,7 +34,8 @@ def _daemon(args: argparse.Namespace, role: str) -> int:
         "upstream": args.upstream, "peer": getattr(args, "peer", None),
         "insecure": args.insecure, "tls_dir": args.tls_dir,
         "reconnect_max_ms": args.reconnect_max_ms, "new_epoch": args.new_epoch,
-        "push": args.push, "pull": args.pull, **sensors_cli.node_flags(args),
+        "push": args.push, "pull": args.pull, "max_store_size": args.max_store_size,
+        **sensors_cli.node_flags(args),
     }  # fmt: skip
     try:
         cfg = load_config(args.config, flags)
@@ -167,8 +168,27 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
         )
         for p in result["peers"]:
             print(f"  peer {p['address']} connected={p['connected']} lag={p['lag']}")
+        print(f"  store {_store_line(result['store'])}")
     else:
         print(f"ok {result.get('digest', '')[:16]}")
+
+
+def _store_line(store: dict[str, int]) -> str:
+    used, ceiling = store["used_bytes"], store["max_bytes"]
+    share = f" ({used / ceiling:.1%})" if ceiling else ""
+    return (
+        f"{_bytes(used)} of {_bytes(ceiling)}{share}, {store['keys']:,} keys, "
+        f"{store['log_entries']:,} log entries, journal {_bytes(store['journal_bytes'])}"
+    )
+
+
+def _bytes(n: int) -> str:
+    """``n`` bytes in the largest binary unit (up to GiB) that keeps it at 1 or more."""
+    units = ["B", "KiB", "MiB", "GiB"]
+    size, unit = float(n), units.pop(0)
+    while size >= 1024 and units:
+        size, unit = size / 1024, units.pop(0)
+    return f"{n:,} B" if unit == "B" else f"{size:,.1f} {unit}"
 
 
 def _client(command: Callable[[argparse.Namespace], dict[str, Any]]) -> Callable[..., int]:
@@ -248,6 +268,12 @@ def _daemon_parser(commands: Any, name: str, help_text: str) -> argparse.Argumen
         default=[],
         metavar="PREFIX",
         help="accept only keys under PREFIX from peers (repeat; default all)",
+    )
+    p.add_argument(
+        "--max-store-size",
+        metavar="SIZE",
+        help="the store's ceiling, like 512MiB or 8GiB: past it, writes are refused "
+        "while reads and sync go on (default 8GiB)",
     )
     p.add_argument("--new-epoch", action="store_true",
                    help="start a new epoch: after restoring the store from a backup")  # fmt: skip

@@ -37,6 +37,7 @@ def status_of(s: Any) -> dict[str, Any]:
         "id": s.id, "role": s.role, "epoch": s.epoch,
         "version_vector": dict(sorted(s.version_vector.items())), "digest": s.digest,
         "peers": [{"address": p.address, "connected": p.connected, "lag": p.lag} for p in s.peers],
+        "store": {f.name: getattr(s.store, f.name) for f in s.store.DESCRIPTOR.fields},
     }  # fmt: skip
 
 

@@ -118,7 +118,16 @@ class ClientService(client_pb2_grpc.ClientServicer):
             version_vector=r.keyspace.actor_progress(),
             digest=await self.replica.durable_digest(request.prefix),
             peers=peers,
+            store=self._store_status(),
         )
+
+    def _store_status(self) -> Any:
+        usage, r = self.replica.storage.usage(), self.replica.replica
+        return client_pb2.StoreStatus(
+            used_bytes=usage.used_bytes, max_bytes=usage.max_bytes or 0,
+            journal_bytes=usage.journal_bytes, write_backs=usage.write_backs,
+            keys=len(r.keyspace), log_entries=len(r.log),
+        )  # fmt: skip
 
 
 def _set_op(s: AWSet, actor: str, elements: list[str], adding: bool) -> AWSet:

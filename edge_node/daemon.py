@@ -33,7 +33,7 @@ from sync.adapters.aio import AsyncReplica
 from sync.adapters.embedded import fresh_epoch, wall_clock_ms
 from sync.adapters.gc_policy import collect_everything_hourly, tune_gc
 from sync.adapters.grpc_link import GrpcLinks, channel_options, ticker
-from sync.adapters.lmdb_storage import LMDBStorage
+from sync.adapters.lmdb_storage import LMDBStorage, MiB
 from sync.adapters.pb import client_pb2, client_pb2_grpc, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("edgesync.daemon")
@@ -60,6 +60,9 @@ class DaemonConfig:
     new_epoch: bool = False  # the store was restored from a backup: never reuse its dots
     push: list[str] = field(default_factory=list)  # path prefixes sent on every link (all)
     pull: list[str] = field(default_factory=list)  # path prefixes accepted (all)
+    # The store's ceiling: at it, writes are refused and reads and sync go on. Bytes, or
+    # a string with a unit ("512MiB", "8GiB").
+    max_store_size: int | str = "8GiB"
     # sensors and inference (sensors/node.py); edge nodes only
     sensors: list[str] = field(default_factory=list)
     mqtt: str | None = None
@@ -83,7 +86,17 @@ class DaemonConfig:
                     raise ConfigError(
                         f"--insecure serves plain text on loopback only, not {address}"
                     )
+        self.max_store_bytes()
         self.sensor_sources()  # refuses a bad --sensors or --mqtt before anything starts
+
+    def max_store_bytes(self) -> int:
+        size = parse_size(self.max_store_size)
+        if size is None or size < MIN_STORE_BYTES:
+            raise ConfigError(
+                f"--max-store-size must be a size of at least 1MiB, like 512MiB or 8GiB, "
+                f"not {self.max_store_size!r}"
+            )
+        return size
 
     def sensor_sources(self) -> list[Any]:
         """The sensor sources the flags ask for (none: no pipeline)."""
@@ -98,6 +111,33 @@ class DaemonConfig:
             )
         except (SensorSpecError, RecordingError) as exc:
             raise ConfigError(str(exc)) from None
+
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1024, "kib": 1024, "kb": 1000,
+    "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
+    "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
+    "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
+}  # fmt: skip
+MIN_STORE_BYTES = 1024**2
+
+
+def parse_size(size: int | str) -> int | None:
+    """Bytes from ``4096``, ``"512MiB"``, ``"8GiB"``, ``"1.5G"`` (K, M, G, T are powers
+    of 1024 with or without "iB"; KB, MB, GB, TB powers of 1000); None if not a size."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size
+    if not isinstance(size, str):
+        return None
+    text = size.strip().lower().replace(" ", "").replace("_", "")
+    number = text.rstrip("kmgtib")
+    unit = _UNITS.get(text[len(number) :])
+    try:
+        value = float(number)
+    except ValueError:
+        return None
+    return None if unit is None or value < 0 else int(value * unit)
 
 
 def is_loopback(address: str) -> bool:
@@ -137,10 +177,15 @@ def load_config(path: Path | None, flags: dict[str, Any]) -> DaemonConfig:
     return DaemonConfig(**values)
 
 
+def open_store(cfg: DaemonConfig) -> LMDBStorage:
+    ceiling = cfg.max_store_bytes()
+    return LMDBStorage(cfg.data, initial_map_size=min(64 * MiB, ceiling), max_map_size=ceiling)
+
+
 async def serve(cfg: DaemonConfig) -> int:
     cfg.check()
     replica = AsyncReplica(
-        LMDBStorage(cfg.data), cfg.id, clock=wall_clock_ms, new_epoch=fresh_epoch,
+        open_store(cfg), cfg.id, clock=wall_clock_ms, new_epoch=fresh_epoch,
         config=ReplicaConfig(relay=cfg.role != "edge", new_epoch=cfg.new_epoch),
     )  # fmt: skip
     tune_gc()

@@ -52,6 +52,18 @@ class StoreMeta:
         return replace(self, clean_shutdown=clean)
 
 
+@dataclass(frozen=True)
+class StoreUsage:
+    """How much room a store takes, for operators (``edgesync status``): the bytes
+    it uses, the ceiling at which it refuses writes (None: no bound), and what its
+    write-ahead journal holds that is not yet written back."""
+
+    used_bytes: int
+    max_bytes: int | None
+    journal_bytes: int = 0
+    write_backs: int = 0
+
+
 @dataclass
 class WriteBatch:
     """Everything one commit changes; empty fields change nothing."""
@@ -134,6 +146,10 @@ class Storage(ABC):
         """
 
     @abstractmethod
+    def usage(self) -> StoreUsage:
+        """Room taken; safe to call from another thread while commits run."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def __enter__(self) -> Self:
@@ -213,6 +229,14 @@ class MemoryStorage(Storage):
         self._acks.update(batch.acks)
         self._received.update(batch.received)
         self.commits += 1
+
+    def usage(self) -> StoreUsage:
+        """The bytes of the keys, values and log records held: no bound but memory.
+        (Each copy is one C call over bytes and ints, which no other thread breaks
+        into; the total may straddle a commit, which a usage figure can afford.)"""
+        entries, log = list(self._entries.items()), list(self._log.values())
+        used = sum(len(k) + len(v) for k, v in entries) + sum(8 + len(v) for v in log)
+        return StoreUsage(used_bytes=used, max_bytes=None)
 
     def close(self) -> None:
         pass

@@ -63,6 +63,10 @@ def test_del_keys_and_status(node: str) -> None:
     status = json.loads(ask(node, "status", "--json", "--prefix", "keys/"))
     assert {"id", "role", "epoch", "version_vector", "digest", "peers"} <= set(status)
     assert status["id"] == "n1" and status["role"] == "edge" and status["peers"] == []
+    store = status["store"]  # the room the store takes, against its ceiling
+    assert store["max_bytes"] == 8 * 1024**3 and 0 < store["used_bytes"] < store["max_bytes"]
+    assert store["keys"] >= 5 and 0 < store["journal_bytes"] < 1024**2  # journalled writes
+    assert "  store " in plain and " of 8.0 GiB " in plain
 
 
 def test_watch_plain_prints_one_line_per_change(node: str) -> None:

@@ -236,3 +236,35 @@ def test_daemons_run_on_uvloop_where_it_is_installed() -> None:
 
     expected = "uvloop" if sys.platform != "win32" else "asyncio"
     assert run_event_loop(loop_module()).split(".")[0] == expected
+
+
+def test_a_full_store_refuses_writes_clearly_and_the_daemon_keeps_serving(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    node = fleet.start("n", "node", "--max-store-size", "1MiB")
+    fleet.wait_ready()
+    cli("put", "--at", node, "--insecure", "kept", "1")
+    for i in range(40):  # 120 KB values (an argument's limit is 128 KiB): about 8 fill it
+        done = cli("put", "--at", node, "--insecure", f"blob/{i}", "x" * 120_000, check=False)
+        if done.returncode:
+            break
+    assert done.returncode == 1 and "full" in done.stderr and "--max-store-size" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    got = cli("get", "--at", node, "--insecure", "kept", "--json")
+    assert json.loads(got.stdout)["values"] == {"LWWRegister": 1}  # reads go on
+    store = fleet.status("n")["store"]
+    assert isinstance(store, dict) and store["max_bytes"] == 1024**2
+    bad = cli("node", "--id", "x", "--data", str(tmp_path / "x"), "--listen", "127.0.0.1:1",
+              "--insecure", "--max-store-size", "lots", check=False)  # fmt: skip
+    assert bad.returncode == 2 and "--max-store-size" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [(4096, 4096), ("512MiB", 512 * 1024**2), ("8GiB", 8 * 1024**3), ("1.5G", 3 * 1024**3 // 2),
+     ("2 GB", 2 * 1000**3), ("10k", 10_240), ("lots", None), ("5XB", None), ("-1M", None)],
+)  # fmt: skip
+def test_store_sizes_parse_with_units(size: int | str, expected: int | None) -> None:
+    from edge_node.daemon import parse_size
+
+    assert parse_size(size) == expected

@@ -93,6 +93,8 @@ def test_concurrent_writers_to_a_filling_store_keep_exactly_what_was_acknowledge
             t.join()
         expected = set().union(*acknowledged)
         assert expected and {path for path, _ in r.keys("blob/")} == expected
+        store = r.status()["store"]
+        assert isinstance(store, dict) and store["max_bytes"] == 1024 * 1024
     with open_replica(tmp_path, "n", max_store_bytes=1024 * 1024) as r:
         assert {path for path, _ in r.keys("blob/")} == expected
 

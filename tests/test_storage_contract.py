@@ -23,6 +23,7 @@ from sync._storage import (
     StorageError,
     StoreFullError,
     StoreMeta,
+    StoreUsage,
     WriteBatch,
 )
 from sync.adapters import lmdb_storage
@@ -137,6 +138,14 @@ def test_an_empty_batch_changes_nothing(storage: Storage) -> None:
     before = snapshot(storage)
     storage.commit(WriteBatch())
     assert snapshot(storage) == before
+
+
+def test_usage_grows_with_what_is_stored(storage: Storage) -> None:
+    empty = storage.usage()
+    storage.commit(WriteBatch(entries=fill(64, 4096), log_append=[(1, b"d" * 4096)]))
+    used = storage.usage()
+    assert used.used_bytes >= empty.used_bytes + 65 * 4096
+    assert used.max_bytes is None or used.used_bytes <= used.max_bytes
 
 
 def test_absorb_folds_a_later_batch_into_one_commit(storage: Storage) -> None:
@@ -280,6 +289,19 @@ def test_at_the_ceiling_a_commit_is_refused_whole_and_the_store_goes_on(
         store.commit(WriteBatch(log_drop_below=257))
         store.commit(too_big)
         assert store.acks() == {"p": 9}
+
+
+def test_usage_reports_the_ceiling_and_what_the_journal_holds(store_dir: Path) -> None:
+    with LMDBStorage(store_dir, max_map_size=64 * MiB, journal_bytes=MiB) as store:
+        store.commit(WriteBatch(entries={b"k": b"v" * 100}))
+        usage = store.usage()
+        assert usage.max_bytes == 64 * MiB and usage.write_backs == 0
+        assert 100 < usage.journal_bytes < 4096  # journalled, not yet in LMDB
+        for i in range(200):  # past 1 MiB of journal: one write-back at least
+            store.commit(WriteBatch(entries={b"k%d" % i: b"v" * 8000}))
+        usage = store.usage()
+        assert usage.write_backs >= 1 and usage.journal_bytes < MiB
+        assert usage == StoreUsage(usage.used_bytes, 64 * MiB, usage.journal_bytes, 1)
 
 
 def test_a_second_opener_is_told_the_store_is_in_use(store_dir: Path) -> None:

@@ -26,6 +26,7 @@ describe is durable.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -172,8 +173,10 @@ class EmbeddedReplica:
             return [(p, c.TYPE_NAME) for p, c in self.replica.keyspace.keys(prefix)]
 
     def status(self, prefix: str = "") -> dict[str, object]:
+        """The replica's status, and under ``"store"`` the room its store takes."""
         with self._state_lock:
-            return self.replica.status(prefix)
+            status = self.replica.status(prefix)
+        return status | {"store": dataclasses.asdict(self.storage.usage())}
 
     @property
     def actor(self) -> str:

@@ -97,6 +97,7 @@ from sync._storage import (
     StorageError,
     StoreFullError,
     StoreMeta,
+    StoreUsage,
     WriteBatch,
 )
 from sync.adapters.journal import (
@@ -440,9 +441,12 @@ class LMDBStorage(Storage):
 
     def _has_room(self, cost: int) -> bool:
         """Whether LMDB, grown to its ceiling, could surely take ``cost`` more bytes."""
-        info = self._live_env().info()
-        used = (info["last_pgno"] + 1) * _PAGE
-        return used + cost <= self.max_map_size
+        return self._used_bytes() + cost <= self.max_map_size
+
+    def _used_bytes(self) -> int:
+        """LMDB's pages in use: the file's high-water mark (freed pages are reused,
+        not returned)."""
+        return (self._live_env().info()["last_pgno"] + 1) * _PAGE
 
     def _write_back(self) -> None:
         """Fold the journal's unapplied records into LMDB, in one transaction that
@@ -554,6 +558,17 @@ class LMDBStorage(Storage):
     def map_size(self) -> int:
         """The current map size in bytes (the store's present size limit)."""
         return int(self._live_env().info()["map_size"])
+
+    def usage(self) -> StoreUsage:
+        """LMDB's pages in use against the ceiling, and the journal's bytes not yet
+        written back."""
+        journal = self._journal
+        return StoreUsage(
+            used_bytes=self._used_bytes(),
+            max_bytes=self.max_map_size,
+            journal_bytes=0 if journal is None else journal.offset,
+            write_backs=self.write_backs,
+        )
 
     def __enter__(self) -> Self:
         return self

@@ -133,8 +133,24 @@ class PeerStatus(_message.Message):
     lag: int
     def __init__(self, address: _Optional[str] = ..., connected: _Optional[bool] = ..., lag: _Optional[int] = ...) -> None: ...
 
+class StoreStatus(_message.Message):
+    __slots__ = ("used_bytes", "max_bytes", "journal_bytes", "write_backs", "keys", "log_entries")
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WRITE_BACKS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    LOG_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    used_bytes: int
+    max_bytes: int
+    journal_bytes: int
+    write_backs: int
+    keys: int
+    log_entries: int
+    def __init__(self, used_bytes: _Optional[int] = ..., max_bytes: _Optional[int] = ..., journal_bytes: _Optional[int] = ..., write_backs: _Optional[int] = ..., keys: _Optional[int] = ..., log_entries: _Optional[int] = ...) -> None: ...
+
 class StatusReply(_message.Message):
-    __slots__ = ("id", "role", "epoch", "version_vector", "digest", "peers")
+    __slots__ = ("id", "role", "epoch", "version_vector", "digest", "peers", "store")
     class VersionVectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -148,10 +164,12 @@ class StatusReply(_message.Message):
     VERSION_VECTOR_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
     id: str
     role: str
     epoch: str
     version_vector: _containers.ScalarMap[str, int]
     digest: str
     peers: _containers.RepeatedCompositeFieldContainer[PeerStatus]
-    def __init__(self, id: _Optional[str] = ..., role: _Optional[str] = ..., epoch: _Optional[str] = ..., version_vector: _Optional[_Mapping[str, int]] = ..., digest: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ...) -> None: ...
+    store: StoreStatus
+    def __init__(self, id: _Optional[str] = ..., role: _Optional[str] = ..., epoch: _Optional[str] = ..., version_vector: _Optional[_Mapping[str, int]] = ..., digest: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., store: _Optional[_Union[StoreStatus, _Mapping]] = ...) -> None: ...
