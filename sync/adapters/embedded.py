@@ -224,14 +224,16 @@ class EmbeddedReplica:
     def _commit_group(self, group: _Group) -> None:
         """Leader: close ``group`` (the open one), commit it in one transaction, wake
         its writers and send; then hand the lead to the group that filled meanwhile."""
-        with self._state_lock:
-            assert group is self._open, "only the open group has a leader"
-            self._open = _Group(may_lead=False)
-            ready = self.replica.ready()
         try:
+            with self._state_lock:
+                assert group is self._open, "only the open group has a leader"
+                self._open = _Group(may_lead=False)
+                ready = self.replica.ready()
             self.storage.commit(ready.batch)
-        except Exception as exc:
+        except BaseException as exc:
             self._fail(group, exc)
+            if not isinstance(exc, Exception):
+                raise
             return
         self.commits += 1
         group.finish(None)
@@ -242,15 +244,18 @@ class EmbeddedReplica:
                 following = self._open
             following.let_lead()
 
-    def _fail(self, group: _Group, error: Exception) -> None:
+    def _fail(self, group: _Group, error: BaseException) -> None:
         """A commit failed: memory ran ahead of the store, so rebuild it from the
         store, and fail the writers of the group behind too: their updates are in
-        the memory dropped."""
+        the memory dropped. Both groups are woken whatever happens, or their writers
+        would wait for ever."""
         with self._state_lock:
-            self.replica = self.replica.reloaded(self.storage)
             following, self._open = self._open, _Group(may_lead=True)
-        group.finish(error)
-        following.finish(error)
+            try:
+                self.replica = self.replica.reloaded(self.storage)
+            finally:
+                group.finish(error)
+                following.finish(error)
 
     def _send(self, messages: list[tuple[str, bytes]]) -> None:
         for link, data in messages:
