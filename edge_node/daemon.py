@@ -195,14 +195,20 @@ async def serve(cfg: DaemonConfig) -> int:
         backoff_ms=(RECONNECT_MIN_MS, cfg.reconnect_max_ms),
         policy_for=lambda link: cfg.link_policy(),
     )  # fmt: skip
-    server = grpc.aio.server(options=channel_options(replica.replica.config.max_message_bytes))
+    # No SO_REUSEPORT (gRPC's default on Linux): with it, a second daemon given the same
+    # --listen binds as well, and the kernel splits clients and peers between the two.
+    options = [*channel_options(replica.replica.config.max_message_bytes), ("grpc.so_reuseport", 0)]
+    server = grpc.aio.server(options=options)
     health_servicer = _add_services(server, replica, links, cfg.role)
-    if server_creds is None:
-        port = server.add_insecure_port(cfg.listen)
-    else:
-        port = server.add_secure_port(cfg.listen, server_creds)
+    try:
+        if server_creds is None:
+            port = server.add_insecure_port(cfg.listen)
+        else:
+            port = server.add_secure_port(cfg.listen, server_creds)
+    except RuntimeError as exc:  # grpcio raises where older releases returned 0
+        raise ConfigError(f"cannot listen on {cfg.listen} (in use?): {exc}") from None
     if port == 0:
-        raise ConfigError(f"cannot listen on {cfg.listen}")
+        raise ConfigError(f"cannot listen on {cfg.listen} (in use?)")
     await server.start()
     log.info("started", extra={"node": cfg.id, "role": cfg.role, "listen": cfg.listen,
                                "actor": replica.actor})  # fmt: skip

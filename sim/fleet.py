@@ -32,6 +32,9 @@ from sim.wire import Faults
 CLIENT_ID = "fleet-client"
 
 
+BIND_FAILED = "cannot listen on"  # the daemon's one line when its port is taken
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,6 +49,10 @@ class Link(Protocol):
 
     def sever(self) -> None: ...
     def restore(self) -> None: ...
+    def retarget(self, address: str) -> None:
+        """Reach the target at ``address`` from now on."""
+        ...
+
     def set_faults(self, faults: Faults) -> None: ...
     @property
     def bytes_sent(self) -> int: ...
@@ -58,6 +65,11 @@ class Network(Protocol):
 
     async def connect(self, dialer: str, target: str, target_address: str) -> Link: ...
     def command_prefix(self, member: str) -> list[str]: ...
+    def moved(self, member: str) -> tuple[str, str] | None:
+        """A new place for ``member`` when its port was taken before it bound it, or
+        None where ports cannot be taken from under a member."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -73,6 +85,11 @@ class LoopbackNetwork:
     def place(self, member: str) -> tuple[str, str]:
         address = f"127.0.0.1:{free_port()}"
         return address, address
+
+    def moved(self, member: str) -> tuple[str, str] | None:
+        """Another free port: between ``free_port`` and the daemon's bind, another
+        process on the machine may take the port (seen with two test suites at once)."""
+        return self.place(member)
 
     async def connect(self, dialer: str, target: str, target_address: str) -> LinkProxy:
         proxy = LinkProxy(f"{dialer}->{target}", target_address)
@@ -195,14 +212,41 @@ class Fleet:
         return [*args, "--tls-dir", str(self.tls_dir)]
 
     async def wait_serving(self, timeout: float = 60) -> None:
-        """Wait until every running member answers its health check."""
+        """Wait until every running member answers its health check. A member that
+        could not bind its port because another process took it is moved to another
+        port and started again (its dialers reach it through links that follow)."""
         deadline = time.monotonic() + timeout
         for member in self.members.values():
             while not await self.client(member.name).serving():
+                if self._lost_its_port(member) and await self._move(member):
+                    continue
                 self._check_alive(member)
                 if time.monotonic() > deadline:
                     raise FleetError(f"{member.name} did not start; see {member.log}")
                 await asyncio.sleep(0.1)
+
+    def _lost_its_port(self, member: Member) -> bool:
+        process = member.process
+        if process is None or process.returncode is None:
+            return False
+        tail = member.log.read_text(errors="replace").strip().splitlines()[-2:]
+        return any(BIND_FAILED in line and member.listen in line for line in tail)
+
+    async def _move(self, member: Member) -> bool:
+        """Start ``member`` again on another port, if its network can move it."""
+        place = self.network.moved(member.name)
+        if place is None:
+            return False
+        with member.log.open("a") as log:
+            print(f"(fleet: {member.listen} was taken; moving to {place[0]})", file=log)
+        member.listen, member.address = place
+        for link in self.links_to(member.name):
+            link.retarget(member.address)
+        client = self._clients.pop(member.name, None)
+        if client is not None:
+            await client.close()
+        await self.start(member.name, member.role)
+        return True
 
     def _check_alive(self, member: Member) -> None:
         if member.process is not None and member.process.returncode is not None:
@@ -253,6 +297,10 @@ class Fleet:
         for member in self.members.values():
             found += [link for other, link in member.links.items() if other == name]
         return found
+
+    def links_to(self, name: str) -> list[Link]:
+        """The links others dial ``name`` on."""
+        return [link for m in self.members.values() for o, link in m.links.items() if o == name]
 
     def sever(self, name: str) -> None:
         for proxy in self.links_of(name):

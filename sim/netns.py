@@ -67,6 +67,9 @@ class NamespaceLink:
     def restore(self) -> None:
         self.set_faults(Faults())
 
+    def retarget(self, address: str) -> None:
+        raise RuntimeError(f"{self.name}: a member's service address in its namespace is fixed")
+
     def set_faults(self, faults: Faults) -> None:
         self.faults = faults
         self.switch.set_faults(self.name, faults)
@@ -131,6 +134,10 @@ class NamespaceNetwork:
 
     def command_prefix(self, member: str) -> list[str]:
         return ["ip", "netns", "exec", self.namespace(member)]
+
+    def moved(self, member: str) -> None:
+        """Never: each member has its namespace's port space to itself."""
+        return None
 
     async def close(self) -> None:
         self.switch.close()

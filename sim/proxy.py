@@ -62,6 +62,10 @@ class LinkProxy:
         self.severed = False
         self.faults = Faults()
 
+    def retarget(self, address: str) -> None:
+        """Forward new connections to ``address`` (the target moved)."""
+        self.target = address
+
     def set_faults(self, faults: Faults) -> None:
         """Cut, delay and jitter apply here; a byte stream cannot lose, duplicate or
         reorder packets, so those need the namespace network's packet switch."""

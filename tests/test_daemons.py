@@ -268,3 +268,12 @@ def test_store_sizes_parse_with_units(size: int | str, expected: int | None) -> 
     from edge_node.daemon import parse_size
 
     assert parse_size(size) == expected
+
+
+def test_a_second_daemon_on_a_taken_address_refuses_to_start(fleet: Fleet, tmp_path: Path) -> None:
+    node = fleet.start("n", "node")
+    fleet.wait_ready()
+    second = cli("node", "--id", "m", "--data", str(tmp_path / "m"), "--listen", node,
+                 "--insecure", check=False)  # fmt: skip
+    assert second.returncode == 1 and f"cannot listen on {node}" in second.stderr
+    assert json.loads(cli("status", "--at", node, "--insecure", "--json").stdout)["id"] == "n"

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import grpc
 
-from sim.fleet import Fleet, edges_under_hubs, start_tree
+from sim.fleet import Fleet, LoopbackNetwork, edges_under_hubs, start_tree
 from sync.adapters.pb import client_pb2, client_pb2_grpc
 
 EDGES = edges_under_hubs(4)
@@ -110,3 +111,37 @@ def test_bad_client_input_is_refused_and_changes_nothing(tmp_path: Path) -> None
             assert keys == {"keys": [{"key": "kept", "type": "PNCounter"}]}
 
     asyncio.run(main())
+
+
+class FirstPortTaken(LoopbackNetwork):
+    """Places the cloud first on ``taken``, a port another process holds."""
+
+    def __init__(self, taken: str) -> None:
+        super().__init__()
+        self.taken: str | None = taken
+
+    def place(self, member: str) -> tuple[str, str]:
+        if member == "cloud" and self.taken is not None:
+            address, self.taken = self.taken, None
+            return address, address
+        return super().place(member)
+
+
+def test_a_member_whose_port_was_taken_moves_and_its_dialers_follow(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = f"127.0.0.1:{squatter.getsockname()[1]}"
+
+        async def main() -> None:
+            async with Fleet(tmp_path, tls=False, network=FirstPortTaken(taken)) as fleet:
+                await fleet.start("cloud", "cloud")
+                await fleet.start("e1", "edge", upstreams=["cloud"])
+                await fleet.wait_serving()
+                assert fleet.members["cloud"].address != taken
+                assert "was taken; moving to" in (tmp_path / "cloud.log").read_text()
+                await fleet.client("e1").inc("moved", 2)
+                await fleet.wait_converged(timeout=30)  # e1 reached it through its link
+                assert await fleet.client("cloud").get("moved") == {"PNCounter": 2}
+
+        asyncio.run(main())
