@@ -126,7 +126,7 @@ class ClientService(client_pb2_grpc.ClientServicer):
         return client_pb2.StoreStatus(
             used_bytes=usage.used_bytes, max_bytes=usage.max_bytes or 0,
             journal_bytes=usage.journal_bytes, write_backs=usage.write_backs,
-            keys=len(r.keyspace), log_entries=len(r.log),
+            keys=len(r.tree), log_entries=len(r.log),
         )  # fmt: skip
 
 

@@ -29,6 +29,7 @@ from sync._counter import Counter
 from sync._crdt import (
     CRDT,
     actor_table,
+    crdt_types,
     decode_body,
     encode_body,
     read_actor_table,
@@ -91,15 +92,24 @@ class Keyspace:
         return child
 
     def types_at(self, path: str) -> list[CRDT]:
-        """Every present value at ``path``, one per type, in type-tag order."""
-        found = [(key[1], c) for key, c in self.entries.items() if key[0] == path]
-        return [c for _, c in sorted(found, key=lambda kc: kc[0]) if c.is_present()]
+        """Every present value at ``path``, one per type, in type-tag order: a lookup
+        per registered type, not a scan of every key (a get on a hub of a million
+        keys took a scan of them all)."""
+        entries, found = self.entries, []
+        for cls in crdt_types():
+            child = entries.get((path, cls.TYPE_TAG))
+            if child is not None and child.is_present():
+                found.append(child)
+        return found
 
     def keys(self, prefix: str = "") -> list[tuple[str, type[CRDT]]]:
+        """Present keys under ``prefix``, sorted; only those are sorted, not all."""
+        entries = self.entries
+        chosen = [key for key in entries if key[0].startswith(prefix)]
         return [
             (path, type_for_tag(tag))
-            for (path, tag) in sorted(self.entries)
-            if path.startswith(prefix) and self.entries[(path, tag)].is_present()
+            for (path, tag) in sorted(chosen)
+            if entries[(path, tag)].is_present()
         ]
 
     def value(self, prefix: str = "") -> dict[tuple[str, str], Any]:
