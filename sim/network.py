@@ -133,6 +133,9 @@ class SimNetwork:
             return
         generation = self.generation.get((src, dst), 0)
         copies = 2 if faults.dup and self.rng.random() < faults.dup else 1
+        if copies == 1 and not self.stalled:  # the usual case
+            self._enqueue(now, src, dst, generation, data, faults=faults)
+            return
         if copies == 2:
             stats.duplicated += 1
         for _ in range(copies):
@@ -153,9 +156,9 @@ class SimNetwork:
         if faults is None:
             faults = self.faults_of(src, dst)
         lo, hi = faults.delay
-        delay = self.rng.randint(lo, hi)
+        delay = randint(self.rng, lo, hi)
         if faults.reorder and self.rng.random() < faults.reorder:
-            delay += self.rng.randint(lo, hi)
+            delay += randint(self.rng, lo, hi)
         self._order += 1
         heapq.heappush(self.queue, Message(now + delay, self._order, src, dst, generation, data))
 
@@ -177,6 +180,19 @@ class SimNetwork:
 
     def idle(self) -> bool:
         return not self.queue and not any(self.stalled.values())
+
+
+def randint(rng: random.Random, lo: int, hi: int) -> int:
+    """``rng.randint(lo, hi)``, drawn as CPython draws it (``randrange``, then
+    ``_randbelow``: getrandbits of the width's bit length until one falls below it),
+    so a seed gives the same delays; without its three Python-level calls, once a
+    message. tests/test_sim_replay.py checks it against ``randint``."""
+    n = hi - lo + 1
+    bits = n.bit_length()
+    r = rng.getrandbits(bits)
+    while r >= n:
+        r = rng.getrandbits(bits)
+    return lo + r
 
 
 _KINDS = {
