@@ -177,13 +177,15 @@ class SimNode:
         """Commit what the replica's inputs call for; return the messages to send."""
         assert self.replica is not None
         ready = self.replica.ready()
-        self._ensure_storage().commit(ready.batch)
-        if ready.batch.entries:  # a key changed: observers must look again
+        batch = ready.batch
+        storage = self.storage if self.storage is not None else self._ensure_storage()
+        storage.commit(batch)
+        if batch.entries:  # a key changed: observers must look again
             self.version += 1
             self.touched.add(self.name)
             if self.changed is not None:
-                self.changed.update(ready.batch.entries)
-            self._refingerprint(ready.batch.entries)
+                self.changed.update(batch.entries)
+            self._refingerprint(batch.entries)
         return ready.messages
 
     def _refingerprint(self, written: dict[bytes, bytes | None]) -> None:
