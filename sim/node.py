@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sync._crdt import decode
 from sync._digest import _fingerprint
-from sync._keyspace import Key, Keyspace, parse_storage_key
+from sync._keyspace import Keyspace, parse_storage_key
 from sync._policy import EVERYTHING
 from sync._replica import Replica, ReplicaConfig
 from sync._storage import MemoryStorage, Storage, WriteBatch
@@ -204,10 +204,10 @@ class SimNode:
                 root ^= fingerprint
         self.root = root
 
-    def take_changes(self) -> set[Key] | None:
-        """The keys changed since the last call (None: any may have, it restarted)."""
+    def take_changes(self) -> set[bytes] | None:
+        """The storage keys changed since the last call (None: any may have, it restarted)."""
         changed, self.changed = self.changed, set()
-        return None if changed is None else {parse_storage_key(raw) for raw in changed}
+        return changed
 
     def reconnect(self, peer: str) -> list[tuple[str, bytes]]:
         """The link to ``peer`` was re-established: say Hello afresh."""

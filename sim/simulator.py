@@ -37,7 +37,7 @@ from sim.scenario import MAX_SKEW_S, LinkFaults, Scenario, Step, parse_faults, s
 from sim.topology import neighbour_map
 from sim.workload import perform, read_cells
 from sync._errors import ClockSkewError, ProtocolError
-from sync._keyspace import Keyspace, _events_per_actor
+from sync._keyspace import Key, Keyspace, _events_per_actor, parse_storage_key
 from sync._messages import decode_message
 
 Progress = dict[str, dict[str, int]]  # "path:tag" -> actor -> events held
@@ -126,6 +126,7 @@ class Simulator:
         self.progress: dict[str, tuple[int, Progress]] = {}  # the last reading, by version
         self.last_observation: dict[str, int] = {}  # index in observations, by node
         self.seen_again: dict[str, int] = {}  # the last reading's latest time, not yet in it
+        self.labels: dict[bytes, tuple[Key, str]] = {}  # storage key -> key, "path:tag"
         # Sampling touches only nodes that changed: the others are ``quiet`` (up, their
         # reading current as of the sample time given), and their roots are counted.
         self.quiet: dict[str, int] = {}
@@ -333,9 +334,11 @@ class Simulator:
         now = self.t()
         touched = sorted(self.touched, key=self.index.__getitem__)  # node order
         self.touched.clear()
+        quiet = self.quiet
         for name in touched:
-            self.note_quiet_time(name)
-            self.quiet.pop(name, None)
+            if name in quiet:
+                self.note_quiet_time(name)
+                del quiet[name]
             self.count_root(name)
             if self.nodes[name].replica is not None:
                 self.observe(name)
@@ -368,7 +371,8 @@ class Simulator:
         node = self.nodes[name]
         if node.replica is None:
             return
-        self.note_quiet_time(name)
+        if name in self.quiet:
+            self.note_quiet_time(name)
         cached = self.progress.get(name)
         if cached is not None and cached[0] == node.version:
             progress = cached[1]  # unchanged since it was last read: the very same dict
@@ -382,7 +386,8 @@ class Simulator:
             # with changes, not with time. Noted here, written into it when it is read.
             self.seen_again[name] = self.t()
         else:
-            self.settle_observation(name)
+            if name in self.seen_again:
+                self.settle_observation(name)
             self.last_observation[name] = len(self.observations)
             self.observations.append(Observation(self.t(), name, node.incarnation, progress))
 
@@ -396,8 +401,7 @@ class Simulator:
                 seen.at, seen.node, seen.incarnation, seen.progress, until
             )
 
-    @staticmethod
-    def read_progress(node: SimNode, before: Progress | None) -> Progress:
+    def read_progress(self, node: SimNode, before: Progress | None) -> Progress:
         """Events held per key and actor: the last reading, redone for the changed keys."""
         assert node.replica is not None
         entries = node.replica.keyspace.entries
@@ -406,12 +410,18 @@ class Simulator:
             return {f"{path}:{tag}": _events_per_actor(child.ctx)
                     for (path, tag), child in sorted(entries.items())}  # fmt: skip
         progress = dict(before)  # a new dict: observations keep the old one
-        for key in changed:
+        labels = self.labels
+        for raw in changed:
+            labelled = labels.get(raw)
+            if labelled is None:
+                key = parse_storage_key(raw)
+                labelled = labels[raw] = (key, f"{key[0]}:{key[1]}")
+            key, label = labelled
             child = entries.get(key)
             if child is None:
-                progress.pop(f"{key[0]}:{key[1]}", None)
+                progress.pop(label, None)
             else:
-                progress[f"{key[0]}:{key[1]}"] = _events_per_actor(child.ctx)
+                progress[label] = _events_per_actor(child.ctx)
         return progress
 
     def deliver(self, msg: Message) -> None:
