@@ -133,6 +133,9 @@ class SimNetwork:
             return
         generation = self.generation.get((src, dst), 0)
         copies = 2 if faults.dup and self.rng.random() < faults.dup else 1
+        if copies == 1 and not self.stalled:  # the usual case
+            self._enqueue(now, src, dst, generation, data, faults=faults)
+            return
         if copies == 2:
             stats.duplicated += 1
         for _ in range(copies):
@@ -153,11 +156,13 @@ class SimNetwork:
         if faults is None:
             faults = self.faults_of(src, dst)
         lo, hi = faults.delay
-        delay = self.rng.randint(lo, hi)
+        delay = randint(self.rng, lo, hi)
         if faults.reorder and self.rng.random() < faults.reorder:
-            delay += self.rng.randint(lo, hi)
+            delay += randint(self.rng, lo, hi)
         self._order += 1
-        heapq.heappush(self.queue, Message(now + delay, self._order, src, dst, generation, data))
+        # tuple.__new__: a named tuple's own __new__ is an interpreted call, once a message
+        msg = tuple.__new__(Message, (now + delay, self._order, src, dst, generation, data))
+        heapq.heappush(self.queue, msg)
 
     def next_at(self) -> int | None:
         return self.queue[0].at if self.queue else None
@@ -179,6 +184,19 @@ class SimNetwork:
         return not self.queue and not any(self.stalled.values())
 
 
+def randint(rng: random.Random, lo: int, hi: int) -> int:
+    """``rng.randint(lo, hi)``, drawn as CPython draws it (``randrange``, then
+    ``_randbelow``: getrandbits of the width's bit length until one falls below it),
+    so a seed gives the same delays; without its three Python-level calls, once a
+    message. tests/test_sim_replay.py checks it against ``randint``."""
+    n = hi - lo + 1
+    bits = n.bit_length()
+    r = rng.getrandbits(bits)
+    while r >= n:
+        r = rng.getrandbits(bits)
+    return lo + r
+
+
 _KINDS = {
     1: "hello", 2: "deltas", 3: "ack", 11: "sources", 12: "sources-ack",
     13: "probe", 14: "probe-ack",
@@ -187,6 +205,26 @@ _KINDS = {
 
 def describe(data: bytes, digest: bool = False) -> str:
     """A short, deterministic name for a message in the event log: kind, size, hash."""
+    if digest:
+        known = _DIGESTED.get(data)
+        if known is not None:
+            return known
     kind = _KINDS.get(data[1], "catchup") if len(data) > 1 else "empty"
     name = f"{kind}:{len(data)}"
-    return f"{name}:{hashlib.blake2b(data, digest_size=4).hexdigest()}" if digest else name
+    if not digest:
+        return name
+    name = f"{name}:{hashlib.blake2b(data, digest_size=4).hexdigest()}"
+    if len(data) <= _DIGESTED_MAX_BYTES:
+        if len(_DIGESTED) >= _DIGESTED_MAX:
+            _DIGESTED.clear()
+        _DIGESTED[data] = name
+    return name
+
+
+# Names of recently delivered small messages, by content: a hub sends the same delta to
+# each of its edges, and they all acknowledge it with equal acks, so most deliveries
+# name a message already named (a lookup, where a hash costs several times as much).
+# A pure function of the bytes: what it holds changes no name.
+_DIGESTED: dict[bytes, str] = {}
+_DIGESTED_MAX = 4096
+_DIGESTED_MAX_BYTES = 1024

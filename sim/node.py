@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sync._crdt import decode
 from sync._digest import _fingerprint
-from sync._keyspace import Key, Keyspace, parse_storage_key
+from sync._keyspace import Keyspace, parse_storage_key
 from sync._policy import EVERYTHING
 from sync._replica import Replica, ReplicaConfig
 from sync._storage import MemoryStorage, Storage, WriteBatch
@@ -177,13 +177,15 @@ class SimNode:
         """Commit what the replica's inputs call for; return the messages to send."""
         assert self.replica is not None
         ready = self.replica.ready()
-        self._ensure_storage().commit(ready.batch)
-        if ready.batch.entries:  # a key changed: observers must look again
+        batch = ready.batch
+        storage = self.storage if self.storage is not None else self._ensure_storage()
+        storage.commit(batch)
+        if batch.entries:  # a key changed: observers must look again
             self.version += 1
             self.touched.add(self.name)
             if self.changed is not None:
-                self.changed.update(ready.batch.entries)
-            self._refingerprint(ready.batch.entries)
+                self.changed.update(batch.entries)
+            self._refingerprint(batch.entries)
         return ready.messages
 
     def _refingerprint(self, written: dict[bytes, bytes | None]) -> None:
@@ -202,10 +204,10 @@ class SimNode:
                 root ^= fingerprint
         self.root = root
 
-    def take_changes(self) -> set[Key] | None:
-        """The keys changed since the last call (None: any may have, it restarted)."""
+    def take_changes(self) -> set[bytes] | None:
+        """The storage keys changed since the last call (None: any may have, it restarted)."""
         changed, self.changed = self.changed, set()
-        return None if changed is None else {parse_storage_key(raw) for raw in changed}
+        return changed
 
     def reconnect(self, peer: str) -> list[tuple[str, bytes]]:
         """The link to ``peer`` was re-established: say Hello afresh."""

@@ -8,7 +8,8 @@ period; then the earliest event runs next: a message delivery, or a tick (every
 awaiting an answer sleeps until a message arrives. Ties are broken by send order,
 never by hash or set order, and every random draw comes from the one
 ``random.Random`` the caller passes in, so a scenario and a seed replay exactly:
-every event is written to the event log, whose SHA-256 is the run's fingerprint.
+every event is written to the event log, whose SHA-256 is the run's fingerprint
+(hashed when the result is asked for, not line by line: the same digest).
 
 After the last step (and at every ``check``) the simulator heals everything
 (cuts, stalls, packet faults, clocks, paused and crashed nodes), lets the fleet
@@ -36,7 +37,7 @@ from sim.scenario import MAX_SKEW_S, LinkFaults, Scenario, Step, parse_faults, s
 from sim.topology import neighbour_map
 from sim.workload import perform, read_cells
 from sync._errors import ClockSkewError, ProtocolError
-from sync._keyspace import Keyspace, _events_per_actor
+from sync._keyspace import Key, Keyspace, _events_per_actor, parse_storage_key
 from sync._messages import decode_message
 
 Progress = dict[str, dict[str, int]]  # "path:tag" -> actor -> events held
@@ -94,7 +95,6 @@ class Simulator:
         self.next_tick = START_MS + TICK_MS
         self.ticks = 0
         self.events: list[str] = []
-        self._hash = hashlib.sha256()
         self.history = History()
         self.deltas: dict[int, Keyspace] = {}
         self.observations: list[Observation] = []
@@ -126,6 +126,7 @@ class Simulator:
         self.progress: dict[str, tuple[int, Progress]] = {}  # the last reading, by version
         self.last_observation: dict[str, int] = {}  # index in observations, by node
         self.seen_again: dict[str, int] = {}  # the last reading's latest time, not yet in it
+        self.labels: dict[bytes, tuple[Key, str]] = {}  # storage key -> key, "path:tag"
         # Sampling touches only nodes that changed: the others are ``quiet`` (up, their
         # reading current as of the sample time given), and their roots are counted.
         self.quiet: dict[str, int] = {}
@@ -142,12 +143,19 @@ class Simulator:
 
     def log(self, line: str) -> None:
         self.events.append(line)
-        self._hash.update(line.encode() + b"\n")
+
+    def event_log_hash(self) -> str:
+        """SHA-256 of the event log, each line followed by a newline."""
+        events = self.events
+        text = "\n".join(events) + "\n" if events else ""
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def send(self, src: str, messages: list[tuple[str, bytes]]) -> None:
         """Send what node ``src`` produced; then its timers may have moved (``schedule``)."""
-        for dst, data in messages:
-            self.network.send(self.now - START_MS, src, dst, data)
+        if messages:
+            now, send = self.now - START_MS, self.network.send
+            for dst, data in messages:
+                send(now, src, dst, data)
         self.unscheduled.add(src)
 
     def flush(self, name: str) -> None:
@@ -223,7 +231,7 @@ class Simulator:
             converged=self.converged,
             rounds_to_converge=self.rounds_to_converge,
             bytes_sent=stats.bytes_sent,
-            event_log_hash=self._hash.hexdigest(),
+            event_log_hash=self.event_log_hash(),
             events=self.events,
             samples=self.samples,
             stats={
@@ -257,8 +265,8 @@ class Simulator:
         target = self.now + ms
         network = self.network
         while True:
-            at = network.next_at()
-            due = None if at is None else at + START_MS
+            queue = network.queue  # (network.next_at(), inlined: once a message)
+            due = queue[0].at + START_MS if queue else None
             if due is not None and self.next_tick - TICK_MS < due <= self.next_tick:
                 if due > target:
                     break
@@ -326,9 +334,11 @@ class Simulator:
         now = self.t()
         touched = sorted(self.touched, key=self.index.__getitem__)  # node order
         self.touched.clear()
+        quiet = self.quiet
         for name in touched:
-            self.note_quiet_time(name)
-            self.quiet.pop(name, None)
+            if name in quiet:
+                self.note_quiet_time(name)
+                del quiet[name]
             self.count_root(name)
             if self.nodes[name].replica is not None:
                 self.observe(name)
@@ -361,7 +371,8 @@ class Simulator:
         node = self.nodes[name]
         if node.replica is None:
             return
-        self.note_quiet_time(name)
+        if name in self.quiet:
+            self.note_quiet_time(name)
         cached = self.progress.get(name)
         if cached is not None and cached[0] == node.version:
             progress = cached[1]  # unchanged since it was last read: the very same dict
@@ -375,7 +386,8 @@ class Simulator:
             # with changes, not with time. Noted here, written into it when it is read.
             self.seen_again[name] = self.t()
         else:
-            self.settle_observation(name)
+            if name in self.seen_again:
+                self.settle_observation(name)
             self.last_observation[name] = len(self.observations)
             self.observations.append(Observation(self.t(), name, node.incarnation, progress))
 
@@ -389,8 +401,7 @@ class Simulator:
                 seen.at, seen.node, seen.incarnation, seen.progress, until
             )
 
-    @staticmethod
-    def read_progress(node: SimNode, before: Progress | None) -> Progress:
+    def read_progress(self, node: SimNode, before: Progress | None) -> Progress:
         """Events held per key and actor: the last reading, redone for the changed keys."""
         assert node.replica is not None
         entries = node.replica.keyspace.entries
@@ -399,20 +410,26 @@ class Simulator:
             return {f"{path}:{tag}": _events_per_actor(child.ctx)
                     for (path, tag), child in sorted(entries.items())}  # fmt: skip
         progress = dict(before)  # a new dict: observations keep the old one
-        for key in changed:
+        labels = self.labels
+        for raw in changed:
+            labelled = labels.get(raw)
+            if labelled is None:
+                key = parse_storage_key(raw)
+                labelled = labels[raw] = (key, f"{key[0]}:{key[1]}")
+            key, label = labelled
             child = entries.get(key)
             if child is None:
-                progress.pop(f"{key[0]}:{key[1]}", None)
+                progress.pop(label, None)
             else:
-                progress[f"{key[0]}:{key[1]}"] = _events_per_actor(child.ctx)
+                progress[label] = _events_per_actor(child.ctx)
         return progress
 
     def deliver(self, msg: Message) -> None:
-        src, dst, data = msg.src, msg.dst, msg.data
+        _, _, src, dst, generation, data = msg
         node = self.nodes[dst]
         replica = node.replica
         what = f"{src}>{dst} {describe(data, digest=True)}"
-        if not self.network.current(msg):
+        if generation != self.network.generation.get((src, dst), 0):  # network.current(msg)
             self.log(f"{self.t()} stale {what}")
             return
         if replica is None:

@@ -120,6 +120,11 @@ class Interval:
     delta: Keyspace  # may be bottom when every entry was filtered out
     encoded: bytes | None = None  # ``delta.encode()``, known when it is one whole entry
 
+    def __init__(self, start: int, end: int, delta: Keyspace, encoded: bytes | None = None) -> None:
+        # Written out: compiled, a dataclass's generated __init__ stays interpreted,
+        # and each interval sent makes one.
+        self.start, self.end, self.delta, self.encoded = start, end, delta, encoded
+
     def payload(self) -> bytes:
         """The delta's canonical encoding, reusing the log entry's when it is one."""
         if self.encoded is None:
@@ -200,7 +205,9 @@ class DeltaLog:
 
     def first_seq(self) -> int:
         """The lowest sequence number still held (``next_seq`` when empty)."""
-        return next(iter(self.entries), self.next_seq)  # entries are kept in seq order
+        for seq in self.entries:  # kept in seq order: the first is the lowest
+            return seq  # (a loop, not next(iter(...)): compiled, it is a native step)
+        return self.next_seq
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -429,10 +436,12 @@ class DeltaLog:
 
         Returns the new first sequence number: entries below it are gone.
         """
-        floor = min((p.acked for p in self.peers.values()), default=self.next_seq)
+        floor = self.next_seq  # the lowest acked point (a loop: a hub calls this per ack)
+        for progress in self.peers.values():
+            floor = min(floor, progress.acked)  # (compiled: a native comparison)
         entries = self.entries
         while entries:
-            oldest = next(iter(entries))  # appended in order: the first is the oldest
+            oldest = self.first_seq()  # appended in order: the first is the oldest
             if oldest >= floor:  # someone still needs it: dropped only past the bounds
                 if not self.over_bounds():
                     break

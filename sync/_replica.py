@@ -53,6 +53,8 @@ from sync._messages import (
     Sources,
     SourcesAck,
     decode_message,
+    encode_ack,
+    encode_deltas,
     encode_message,
 )
 from sync._policy import EVERYTHING, LinkPolicy
@@ -111,6 +113,18 @@ class Ready:
     batch: WriteBatch = field(default_factory=WriteBatch)
     messages: list[tuple[str, bytes]] = field(default_factory=list)  # (link, encoded)
     events: list[Event] = field(default_factory=list)
+
+    def __init__(
+        self,
+        batch: WriteBatch | None = None,
+        messages: list[tuple[str, bytes]] | None = None,
+        events: list[Event] | None = None,
+    ) -> None:
+        # Written out, not generated: compiled, a dataclass's generated __init__ stays
+        # interpreted, and every ready() makes a Ready.
+        self.batch = WriteBatch() if batch is None else batch
+        self.messages = [] if messages is None else messages
+        self.events = [] if events is None else events
 
     def absorb(self, later: Ready) -> None:
         self.batch.absorb(later.batch)
@@ -678,7 +692,7 @@ class Replica:
     def _on_deltas(self, link: str, remote: str, msg: Deltas) -> None:
         self._merge_from(link, remote, msg.payload, msg.end)
         self._advance_received(remote, msg.end)
-        self._outbox.append((link, encode_message(Ack(msg.start, msg.end))))
+        self._outbox.append((link, encode_ack(msg.start, msg.end)))
 
     def _advance_received(self, remote: str, end: int) -> None:
         """This store now goes up to ``end`` into ``remote``'s log.
@@ -926,8 +940,8 @@ class Replica:
                     self._acknowledged(remote, interval.start, interval.end)
                     floor = log.catch_up_floor()  # the ack may have collected entries
                     continue
-                msg = Deltas(interval.start, interval.end, interval.payload())
-                ready.messages.append((link, encode_message(msg)))
+                raw = encode_deltas(interval.start, interval.end, interval.payload())
+                ready.messages.append((link, raw))
 
     # ---- reads -----------------------------------------------------------------------------
 

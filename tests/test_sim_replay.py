@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
+
+from sim.network import randint
 from sim.runs import run_seed, shrink
 from sim.scenario import parse
 from sim.simulator import run_scenario
@@ -14,6 +18,22 @@ def test_the_same_seed_gives_the_same_events_and_hash() -> None:
     assert first.result.event_log_hash == again.result.event_log_hash
     assert len(first.result.events) > 100  # a run with real traffic, not a trivial one
     assert first.summary() == again.summary()
+
+
+def test_the_hash_is_of_the_event_log_line_by_line() -> None:
+    result = run_seed(3).result
+    digest = hashlib.sha256()
+    for line in result.events:
+        digest.update(line.encode() + b"\n")
+    assert result.event_log_hash == digest.hexdigest()
+
+
+def test_the_network_draws_delays_as_random_randint_does() -> None:
+    ours, theirs = random.Random(11), random.Random(11)
+    for lo, hi in [(5, 40), (240, 249), (0, 0), (7, 7), (1, 1024), (0, 1023), (3, 2**40)]:
+        for _ in range(200):
+            assert randint(ours, lo, hi) == theirs.randint(lo, hi)
+    assert ours.getstate() == theirs.getstate()
 
 
 def test_different_seeds_give_different_hashes() -> None:
