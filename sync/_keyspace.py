@@ -57,9 +57,16 @@ def check_path(path: str) -> str:
     return path
 
 
+# A type tag's end of a storage key: NUL, then the tag byte (made once, not per key).
+_KEY_ENDS = [b"\x00" + bytes((tag,)) for tag in range(256)]
+
+
 def storage_key(key: Key) -> bytes:
     """Bytes that sort like the key and make a path prefix a byte prefix."""
-    return key[0].encode("utf-8") + b"\x00" + bytes([key[1]])
+    tag = key[1]
+    if not 0 <= tag < 256:
+        raise ValueError(f"type tag {tag} does not fit a byte")
+    return key[0].encode("utf-8") + _KEY_ENDS[tag]
 
 
 def parse_storage_key(raw: bytes) -> Key:
@@ -368,7 +375,7 @@ def _decoded_path(r: Reader) -> str:
         path = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CodecError(f"invalid UTF-8 in string: {exc.reason}") from None
-    if not 0 < len(raw) <= MAX_PATH_BYTES or b"\x00" in raw:
+    if not 0 < len(raw) <= MAX_PATH_BYTES or 0 in raw:  # (an int: a plain memchr)
         check_decoded_path(path)  # raises, saying which rule it breaks
     return path
 
