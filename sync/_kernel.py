@@ -143,12 +143,12 @@ class DotKernel(CRDT):
     @classmethod
     def _decode_store(cls: type[K], r: Reader, ctx: DotContext, actors: list[str], depth: int) -> K:
         kernel = cls(ctx)
-        prev = (-1, 0)
+        prev_ix = prev_n = -1
         for _ in range(r.count("dot store", 2)):
             ix, actor, n = read_ranked_dot(r, actors)
-            if (ix, n) <= prev:
+            if ix < prev_ix or (ix == prev_ix and n <= prev_n):
                 raise CodecError("dot store entries are not strictly sorted")
-            prev = (ix, n)
+            prev_ix, prev_n = ix, n
             kernel._put(new_dot(actor, n), kernel._decode_payload(r))
         kernel._decode_rest(r, actors)
         return kernel
