@@ -67,14 +67,6 @@ from sync._propagation import (
 from sync._storage import Storage, StorageError, StoreMeta, WriteBatch
 
 T = TypeVar("T", bound=CRDT)
-# Per link and per ready(), intervals are built up to this many intervals' worth of
-# bytes (batch_bytes each), even with more of the window free. Nothing a ready()
-# builds leaves before all of it is built and committed, and a window of full
-# intervals takes a sender most of a second to build: the peer would idle through it
-# before its first frame (a hub took a sixth longer than its CPU time to drain a
-# 200,000-delta backlog). The acknowledgements of what is in flight bring the next
-# ready() calls, which fill the rest of the window.
-PUMP_INTERVALS = 2
 
 
 @dataclass(frozen=True)
@@ -924,16 +916,11 @@ class Replica:
                 continue  # sent everything: the usual case on a busy hub's other links
             if now is None:
                 now = self.clock()
-            budget = self.config.batch_bytes
-            built, most = 0, PUMP_INTERVALS * budget
-            while (
-                len(progress.inflight) < self.config.window
-                and progress.sent < log.next_seq
-                and built < most
-            ):
+            while len(progress.inflight) < self.config.window and progress.sent < log.next_seq:
                 interval = self.log.next_interval(
-                    remote, budget, state.policy.may_push, now, local_only=not self.config.relay
-                )
+                    remote, self.config.batch_bytes, state.policy.may_push, now,
+                    local_only=not self.config.relay,
+                )  # fmt: skip
                 if interval is None:
                     break
                 if interval.delta.is_bottom():  # everything filtered: nothing to say
@@ -942,7 +929,6 @@ class Replica:
                     continue
                 msg = Deltas(interval.start, interval.end, interval.payload())
                 ready.messages.append((link, encode_message(msg)))
-                built += len(msg.payload)
 
     # ---- reads -----------------------------------------------------------------------------
 

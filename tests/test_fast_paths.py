@@ -4,8 +4,7 @@ Coalesced deltas, intervals sent with their log entry's encoding, received
 payloads kept as log entries, received entries stored from slices of the
 payload, the lazily maintained digest tree (and the hashes it computes from
 copies and storage keys handed in), decoded dots and timestamps built without
-their named tuples' ``__new__``, the log skipped while no peer is tracked, and a
-backlog sent a few intervals per ``ready()``.
+their named tuples' ``__new__``, and the log skipped while no peer is tracked.
 """
 
 # Each mutator lambda runs inside ``apply``/``update``, before the loop variable moves on.
@@ -28,7 +27,7 @@ from sync._kernel import DotKernel
 from sync._keyspace import Key, _actors, decode_with_encodings, storage_key
 from sync._messages import Deltas, decode_message, encode_message
 from sync._propagation import DeltaLog
-from sync._replica import PUMP_INTERVALS, Replica, ReplicaConfig, decode_log_record
+from sync._replica import Replica, decode_log_record
 from sync._storage import MemoryStorage
 
 from crdt_histories import histories
@@ -314,33 +313,3 @@ def test_decoded_dots_and_timestamps_are_their_named_tuples(data: st.DataObject)
         if isinstance(back, LWWRegister) and isinstance(value, LWWRegister):
             assert all(type(ts) is Timestamp for ts in back.timestamps())
             assert back.winner() == value.winner()
-
-
-def test_a_backlog_goes_out_a_few_intervals_per_ready_then_with_the_acks() -> None:
-    """A window of large intervals is not built in one go (the peer would wait for
-    all of it); the acknowledgements bring the rest, and everything arrives."""
-    small = ReplicaConfig(batch_bytes=2_000)
-    a = Replica.open(MemoryStorage(), "a", clock, lambda: 1, small)
-    b = Replica.open(MemoryStorage(), "b", clock, lambda: 2, small)
-    a.ready()
-    b.ready()
-    exchange(a, b, 3)  # so that a keeps a log for b, as the link goes down
-    a.disconnect("ab")
-    b.disconnect("ba")
-    for first in range(0, 3_000, 150):  # 20 log entries of some 3,000 bytes each
-        for i in range(first, first + 150):
-            a.update(f"k/{i}", PNCounter, lambda x: x.increment(a.actor, 1))
-        a.ready()
-    a.connect("ab")
-    b.connect("ba")
-    sent_per_ready = []
-    for _ in range(30):
-        frames = [raw for _, raw in a.ready().messages]
-        sent_per_ready.append(sum(isinstance(decode_message(raw), Deltas) for raw in frames))
-        assert len(a.log.peers[b.actor].inflight) <= small.window
-        for raw in frames:
-            b.receive("ba", raw)
-        for _, raw in b.ready().messages:
-            a.receive("ab", raw)
-    assert max(sent_per_ready) == PUMP_INTERVALS and sum(sent_per_ready) == 20
-    assert a.keyspace.digest() == b.keyspace.digest()
