@@ -86,8 +86,7 @@ class AWSet(DotKernel):
             w.u8(_BYTES)
             w.blob(payload)
 
-    @classmethod
-    def _decode_payload(cls, r: Reader) -> Element:
+    def _decode_payload(self, r: Reader) -> Element:
         kind = r.u8()
         if kind == _STR:
             return r.text()

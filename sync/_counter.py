@@ -96,6 +96,5 @@ class Counter(DotKernel):
     def _encode_payload(self, w: Writer, payload: None) -> None:
         pass  # presence dots carry nothing
 
-    @classmethod
-    def _decode_payload(cls, r: Reader) -> None:
+    def _decode_payload(self, r: Reader) -> None:
         return None

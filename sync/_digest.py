@@ -56,8 +56,14 @@ def _position(stored: bytes) -> int:
     return int.from_bytes(hashlib.sha256(stored).digest()[:8], "big")
 
 
+# Copied per key: the same hash as ``blake2b(digest_size=8)`` made afresh, without
+# parsing the keyword each time (a flush hashes every key it takes in).
+_BLAKE2B_8 = hashlib.blake2b(digest_size=8)
+
+
 def _fingerprint(stored: bytes, encoded: bytes) -> int:
-    h = hashlib.blake2b(stored, digest_size=8)
+    h = _BLAKE2B_8.copy()
+    h.update(stored)
     h.update(encoded)
     return int.from_bytes(h.digest(), "big")
 
@@ -69,16 +75,18 @@ class DigestTree:
         self.counts: list[dict[int, int]] = [{} for _ in range(SUMMED_LEVEL + 1)]
         self.buckets: dict[int, Bucket] = {}  # per node of SUMMED_LEVEL; none empty
         self.positions: dict[Key, int] = {}
-        self._pending: dict[Key, bytes | None] = {}  # newest encodings not yet hashed in
+        # Newest (storage key, encoding) of each key not yet hashed in.
+        self._pending: dict[Key, tuple[bytes, bytes | None]] = {}
 
     def __len__(self) -> int:
         self._flush()
         return self.counts[0].get(0, 0)
 
-    def set(self, key: Key, encoded: bytes | None) -> None:
-        """Record ``key``'s new encoding (None: the key is gone)."""
+    def set(self, key: Key, encoded: bytes | None, stored: bytes | None = None) -> None:
+        """Record ``key``'s new encoding (None: the key is gone); ``stored``: its
+        storage key, when the caller has it at hand."""
         pending = self._pending
-        pending[key] = encoded
+        pending[key] = (storage_key(key) if stored is None else stored, encoded)
         if len(pending) > MAX_PENDING:
             self._flush()
 
@@ -91,9 +99,8 @@ class DigestTree:
         pending, self._pending = self._pending, {}
         changes: dict[int, tuple[int, int]] = {}  # bucket -> (xor of fps, key count delta)
         positions, buckets = self.positions, self.buckets
-        for key, encoded in pending.items():
+        for key, (stored, encoded) in pending.items():
             pos = positions.get(key)
-            stored = storage_key(key)
             if pos is None:
                 if encoded is None:
                     continue  # never hashed in, and gone again

@@ -35,8 +35,7 @@ class EWFlag(DotKernel):
     def _encode_payload(self, w: Writer, payload: None) -> None:
         w.u8(0)
 
-    @classmethod
-    def _decode_payload(cls, r: Reader) -> None:
+    def _decode_payload(self, r: Reader) -> None:
         if r.u8() != 0:
             raise CodecError("malformed EWFlag payload")
 

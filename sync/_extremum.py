@@ -58,8 +58,7 @@ class _Extremum(DotKernel):
             w.u8(_FLOAT)
             w.float64(payload)
 
-    @classmethod
-    def _decode_payload(cls, r: Reader) -> Number:
+    def _decode_payload(self, r: Reader) -> Number:
         kind = r.u8()
         if kind == _INT:
             return r.int64()

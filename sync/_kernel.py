@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from sync._causal import Dot, DotContext
 from sync._codec import Reader, Writer
-from sync._crdt import CRDT, read_ranked_dot, write_dot
+from sync._crdt import CRDT, new_dot, read_ranked_dot, write_dot
 from sync._errors import CodecError
 
 K = TypeVar("K", bound="DotKernel")
@@ -143,13 +143,13 @@ class DotKernel(CRDT):
     @classmethod
     def _decode_store(cls: type[K], r: Reader, ctx: DotContext, actors: list[str], depth: int) -> K:
         kernel = cls(ctx)
-        prev = (-1, 0)
+        prev_ix = prev_n = -1
         for _ in range(r.count("dot store", 2)):
             ix, actor, n = read_ranked_dot(r, actors)
-            if (ix, n) <= prev:
+            if ix < prev_ix or (ix == prev_ix and n <= prev_n):
                 raise CodecError("dot store entries are not strictly sorted")
-            prev = (ix, n)
-            kernel._put(Dot(actor, n), cls._decode_payload(r))
+            prev_ix, prev_n = ix, n
+            kernel._put(new_dot(actor, n), kernel._decode_payload(r))
         kernel._decode_rest(r, actors)
         return kernel
 
@@ -162,6 +162,7 @@ class DotKernel(CRDT):
     def _encode_payload(self, w: Writer, payload: Any) -> None:
         raise NotImplementedError
 
-    @classmethod
-    def _decode_payload(cls, r: Reader) -> Any:
+    def _decode_payload(self, r: Reader) -> Any:
+        """Read one payload (an instance method: a compiled core calls it through the
+        vtable, where a classmethod called through ``cls`` is a Python-level lookup)."""
         raise NotImplementedError

@@ -58,9 +58,16 @@ def check_path(path: str) -> str:
     return path
 
 
+# A type tag's end of a storage key: NUL, then the tag byte (made once, not per key).
+_KEY_ENDS = [b"\x00" + bytes((tag,)) for tag in range(256)]
+
+
 def storage_key(key: Key) -> bytes:
     """Bytes that sort like the key and make a path prefix a byte prefix."""
-    return key[0].encode("utf-8") + b"\x00" + bytes([key[1]])
+    tag = key[1]
+    if not 0 <= tag < 256:
+        raise ValueError(f"type tag {tag} does not fit a byte")
+    return key[0].encode("utf-8") + _KEY_ENDS[tag]
 
 
 def parse_storage_key(raw: bytes) -> Key:
@@ -313,21 +320,22 @@ def decode_with_encodings(
     # the table) and the body as it stands in ``data``: cut out as it is decoded.
     encodings: dict[Key, bytes] | None = {} if cut and len(actors) == 1 else None
     heads: dict[int, bytes] = {}
-    prev: Key | None = None
+    prev_path, prev_tag = "", 0  # below every key: paths are never empty
     for _ in range(r.count("keyspace", 4)):
-        key = (_decoded_path(r), r.u8())
-        if prev is not None and key <= prev:
+        path, tag = _decoded_path(r), r.u8()
+        if path < prev_path or (path == prev_path and tag <= prev_tag):
             raise CodecError("keyspace keys are not strictly sorted")
-        prev = key
+        prev_path, prev_tag = path, tag
+        key = (path, tag)
         start = r.pos
-        child = decode_body(r, type_for_tag(key[1]), actors)
+        child = decode_body(r, type_for_tag(tag), actors)
         if child.is_bottom():
-            raise CodecError(f"keyspace entry {key[0]!r} holds nothing (not canonical)")
+            raise CodecError(f"keyspace entry {path!r} holds nothing (not canonical)")
         entries[key] = child
         if encodings is not None:
-            head = heads.get(key[1])
+            head = heads.get(tag)
             if head is None:
-                head = heads[key[1]] = bytes((FORMAT_VERSION, key[1])) + actor_table(actors)[0]
+                head = heads[tag] = bytes((FORMAT_VERSION, tag)) + actor_table(actors)[0]
             encodings[key] = head + data[start : r.pos]
     r.expect_end()
     if len(actors) == 1 and entries:
@@ -378,7 +386,7 @@ def _decoded_path(r: Reader) -> str:
         path = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CodecError(f"invalid UTF-8 in string: {exc.reason}") from None
-    if not 0 < len(raw) <= MAX_PATH_BYTES or b"\x00" in raw:
+    if not 0 < len(raw) <= MAX_PATH_BYTES or 0 in raw:  # (an int: a plain memchr)
         check_decoded_path(path)  # raises, saying which rule it breaks
     return path
 
@@ -398,10 +406,11 @@ def _events_per_actor(ctx: DotContext) -> dict[str, int]:
 
 def _add_events(totals: dict[str, int], ctx: DotContext, sign: int) -> None:
     """Add (``sign`` 1) or take away (-1) the events ``ctx`` has seen, per actor."""
-    for actor, n in ctx.vv.items():
+    for actor, n in ctx.vv._counters.items():  # the dict itself: iterated natively
         totals[actor] = totals.get(actor, 0) + sign * n
-    for dot in ctx.cloud:
-        totals[dot.actor] = totals.get(dot.actor, 0) + sign
+    if ctx.cloud:  # (most contexts are a plain vector)
+        for dot in ctx.cloud:
+            totals[dot.actor] = totals.get(dot.actor, 0) + sign
 
 
 def _writers(child: CRDT) -> set[str]:

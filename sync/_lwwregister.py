@@ -31,6 +31,7 @@ from sync._kernel import DotKernel
 from sync._values import check_int, freeze_value, value_order_key
 
 _Write = tuple[Timestamp, object]
+_new_tuple = tuple.__new__
 
 
 def _rank(item: tuple[Dot, _Write]) -> tuple[int, int, str, bytes]:
@@ -72,11 +73,11 @@ class LWWRegister(DotKernel):
         w.uvarint(ts.logical)
         w.value(value)
 
-    @classmethod
-    def _decode_payload(cls, r: Reader) -> _Write:
+    def _decode_payload(self, r: Reader) -> _Write:
         wall = r.int64()
         logical = r.uvarint()
-        return (Timestamp(wall, logical), r.value())
+        # Timestamp(wall, logical), built without the named tuple's Python-level __new__.
+        return (_new_tuple(Timestamp, (wall, logical)), r.value())
 
     def __repr__(self) -> str:
         win = self.winner()

@@ -35,8 +35,7 @@ class MVRegister(DotKernel):
     def _encode_payload(self, w: Writer, payload: object) -> None:
         w.value(payload)
 
-    @classmethod
-    def _decode_payload(cls, r: Reader) -> object:
+    def _decode_payload(self, r: Reader) -> object:
         return r.value()
 
     def __repr__(self) -> str:

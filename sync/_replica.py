@@ -429,8 +429,9 @@ class Replica:
             if encoded is None:
                 child = entries.get(key)
                 encoded = None if child is None else child.encode()
-            batch.entries[storage_key(key)] = encoded
-            self.tree.set(key, encoded)
+            stored = storage_key(key)
+            batch.entries[stored] = encoded
+            self.tree.set(key, encoded, stored)
         self._dirty.clear()
 
     # ---- links -------------------------------------------------------------------------
@@ -732,9 +733,9 @@ class Replica:
         except CodecError as exc:
             raise ProtocolError(f"malformed delta payload from {remote}: {exc}") from None
         state = self.links[link]
-        may_pull = state.policy.may_pull
-        whole = all(may_pull(key[0]) for key in incoming.entries)
-        admitted = incoming if whole else incoming.filtered(may_pull)
+        policy = state.policy
+        whole = all(policy.may_pull(key[0]) for key in incoming.entries)
+        admitted = incoming if whole else incoming.filtered(policy.may_pull)
         # Keys all new here and none filtered out: the novel part is the delta as received,
         # and its canonical encoding is the payload, which the log can keep as it is.
         as_received = whole and self.keyspace.entries.keys().isdisjoint(incoming.entries)

@@ -2,8 +2,9 @@
 
 Coalesced deltas, intervals sent with their log entry's encoding, received
 payloads kept as log entries, received entries stored from slices of the
-payload, the lazily maintained digest tree, and the log skipped while no peer
-is tracked.
+payload, the lazily maintained digest tree (and the hashes it computes from
+copies and storage keys handed in), decoded dots and timestamps built without
+their named tuples' ``__new__``, and the log skipped while no peer is tracked.
 """
 
 # Each mutator lambda runs inside ``apply``/``update``, before the loop variable moves on.
@@ -11,13 +12,18 @@ is tracked.
 
 from __future__ import annotations
 
+import hashlib
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync import GCounter, Keyspace, LWWRegister, PNCounter, crdt_types
-from sync._digest import DigestTree
+from sync import GCounter, Keyspace, LWWRegister, PNCounter, Timestamp, crdt_types
+from sync._causal import Dot
+from sync._crdt import decode
+from sync._digest import DigestTree, fingerprint, position
+from sync._kernel import DotKernel
 from sync._keyspace import Key, _actors, decode_with_encodings, storage_key
 from sync._messages import Deltas, decode_message, encode_message
 from sync._propagation import DeltaLog
@@ -269,3 +275,41 @@ def test_a_received_delta_of_new_keys_is_stored_as_encoding_its_values_gives() -
         if key[0] != "mine":
             assert stored[storage_key(key)] == child.encode()
     assert b.get("c/3", PNCounter).value() == 5  # type: ignore[union-attr]
+
+
+def test_storage_keys_and_tree_hashes_are_what_the_protocol_defines() -> None:
+    """Peers must agree on them: computed here the plain way, from their definitions."""
+    for key in [("a", 0), ("c/1", 2), ("é/x", 3), ("z" * 500, 255)]:
+        stored = key[0].encode("utf-8") + b"\x00" + bytes([key[1]])
+        assert storage_key(key) == stored
+        assert position(key) == int.from_bytes(hashlib.sha256(stored).digest()[:8], "big")
+        for encoded in [b"", b"\x01\x02", bytes(range(200))]:
+            plain = hashlib.blake2b(stored + encoded, digest_size=8).digest()
+            assert fingerprint(key, encoded) == int.from_bytes(plain, "big")
+    for tag in (-1, 256):
+        with pytest.raises(ValueError):
+            storage_key(("a", tag))
+    handed, computed = DigestTree(), DigestTree()
+    for i in range(100):
+        key = (f"k/{i % 70}", 1 + i % 3)
+        latest = None if i % 9 == 0 else bytes([i])
+        handed.set(key, latest, storage_key(key))
+        computed.set(key, latest)
+    assert (handed.root(), handed.buckets) == (computed.root(), computed.buckets)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_decoded_dots_and_timestamps_are_their_named_tuples(data: st.DataObject) -> None:
+    cls = data.draw(st.sampled_from(crdt_types()))
+    history = data.draw(histories(cls, max_steps=12))
+    for value in [*history.deltas, *history.snapshots]:
+        back = decode(value.encode())
+        assert back.encode() == value.encode()
+        dots = [*back._store_dots(), *back.ctx.cloud]
+        assert all(type(d) is Dot and d == Dot(d.actor, d.counter) for d in dots)
+        if isinstance(back, DotKernel):
+            assert set(back.ds) == set(value._store_dots())
+        if isinstance(back, LWWRegister) and isinstance(value, LWWRegister):
+            assert all(type(ts) is Timestamp for ts in back.timestamps())
+            assert back.winner() == value.winner()

@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sync import AWSet, CodecError, GCounter, Keyspace, LWWRegister, PNCounter, Timestamp
+from sync._codec import Writer
+from sync._crdt import encode_body
 
 from crdt_histories import ACTORS, OPS
 
@@ -116,6 +118,63 @@ def test_malformed_keyspace_bytes_are_refused() -> None:
             Keyspace.decode(raw[:cut])
     with pytest.raises(CodecError, match="exceeds"):
         Keyspace.decode(raw, max_size=3)
+
+
+def _keyspace_bytes(entries: list[tuple[str, int, bytes]]) -> bytes:
+    """A keyspace encoding of (path, tag, body) entries as given, over actor "n"."""
+    w = Writer()
+    w.u8(1)  # keyspace format
+    w.uvarint(1)
+    w.text("n")
+    w.uvarint(len(entries))
+    for path, tag, body in entries:
+        w.text(path)
+        w.u8(tag)
+        w.buf += body
+    return w.getvalue()
+
+
+def test_keyspace_keys_and_dot_stores_out_of_order_are_refused() -> None:
+    counter = GCounter()
+    counter.increment("n", 1)
+    w = Writer()
+    encode_body(w, {"n": 0}, counter)
+    body, tag = w.getvalue(), GCounter.TYPE_TAG
+    in_order = [("a", tag, body), ("a/b", tag, body), ("b", tag, body)]
+    assert Keyspace.decode(_keyspace_bytes(in_order)).keys() == [
+        ("a", GCounter), ("a/b", GCounter), ("b", GCounter)
+    ]  # fmt: skip
+    register = LWWRegister()
+    register.set("n", 1, Timestamp(5, 0))
+    w = Writer()
+    encode_body(w, {"n": 0}, register)
+    two_types = [("a", tag, body), ("a", LWWRegister.TYPE_TAG, w.getvalue())]
+    assert len(Keyspace.decode(_keyspace_bytes(two_types)).entries) == 2
+    for entries in (in_order[::-1], [in_order[1], in_order[0]], in_order[:1] * 2, two_types[::-1]):
+        with pytest.raises(CodecError, match="keyspace keys are not strictly sorted"):
+            Keyspace.decode(_keyspace_bytes(entries))
+
+    def register_body(*dots: int) -> bytes:
+        """An LWWRegister body over actor 0: context 1..3, then the dots given."""
+        w = Writer()
+        w.counters({"n": 0}, [("n", 3)])
+        w.uvarint(0)  # no dot cloud
+        w.uvarint(len(dots))
+        for n in dots:
+            w.uvarint(0)
+            w.uvarint(n)
+            w.svarint(5)  # wall_ms
+            w.uvarint(n)  # logical
+            w.value(n)
+        return w.getvalue()
+
+    good = Keyspace.decode(_keyspace_bytes([("r", LWWRegister.TYPE_TAG, register_body(1, 3))]))
+    kept = good.entries[("r", LWWRegister.TYPE_TAG)]
+    assert sorted(d.counter for d in kept._store_dots()) == [1, 3]
+    for dots in ((3, 1), (2, 2)):
+        raw = _keyspace_bytes([("r", LWWRegister.TYPE_TAG, register_body(*dots))])
+        with pytest.raises(CodecError, match="dot store entries are not strictly sorted"):
+            Keyspace.decode(raw)
 
 
 def test_own_part_keeps_a_nodes_updates_and_removals_and_claims_nothing_else() -> None:
