@@ -167,7 +167,8 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
             f"{result['id']} ({result['role']}) epoch {result['epoch']} digest {result['digest']}"
         )
         for p in result["peers"]:
-            print(f"  peer {p['address']} connected={p['connected']} lag={p['lag']}")
+            refused = f" refused={p['refused']} ({p['last_refusal']})" if p["refused"] else ""
+            print(f"  peer {p['address']} connected={p['connected']} lag={p['lag']}{refused}")
         print(f"  store {_store_line(result['store'])}")
     else:
         print(f"ok {result.get('digest', '')[:16]}")

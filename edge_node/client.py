@@ -36,7 +36,8 @@ def status_of(s: Any) -> dict[str, Any]:
     return {
         "id": s.id, "role": s.role, "epoch": s.epoch,
         "version_vector": dict(sorted(s.version_vector.items())), "digest": s.digest,
-        "peers": [{"address": p.address, "connected": p.connected, "lag": p.lag} for p in s.peers],
+        "peers": [{"address": p.address, "connected": p.connected, "lag": p.lag,
+                   "refused": p.refused, "last_refusal": p.last_refusal} for p in s.peers],
         "store": {f.name: getattr(s.store, f.name) for f in s.store.DESCRIPTOR.fields},
     }  # fmt: skip
 

@@ -110,7 +110,12 @@ class ClientService(client_pb2_grpc.ClientServicer):
         for link, up in sorted(self.links.connected.items()):
             state = r.links.get(link)
             lag = r._lag(state.remote) if state is not None else None
-            peers.append(client_pb2.PeerStatus(address=link, connected=up, lag=lag or 0))
+            refused, why = self.links.refused.get(link, (0, ""))
+            peers.append(
+                client_pb2.PeerStatus(
+                    address=link, connected=up, lag=lag or 0, refused=refused, last_refusal=why
+                )
+            )
         return client_pb2.StatusReply(
             id=r.node_id,
             role=self.role,

@@ -65,7 +65,7 @@ def test_del_keys_and_status(node: str) -> None:
     assert status["id"] == "n1" and status["role"] == "edge" and status["peers"] == []
     store = status["store"]  # the room the store takes, against its ceiling
     assert store["max_bytes"] == 8 * 1024**3 and 0 < store["used_bytes"] < store["max_bytes"]
-    assert store["keys"] >= 5 and 0 < store["journal_bytes"] < 1024**2  # journalled writes
+    assert store["keys"] >= 2 and 0 < store["journal_bytes"] < 1024**2  # this test's writes
     assert "  store " in plain and " of 8.0 GiB " in plain
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -277,3 +278,22 @@ def test_a_second_daemon_on_a_taken_address_refuses_to_start(fleet: Fleet, tmp_p
                  "--insecure", check=False)  # fmt: skip
     assert second.returncode == 1 and f"cannot listen on {node}" in second.stderr
     assert json.loads(cli("status", "--at", node, "--insecure", "--json").stdout)["id"] == "n"
+
+
+def test_status_counts_the_frames_refused_on_a_link(fleet: Fleet) -> None:
+    import grpc
+
+    from sync.adapters.pb import replication_pb2, replication_pb2_grpc
+
+    node = fleet.start("n", "node")
+    fleet.wait_ready()
+    garbage = [replication_pb2.Frame(message=blob) for blob in (b"\xff\x00", b"\x01\x02junk")]
+    with grpc.insecure_channel(node) as channel:
+        stub = replication_pb2_grpc.ReplicationStub(channel)  # type: ignore[no-untyped-call]
+        with contextlib.suppress(grpc.RpcError):
+            list(stub.Link(iter(garbage), timeout=5))
+    peers = fleet.status("n")["peers"]
+    assert isinstance(peers, list)
+    refused = [p for p in peers if p["refused"]]
+    assert len(refused) == 1 and refused[0]["refused"] == 2 and refused[0]["last_refusal"]
+    assert " refused=2 (" in cli("status", "--at", node, "--insecure").stdout

@@ -63,6 +63,9 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
         self.rng = rng or random.Random()
         self.outgoing: dict[str, asyncio.Queue[bytes | None]] = {}
         self.connected: dict[str, bool] = {}
+        # Frames refused per link, and why the last was: status shows a link whose
+        # frames are refused (a peer's clock far ahead, a broken peer) without the logs.
+        self.refused: dict[str, tuple[int, str]] = {}
         replica.send = self._send
 
     def _send(self, link: str, data: bytes) -> None:
@@ -100,6 +103,8 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
                     durable = self.replica.deliver_soon(link, data)
             except (ProtocolError, ValueError) as exc:  # refused input: log, keep serving
                 log.warning("rejected frame", extra={"link": link, "reason": str(exc)})
+                count, _ = self.refused.get(link, (0, ""))
+                self.refused[link] = (count + 1, str(exc))
             else:
                 durable.add_done_callback(functools.partial(_commit_failed, link))
 

@@ -124,14 +124,18 @@ class StatusRequest(_message.Message):
     def __init__(self, prefix: _Optional[str] = ...) -> None: ...
 
 class PeerStatus(_message.Message):
-    __slots__ = ("address", "connected", "lag")
+    __slots__ = ("address", "connected", "lag", "refused", "last_refusal")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     LAG_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    LAST_REFUSAL_FIELD_NUMBER: _ClassVar[int]
     address: str
     connected: bool
     lag: int
-    def __init__(self, address: _Optional[str] = ..., connected: _Optional[bool] = ..., lag: _Optional[int] = ...) -> None: ...
+    refused: int
+    last_refusal: str
+    def __init__(self, address: _Optional[str] = ..., connected: _Optional[bool] = ..., lag: _Optional[int] = ..., refused: _Optional[int] = ..., last_refusal: _Optional[str] = ...) -> None: ...
 
 class StoreStatus(_message.Message):
     __slots__ = ("used_bytes", "max_bytes", "journal_bytes", "write_backs", "keys", "log_entries")
