@@ -120,7 +120,7 @@ _UNITS = {
     "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
     "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
 }  # fmt: skip
-MIN_STORE_BYTES = 1024**2
+MIN_STORE_BYTES = MiB
 
 
 def parse_size(size: int | str) -> int | None:
@@ -177,15 +177,11 @@ def load_config(path: Path | None, flags: dict[str, Any]) -> DaemonConfig:
     return DaemonConfig(**values)
 
 
-def open_store(cfg: DaemonConfig) -> LMDBStorage:
-    ceiling = cfg.max_store_bytes()
-    return LMDBStorage(cfg.data, initial_map_size=min(64 * MiB, ceiling), max_map_size=ceiling)
-
-
 async def serve(cfg: DaemonConfig) -> int:
     cfg.check()
+    storage = LMDBStorage(cfg.data, max_map_size=cfg.max_store_bytes())
     replica = AsyncReplica(
-        open_store(cfg), cfg.id, clock=wall_clock_ms, new_epoch=fresh_epoch,
+        storage, cfg.id, clock=wall_clock_ms, new_epoch=fresh_epoch,
         config=ReplicaConfig(relay=cfg.role != "edge", new_epoch=cfg.new_epoch),
     )  # fmt: skip
     tune_gc()

@@ -293,10 +293,7 @@ class Fleet:
 
     def links_of(self, name: str) -> list[Link]:
         """Every link ``name`` dials or is dialled on."""
-        found = list(self.members[name].links.values())
-        for member in self.members.values():
-            found += [link for other, link in member.links.items() if other == name]
-        return found
+        return [*self.members[name].links.values(), *self.links_to(name)]
 
     def links_to(self, name: str) -> list[Link]:
         """The links others dial ``name`` on."""

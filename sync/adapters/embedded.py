@@ -290,8 +290,7 @@ def open_replica(
     new_epoch: Callable[[], int] = fresh_epoch,
 ) -> EmbeddedReplica:
     """Open (or create) the replica stored in directory ``path`` for ``node_id``."""
-    initial = min(64 * 1024**2, max_store_bytes)
-    storage = LMDBStorage(path, initial_map_size=initial, max_map_size=max_store_bytes)
+    storage = LMDBStorage(path, max_map_size=max_store_bytes)
     try:
         return EmbeddedReplica(storage, node_id, config=config, clock=clock, new_epoch=new_epoch)
     except BaseException:

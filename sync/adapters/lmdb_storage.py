@@ -48,7 +48,8 @@ Store formats: format 2 has the journal. A format-1 store is upgraded at open
 build, which would ignore the journal, refuses it instead of losing what only
 the journal holds.
 
-Growth: the map starts at ``initial_map_size``. When a batch hits
+Growth: the map starts at ``initial_map_size`` (by default 64 MiB, or the ceiling
+if that is smaller). When a batch hits
 ``MapFullError`` the transaction is aborted (nothing applied), the map grows by
 ``growth_factor`` up to ``max_map_size`` and the whole batch is retried; at the
 ceiling the commit raises ``StoreFullError`` and the store stays readable (and
@@ -116,6 +117,7 @@ log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 GiB = 1 << 30
+INITIAL_MAP_BYTES = 64 * MiB  # the map's size at open unless told; it grows as needed
 LOCK_FILE = "edgesync.lock"
 SCAN_CHUNK = 10_000  # rows read per read transaction while scanning
 _PAGE = 4096
@@ -210,11 +212,13 @@ class LMDBStorage(Storage):
         self,
         path: str | os.PathLike[str],
         *,
-        initial_map_size: int = 64 * MiB,
+        initial_map_size: int | None = None,
         max_map_size: int = 8 * GiB,
         growth_factor: float = 2,
         journal_bytes: int = JOURNAL_BYTES,
     ) -> None:
+        if initial_map_size is None:
+            initial_map_size = min(INITIAL_MAP_BYTES, max_map_size)
         if not 0 < initial_map_size <= max_map_size or growth_factor <= 1 or journal_bytes < 0:
             raise ValueError(
                 "need 0 < initial_map_size <= max_map_size, growth_factor > 1 and "
