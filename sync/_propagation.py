@@ -436,7 +436,14 @@ class DeltaLog:
 
         Returns the new first sequence number: entries below it are gone.
         """
-        floor = self.next_seq  # the lowest acked point (a loop: a hub calls this per ack)
+        oldest = self.first_seq()
+        if not self.over_bounds():
+            # A hub calls this on each ack of an entry, while its other peers have yet
+            # to ack it: the first of them met ends the call, not a pass over them all.
+            for progress in self.peers.values():
+                if progress.acked <= oldest:
+                    return oldest  # it still needs the oldest entry: nothing to drop
+        floor = self.next_seq  # the lowest acked point
         for progress in self.peers.values():
             floor = min(floor, progress.acked)  # (compiled: a native comparison)
         entries = self.entries
