@@ -31,7 +31,7 @@ from typing import Any
 
 from sim.checkers import Observation, Violation, check_all
 from sim.history import History
-from sim.network import Message, Pair, SimNetwork, describe, pair
+from sim.network import NAMED, Message, Pair, SimNetwork, describe, pair
 from sim.node import SimNode
 from sim.scenario import MAX_SKEW_S, LinkFaults, Scenario, Step, parse_faults, split_groups
 from sim.topology import neighbour_map
@@ -428,17 +428,17 @@ class Simulator:
         _, _, src, dst, generation, data = msg
         node = self.nodes[dst]
         replica = node.replica
-        what = f"{src}>{dst} {describe(data, digest=True)}"
+        name = NAMED.get(data) or describe(data, digest=True)  # (its cache, inlined)
         if generation != self.network.generation.get((src, dst), 0):  # network.current(msg)
-            self.log(f"{self.t()} stale {what}")
+            self.log(f"{self.t()} stale {src}>{dst} {name}")
             return
         if replica is None:
-            self.log(f"{self.t()} down {what}")
+            self.log(f"{self.t()} down {src}>{dst} {name}")
             return
         if node.paused:
             self.inbox.setdefault(dst, []).append(msg)
             return
-        self.log(f"{self.now - START_MS} recv {what}")
+        self.events.append(f"{self.now - START_MS} recv {src}>{dst} {name}")  # (self.log)
         try:
             replica.receive(src, data)
         except ClockSkewError as exc:

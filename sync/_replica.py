@@ -374,7 +374,9 @@ class Replica:
 
     def ready(self) -> Ready:
         """Everything the inputs since the last call require: persist, then send."""
-        batch, self._batch = self._batch, WriteBatch()
+        # The inputs' batch, which this call fills up (the pump's own acks and
+        # collection too, through ``_batch``) before handing it out.
+        batch = self._batch
         if self._unlogged:
             self._unlogged = False
             self.log.skip()
@@ -387,9 +389,7 @@ class Replica:
             batch.log_drop_below = self.log.collect()
         ready = Ready(batch, [])
         self._pump(ready)
-        if not self._batch.is_empty():
-            ready.batch.absorb(self._batch)  # acks and collection the pump itself caused
-            self._batch = WriteBatch()
+        self._batch = WriteBatch()
         ready.messages[:0], self._outbox = self._outbox, []
         ready.events, self._events = self._events, []
         return ready
