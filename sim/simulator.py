@@ -384,12 +384,14 @@ class Simulator:
             # The same reading again: one observation from when it was first seen until
             # now is all the monotonic checker compares or reports, and memory grows
             # with changes, not with time. Noted here, written into it when it is read.
-            self.seen_again[name] = self.t()
+            self.seen_again[name] = self.now - START_MS
         else:
             if name in self.seen_again:
                 self.settle_observation(name)
             self.last_observation[name] = len(self.observations)
-            self.observations.append(Observation(self.t(), name, node.incarnation, progress))
+            # tuple.__new__: a named tuple's own __new__ is an interpreted call
+            seen = (self.now - START_MS, name, node.incarnation, progress, None)
+            self.observations.append(tuple.__new__(Observation, seen))
 
     def settle_observation(self, name: str) -> None:
         """Write the last time the node's last reading was seen again into it."""
@@ -397,9 +399,7 @@ class Simulator:
         if until is not None:
             last = self.last_observation[name]
             seen = self.observations[last]  # (dataclasses.replace costs 20x this)
-            self.observations[last] = Observation(
-                seen.at, seen.node, seen.incarnation, seen.progress, until
-            )
+            self.observations[last] = tuple.__new__(Observation, (*seen[:4], until))
 
     def read_progress(self, node: SimNode, before: Progress | None) -> Progress:
         """Events held per key and actor: the last reading, redone for the changed keys."""
