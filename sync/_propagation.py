@@ -365,8 +365,10 @@ class DeltaLog:
             # Never send a peer what came from it; a non-relaying replica sends only its own.
             elif entry.origin != peer and not (local_only and entry.origin is not None):
                 logged = entry.keyspace()
-                part = logged.filtered(admit)
-                unfiltered = len(part.entries) == len(logged.entries)
+                # Nothing filtered out (the usual case): the delta as logged, not a copy
+                # of it (_joined leaves its parts as they are).
+                unfiltered = all(admit(key[0]) for key in logged.entries)
+                part = logged if unfiltered else logged.filtered(admit)
                 whole = entry if not taken and unfiltered else None
                 taken.append(part)
             used += entry.size
