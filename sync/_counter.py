@@ -80,8 +80,11 @@ class Counter(DotKernel):
 
     def _store_actors(self) -> Iterable[str]:
         found: set[str] = set()
-        for tally in self.tallies:
-            found.update(tally.totals, tally.bases)
+        for tally in self.tallies:  # adds one by one: set.update is a call by name compiled
+            for actor in tally.totals:
+                found.add(actor)
+            for actor in tally.bases:
+                found.add(actor)
         return found
 
     def _encode_store(self, w: Writer, index: dict[str, int]) -> None:

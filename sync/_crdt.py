@@ -33,7 +33,7 @@ from abc import abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from sync._causal import Dot, DotContext, VersionVector
+from sync._causal import Dot, DotContext, VersionVector, new_dot
 from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, Reader, Writer
 from sync._errors import CodecError
 
@@ -214,15 +214,6 @@ def write_dot(w: Writer, index: dict[str, int], dot: Dot) -> None:
     w.uvarint(dot[1])
 
 
-_new_tuple = tuple.__new__
-
-
-def new_dot(actor: str, counter: int) -> Dot:
-    """``Dot(actor, counter)`` for decoders, built as the named tuple's ``__new__``
-    builds it but without running that Python-level function: one per dot decoded."""
-    return _new_tuple(Dot, (actor, counter))
-
-
 def read_ranked_dot(r: Reader, actors: list[str]) -> tuple[int, str, int]:
     """A dot as (actor index, actor, counter): the index orders dots canonically."""
     ix = r.uvarint()
@@ -239,7 +230,8 @@ def read_ranked_dot(r: Reader, actors: list[str]) -> tuple[int, str, int]:
 
 def _collect_actors(obj: CRDT) -> list[str]:
     actors = obj.ctx.actors()
-    actors.update(obj._store_actors())
+    for actor in obj._store_actors():  # compiled, set.update would be a call by name
+        actors.add(actor)
     return sorted(actors)
 
 
@@ -269,8 +261,9 @@ def encode(obj: CRDT) -> bytes:
     """Canonical bytes: format version, type tag, actor table, context, store."""
     table, index = actor_table(_collect_actors(obj))
     w = Writer()
-    w.buf += bytes((FORMAT_VERSION, obj.TYPE_TAG))
-    w.buf += table
+    w.u8(FORMAT_VERSION)
+    w.u8(obj.TYPE_TAG)
+    w.raw(table)
     encode_body(w, index, obj)
     return w.getvalue()
 
@@ -282,7 +275,7 @@ def encode_body(w: Writer, index: dict[str, int], obj: CRDT) -> None:
 
 
 def _encode_context(w: Writer, index: dict[str, int], ctx: DotContext) -> None:
-    w.counters(index, ctx.vv.items())
+    w.counter_dict(index, ctx.vv._counters)
     w.counters(index, ctx.cloud)
 
 

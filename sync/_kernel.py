@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-from sync._causal import Dot, DotContext
+from sync._causal import Dot, DotContext, new_dot
 from sync._codec import Reader, Writer
-from sync._crdt import CRDT, new_dot, read_ranked_dot, write_dot
+from sync._crdt import CRDT, read_ranked_dot, write_dot
 from sync._errors import CodecError
 
 K = TypeVar("K", bound="DotKernel")
@@ -130,15 +130,16 @@ class DotKernel(CRDT):
         return ()
 
     def _encode_store(self, w: Writer, index: dict[str, int]) -> None:
-        w.uvarint(len(self.ds))
-        dots = (
-            list(self.ds)
-            if len(self.ds) < 2
-            else sorted(self.ds, key=lambda d: (index[d[0]], d[1]))
-        )
-        for dot in dots:
+        ds = self.ds
+        w.uvarint(len(ds))
+        if len(ds) < 2:  # one presence dot or one write dominates: nothing to sort
+            for dot, payload in ds.items():
+                write_dot(w, index, dot)
+                self._encode_payload(w, payload)
+            return
+        for dot in sorted(ds, key=lambda d: (index[d[0]], d[1])):
             write_dot(w, index, dot)
-            self._encode_payload(w, self.ds[dot])
+            self._encode_payload(w, ds[dot])
 
     @classmethod
     def _decode_store(cls: type[K], r: Reader, ctx: DotContext, actors: list[str], depth: int) -> K:
