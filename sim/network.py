@@ -206,7 +206,7 @@ _KINDS = {
 def describe(data: bytes, digest: bool = False) -> str:
     """A short, deterministic name for a message in the event log: kind, size, hash."""
     if digest:
-        known = _DIGESTED.get(data)
+        known = NAMED.get(data)
         if known is not None:
             return known
     kind = _KINDS.get(data[1], "catchup") if len(data) > 1 else "empty"
@@ -215,9 +215,9 @@ def describe(data: bytes, digest: bool = False) -> str:
         return name
     name = f"{name}:{hashlib.blake2b(data, digest_size=4).hexdigest()}"
     if len(data) <= _DIGESTED_MAX_BYTES:
-        if len(_DIGESTED) >= _DIGESTED_MAX:
-            _DIGESTED.clear()
-        _DIGESTED[data] = name
+        if len(NAMED) >= _DIGESTED_MAX:
+            NAMED.clear()
+        NAMED[data] = name
     return name
 
 
@@ -225,6 +225,6 @@ def describe(data: bytes, digest: bool = False) -> str:
 # each of its edges, and they all acknowledge it with equal acks, so most deliveries
 # name a message already named (a lookup, where a hash costs several times as much).
 # A pure function of the bytes: what it holds changes no name.
-_DIGESTED: dict[bytes, str] = {}
+NAMED: dict[bytes, str] = {}  # read directly by the simulator: once a message
 _DIGESTED_MAX = 4096
 _DIGESTED_MAX_BYTES = 1024

@@ -31,7 +31,7 @@ from typing import Any
 
 from sim.checkers import Observation, Violation, check_all
 from sim.history import History
-from sim.network import Message, Pair, SimNetwork, describe, pair
+from sim.network import NAMED, Message, Pair, SimNetwork, describe, pair
 from sim.node import SimNode
 from sim.scenario import MAX_SKEW_S, LinkFaults, Scenario, Step, parse_faults, split_groups
 from sim.topology import neighbour_map
@@ -384,12 +384,14 @@ class Simulator:
             # The same reading again: one observation from when it was first seen until
             # now is all the monotonic checker compares or reports, and memory grows
             # with changes, not with time. Noted here, written into it when it is read.
-            self.seen_again[name] = self.t()
+            self.seen_again[name] = self.now - START_MS
         else:
             if name in self.seen_again:
                 self.settle_observation(name)
             self.last_observation[name] = len(self.observations)
-            self.observations.append(Observation(self.t(), name, node.incarnation, progress))
+            # tuple.__new__: a named tuple's own __new__ is an interpreted call
+            seen = (self.now - START_MS, name, node.incarnation, progress, None)
+            self.observations.append(tuple.__new__(Observation, seen))
 
     def settle_observation(self, name: str) -> None:
         """Write the last time the node's last reading was seen again into it."""
@@ -397,9 +399,7 @@ class Simulator:
         if until is not None:
             last = self.last_observation[name]
             seen = self.observations[last]  # (dataclasses.replace costs 20x this)
-            self.observations[last] = Observation(
-                seen.at, seen.node, seen.incarnation, seen.progress, until
-            )
+            self.observations[last] = tuple.__new__(Observation, (*seen[:4], until))
 
     def read_progress(self, node: SimNode, before: Progress | None) -> Progress:
         """Events held per key and actor: the last reading, redone for the changed keys."""
@@ -428,17 +428,17 @@ class Simulator:
         _, _, src, dst, generation, data = msg
         node = self.nodes[dst]
         replica = node.replica
-        what = f"{src}>{dst} {describe(data, digest=True)}"
+        name = NAMED.get(data) or describe(data, digest=True)  # (its cache, inlined)
         if generation != self.network.generation.get((src, dst), 0):  # network.current(msg)
-            self.log(f"{self.t()} stale {what}")
+            self.log(f"{self.t()} stale {src}>{dst} {name}")
             return
         if replica is None:
-            self.log(f"{self.t()} down {what}")
+            self.log(f"{self.t()} down {src}>{dst} {name}")
             return
         if node.paused:
             self.inbox.setdefault(dst, []).append(msg)
             return
-        self.log(f"{self.now - START_MS} recv {what}")
+        self.events.append(f"{self.now - START_MS} recv {src}>{dst} {name}")  # (self.log)
         try:
             replica.receive(src, data)
         except ClockSkewError as exc:

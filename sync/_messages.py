@@ -282,6 +282,35 @@ def encode_ack(start: int, end: int) -> bytes:
     return w.getvalue()
 
 
+def decode_interval(
+    data: bytes, max_size: int = DEFAULT_MAX_MESSAGE
+) -> tuple[int, int, bytes | None] | None:
+    """A ``Deltas`` as ``(start, end, payload)``, an ``Ack`` as ``(start, end, None)``,
+    refused as ``decode_message`` would refuse it; None for any other kind of message.
+
+    ``decode_message`` without the message object, as ``encode_deltas`` encodes one:
+    compiled, a frozen dataclass is built by an interpreted ``__init__`` that sets
+    each field through ``object.__setattr__``, and most messages received are these.
+    """
+    if len(data) < 2 or (data[1] != _DELTAS and data[1] != _ACK):
+        return None
+    r = _reader(data, max_size)
+    try:
+        _read_version(r)
+        kind = r.u8()
+        start, end = _read_interval(r)
+        payload = None
+        if kind == _DELTAS:
+            payload = r.blob()
+            r.blob()  # the signature, reserved: checked for form, used by nobody yet
+        r.expect_end()
+    except ProtocolError:
+        raise
+    except CodecError as exc:
+        raise ProtocolError(f"malformed message: {exc}") from None
+    return start, end, payload
+
+
 def encode_message(msg: Message) -> bytes:
     if isinstance(msg, Deltas):
         return encode_deltas(msg.start, msg.end, msg.payload, msg.signature)
@@ -309,15 +338,9 @@ def encode_message(msg: Message) -> bytes:
 
 
 def decode_message(data: bytes, max_size: int = DEFAULT_MAX_MESSAGE) -> Message:
-    if len(data) > max_size:
-        raise ProtocolError(f"message of {len(data)} bytes exceeds the {max_size}-byte limit")
+    r = _reader(data, max_size)
     try:
-        r = Reader(bytes(data))
-        version = r.u8()
-        if version != PROTOCOL_VERSION:
-            raise ProtocolError(
-                f"protocol version {version} is not supported; this build speaks {PROTOCOL_VERSION}"
-            )
+        _read_version(r)
         msg = _decode_kind(r)
         r.expect_end()
     except ProtocolError:
@@ -325,6 +348,21 @@ def decode_message(data: bytes, max_size: int = DEFAULT_MAX_MESSAGE) -> Message:
     except CodecError as exc:
         raise ProtocolError(f"malformed message: {exc}") from None
     return msg
+
+
+def _reader(data: bytes, max_size: int) -> Reader:
+    """A reader of a message, unless it is oversized."""
+    if len(data) > max_size:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds the {max_size}-byte limit")
+    return Reader(bytes(data))
+
+
+def _read_version(r: Reader) -> None:
+    version = r.u8()
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {version} is not supported; this build speaks {PROTOCOL_VERSION}"
+        )
 
 
 def _decode_kind(r: Reader) -> Message:
@@ -340,9 +378,7 @@ def _decode_kind(r: Reader) -> Message:
         serial, nodes = r.uvarint(), _read_texts(r, "sources")
         return Sources(serial, nodes, _read_counts(r, "sources received"))
     if kind in (_DELTAS, _ACK):
-        start, end = r.uvarint(), r.uvarint()
-        if not 0 < start <= end:
-            raise ProtocolError(f"bad interval [{start}, {end})")
+        start, end = _read_interval(r)
         if kind == _ACK:
             return Ack(start, end)
         return Deltas(start, end, r.blob(), r.blob())
@@ -350,6 +386,13 @@ def _decode_kind(r: Reader) -> Message:
     if cls is None:
         raise ProtocolError(f"unknown message kind {kind}")
     return _read_fields(r, cls)  # type: ignore[return-value]
+
+
+def _read_interval(r: Reader) -> tuple[int, int]:
+    start, end = r.uvarint(), r.uvarint()
+    if not 0 < start <= end:
+        raise ProtocolError(f"bad interval [{start}, {end})")
+    return start, end
 
 
 def _read_counts(r: Reader, what: str) -> dict[str, int]:

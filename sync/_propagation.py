@@ -365,8 +365,10 @@ class DeltaLog:
             # Never send a peer what came from it; a non-relaying replica sends only its own.
             elif entry.origin != peer and not (local_only and entry.origin is not None):
                 logged = entry.keyspace()
-                part = logged.filtered(admit)
-                unfiltered = len(part.entries) == len(logged.entries)
+                # Nothing filtered out (the usual case): the delta as logged, not a copy
+                # of it (_joined leaves its parts as they are).
+                unfiltered = all(admit(key[0]) for key in logged.entries)
+                part = logged if unfiltered else logged.filtered(admit)
                 whole = entry if not taken and unfiltered else None
                 taken.append(part)
             used += entry.size
@@ -436,7 +438,14 @@ class DeltaLog:
 
         Returns the new first sequence number: entries below it are gone.
         """
-        floor = self.next_seq  # the lowest acked point (a loop: a hub calls this per ack)
+        oldest = self.first_seq()
+        if not self.over_bounds():
+            # A hub calls this on each ack of an entry, while its other peers have yet
+            # to ack it: the first of them met ends the call, not a pass over them all.
+            for progress in self.peers.values():
+                if progress.acked <= oldest:
+                    return oldest  # it still needs the oldest entry: nothing to drop
+        floor = self.next_seq  # the lowest acked point
         for progress in self.peers.values():
             floor = min(floor, progress.acked)  # (compiled: a native comparison)
         entries = self.entries

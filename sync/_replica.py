@@ -37,9 +37,7 @@ from sync._keyspace import (
 )
 from sync._messages import (
     DEFAULT_MAX_MESSAGE,
-    Ack,
     CaughtUp,
-    Deltas,
     Expand,
     Fingerprints,
     Hello,
@@ -52,6 +50,7 @@ from sync._messages import (
     PushAck,
     Sources,
     SourcesAck,
+    decode_interval,
     decode_message,
     encode_ack,
     encode_deltas,
@@ -375,7 +374,9 @@ class Replica:
 
     def ready(self) -> Ready:
         """Everything the inputs since the last call require: persist, then send."""
-        batch, self._batch = self._batch, WriteBatch()
+        # The inputs' batch, which this call fills up (the pump's own acks and
+        # collection too, through ``_batch``) before handing it out.
+        batch = self._batch
         if self._unlogged:
             self._unlogged = False
             self.log.skip()
@@ -388,9 +389,7 @@ class Replica:
             batch.log_drop_below = self.log.collect()
         ready = Ready(batch, [])
         self._pump(ready)
-        if not self._batch.is_empty():
-            ready.batch.absorb(self._batch)  # acks and collection the pump itself caused
-            self._batch = WriteBatch()
+        self._batch = WriteBatch()
         ready.messages[:0], self._outbox = self._outbox, []
         ready.events, self._events = self._events, []
         return ready
@@ -596,24 +595,31 @@ class Replica:
         """Handle bytes from ``link``. Bad input raises ``ProtocolError`` and changes nothing."""
         if link not in self.links:
             raise ProtocolError(f"message on unknown link {link!r}")
-        msg = decode_message(raw, self.config.max_message_bytes)
+        # Deltas and Acks, most of what arrives, are read without a message object.
+        interval = decode_interval(raw, self.config.max_message_bytes)
+        msg = None if interval is not None else decode_message(raw, self.config.max_message_bytes)
         if isinstance(msg, Hello):
             self._on_hello(link, msg)
             return
         state = self.links[link]
         remote = state.remote
         if remote is None:
-            raise ProtocolError(f"{type(msg).__name__} before Hello on link {link!r}")
+            kind = type(msg).__name__ if msg is not None else "Ack"
+            if interval is not None and interval[2] is not None:
+                kind = "Deltas"
+            raise ProtocolError(f"{kind} before Hello on link {link!r}")
         heard_again = state.silent
         if heard_again:  # it answers again: a direct source once more
             state.silent = False
             self._update_sources()
-        if isinstance(msg, Deltas):
-            self._on_deltas(link, remote, msg)
+        if interval is not None:
+            start, end, payload = interval
+            if payload is None:
+                self._on_ack(remote, start, end)
+            else:
+                self._on_deltas(link, remote, start, end, payload)
         elif isinstance(msg, CaughtUp):
             self._advance_received(remote, msg.next_seq)
-        elif isinstance(msg, Ack):
-            self._on_ack(remote, msg)
         elif isinstance(msg, Sources):
             self._on_sources(link, remote, msg)
         elif isinstance(msg, SourcesAck):
@@ -626,7 +632,7 @@ class Replica:
             self.log.resend_sent_by(remote, probe_sent_at(msg.stamp, state.probed_at))
         elif isinstance(msg, Expand | ListItems | Push):
             self._answer_catch_up(link, remote, msg)
-        else:
+        elif isinstance(msg, Fingerprints | Items | PushAck):
             self._on_catch_up_answer(link, remote, msg)
         if heard_again:  # after the message: what it acknowledged is not resent
             self._heard_again(remote)
@@ -690,10 +696,10 @@ class Replica:
             if remote not in self.received:
                 self.received[remote] = self._batch.received[remote] = position
 
-    def _on_deltas(self, link: str, remote: str, msg: Deltas) -> None:
-        self._merge_from(link, remote, msg.payload, msg.end)
-        self._advance_received(remote, msg.end)
-        self._outbox.append((link, encode_ack(msg.start, msg.end)))
+    def _on_deltas(self, link: str, remote: str, start: int, end: int, payload: bytes) -> None:
+        self._merge_from(link, remote, payload, end)
+        self._advance_received(remote, end)
+        self._outbox.append((link, encode_ack(start, end)))
 
     def _advance_received(self, remote: str, end: int) -> None:
         """This store now goes up to ``end`` into ``remote``'s log.
@@ -820,16 +826,15 @@ class Replica:
         self._outbox.extend((link, raw) for raw in session.start(self.clock()))
         self._events.append(Event("catch-up started", {"peer": remote, "from": session.start_seq}))
 
-    def _on_ack(self, remote: str, ack: Ack) -> None:
-        if ack.end > self.log.next_seq:
+    def _on_ack(self, remote: str, start: int, end: int) -> None:
+        if end > self.log.next_seq:
             raise ProtocolError(
-                f"ack [{ack.start}, {ack.end}) from {remote} is past the log "
-                f"(next {self.log.next_seq})"
+                f"ack [{start}, {end}) from {remote} is past the log (next {self.log.next_seq})"
             )
-        self._acknowledged(remote, ack.start, ack.end)
+        self._acknowledged(remote, start, end)
         progress = self.log.peers.get(remote)
         if progress is not None:
-            progress.delivered = max(progress.delivered, ack.end)
+            progress.delivered = max(progress.delivered, end)
             self.log.end_backoff(remote)
 
     def _acknowledged(self, remote: str, start: int, end: int) -> None:

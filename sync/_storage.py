@@ -206,28 +206,34 @@ class MemoryStorage(Storage):
         return dict(self._received)
 
     def commit(self, batch: WriteBatch) -> None:
-        if batch.is_empty():
+        # Each part only if the batch has it: the simulator commits after every message,
+        # most batches hold an ack position or two, and this runs interpreted.
+        if batch.entries:
+            self._entries_writes += 1
+            try:
+                for key, value in batch.entries.items():
+                    if value is None:
+                        self._entries.pop(key, None)
+                    else:
+                        self._entries[key] = value
+            finally:
+                self._entries_writes += 1
+        elif batch.is_empty():
             return
         if batch.meta is not None:
             self._meta = batch.meta
-        self._entries_writes += 1
-        try:
-            for key, value in batch.entries.items():
-                if value is None:
-                    self._entries.pop(key, None)
-                else:
-                    self._entries[key] = value
-        finally:
-            self._entries_writes += 1
         if batch.context is not None:
             self._context = batch.context
-        for seq, raw in batch.log_append:
-            self._log[seq] = raw
+        if batch.log_append:
+            for seq, raw in batch.log_append:
+                self._log[seq] = raw
         if batch.log_drop_below is not None:
             for seq in [s for s in self._log if s < batch.log_drop_below]:
                 del self._log[seq]
-        self._acks.update(batch.acks)
-        self._received.update(batch.received)
+        if batch.acks:
+            self._acks.update(batch.acks)
+        if batch.received:
+            self._received.update(batch.received)
         self.commits += 1
 
     def usage(self) -> StoreUsage:

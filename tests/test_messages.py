@@ -25,6 +25,7 @@ from sync._messages import (
     ProbeAck,
     Sources,
     SourcesAck,
+    decode_interval,
     decode_message,
     encode_message,
 )
@@ -64,12 +65,25 @@ messages = st.one_of(
 
 
 def try_decode(raw: bytes) -> None:
-    """Decode; anything but success or ProtocolError fails the test."""
+    """Decode; anything but success or ProtocolError fails the test. The replica's
+    fast path for Deltas and Acks (``decode_interval``) must agree with it."""
     try:
         msg = decode_message(raw)
     except ProtocolError:
+        if len(raw) > 1 and raw[1] in (2, 3):  # a Deltas or Ack, by its kind byte
+            with pytest.raises(ProtocolError):
+                decode_interval(raw)
+        else:
+            assert decode_interval(raw) is None  # left to decode_message
         return
     assert encode_message(msg) == raw  # accepted input must be canonical
+    assert decode_interval(raw) == as_interval(msg)
+
+
+def as_interval(msg: Message) -> tuple[int, int, bytes | None] | None:
+    if isinstance(msg, Deltas):
+        return msg.start, msg.end, msg.payload
+    return (msg.start, msg.end, None) if isinstance(msg, Ack) else None
 
 
 # ---- round trips and canonicity -------------------------------------------------------
@@ -81,6 +95,7 @@ def test_every_message_type_round_trips(msg: Message) -> None:
     assert raw[0] == PROTOCOL_VERSION
     assert decode_message(raw) == msg
     assert encode_message(decode_message(raw)) == raw
+    assert decode_interval(raw) == as_interval(msg)
 
 
 def test_hello_progress_is_encoded_in_sorted_order() -> None:
@@ -140,11 +155,14 @@ def test_every_truncation_of_each_message_type_is_refused() -> None:
         for cut in range(len(raw)):
             with pytest.raises(ProtocolError):
                 decode_message(raw[:cut])
+            try_decode(raw[:cut])
 
 
 def test_trailing_bytes_are_refused() -> None:
-    with pytest.raises(ProtocolError, match="trailing"):
-        decode_message(encode_message(Ack(1, 2)) + b"\x00")
+    for msg in (Ack(1, 2), Deltas(1, 2, b"x")):
+        for decode in (decode_message, decode_interval):
+            with pytest.raises(ProtocolError, match="trailing"):
+                decode(encode_message(msg) + b"\x00")
 
 
 # ---- specific refusals ----------------------------------------------------------------
@@ -154,6 +172,8 @@ def test_oversized_message_is_refused() -> None:
     raw = encode_message(Deltas(1, 2, b"x" * 100))
     with pytest.raises(ProtocolError, match="exceeds"):
         decode_message(raw, max_size=len(raw) - 1)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        decode_interval(raw, max_size=len(raw) - 1)
     assert decode_message(raw, max_size=len(raw)) == Deltas(1, 2, b"x" * 100)
     huge = encode_message(Deltas(1, 2, bytes(DEFAULT_MAX_MESSAGE)))
     with pytest.raises(ProtocolError, match="exceeds"):
@@ -163,8 +183,9 @@ def test_oversized_message_is_refused() -> None:
 def test_unknown_protocol_version_names_both_versions() -> None:
     raw = bytearray(encode_message(Ack(1, 2)))
     raw[0] = 99
-    with pytest.raises(ProtocolError, match=f"version 99 .*speaks {PROTOCOL_VERSION}"):
-        decode_message(bytes(raw))
+    for decode in (decode_message, decode_interval):
+        with pytest.raises(ProtocolError, match=f"version 99 .*speaks {PROTOCOL_VERSION}"):
+            decode(bytes(raw))
 
 
 def test_unknown_kind_is_refused() -> None:
@@ -177,8 +198,9 @@ def test_unknown_kind_is_refused() -> None:
     "msg", [Ack(0, 0), Ack(0, 5), Ack(5, 4), Deltas(0, 1, b""), Deltas(3, 2, b"")], ids=repr
 )
 def test_interval_starting_at_zero_or_after_its_end_is_refused(msg: Message) -> None:
-    with pytest.raises(ProtocolError, match="bad interval"):
-        decode_message(encode_message(msg))
+    for decode in (decode_message, decode_interval):
+        with pytest.raises(ProtocolError, match="bad interval"):
+            decode(encode_message(msg))
 
 
 def test_empty_interval_is_accepted() -> None:
