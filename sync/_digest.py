@@ -31,7 +31,9 @@ keys at a million keys.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterable
+from typing import Final
 
 from sync._keyspace import Key, storage_key
 
@@ -52,8 +54,15 @@ def fingerprint(key: Key, encoded: bytes) -> int:
     return _fingerprint(storage_key(key), encoded)
 
 
+# The first 8 bytes of a digest as a big-endian integer, read in place: the same
+# value as ``int.from_bytes(digest[:8], "big")`` without the slice and the call.
+_FIRST_U64: Final = struct.Struct(">Q")
+_SHA256: Final = hashlib.sha256
+
+
 def _position(stored: bytes) -> int:
-    return int.from_bytes(hashlib.sha256(stored).digest()[:8], "big")
+    first: int = _FIRST_U64.unpack_from(_SHA256(stored).digest())[0]
+    return first
 
 
 # Copied per key: the same hash as ``blake2b(digest_size=8)`` made afresh, without
@@ -65,7 +74,8 @@ def _fingerprint(stored: bytes, encoded: bytes) -> int:
     h = _BLAKE2B_8.copy()
     h.update(stored)
     h.update(encoded)
-    return int.from_bytes(h.digest(), "big")
+    fp: int = _FIRST_U64.unpack(h.digest())[0]
+    return fp
 
 
 class DigestTree:

@@ -29,9 +29,11 @@ from sync._counter import Counter
 from sync._crdt import (
     CRDT,
     actor_table,
+    blank_for_tag,
     crdt_types,
     decode_body,
     encode_body,
+    newest_of,
     read_actor_table,
     type_for_tag,
 )
@@ -179,8 +181,15 @@ class Keyspace:
 
     def absorb(self, other: Keyspace) -> None:
         """Merge ``other`` in, taking its values rather than copying: ``other`` is spent."""
+        entries, progress = self.entries, self._progress
         for key, theirs in other.entries.items():
-            self._join_entry(key, theirs, copy=False)
+            if progress is not None and key not in entries:
+                # A new key, the usual case on a hub taking in a backlog: stored and
+                # counted here rather than through ``_join_entry``.
+                entries[key] = theirs
+                _add_events(progress, theirs.ctx, 1)
+            else:
+                self._join_entry(key, theirs, copy=False)
 
     def _join_entry(self, key: Key, theirs: CRDT, copy: bool) -> None:
         mine = self.entries.get(key)
@@ -230,6 +239,10 @@ class Keyspace:
     def timestamps(self) -> Iterator[Timestamp]:
         for child in self.entries.values():
             yield from child.timestamps()
+
+    def newest_timestamp(self) -> Timestamp | None:
+        """The greatest of ``timestamps()``, None if there is none."""
+        return newest_of(self.entries.values())
 
     def writers(self) -> set[str]:
         """The actors whose updates this keyspace carries (stored dots, counter totals).
@@ -328,7 +341,7 @@ def decode_with_encodings(
         prev_path, prev_tag = path, tag
         key = (path, tag)
         start = r.pos
-        child = decode_body(r, type_for_tag(tag), actors)
+        child = decode_body(r, blank_for_tag(tag), actors)
         if child.is_bottom():
             raise CodecError(f"keyspace entry {path!r} holds nothing (not canonical)")
         entries[key] = child

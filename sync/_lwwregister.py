@@ -67,6 +67,13 @@ class LWWRegister(DotKernel):
     def timestamps(self) -> Iterator[Timestamp]:
         return (ts for ts, _ in self.ds.values())
 
+    def newest_timestamp(self) -> Timestamp | None:
+        newest: Timestamp | None = None
+        for ts, _ in self.ds.values():
+            if newest is None or ts > newest:
+                newest = ts
+        return newest
+
     def _encode_payload(self, w: Writer, payload: _Write) -> None:
         ts, value = payload
         w.svarint(ts.wall_ms)

@@ -750,7 +750,9 @@ class Replica:
                 raise ProtocolError(
                     f"{remote} may send only its own updates, not those of {sorted(foreign)}"
                 )
-        self.hlc.witness_all(admitted.timestamps())  # refuses far-future clocks, changes nothing
+        newest = admitted.newest_timestamp()  # (witness_all of timestamps(), without iterators)
+        if newest is not None:
+            self.hlc.witness(newest)  # refuses far-future clocks, changes nothing
         if as_received and not self._relays(remote):
             # Nobody but the sender tracks our log, and it is never sent back what it
             # sent: the state takes the decoded values rather than copies of them, and
