@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from sync._causal import DotContext, node_of
 from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, Reader, Writer
@@ -306,6 +306,11 @@ class Keyspace:
         return f"Keyspace({{{shown}}})"
 
 
+# An entry body at least this large is cut out of the payload through a memoryview:
+# one copy instead of two, where a view would cost more than copying a small body.
+_VIEW_FROM: Final = 1024
+
+
 def decode_with_encodings(
     data: bytes, max_size: int = DEFAULT_MAX_SIZE, cut: bool = True
 ) -> tuple[Keyspace, dict[Key, bytes] | None]:
@@ -349,7 +354,10 @@ def decode_with_encodings(
             head = heads.get(tag)
             if head is None:
                 head = heads[tag] = bytes((FORMAT_VERSION, tag)) + actor_table(actors)[0]
-            encodings[key] = head + data[start : r.pos]
+            if r.pos - start < _VIEW_FROM:
+                encodings[key] = head + data[start : r.pos]
+            else:  # a large value: copied once into its encoding, not sliced first
+                encodings[key] = head + memoryview(data)[start : r.pos]
     r.expect_end()
     if len(actors) == 1 and entries:
         # Every entry names some actor, and only one can be named: all are used.

@@ -990,10 +990,13 @@ def lost_own_events(hello: Hello, ours: dict[str, int]) -> bool:
 
 
 def encode_log_record(origin: str | None, payload: bytes) -> bytes:
+    """``text(origin)`` then ``blob(payload)``, the payload copied once: a hub logs
+    every payload it relays, and ``Writer.blob`` would copy it into its buffer and
+    again out of it."""
     w = Writer()
     w.text(origin or "")
-    w.blob(payload)
-    return w.getvalue()
+    w.uvarint(len(payload))
+    return w.getvalue() + payload
 
 
 def decode_log_record(record: bytes) -> tuple[str | None, bytes]:

@@ -107,7 +107,7 @@ from sync.adapters.journal import (
     decode_meta,
     encode_batch,
     encode_meta,
-    encoded_size_at_least,
+    encoded_size,
     fsync_dir,
 )
 
@@ -426,8 +426,8 @@ class LMDBStorage(Storage):
                 return
             limit = self.journal_bytes // _BIG_BATCH_SHARE
             # A hub's frame is plainly big: not encoded only to learn its size.
-            payload = encode_batch(batch) if encoded_size_at_least(batch) <= limit else None
-            if payload is None or len(payload) > limit:  # a big batch
+            payload = encode_batch(batch) if encoded_size(batch) <= limit else None
+            if payload is None:  # a big batch
                 self._write_back()  # raises if LMDB cannot take them: batch refused
                 self._commit_to_lmdb(batch)
                 return
