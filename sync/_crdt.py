@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from sync._causal import Dot, DotContext, VersionVector
 from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, Reader, Writer
@@ -87,6 +87,12 @@ class CRDT:
 
     def __init__(self, ctx: DotContext | None = None) -> None:
         self.ctx = ctx if ctx is not None else DotContext()
+
+    def _blank(self, ctx: DotContext) -> Self:
+        """An empty value of this type, bound to ``ctx``. Each concrete type names its
+        own constructor: compiled, that is a direct call, where ``type(self)(ctx)`` is
+        a generic one through the type object (a decoder makes one per key)."""
+        return type(self)(ctx)
 
     # ---- store-level operations, implemented by each type -------------------
 

@@ -14,8 +14,9 @@ persists a key, so catching a peer up never re-reads or re-encodes the state.
 
 It is also maintained lazily: ``set`` only notes a key's newest encoding, and the
 hashing and the walk up the levels happen when the tree is next read (a catch-up)
-or when ``MAX_PENDING`` keys wait. The write path, which runs per update, then
-costs one dict store; a key written many times between reads is hashed once.
+or when ``MAX_PENDING`` keys (or ``MAX_PENDING_BYTES`` of their encodings) wait.
+The write path, which runs per update, then costs one dict store; a key written
+many times between reads is hashed once.
 
 Only the top of the tree is kept summed: levels 0 to ``SUMMED_LEVEL`` hold each
 node's fingerprint and key count, and keys are held in one bucket per node of
@@ -41,6 +42,8 @@ from sync._keyspace import Key, storage_key
 MAX_LEVEL = 10  # 4**10 = ~1M leaf ranges
 FANOUT = 4
 MAX_PENDING = 65_536  # keys noted but not yet hashed in; bounds the memory they hold
+# ... and the bytes of their encodings: 65,536 keys of 16 KiB values held 1 GiB.
+MAX_PENDING_BYTES = 64 * 1024 * 1024
 SUMMED_LEVEL = 7  # levels 0..7 keep sums per node; the 4**7 = 16,384 buckets are below
 _BUCKET_SHIFT = 64 - 2 * SUMMED_LEVEL  # position -> its bucket (summed node) index
 
@@ -106,6 +109,7 @@ class DigestTree:
         self.positions: dict[Key, int] = {}
         # Newest (storage key, encoding) of each key not yet hashed in.
         self._pending: dict[Key, tuple[bytes, bytes | None]] = {}
+        self._pending_bytes = 0  # of the encodings in ``_pending``
 
     def __len__(self) -> int:
         self._flush()
@@ -116,7 +120,9 @@ class DigestTree:
         storage key, when the caller has it at hand."""
         pending = self._pending
         pending[key] = (storage_key(key) if stored is None else stored, encoded)
-        if len(pending) > MAX_PENDING:
+        if encoded is not None:
+            self._pending_bytes += len(encoded)  # (a key set twice counts twice: flushed early)
+        if len(pending) > MAX_PENDING or self._pending_bytes > MAX_PENDING_BYTES:
             self._flush()
 
     def _flush(self) -> None:
@@ -126,6 +132,7 @@ class DigestTree:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
+        self._pending_bytes = 0
         changes: dict[int, tuple[int, int]] = {}  # bucket -> (xor of fps, key count delta)
         positions, buckets = self.positions, self.buckets
         for key, (stored, encoded) in pending.items():

@@ -141,7 +141,7 @@ class DotKernel(CRDT):
             self._encode_payload(w, self.ds[dot])
 
     def _decode_store(self: K, r: Reader, ctx: DotContext, actors: list[str], depth: int) -> K:
-        kernel = type(self)(ctx)
+        kernel = self._blank(ctx)
         prev_ix = prev_n = -1
         for _ in range(r.count("dot store", 2)):
             ix, actor, n = read_ranked_dot(r, actors)

@@ -22,9 +22,9 @@ Kulkarni et al., OPODIS 2014):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
-from sync._causal import Dot
+from sync._causal import Dot, DotContext
 from sync._codec import Reader, Writer
 from sync._hlc import Timestamp
 from sync._kernel import DotKernel
@@ -42,6 +42,9 @@ def _rank(item: tuple[Dot, _Write]) -> tuple[int, int, str, bytes]:
 class LWWRegister(DotKernel):
     ds: dict[Dot, _Write]
     TYPE_TAG = 3
+
+    def _blank(self, ctx: DotContext) -> Self:
+        return LWWRegister(ctx)  # type: ignore[return-value]  # (Self is LWWRegister: a leaf)
 
     def set(self, actor: str, value: object, ts: Timestamp) -> LWWRegister:
         if not isinstance(ts, Timestamp):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from sync._causal import Dot, DotContext
 from sync._codec import MAX_DEPTH, Reader, Writer
@@ -36,6 +36,9 @@ Key = tuple[str, int]
 
 class ORMap(CRDT):
     TYPE_TAG = 9
+
+    def _blank(self, ctx: DotContext) -> Self:
+        return ORMap(ctx)  # type: ignore[return-value]  # (Self is ORMap: a leaf)
 
     def __init__(self, ctx: DotContext | None = None) -> None:
         super().__init__(ctx)
@@ -201,7 +204,7 @@ class ORMap(CRDT):
     def _decode_store(self, r: Reader, ctx: DotContext, actors: list[str], depth: int) -> ORMap:
         if depth >= MAX_DEPTH:
             raise CodecError(f"maps nested deeper than {MAX_DEPTH} levels")
-        out = type(self)(ctx)
+        out = self._blank(ctx)
         prev: Key | None = None
         for _ in range(r.count("map", 3)):
             key = (r.text(), r.u8())
