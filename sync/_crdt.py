@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeVar
 
 from sync._causal import Dot, DotContext, VersionVector
 from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, Reader, Writer
@@ -60,7 +60,7 @@ def type_for_tag(tag: int) -> type[CRDT]:
 # One empty instance per type tag, never changed: decoders call ``_decode_store`` on
 # it, an instance method that a compiled core dispatches through its vtable (as a
 # classmethod called through the class, it was a Python-level call per decoded key).
-_BLANKS: dict[int, CRDT] = {}
+_BLANKS: Final[dict[int, CRDT]] = {}
 
 
 def blank_for_tag(tag: int) -> CRDT:
@@ -248,7 +248,7 @@ def write_dot(w: Writer, index: dict[str, int], dot: Dot) -> None:
     w.uvarint(dot[1])
 
 
-_new_tuple = tuple.__new__
+_new_tuple: Final = tuple.__new__  # (Final: compiled, a static, not a module lookup)
 
 
 def new_dot(actor: str, counter: int) -> Dot:

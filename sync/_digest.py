@@ -39,13 +39,14 @@ from typing import Any, Final
 
 from sync._keyspace import Key, storage_key
 
-MAX_LEVEL = 10  # 4**10 = ~1M leaf ranges
-FANOUT = 4
-MAX_PENDING = 65_536  # keys noted but not yet hashed in; bounds the memory they hold
+# Final: compiled, constants rather than a module-dict lookup per key flushed.
+MAX_LEVEL: Final = 10  # 4**10 = ~1M leaf ranges
+FANOUT: Final = 4
+MAX_PENDING: Final = 65_536  # keys noted but not yet hashed in; bounds the memory they hold
 # ... and the bytes of their encodings: 65,536 keys of 16 KiB values held 1 GiB.
-MAX_PENDING_BYTES = 64 * 1024 * 1024
-SUMMED_LEVEL = 7  # levels 0..7 keep sums per node; the 4**7 = 16,384 buckets are below
-_BUCKET_SHIFT = 64 - 2 * SUMMED_LEVEL  # position -> its bucket (summed node) index
+MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
+SUMMED_LEVEL: Final = 7  # levels 0..7 keep sums per node; the 4**7 = 16,384 buckets are below
+_BUCKET_SHIFT: Final = 64 - 2 * SUMMED_LEVEL  # position -> its bucket (summed node) index
 
 Bucket = dict[int, tuple[Key, int]]  # position -> (key, fingerprint)
 

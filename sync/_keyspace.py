@@ -61,7 +61,7 @@ def check_path(path: str) -> str:
 
 
 # A type tag's end of a storage key: NUL, then the tag byte (made once, not per key).
-_KEY_ENDS = [b"\x00" + bytes((tag,)) for tag in range(256)]
+_KEY_ENDS: Final = [b"\x00" + bytes((tag,)) for tag in range(256)]
 
 
 def storage_key(key: Key) -> bytes:

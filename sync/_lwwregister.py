@@ -22,7 +22,7 @@ Kulkarni et al., OPODIS 2014):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from sync._causal import Dot, DotContext
 from sync._codec import Reader, Writer
@@ -31,7 +31,7 @@ from sync._kernel import DotKernel
 from sync._values import check_int, freeze_value, value_order_key
 
 _Write = tuple[Timestamp, object]
-_new_tuple = tuple.__new__
+_new_tuple: Final = tuple.__new__  # (Final: compiled, a static, not a module lookup)
 
 
 def _rank(item: tuple[Dot, _Write]) -> tuple[int, int, str, bytes]:
