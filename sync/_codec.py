@@ -22,6 +22,7 @@ FORMAT_VERSION: Final = 1
 MAX_DEPTH: Final = 32
 DEFAULT_MAX_SIZE: Final = 64 * 1024 * 1024
 INT_BITS: Final = 64  # plain integers in values and counters fit a signed 64-bit word
+_SMALL: Final = 1 << 61  # within a compiled core's unboxed integers
 
 _DOUBLE = struct.Struct(">d")
 
@@ -270,6 +271,8 @@ class Reader:
 
     def int64(self) -> int:
         n = self.svarint()
+        if -_SMALL <= n < _SMALL:  # compiled, a native comparison (2**63 is boxed)
+            return n
         if not -(1 << (INT_BITS - 1)) <= n < (1 << (INT_BITS - 1)):
             raise CodecError(f"integer {n} does not fit in {INT_BITS} bits")
         return n

@@ -14,7 +14,7 @@ later last-writer-wins race) into the future of a peer with a broken clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from sync._errors import ClockSkewError
 
@@ -31,7 +31,7 @@ class Timestamp(NamedTuple):
 
 # Built as the named tuple's ``__new__`` builds it, without running that Python-level
 # function, which was most of what ``now()`` cost compiled.
-_new_tuple = tuple.__new__
+_new_tuple: Final = tuple.__new__  # (Final: compiled, a static, not a module lookup)
 
 
 class HybridLogicalClock:

@@ -141,9 +141,8 @@ class DotKernel(CRDT):
             write_dot(w, index, dot)
             self._encode_payload(w, ds[dot])
 
-    @classmethod
-    def _decode_store(cls: type[K], r: Reader, ctx: DotContext, actors: list[str], depth: int) -> K:
-        kernel = cls(ctx)
+    def _decode_store(self: K, r: Reader, ctx: DotContext, actors: list[str], depth: int) -> K:
+        kernel = self._blank(ctx)
         prev_ix = prev_n = -1
         for _ in range(r.count("dot store", 2)):
             ix, actor, n = read_ranked_dot(r, actors)
@@ -155,8 +154,7 @@ class DotKernel(CRDT):
         return kernel
 
     def _decode_rest(self, r: Reader, actors: list[str]) -> None:
-        """Read what a subclass stores after the dots (a hook rather than a super()
-        call from a classmethod, which mypyc-compiled code does not bind right)."""
+        """Read what a subclass stores after the dots (a hook, called on the new value)."""
 
     # ---- payloads -------------------------------------------------------------
 

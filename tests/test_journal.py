@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sync._storage import MemoryStorage, Storage, StorageError, StoreMeta, WriteBatch
-from sync.adapters.journal import JOURNAL_FILE, decode_batch, encode_batch
+from sync.adapters.journal import JOURNAL_FILE, decode_batch, encode_batch, encoded_size
 from sync.adapters.lmdb_storage import LMDBStorage, MiB
 
 KEYS = st.binary(min_size=1, max_size=40)
@@ -38,7 +38,9 @@ BATCHES = st.builds(
 
 @given(BATCHES)
 def test_a_batch_reads_back_from_its_record(batch: WriteBatch) -> None:
-    assert decode_batch(encode_batch(batch), Path("store")) == batch
+    payload = encode_batch(batch)
+    assert decode_batch(payload, Path("store")) == batch
+    assert encoded_size(batch) == len(payload)  # what the store decides by, unencoded
 
 
 def batches(count: int, keys: int = 50) -> list[WriteBatch]:

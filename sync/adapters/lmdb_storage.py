@@ -119,7 +119,7 @@ from sync.adapters.journal import (
     decode_meta,
     encode_batch,
     encode_meta,
-    encoded_size_at_least,
+    encoded_size,
     fsync_dir,
     unapplied_records,
 )
@@ -474,8 +474,8 @@ class LMDBStorage(Storage):
                 self._finish_write_back()  # reads need not merge its overlay any more
             limit = self.journal_bytes // _BIG_BATCH_SHARE
             # A hub's frame is plainly big: not encoded only to learn its size.
-            payload = encode_batch(batch) if encoded_size_at_least(batch) <= limit else None
-            if payload is None or len(payload) > limit:  # a big batch
+            payload = encode_batch(batch) if encoded_size(batch) <= limit else None
+            if payload is None:  # a big batch
                 self._write_back_all()  # raises if LMDB cannot take them: batch refused
                 self._commit_to_lmdb(batch)
                 return
