@@ -73,7 +73,7 @@ class Counter(DotKernel):
         parts = super()._decompose_store()
         for direction, tally in enumerate(self.tallies):
             for piece in tally.decompose():
-                part = type(self)()
+                part = self._blank(DotContext())
                 part.tallies[direction] = piece
                 parts.append(part)
         return parts

@@ -178,7 +178,7 @@ class CRDT:
         held = set(self._store_dots())
         for dot in self.ctx.dots():
             if dot not in held:
-                parts.append(type(self)(DotContext.of([dot])))
+                parts.append(self._blank(DotContext.of([dot])))
         return parts
 
     def novel_part(self: C, known: C) -> C:
