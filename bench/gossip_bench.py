@@ -18,6 +18,24 @@ each workload:
     the commit that holds it, so that is every delta applied *and* durable on the
     receiver. The hub's version vector is checked afterwards.
 
+Both run for two workloads, each against a raw stream of its own median frame size:
+
+small: 200,000 updates, half PNCounter increments and half LWWRegister sets of a small
+    integer, 1,000 per sender commit: about 25 bytes per delta, so the link is bound
+    by the CPU each delta costs (decode, merge, digest, store), and the deltas/s
+    target is the one that speaks. At 25 bytes a delta, half the raw stream's bytes/s
+    would take millions of deltas/s: the bytes target does not apply to it.
+large: 3,600 LWWRegister sets of 16 KiB values, 15 per sender commit: the
+    payload-heavy relay path the bytes target is about. 16 KiB is what an edge
+    writes when it writes a blob: a camera's thumbnail or a sensor's summary (a
+    4,096-bin float32 spectrum or histogram), a model's config; large enough that
+    copying and hashing bytes dominates, small enough to be state rather than a
+    file. 3,600 of them (about 59 MB) stay under the sender's delta-log bound
+    (``ReplicaConfig.log_max_bytes``, 64 MiB), beyond which the log is collected and
+    the hub is caught up by digest instead of by deltas. 15 per commit makes one log
+    entry of about 246 KB, under the 256 KiB interval budget, so frames are about
+    the small workload's size and each is one whole log entry.
+
 Bytes on the wire are the encoded protocol messages the link carries each way
 (gRPC adds a few bytes of framing per message). Nothing asserts on timings.
 """
@@ -53,19 +71,27 @@ from sync.adapters.pb import client_pb2, client_pb2_grpc, replication_pb2, repli
 
 TARGET_DELTAS = 50_000  # deltas/s over one link, applied and durable on the receiver
 TARGET_BYTES_SHARE = 0.5  # of the raw stream's bytes/s
-LOAD_BATCH = 1_000  # updates per sender commit while loading the backlog
 HUB = [sys.executable, "-m", "edge_node.cli", "hub"]
 DELTAS_KIND = encode_message(Deltas(1, 2, b""))[1]  # messages are u8 version | u8 kind | ...
 
 
 @dataclass(frozen=True)
-class Sizes:
+class Workload:
+    name: str
     updates: int  # (link): durable updates on distinct keys, then drained over the link
+    value_bytes: int  # 0: small counters and registers; else register values this large
+    per_commit: int  # updates per sender commit while loading the backlog
     echo_frames: int  # (raw)
 
 
-FULL = Sizes(updates=200_000, echo_frames=2_000)
-QUICK = Sizes(updates=20_000, echo_frames=200)
+FULL = (
+    Workload("small", updates=200_000, value_bytes=0, per_commit=1_000, echo_frames=2_000),
+    Workload("large", updates=3_600, value_bytes=16 * 1024, per_commit=15, echo_frames=2_000),
+)
+QUICK = (
+    Workload("small", updates=20_000, value_bytes=0, per_commit=1_000, echo_frames=200),
+    Workload("large", updates=360, value_bytes=16 * 1024, per_commit=15, echo_frames=200),
+)
 
 
 @dataclass
@@ -237,12 +263,16 @@ async def until(condition: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.002)
 
 
-async def load_backlog(r: AsyncReplica, updates: int) -> None:
-    """``updates`` durable updates on distinct keys, ``LOAD_BATCH`` per commit."""
+async def load_backlog(r: AsyncReplica, work: Workload) -> None:
+    """The workload's durable updates on distinct keys, ``per_commit`` per commit."""
     replica = r.replica
-    for first in range(0, updates, LOAD_BATCH):
-        for i in range(first, min(first + LOAD_BATCH, updates)):
-            write_one(replica, i)
+    blob = os.urandom(work.value_bytes)
+    for first in range(0, work.updates, work.per_commit):
+        for i in range(first, min(first + work.per_commit, work.updates)):
+            if work.value_bytes:
+                write_blob(replica, i, blob)
+            else:
+                write_one(replica, i)
         await r.tick()  # returns once the commit holding them (and their log entry) is done
 
 
@@ -254,6 +284,14 @@ def write_one(replica: Replica, i: int) -> None:
     else:
         ts = replica.hlc.now()
         replica.update(f"r/{i}", LWWRegister, lambda g: g.set(actor, i, ts))
+
+
+def write_blob(replica: Replica, i: int, blob: bytes) -> None:
+    """Update ``i`` of the large workload: a register set to a value of its own, of
+    ``len(blob)`` bytes."""
+    actor, ts = replica.actor, replica.hlc.now()
+    value = i.to_bytes(8, "big") + blob[8:]
+    replica.update(f"blob/{i}", LWWRegister, lambda g: g.set(actor, value, ts))
 
 
 async def hub_version_of(address: str, actor: str) -> int:
@@ -269,7 +307,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def drive_link(address: str, updates: int, data: Path, hub_pid: int) -> LinkResult:
+async def drive_link(address: str, work: Workload, data: Path, hub_pid: int) -> LinkResult:
     r = AsyncReplica(LMDBStorage(data), "sender", clock=wall_clock_ms, new_epoch=fresh_epoch)
     links = CountingLinks(r)
     log = r.replica.log
@@ -280,7 +318,8 @@ async def drive_link(address: str, updates: int, data: Path, hub_pid: int) -> Li
     assert hub is not None
     dial.cancel()
     await asyncio.gather(dial, return_exceptions=True)
-    await load_backlog(r, updates)
+    await load_backlog(r, work)
+    updates = work.updates
     links.frame_sizes.clear()
     links.other_bytes = 0
     began, hub_cpu, own_cpu = time.perf_counter(), cpu_seconds(hub_pid), time.process_time()
@@ -299,49 +338,56 @@ async def drive_link(address: str, updates: int, data: Path, hub_pid: int) -> Li
     )  # fmt: skip
 
 
-def run_link(updates: int, work: Path) -> LinkResult:
+def run_link(work: Workload, tmp: Path) -> LinkResult:
     port = free_port()
     address = f"127.0.0.1:{port}"
-    cmd = [*HUB, "--id", "hub", "--role", "cloud", "--data", str(work / "hub"),
+    cmd = [*HUB, "--id", "hub", "--role", "cloud", "--data", str(tmp / f"hub-{work.name}"),
            "--listen", address, "--insecure"]  # fmt: skip
-    with child(cmd, work / "hub.log") as hub:
+    with child(cmd, tmp / f"hub-{work.name}.log") as hub:
         wait_for_port(port)
-        return asyncio.run(drive_link(address, updates, work / "sender", hub.pid))
+        return asyncio.run(drive_link(address, work, tmp / f"sender-{work.name}", hub.pid))
 
 
 # ---- output -----------------------------------------------------------------------------
 
 
-def table(link: LinkResult, raw: RawResult) -> list[list[str]]:
+def table(runs: list[tuple[Workload, LinkResult, RawResult]]) -> list[list[str]]:
+    rows = [["workload", "metric", "value", "ratio", "target"]]
+    for work, link, raw in runs:
+        rows += workload_rows(work, link, raw)
+    return rows
+
+
+def workload_rows(work: Workload, link: LinkResult, raw: RawResult) -> list[list[str]]:
     mb = 1e6
     share = link.bytes_per_second / raw.bytes_per_second
     met_rate = link.deltas_per_second >= TARGET_DELTAS
     met_share = share >= TARGET_BYTES_SHARE
+    echo = f"{work.name}: (raw) grpc.aio echo"
+    ours = f"{work.name}: (link) sender -> hub"
     return [
-        ["workload", "metric", "value", "ratio", "target"],
-        ["(raw) grpc.aio echo stream", "frame size", f"{raw.frame_bytes:,} B", "", ""],
-        ["(raw) grpc.aio echo stream", "messages/s", f"{raw.messages_per_second:,.0f}/s", "", ""],
-        ["(raw) grpc.aio echo stream", "MB/s (one way)", f"{raw.bytes_per_second / mb:,.1f}",
-         "", ""],
-        ["(link) sender -> edgesync hub", "deltas/s applied+durable",
-         f"{link.deltas_per_second:,.0f}/s", "",
+        [echo, "frame size", f"{raw.frame_bytes:,} B", "", ""],
+        [echo, "messages/s", f"{raw.messages_per_second:,.0f}/s", "", ""],
+        [echo, "MB/s (one way)", f"{raw.bytes_per_second / mb:,.1f}", "", ""],
+        [ours, "deltas/s applied+durable", f"{link.deltas_per_second:,.0f}/s", "",
          f">= {TARGET_DELTAS:,}/s: {'met' if met_rate else 'MISSED'}"],
-        ["(link) sender -> edgesync hub", "deltas per hub CPU second",
-         f"{link.deltas_per_receiver_cpu_second:,.0f}/s",
+        [ours, "deltas per hub CPU second", f"{link.deltas_per_receiver_cpu_second:,.0f}/s",
          f"{link.receiver_cpu_seconds * 1e6 / link.updates:,.1f} us/delta", ""],
-        ["(link) sender -> edgesync hub", "sender CPU per delta",
+        [ours, "sender CPU per delta",
          f"{link.sender_cpu_seconds * 1e6 / link.updates:,.1f} us", "", ""],
-        ["(link) sender -> edgesync hub", "Deltas frames/s",
-         f"{link.delta_frames / link.seconds:,.1f}/s",
+        [ours, "Deltas frames/s", f"{link.delta_frames / link.seconds:,.1f}/s",
          f"{link.delta_frames / link.seconds / raw.messages_per_second:.3f}x (raw) msgs", ""],
-        ["(link) sender -> edgesync hub", "MB/s (Deltas messages)",
-         f"{link.bytes_per_second / mb:,.2f}", f"{share:.3f}x (raw) MB/s",
+        [ours, "MB/s (Deltas messages)", f"{link.bytes_per_second / mb:,.2f}",
+         f"{share:.3f}x (raw) MB/s",
          f">= {TARGET_BYTES_SHARE}x (raw): {'met' if met_share else 'MISSED'}"],
-        ["(link) sender -> edgesync hub", "bytes per delta on the wire",
+        [ours, "MB per hub CPU second",
+         f"{link.delta_bytes / link.receiver_cpu_seconds / mb:,.1f}",
+         f"{link.delta_bytes / link.receiver_cpu_seconds / raw.bytes_per_second:.3f}x (raw)",
+         ""],
+        [ours, "bytes per delta on the wire",
          f"{(link.delta_bytes + link.other_bytes) / link.updates:,.1f} B", "", ""],
-        ["(link) sender -> edgesync hub", "  of which Deltas payload",
-         f"{link.delta_bytes / link.updates:,.1f} B", "", ""],
-        ["(link) sender -> edgesync hub", "Deltas frames (median size)",
+        [ours, "  of which Deltas payload", f"{link.delta_bytes / link.updates:,.1f} B", "", ""],
+        [ours, "Deltas frames (median size)",
          f"{link.delta_frames:,} ({link.typical_frame():,} B)", "", ""],
     ]  # fmt: skip
 
@@ -368,30 +414,37 @@ def main(argv: list[str] | None = None) -> None:
     if args.echo_server:
         asyncio.run(serve_echo(args.echo_server, max_message))
         return
-    sizes = QUICK if args.quick else FULL
+    workloads = QUICK if args.quick else FULL
     print(
         f"Python {platform.python_version()}, grpcio {grpc.__version__}, {os.cpu_count()} CPUs,"
-        f" load average {os.getloadavg()[0]:.2f} at start; sizes: {sizes}"
+        f" load average {os.getloadavg()[0]:.2f} at start; workloads: {workloads}"
     )
     started = time.perf_counter()
+    runs: list[tuple[Workload, LinkResult, RawResult]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        link = run_link(sizes.updates, work)
-        raw = run_raw(sizes.echo_frames, link.typical_frame(), max_message, work)
-    print_table(table(link, raw))
+        for workload in workloads:
+            link = run_link(workload, work)
+            raw = run_raw(workload.echo_frames, link.typical_frame(), max_message, work)
+            runs.append((workload, link, raw))
+    print_table(table(runs))
     print(
-        f"\nnotes: (link) times {link.updates:,} updates (half PNCounter increments, half"
-        " LWWRegister sets, each on its own key) from the redial until the hub has acknowledged"
-        " the sender's whole log; the hub acknowledges an interval after the commit holding it."
-        " Bytes per delta counts every message both ways (Hello, Deltas, Ack) over the updates."
-        f"\n(raw) streams {raw.frames:,} frames of the median Deltas message size and times"
-        " until the last echo is back.\n"
+        "\nnotes: (link) times each workload's updates (see the module docstring), each on"
+        " its own key, from the redial until the hub has acknowledged the sender's whole"
+        " log; the hub acknowledges an interval after the commit holding it. Bytes per"
+        " delta counts every message both ways (Hello, Deltas, Ack) over the updates."
+        " MB per hub CPU second: the link's bytes over the hub's CPU time, what a hub with"
+        " a core to itself would take.\n(raw) streams frames of the workload's median"
+        " Deltas message size and times until the last echo is back.\n"
         f"whole run: {time.perf_counter() - started:.1f} s,"
         f" load average {os.getloadavg()[0]:.2f} at end"
     )
     if args.json:
-        payload = {"sizes": asdict(sizes), "link": asdict(link) | {"frame_sizes": None},
-                   "raw": asdict(raw), "table": table(link, raw)}  # fmt: skip
+        payload = {
+            w.name: {"workload": asdict(w), "link": asdict(link) | {"frame_sizes": None},
+                     "raw": asdict(raw)}
+            for w, link, raw in runs
+        } | {"table": table(runs)}  # fmt: skip
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
 
 

@@ -9,11 +9,15 @@ Run ``python bench/storage_bench.py`` (``--quick`` for a ~10x smaller smoke run,
 (b) durable CRDT updates through ``open_replica`` with 1, 8 and 64 writer threads
     (counter increments and register sets on keys of their own; group commit),
     the same through ``AsyncReplica`` with 1, 8 and 64 coroutine writers, against
-    (a1), on the daemons' event loop (uvloop where installed; an extra row runs
-    the 64 on asyncio's own loop, another with the journal off); an extra row
-    with one coroutine applying 100 updates per durable wait;
-    plus the same mix on a sans-IO ``Replica`` over ``MemoryStorage`` in one
-    thread, one ``ready()`` per update.
+    (a1), as the daemons run: on their event loop (uvloop where installed) and
+    with their garbage-collector policy (``sync.adapters.gc_policy``: the loaded
+    state frozen, young collections every 50,000 allocations); extra rows run the
+    64 on asyncio's own loop, with the journal off, and with CPython's default
+    collector; an extra row with one coroutine applying 100 updates per durable
+    wait; plus the same mix on a sans-IO ``Replica`` over ``MemoryStorage`` in
+    one thread, one ``ready()`` per update, with the daemons' collector policy too
+    (the ceiling the coroutine rows are a share of). The threaded rows keep
+    CPython's defaults, as a program embedding ``open_replica`` does.
 (c) bytes to converge three replicas after a partition, against shipping full state,
     over in-order links (as gRPC streams are) and again over reordering ones.
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
 import importlib.metadata
@@ -57,6 +62,7 @@ from sync._replica import Replica
 from sync._storage import MemoryStorage
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.embedded import EmbeddedReplica, fresh_epoch, open_replica, wall_clock_ms
+from sync.adapters.gc_policy import daemon_gc
 from sync.adapters.lmdb_storage import JOURNAL_BYTES, LMDBStorage
 
 REPEATS = 3
@@ -309,9 +315,14 @@ def run_on(loop: str, main: Coroutine[Any, Any, R]) -> R:
 
 
 def timed_async_run(
-    writers: int, each: int, journal_bytes: int = JOURNAL_BYTES, loop: str = "daemon"
+    writers: int,
+    each: int,
+    journal_bytes: int = JOURNAL_BYTES,
+    loop: str = "daemon",
+    collector: str = "daemon",
 ) -> tuple[float, int]:
-    """Seconds for ``writers`` coroutines to make ``each`` durable updates, and commits made."""
+    """Seconds for ``writers`` coroutines to make ``each`` durable updates, and commits
+    made; ``collector``: the daemons' GC policy, or ``"default"`` (CPython's)."""
 
     async def run(directory: str) -> tuple[float, int]:
         storage = LMDBStorage(directory, journal_bytes=journal_bytes)
@@ -326,8 +337,12 @@ def timed_async_run(
         await r.close()
         return seconds, commits
 
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory() as directory, collector_policy(collector):
         return run_on(loop, run(directory))
+
+
+def collector_policy(collector: str) -> contextlib.AbstractContextManager[None]:
+    return daemon_gc() if collector == "daemon" else contextlib.nullcontext()
 
 
 def async_rows(writers: int, total: int, single_put_rate: float) -> list[Row]:
@@ -374,7 +389,7 @@ def timed_async_batched_run(count: int) -> tuple[float, int]:
         await r.close()
         return seconds, commits
 
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory() as directory, daemon_gc():
         return run_on("daemon", run(directory))
 
 
@@ -429,9 +444,13 @@ def run_durable_updates(sizes: Sizes, single_put_rate: float) -> tuple[list[Row]
         rows += variant_rows(
             writers, total, ours, "asyncio's own loop", f"{LOOP_NAME}/asyncio", loop="asyncio"
         )
+    rows += variant_rows(
+        writers, total, ours, "CPython's default GC", "daemons'/default GC", collector="default"
+    )
     rows += async_batched_rows(sizes.durable_runs[-1][1], single_put_rate)
     n = sizes.memory_updates
-    seconds, _ = best_of(lambda: timed_memory_updates(n))
+    with daemon_gc():
+        seconds, _ = best_of(lambda: timed_memory_updates(n))
     ceiling = n / seconds
     w = f"(b) in-memory (MemoryStorage), 1 thread, {n:,} updates"
     rows.append(Row(w, "updates/s", ceiling, "/s", ceiling / single_put_rate, "ours/(a1)"))
@@ -616,7 +635,9 @@ def print_notes(sizes: Sizes, ceiling: float, rows: list[Row], conv: Convergence
         f"\nnotes: (b) durable rate as a share of the in-memory ceiling: {shares}."
         f" Writers alternate PNCounter increments and LWWRegister sets over"
         f" {KEYS_PER_WRITER} + {KEYS_PER_WRITER} keys of their own; the in-memory row runs"
-        " the same mix with one ready() and MemoryStorage commit per update.\n"
+        " the same mix with one ready() and MemoryStorage commit per update. The"
+        " coroutine rows and the in-memory row run with the daemons' GC policy"
+        " (sync.adapters.gc_policy.tune_gc); the threaded rows with CPython's default.\n"
         "(c) all bytes are whole encoded protocol messages (Hello, Deltas, Ack) as the"
         " network counts them in stats.bytes_sent, dropped ones included; the full-state"
         " baseline is len(Keyspace.encode()) of a's state twice (to b and to c) plus b's"

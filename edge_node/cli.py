@@ -167,11 +167,20 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
             f"{result['id']} ({result['role']}) epoch {result['epoch']} digest {result['digest']}"
         )
         for p in result["peers"]:
-            refused = f" refused={p['refused']} ({p['last_refusal']})" if p["refused"] else ""
-            print(f"  peer {p['address']} connected={p['connected']} lag={p['lag']}{refused}")
+            print(f"  peer {p['address']} connected={p['connected']} lag={p['lag']}{_refusals(p)}")
         print(f"  store {_store_line(result['store'])}")
     else:
         print(f"ok {result.get('digest', '')[:16]}")
+
+
+def _refusals(peer: dict[str, Any]) -> str:
+    """Frames refused on a link, each way, with the last reason: empty when none."""
+    out = ""
+    if peer["refused"]:
+        out += f" refused={peer['refused']} ({peer['last_refusal']})"
+    if peer["refused_by_peer"]:
+        out += f" refused_by_peer={peer['refused_by_peer']} ({peer['last_refused_by_peer']})"
+    return out
 
 
 def _store_line(store: dict[str, int]) -> str:

@@ -37,7 +37,9 @@ def status_of(s: Any) -> dict[str, Any]:
         "id": s.id, "role": s.role, "epoch": s.epoch,
         "version_vector": dict(sorted(s.version_vector.items())), "digest": s.digest,
         "peers": [{"address": p.address, "connected": p.connected, "lag": p.lag,
-                   "refused": p.refused, "last_refusal": p.last_refusal} for p in s.peers],
+                   "refused": p.refused, "last_refusal": p.last_refusal,
+                   "refused_by_peer": p.refused_by_peer,
+                   "last_refused_by_peer": p.last_refused_by_peer} for p in s.peers],
         "store": {f.name: getattr(s.store, f.name) for f in s.store.DESCRIPTOR.fields},
     }  # fmt: skip
 

@@ -111,11 +111,13 @@ class ClientService(client_pb2_grpc.ClientServicer):
             state = r.links.get(link)
             lag = r._lag(state.remote) if state is not None else None
             refused, why = self.links.refused.get(link, (0, ""))
+            refused_by_peer, peer_why = self.links.refused_by_peer.get(link, (0, ""))
             peers.append(
                 client_pb2.PeerStatus(
-                    address=link, connected=up, lag=lag or 0, refused=refused, last_refusal=why
+                    address=link, connected=up, lag=lag or 0, refused=refused, last_refusal=why,
+                    refused_by_peer=refused_by_peer, last_refused_by_peer=peer_why,
                 )
-            )
+            )  # fmt: skip
         return client_pb2.StatusReply(
             id=r.node_id,
             role=self.role,

@@ -15,6 +15,7 @@ real-process tests drive daemons through this.
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import socket
 import sys
@@ -35,10 +36,38 @@ CLIENT_ID = "fleet-client"
 BIND_FAILED = "cannot listen on"  # the daemon's one line when its port is taken
 
 
+FIRST_PICKED_PORT = 20_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_ports = random.SystemRandom()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port nothing listens on, picked at random below the kernel's
+    ephemeral range. A port the kernel picks (a bind to port 0) comes from that
+    range, from which it also takes the local port of every outgoing connection,
+    so one of those could hold it before the daemon meant to listen on it binds
+    it; below the range only another such pick can (and the fleet then moves the
+    daemon, see ``Fleet._move``)."""
+    first_ephemeral = _first_ephemeral_port()
+    for _ in range(100):
+        port = _ports.randrange(FIRST_PICKED_PORT, first_ephemeral)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use: pick another
+            return port
+    with socket.socket() as s:  # every pick taken: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _first_ephemeral_port() -> int:
+    try:
+        first = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32_768  # Linux's default
+    return max(first, FIRST_PICKED_PORT + 1_000)
 
 
 class Link(Protocol):

@@ -99,7 +99,9 @@ class SimNode:
             storage: Storage = MemoryStorage()
         else:
             shutil.rmtree(self.store_dir, ignore_errors=True)
-            storage = LMDBStorage(self.store_dir, initial_map_size=4 << 20)
+            storage = LMDBStorage(
+                self.store_dir, initial_map_size=4 << 20, background_write_back=False
+            )
         if contents is not None:
             storage.commit(contents)
         return storage
@@ -163,7 +165,9 @@ class SimNode:
     def _ensure_storage(self) -> Storage:
         if self.storage is None:
             assert self.store_dir is not None  # only an LMDB store is ever closed
-            self.storage = LMDBStorage(self.store_dir, initial_map_size=4 << 20)
+            self.storage = LMDBStorage(
+                self.store_dir, initial_map_size=4 << 20, background_write_back=False
+            )
         return self.storage
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ Elements are str, int or bytes (see ``sync._values``).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Self
 
 from sync._causal import Dot, DotContext
 from sync._codec import Reader, Writer
@@ -30,6 +31,9 @@ _STR, _INT, _BYTES = 0, 1, 2
 class AWSet(DotKernel):
     ds: dict[Dot, Element]
     TYPE_TAG = 5
+
+    def _blank(self, ctx: DotContext) -> Self:
+        return AWSet(ctx)  # type: ignore[return-value]  # (Self is AWSet: a leaf)
 
     def __init__(self, ctx: DotContext | None = None) -> None:
         super().__init__(ctx)

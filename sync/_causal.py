@@ -17,7 +17,7 @@ which the canonical encoding and ``==`` rely on.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 
 def actor_name(node_id: str, epoch: int) -> str:
@@ -38,6 +38,17 @@ class Dot(NamedTuple):
 
     def __repr__(self) -> str:
         return f"Dot({self.actor!r}, {self.counter})"
+
+
+# Dots built as the named tuple's ``__new__`` builds them, without running that
+# Python-level function: compiled, ``Dot(actor, n)`` cost 7,000 instructions of an
+# update's 58,000 (counted with cachegrind).
+_new_tuple: Final = tuple.__new__  # (Final: compiled, a static, not a module lookup)
+
+
+def new_dot(actor: str, counter: int) -> Dot:
+    """``Dot(actor, counter)``, built fast (see above): one per dot minted or decoded."""
+    return _new_tuple(Dot, (actor, counter))
 
 
 class VersionVector:
@@ -144,7 +155,7 @@ class DotContext:
 
     def next_dot(self, actor: str) -> Dot:
         """The next dot ``actor`` should mint; assumes the actor's own dots are contiguous."""
-        return Dot(actor, self.vv._counters.get(actor, 0) + 1)
+        return new_dot(actor, self.vv._counters.get(actor, 0) + 1)
 
     def add(self, dot: Dot) -> None:
         """Insert one dot, keeping the compact form."""
@@ -179,9 +190,9 @@ class DotContext:
         counters = self.vv._counters
         n = counters.get(actor, 0)
         cloud = self.cloud
-        while Dot(actor, n + 1) in cloud:
+        while new_dot(actor, n + 1) in cloud:
             n += 1
-            cloud.discard(Dot(actor, n))
+            cloud.discard(new_dot(actor, n))
         if n:
             counters[actor] = n
 
@@ -189,7 +200,7 @@ class DotContext:
         """Every dot in the set; as many as the vector's counters add up to."""
         for actor, n in self.vv.items():
             for i in range(1, n + 1):
-                yield Dot(actor, i)
+                yield new_dot(actor, i)
         yield from self.cloud
 
     def size(self) -> int:

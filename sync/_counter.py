@@ -73,15 +73,18 @@ class Counter(DotKernel):
         parts = super()._decompose_store()
         for direction, tally in enumerate(self.tallies):
             for piece in tally.decompose():
-                part = type(self)()
+                part = self._blank(DotContext())
                 part.tallies[direction] = piece
                 parts.append(part)
         return parts
 
     def _store_actors(self) -> Iterable[str]:
         found: set[str] = set()
-        for tally in self.tallies:
-            found.update(tally.totals, tally.bases)
+        for tally in self.tallies:  # adds one by one: set.update is a call by name compiled
+            for actor in tally.totals:
+                found.add(actor)
+            for actor in tally.bases:
+                found.add(actor)
         return found
 
     def _encode_store(self, w: Writer, index: dict[str, int]) -> None:

@@ -31,9 +31,9 @@ from __future__ import annotations
 import hashlib
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeVar
 
-from sync._causal import Dot, DotContext, VersionVector
+from sync._causal import Dot, DotContext, VersionVector, new_dot
 from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, Reader, Writer
 from sync._errors import CodecError
 
@@ -57,6 +57,20 @@ def type_for_tag(tag: int) -> type[CRDT]:
         raise CodecError(f"unknown CRDT type tag {tag}") from None
 
 
+# One empty instance per type tag, never changed: decoders call ``_decode_store`` on
+# it, an instance method that a compiled core dispatches through its vtable (as a
+# classmethod called through the class, it was a Python-level call per decoded key).
+_BLANKS: Final[dict[int, CRDT]] = {}
+
+
+def blank_for_tag(tag: int) -> CRDT:
+    """The shared empty instance of the type ``tag`` names: read it, never change it."""
+    blank = _BLANKS.get(tag)
+    if blank is None:
+        blank = _BLANKS[tag] = type_for_tag(tag)()
+    return blank
+
+
 class CRDT:
     TYPE_TAG: ClassVar[int]
     TYPE_NAME: ClassVar[str]
@@ -73,6 +87,12 @@ class CRDT:
 
     def __init__(self, ctx: DotContext | None = None) -> None:
         self.ctx = ctx if ctx is not None else DotContext()
+
+    def _blank(self, ctx: DotContext) -> Self:
+        """An empty value of this type, bound to ``ctx``. Each concrete type names its
+        own constructor: compiled, that is a direct call, where ``type(self)(ctx)`` is
+        a generic one through the type object (a decoder makes one per key)."""
+        return type(self)(ctx)
 
     # ---- store-level operations, implemented by each type -------------------
 
@@ -119,11 +139,10 @@ class CRDT:
     @abstractmethod
     def _encode_store(self, w: Writer, index: dict[str, int]) -> None: ...
 
-    @classmethod
     @abstractmethod
-    def _decode_store(
-        cls: type[C], r: Reader, ctx: DotContext, actors: list[str], depth: int
-    ) -> C: ...
+    def _decode_store(self: C, r: Reader, ctx: DotContext, actors: list[str], depth: int) -> C:
+        """A new value of this type, bound to ``ctx``, read from ``r``; ``self`` is only
+        the type's blank (``blank_for_tag``) and is left as it is."""
 
     @abstractmethod
     def value(self) -> Any:
@@ -159,7 +178,7 @@ class CRDT:
         held = set(self._store_dots())
         for dot in self.ctx.dots():
             if dot not in held:
-                parts.append(type(self)(DotContext.of([dot])))
+                parts.append(self._blank(DotContext.of([dot])))
         return parts
 
     def novel_part(self: C, known: C) -> C:
@@ -181,6 +200,11 @@ class CRDT:
     def timestamps(self) -> Iterator[Timestamp]:
         """Every HLC timestamp held, for checking a received delta against the local clock."""
         return iter(())
+
+    def newest_timestamp(self) -> Timestamp | None:
+        """The greatest of ``timestamps()`` (None if there is none), without iterators:
+        a receiver checks it for every key it takes in."""
+        return None
 
     def encode(self) -> bytes:
         return encode(self)
@@ -209,18 +233,19 @@ class CRDT:
 # ---- shared helpers for stores ----------------------------------------------
 
 
+def newest_of(values: Iterable[CRDT]) -> Timestamp | None:
+    """The greatest ``newest_timestamp()`` of ``values`` (None if none has any)."""
+    newest: Timestamp | None = None
+    for value in values:
+        ts = value.newest_timestamp()
+        if ts is not None and (newest is None or ts > newest):
+            newest = ts
+    return newest
+
+
 def write_dot(w: Writer, index: dict[str, int], dot: Dot) -> None:
     w.uvarint(index[dot[0]])
     w.uvarint(dot[1])
-
-
-_new_tuple = tuple.__new__
-
-
-def new_dot(actor: str, counter: int) -> Dot:
-    """``Dot(actor, counter)`` for decoders, built as the named tuple's ``__new__``
-    builds it but without running that Python-level function: one per dot decoded."""
-    return _new_tuple(Dot, (actor, counter))
 
 
 def read_ranked_dot(r: Reader, actors: list[str]) -> tuple[int, str, int]:
@@ -239,7 +264,8 @@ def read_ranked_dot(r: Reader, actors: list[str]) -> tuple[int, str, int]:
 
 def _collect_actors(obj: CRDT) -> list[str]:
     actors = obj.ctx.actors()
-    actors.update(obj._store_actors())
+    for actor in obj._store_actors():  # compiled, set.update would be a call by name
+        actors.add(actor)
     return sorted(actors)
 
 
@@ -269,8 +295,9 @@ def encode(obj: CRDT) -> bytes:
     """Canonical bytes: format version, type tag, actor table, context, store."""
     table, index = actor_table(_collect_actors(obj))
     w = Writer()
-    w.buf += bytes((FORMAT_VERSION, obj.TYPE_TAG))
-    w.buf += table
+    w.u8(FORMAT_VERSION)
+    w.u8(obj.TYPE_TAG)
+    w.raw(table)
     encode_body(w, index, obj)
     return w.getvalue()
 
@@ -282,7 +309,7 @@ def encode_body(w: Writer, index: dict[str, int], obj: CRDT) -> None:
 
 
 def _encode_context(w: Writer, index: dict[str, int], ctx: DotContext) -> None:
-    w.counters(index, ctx.vv.items())
+    w.counter_dict(index, ctx.vv._counters)
     w.counters(index, ctx.cloud)
 
 
@@ -299,20 +326,21 @@ def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> CRDT:
             f"unsupported encoding format version {version}; "
             f"this build reads version {FORMAT_VERSION}"
         )
-    cls = type_for_tag(r.u8())
+    blank = blank_for_tag(r.u8())
     actors = read_actor_table(r)
-    obj = decode_body(r, cls, actors)
+    obj = decode_body(r, blank, actors)
     r.expect_end()
     if _collect_actors(obj) != actors:
         raise CodecError("actor table names actors the state does not use")
     return obj
 
 
-def decode_body(r: Reader, cls: type[C], actors: list[str]) -> C:
-    """Context and store of a ``cls``, checked, against an already-read actor table."""
+def decode_body(r: Reader, blank: C, actors: list[str]) -> C:
+    """Context and store of a value of ``blank``'s type (``blank_for_tag``), checked,
+    against an already-read actor table."""
     ctx = _decode_context(r, actors)
     try:
-        obj = cls._decode_store(r, ctx, actors, 0)
+        obj = blank._decode_store(r, ctx, actors, 0)
     except RecursionError:
         raise CodecError("encoding nested too deeply") from None
     _check_dots(obj)

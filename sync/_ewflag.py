@@ -13,7 +13,9 @@ concurrent enablers, and disabled dots live on only as context.
 
 from __future__ import annotations
 
-from sync._causal import Dot
+from typing import Self
+
+from sync._causal import Dot, DotContext
 from sync._codec import Reader, Writer
 from sync._errors import CodecError
 from sync._kernel import DotKernel
@@ -22,6 +24,9 @@ from sync._kernel import DotKernel
 class EWFlag(DotKernel):
     ds: dict[Dot, None]
     TYPE_TAG = 6
+
+    def _blank(self, ctx: DotContext) -> Self:
+        return EWFlag(ctx)  # type: ignore[return-value]  # (Self is EWFlag: a leaf)
 
     def enable(self, actor: str) -> EWFlag:
         return self._replace_all(actor, None)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Self
 
-from sync._causal import Dot
+from sync._causal import Dot, DotContext
 from sync._codec import Reader, Writer
 from sync._errors import CodecError
 from sync._kernel import DotKernel
@@ -74,7 +74,13 @@ class MaxRegister(_Extremum):
     TYPE_TAG = 7
     _SIGN = 1
 
+    def _blank(self, ctx: DotContext) -> Self:
+        return MaxRegister(ctx)  # type: ignore[return-value]  # (Self is MaxRegister: a leaf)
+
 
 class MinRegister(_Extremum):
     TYPE_TAG = 8
     _SIGN = -1
+
+    def _blank(self, ctx: DotContext) -> Self:
+        return MinRegister(ctx)  # type: ignore[return-value]  # (Self is MinRegister: a leaf)

@@ -17,11 +17,17 @@ why it matters for counters embedded in maps: Baquero, Almeida, Cunha, Ferreira,
 
 from __future__ import annotations
 
+from typing import Self
+
+from sync._causal import DotContext
 from sync._counter import Counter
 
 
 class GCounter(Counter):
     TYPE_TAG = 1
+
+    def _blank(self, ctx: DotContext) -> Self:
+        return GCounter(ctx)  # type: ignore[return-value]  # (Self is GCounter: a leaf)
 
     def increment(self, actor: str, n: int = 1) -> GCounter:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:

@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-from sync._causal import Dot, DotContext
+from sync._causal import Dot, DotContext, new_dot
 from sync._codec import Reader, Writer
-from sync._crdt import CRDT, new_dot, read_ranked_dot, write_dot
+from sync._crdt import CRDT, read_ranked_dot, write_dot
 from sync._errors import CodecError
 
 K = TypeVar("K", bound="DotKernel")
@@ -47,7 +47,7 @@ class DotKernel(CRDT):
     # ---- mutator building blocks ----------------------------------------------
 
     def _delta(self: K) -> K:
-        return type(self)(DotContext())
+        return self._blank(DotContext())  # compiled, a direct call (see CRDT._blank)
 
     def _mint(self: K, actor: str, payload: Any, delta: K) -> None:
         """Store ``payload`` under a fresh dot of ``actor``, here and in ``delta``."""
@@ -82,7 +82,7 @@ class DotKernel(CRDT):
             self._drop(dot)
 
     def _novel_store(self: K, known: K, out: DotContext) -> K:
-        part = type(self)(out)
+        part = self._blank(out)
         seen = known.ctx
         for dot, payload in self.ds.items():
             if dot not in seen:
@@ -108,12 +108,12 @@ class DotKernel(CRDT):
         return not self.ds
 
     def _reset_into(self: K, out: DotContext) -> K:
-        delta = type(self)(out)
+        delta = self._blank(out)
         self._remove(self.ds, delta)
         return delta
 
     def _copy_store(self: K, ctx: DotContext) -> K:
-        twin = type(self)(ctx)
+        twin = self._blank(ctx)
         for dot, payload in self.ds.items():
             twin._put(dot, payload)
         return twin
@@ -121,7 +121,7 @@ class DotKernel(CRDT):
     def _decompose_store(self: K) -> list[K]:
         parts = []
         for dot, payload in self.ds.items():
-            part = type(self)(DotContext.of([dot]))
+            part = self._blank(DotContext.of([dot]))
             part._put(dot, payload)
             parts.append(part)
         return parts
@@ -130,19 +130,19 @@ class DotKernel(CRDT):
         return ()
 
     def _encode_store(self, w: Writer, index: dict[str, int]) -> None:
-        w.uvarint(len(self.ds))
-        dots = (
-            list(self.ds)
-            if len(self.ds) < 2
-            else sorted(self.ds, key=lambda d: (index[d[0]], d[1]))
-        )
-        for dot in dots:
+        ds = self.ds
+        w.uvarint(len(ds))
+        if len(ds) < 2:  # one presence dot or one write dominates: nothing to sort
+            for dot, payload in ds.items():
+                write_dot(w, index, dot)
+                self._encode_payload(w, payload)
+            return
+        for dot in sorted(ds, key=lambda d: (index[d[0]], d[1])):
             write_dot(w, index, dot)
-            self._encode_payload(w, self.ds[dot])
+            self._encode_payload(w, ds[dot])
 
-    @classmethod
-    def _decode_store(cls: type[K], r: Reader, ctx: DotContext, actors: list[str], depth: int) -> K:
-        kernel = cls(ctx)
+    def _decode_store(self: K, r: Reader, ctx: DotContext, actors: list[str], depth: int) -> K:
+        kernel = self._blank(ctx)
         prev_ix = prev_n = -1
         for _ in range(r.count("dot store", 2)):
             ix, actor, n = read_ranked_dot(r, actors)
@@ -154,8 +154,7 @@ class DotKernel(CRDT):
         return kernel
 
     def _decode_rest(self, r: Reader, actors: list[str]) -> None:
-        """Read what a subclass stores after the dots (a hook rather than a super()
-        call from a classmethod, which mypyc-compiled code does not bind right)."""
+        """Read what a subclass stores after the dots (a hook, called on the new value)."""
 
     # ---- payloads -------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from sync._causal import DotContext, node_of
 from sync._codec import DEFAULT_MAX_SIZE, FORMAT_VERSION, Reader, Writer
@@ -29,9 +29,11 @@ from sync._counter import Counter
 from sync._crdt import (
     CRDT,
     actor_table,
+    blank_for_tag,
     crdt_types,
     decode_body,
     encode_body,
+    newest_of,
     read_actor_table,
     type_for_tag,
 )
@@ -59,7 +61,7 @@ def check_path(path: str) -> str:
 
 
 # A type tag's end of a storage key: NUL, then the tag byte (made once, not per key).
-_KEY_ENDS = [b"\x00" + bytes((tag,)) for tag in range(256)]
+_KEY_ENDS: Final = [b"\x00" + bytes((tag,)) for tag in range(256)]
 
 
 def storage_key(key: Key) -> bytes:
@@ -179,8 +181,15 @@ class Keyspace:
 
     def absorb(self, other: Keyspace) -> None:
         """Merge ``other`` in, taking its values rather than copying: ``other`` is spent."""
+        entries, progress = self.entries, self._progress
         for key, theirs in other.entries.items():
-            self._join_entry(key, theirs, copy=False)
+            if progress is not None and key not in entries:
+                # A new key, the usual case on a hub taking in a backlog: stored and
+                # counted here rather than through ``_join_entry``.
+                entries[key] = theirs
+                _add_events(progress, theirs.ctx, 1)
+            else:
+                self._join_entry(key, theirs, copy=False)
 
     def _join_entry(self, key: Key, theirs: CRDT, copy: bool) -> None:
         mine = self.entries.get(key)
@@ -230,6 +239,10 @@ class Keyspace:
     def timestamps(self) -> Iterator[Timestamp]:
         for child in self.entries.values():
             yield from child.timestamps()
+
+    def newest_timestamp(self) -> Timestamp | None:
+        """The greatest of ``timestamps()``, None if there is none."""
+        return newest_of(self.entries.values())
 
     def writers(self) -> set[str]:
         """The actors whose updates this keyspace carries (stored dots, counter totals).
@@ -293,6 +306,11 @@ class Keyspace:
         return f"Keyspace({{{shown}}})"
 
 
+# An entry body at least this large is cut out of the payload through a memoryview:
+# one copy instead of two, where a view would cost more than copying a small body.
+_VIEW_FROM: Final = 1024
+
+
 def decode_with_encodings(
     data: bytes, max_size: int = DEFAULT_MAX_SIZE, cut: bool = True
 ) -> tuple[Keyspace, dict[Key, bytes] | None]:
@@ -328,7 +346,7 @@ def decode_with_encodings(
         prev_path, prev_tag = path, tag
         key = (path, tag)
         start = r.pos
-        child = decode_body(r, type_for_tag(tag), actors)
+        child = decode_body(r, blank_for_tag(tag), actors)
         if child.is_bottom():
             raise CodecError(f"keyspace entry {path!r} holds nothing (not canonical)")
         entries[key] = child
@@ -336,7 +354,10 @@ def decode_with_encodings(
             head = heads.get(tag)
             if head is None:
                 head = heads[tag] = bytes((FORMAT_VERSION, tag)) + actor_table(actors)[0]
-            encodings[key] = head + data[start : r.pos]
+            if r.pos - start < _VIEW_FROM:
+                encodings[key] = head + data[start : r.pos]
+            else:  # a large value: copied once into its encoding, not sliced first
+                encodings[key] = head + memoryview(data)[start : r.pos]
     r.expect_end()
     if len(actors) == 1 and entries:
         # Every entry names some actor, and only one can be named: all are used.

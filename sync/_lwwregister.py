@@ -22,16 +22,16 @@ Kulkarni et al., OPODIS 2014):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final, Self
 
-from sync._causal import Dot
+from sync._causal import Dot, DotContext
 from sync._codec import Reader, Writer
 from sync._hlc import Timestamp
 from sync._kernel import DotKernel
 from sync._values import check_int, freeze_value, value_order_key
 
 _Write = tuple[Timestamp, object]
-_new_tuple = tuple.__new__
+_new_tuple: Final = tuple.__new__  # (Final: compiled, a static, not a module lookup)
 
 
 def _rank(item: tuple[Dot, _Write]) -> tuple[int, int, str, bytes]:
@@ -42,6 +42,9 @@ def _rank(item: tuple[Dot, _Write]) -> tuple[int, int, str, bytes]:
 class LWWRegister(DotKernel):
     ds: dict[Dot, _Write]
     TYPE_TAG = 3
+
+    def _blank(self, ctx: DotContext) -> Self:
+        return LWWRegister(ctx)  # type: ignore[return-value]  # (Self is LWWRegister: a leaf)
 
     def set(self, actor: str, value: object, ts: Timestamp) -> LWWRegister:
         if not isinstance(ts, Timestamp):
@@ -66,6 +69,13 @@ class LWWRegister(DotKernel):
 
     def timestamps(self) -> Iterator[Timestamp]:
         return (ts for ts, _ in self.ds.values())
+
+    def newest_timestamp(self) -> Timestamp | None:
+        newest: Timestamp | None = None
+        for ts, _ in self.ds.values():
+            if newest is None or ts > newest:
+                newest = ts
+        return newest
 
     def _encode_payload(self, w: Writer, payload: _Write) -> None:
         ts, value = payload

@@ -205,7 +205,7 @@ def _write_field(w: Writer, code: str, value: object) -> None:
     if code == "u":
         w.uvarint(value)  # type: ignore[arg-type]
     elif code == "q":
-        w.buf += int(value).to_bytes(8, "big")  # type: ignore[call-overload]
+        w.raw(int(value).to_bytes(8, "big"))  # type: ignore[call-overload]
     elif code == "b":
         w.blob(value)  # type: ignore[arg-type]
     else:
@@ -222,7 +222,7 @@ def _write_field(w: Writer, code: str, value: object) -> None:
         else:
             width = 4 if code == "f4" else 6
             for n in items:
-                w.buf += n.to_bytes(width, "big")
+                w.raw(n.to_bytes(width, "big"))
 
 
 def _read_fields(r: Reader, cls: type) -> object:

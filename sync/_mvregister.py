@@ -15,7 +15,9 @@ every replica lists them alike.
 
 from __future__ import annotations
 
-from sync._causal import Dot
+from typing import Self
+
+from sync._causal import Dot, DotContext
 from sync._codec import Reader, Writer
 from sync._kernel import DotKernel
 from sync._values import freeze_value, value_order_key
@@ -24,6 +26,9 @@ from sync._values import freeze_value, value_order_key
 class MVRegister(DotKernel):
     ds: dict[Dot, object]
     TYPE_TAG = 4
+
+    def _blank(self, ctx: DotContext) -> Self:
+        return MVRegister(ctx)  # type: ignore[return-value]  # (Self is MVRegister: a leaf)
 
     def write(self, actor: str, value: object) -> MVRegister:
         return self._replace_all(actor, freeze_value(value))

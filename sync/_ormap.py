@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from sync._causal import Dot, DotContext
 from sync._codec import MAX_DEPTH, Reader, Writer
-from sync._crdt import CRDT, type_for_tag
+from sync._crdt import CRDT, blank_for_tag, newest_of, type_for_tag
 from sync._errors import CodecError
 from sync._hlc import Timestamp
 
@@ -36,6 +36,9 @@ Key = tuple[str, int]
 
 class ORMap(CRDT):
     TYPE_TAG = 9
+
+    def _blank(self, ctx: DotContext) -> Self:
+        return ORMap(ctx)  # type: ignore[return-value]  # (Self is ORMap: a leaf)
 
     def __init__(self, ctx: DotContext | None = None) -> None:
         super().__init__(ctx)
@@ -188,6 +191,9 @@ class ORMap(CRDT):
     def timestamps(self) -> Iterator[Timestamp]:
         return chain.from_iterable(child.timestamps() for child in self.entries.values())
 
+    def newest_timestamp(self) -> Timestamp | None:
+        return newest_of(self.entries.values())
+
     def _encode_store(self, w: Writer, index: dict[str, int]) -> None:
         w.uvarint(len(self.entries))
         for key in sorted(self.entries):
@@ -195,18 +201,17 @@ class ORMap(CRDT):
             w.u8(key[1])
             self.entries[key]._encode_store(w, index)
 
-    @classmethod
-    def _decode_store(cls, r: Reader, ctx: DotContext, actors: list[str], depth: int) -> ORMap:
+    def _decode_store(self, r: Reader, ctx: DotContext, actors: list[str], depth: int) -> ORMap:
         if depth >= MAX_DEPTH:
             raise CodecError(f"maps nested deeper than {MAX_DEPTH} levels")
-        out = cls(ctx)
+        out = self._blank(ctx)
         prev: Key | None = None
         for _ in range(r.count("map", 3)):
             key = (r.text(), r.u8())
             if prev is not None and key <= prev:
                 raise CodecError("map keys are not strictly sorted")
             prev = key
-            child = type_for_tag(key[1])._decode_store(r, ctx, actors, depth + 1)
+            child = blank_for_tag(key[1])._decode_store(r, ctx, actors, depth + 1)
             if child._store_is_bottom():
                 raise CodecError(f"map entry {key[0]!r} holds nothing (not canonical)")
             out.entries[key] = child

@@ -9,6 +9,9 @@ concurrent increment or decrement survives it.
 
 from __future__ import annotations
 
+from typing import Self
+
+from sync._causal import DotContext
 from sync._counter import Counter
 
 _UP, _DOWN = 0, 1
@@ -17,6 +20,9 @@ _UP, _DOWN = 0, 1
 class PNCounter(Counter):
     TYPE_TAG = 2
     _DIRECTIONS = 2
+
+    def _blank(self, ctx: DotContext) -> Self:
+        return PNCounter(ctx)  # type: ignore[return-value]  # (Self is PNCounter: a leaf)
 
     def increment(self, actor: str, n: int = 1) -> PNCounter:
         """Add ``n`` (negative ``n`` decrements); return the delta."""

@@ -9,12 +9,16 @@ raw readings and features live.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-LOCAL_PREFIX = "local/"
+LOCAL_PREFIX: Final = "local/"
+_LOCAL_ROOT: Final = "local"
 
 
 def is_local(path: str) -> bool:
-    return path.startswith(LOCAL_PREFIX) or path == LOCAL_PREFIX.rstrip("/")
+    # Final constants (compiled: no module lookup) and the cheap test first: a hub
+    # checks every key it receives against its link's pull policy.
+    return path.startswith(_LOCAL_ROOT) and (path == _LOCAL_ROOT or path.startswith(LOCAL_PREFIX))
 
 
 @dataclass(frozen=True)

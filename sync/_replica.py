@@ -756,7 +756,9 @@ class Replica:
                 raise ProtocolError(
                     f"{remote} may send only its own updates, not those of {sorted(foreign)}"
                 )
-        self.hlc.witness_all(admitted.timestamps())  # refuses far-future clocks, changes nothing
+        newest = admitted.newest_timestamp()  # (witness_all of timestamps(), without iterators)
+        if newest is not None:
+            self.hlc.witness(newest)  # refuses far-future clocks, changes nothing
         if as_received and not self._relays(remote):
             # Nobody but the sender tracks our log, and it is never sent back what it
             # sent: the state takes the decoded values rather than copies of them, and
@@ -993,10 +995,13 @@ def lost_own_events(hello: Hello, ours: dict[str, int]) -> bool:
 
 
 def encode_log_record(origin: str | None, payload: bytes) -> bytes:
+    """``text(origin)`` then ``blob(payload)``, the payload copied once: a hub logs
+    every payload it relays, and ``Writer.blob`` would copy it into its buffer and
+    again out of it."""
     w = Writer()
     w.text(origin or "")
-    w.blob(payload)
-    return w.getvalue()
+    w.uvarint(len(payload))
+    return w.getvalue() + payload
 
 
 def decode_log_record(record: bytes) -> tuple[str | None, bytes]:

@@ -79,8 +79,8 @@ class Tally:
         return set(self.totals) | set(self.bases)
 
     def encode(self, w: Writer, index: dict[str, int]) -> None:
-        w.counters(index, self.totals.items())
-        w.counters(index, self.bases.items())
+        w.counter_dict(index, self.totals)
+        w.counter_dict(index, self.bases)
 
     def read(self, r: Reader, actors: list[str]) -> None:
         """Decode into this (empty) tally."""

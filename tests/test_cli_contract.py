@@ -8,7 +8,9 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from test_daemons import CLI, Fleet, cli, free_port
+from test_daemons import CLI, Fleet, cli
+
+from sim.fleet import free_port
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from sim.fleet import free_port
+
 CLI = [sys.executable, "-m", "edge_node.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -288,10 +283,12 @@ def test_status_counts_the_frames_refused_on_a_link(fleet: Fleet) -> None:
     node = fleet.start("n", "node")
     fleet.wait_ready()
     garbage = [replication_pb2.Frame(message=blob) for blob in (b"\xff\x00", b"\x01\x02junk")]
+    replies: list[replication_pb2.Frame] = []
     with grpc.insecure_channel(node) as channel:
         stub = replication_pb2_grpc.ReplicationStub(channel)  # type: ignore[no-untyped-call]
         with contextlib.suppress(grpc.RpcError):
-            list(stub.Link(iter(garbage), timeout=5))
+            replies.extend(stub.Link(iter(garbage), timeout=5))
+    assert len([r for r in replies if r.refusal]) == 2  # the sender is told, frame by frame
     peers = fleet.status("n")["peers"]
     assert isinstance(peers, list)
     refused = [p for p in peers if p["refused"]]

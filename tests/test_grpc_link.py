@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 
-from sync import AWSet, PNCounter
+from sync import AWSet, LWWRegister, PNCounter
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.grpc_link import GrpcLinks, channel_options, ticker
 from sync.adapters.lmdb_storage import LMDBStorage
@@ -23,9 +23,9 @@ def tagger(tag: str) -> Callable[[AWSet, str], AWSet]:
     return lambda s, actor: s.add(actor, tag)
 
 
-def replica(path: Path, name: str, seed: int) -> AsyncReplica:
+def replica(path: Path, name: str, seed: int, clock: Callable[[], int] = CLOCK) -> AsyncReplica:
     rng = random.Random(seed)
-    return AsyncReplica(LMDBStorage(path), name, clock=CLOCK, new_epoch=lambda: rng.getrandbits(64))
+    return AsyncReplica(LMDBStorage(path), name, clock=clock, new_epoch=lambda: rng.getrandbits(64))
 
 
 async def serve(links: GrpcLinks) -> tuple[grpc.aio.Server, str]:
@@ -36,6 +36,17 @@ async def serve(links: GrpcLinks) -> tuple[grpc.aio.Server, str]:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, f"127.0.0.1:{port}"
+
+
+async def shut_down(
+    tasks: list[asyncio.Task[None]], server: grpc.aio.Server, *replicas: AsyncReplica
+) -> None:
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await server.stop(grace=None)
+    for r in replicas:
+        await r.close()
 
 
 async def until(check: object, timeout: float = 20.0) -> None:
@@ -70,18 +81,33 @@ def test_two_replicas_converge_over_grpc_and_survive_garbage(tmp_path: Path) -> 
                         yield replication_pb2.Frame(message=blob)
 
                 call = stub.Link(junk())
-                async for _ in call:
-                    pass
+                refusals = [frame.refusal async for frame in call if frame.refusal]
+            assert len(refusals) == 3 and all(refusals)  # each one told why
             await a.update("hits", PNCounter, lambda c, actor: c.increment(actor, 5))
             await until(same)
             counter = b.replica.get("hits", PNCounter)
             assert counter is not None and counter.value() == 55
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await server.stop(grace=None)
-            await a.close()
-            await b.close()
+            await shut_down(tasks, server, a, b)
+
+    asyncio.run(main())
+
+
+def test_a_node_whose_frames_are_refused_is_told_why(tmp_path: Path) -> None:
+    async def main() -> None:
+        ahead = replica(tmp_path / "a", "a", 1, clock=lambda: CLOCK() + 3_600_000)  # 1 h fast
+        b = replica(tmp_path / "b", "b", 2)
+        links_a, links_b = GrpcLinks(ahead), GrpcLinks(b)
+        server, address = await serve(links_b)
+        tasks = [asyncio.create_task(t) for t in (links_a.dial(address), ticker(ahead))]
+        try:
+            stamp = ahead.replica.hlc.now()
+            await ahead.update("cfg", LWWRegister, lambda g, actor: g.set(actor, "x", stamp))
+            await until(lambda: links_a.refused_by_peer)
+            [(count, reason)] = links_a.refused_by_peer.values()
+            assert count >= 1 and "ahead of the local clock" in reason
+            assert links_b.refused and b.replica.get("cfg", LWWRegister) is None
+        finally:
+            await shut_down(tasks, server, ahead, b)
 
     asyncio.run(main())

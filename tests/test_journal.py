@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sync._storage import MemoryStorage, Storage, StorageError, StoreMeta, WriteBatch
-from sync.adapters.journal import JOURNAL_FILE, decode_batch, encode_batch
+from sync.adapters.journal import JOURNAL_FILE, decode_batch, encode_batch, encoded_size
 from sync.adapters.lmdb_storage import LMDBStorage, MiB
 
 KEYS = st.binary(min_size=1, max_size=40)
@@ -38,7 +38,9 @@ BATCHES = st.builds(
 
 @given(BATCHES)
 def test_a_batch_reads_back_from_its_record(batch: WriteBatch) -> None:
-    assert decode_batch(encode_batch(batch), Path("store")) == batch
+    payload = encode_batch(batch)
+    assert decode_batch(payload, Path("store")) == batch
+    assert encoded_size(batch) == len(payload)  # what the store decides by, unencoded
 
 
 def batches(count: int, keys: int = 50) -> list[WriteBatch]:
@@ -289,3 +291,87 @@ def test_a_big_batch_commits_straight_to_lmdb_after_the_waiting_ones(tmp_path: P
     with LMDBStorage(tmp_path, journal_bytes=4096) as store:
         assert store.journal_replayed == 1
         assert contents(store) == expected(history)
+
+
+def commit_until_second_file(store: LMDBStorage, history: list[WriteBatch]) -> int:
+    """Commit ``history`` until a write-back has begun and a few records went to the
+    other journal file (while the test holds the write-back back); how many."""
+    for done, batch in enumerate(history, 1):
+        store.commit(batch)
+        journal = store._journal
+        assert journal is not None
+        if store._flushing is not None and journal.records == 5:
+            return done
+    raise AssertionError("no write-back began")
+
+
+def test_commits_and_reads_go_on_while_a_write_back_is_under_way(tmp_path: Path) -> None:
+    history = batches(300)
+    with LMDBStorage(tmp_path, journal_bytes=4096) as store:
+        with store._lmdb_writing:  # the write-back waits for LMDB's write lock
+            done = commit_until_second_file(store, history)
+            assert store.write_backs == 0  # every commit so far returned all the same
+            assert contents(store) == expected(history[:done])  # both overlays merged
+            assert store.usage().journal_bytes > 4096 - 200  # both files count
+        for batch in history[done:]:
+            store.commit(batch)
+        assert store.write_backs >= 5
+        assert contents(store) == expected(history)
+    with LMDBStorage(tmp_path, journal_bytes=4096) as store:
+        assert contents(store) == expected(history)
+
+
+CRASH_IN_WRITE_BACK = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from test_journal import batches, commit_until_second_file
+from sync.adapters.lmdb_storage import LMDBStorage
+store = LMDBStorage(sys.argv[1], journal_bytes=4096)
+store._lmdb_writing.acquire()  # the write-back never gets to commit
+print(commit_until_second_file(store, batches(300)), flush=True)
+os._exit(0)
+"""
+
+
+def test_a_crash_during_a_write_back_replays_both_journal_files(tmp_path: Path) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", CRASH_IN_WRITE_BACK, str(tmp_path), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    done = int(child.stdout)
+    with LMDBStorage(tmp_path, journal_bytes=4096) as store:
+        assert store.journal_replayed == done  # the first batch is a record too
+        assert contents(store) == expected(batches(300)[:done])
+
+
+def test_a_failed_write_back_is_done_again_by_the_commit_that_needs_its_file(
+    tmp_path: Path,
+) -> None:
+    history = batches(300)
+    with LMDBStorage(tmp_path, journal_bytes=4096) as store:
+        real = store._commit_to_lmdb_locked
+        failing = True
+
+        def flaky(batch: WriteBatch, applied: int | None) -> None:
+            if failing:
+                raise StorageError("disk on fire")
+            real(batch, applied)
+
+        store._commit_to_lmdb_locked = flaky  # type: ignore[method-assign]
+        committed = 0
+        with pytest.raises(StorageError, match="disk on fire"):
+            for batch in history:
+                store.commit(batch)
+                committed += 1
+        assert committed > 20  # the next journal file took commits meanwhile
+        assert contents(store) == expected(history[:committed])  # reads go on
+        failing = False
+        for batch in history[committed + 1 :]:
+            store.commit(batch)
+        survivors = history[:committed] + history[committed + 1 :]
+        assert contents(store) == expected(survivors)
+    with LMDBStorage(tmp_path, journal_bytes=4096) as store:
+        assert contents(store) == expected(survivors)

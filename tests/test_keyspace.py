@@ -130,7 +130,7 @@ def _keyspace_bytes(entries: list[tuple[str, int, bytes]]) -> bytes:
     for path, tag, body in entries:
         w.text(path)
         w.u8(tag)
-        w.buf += body
+        w.raw(body)
     return w.getvalue()
 
 

@@ -15,11 +15,11 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from test_daemons import free_port
 
 from sensors.buffer import WindowBuffer
 from sensors.mqtt import MqttSource, machine_of
 from sensors.payload import PayloadError, decode, encode_binary, encode_json
+from sim.fleet import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 

@@ -20,7 +20,9 @@ class TlsFleet(Fleet):
     def start(self, name: str, *args: str) -> str:
         import subprocess
 
-        from test_daemons import CLI, free_port
+        from test_daemons import CLI
+
+        from sim.fleet import free_port
 
         self.addr.setdefault(name, f"127.0.0.1:{free_port()}")
         cmd = [*CLI, *args, "--id", name, "--data", str(self.root / name),

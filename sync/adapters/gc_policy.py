@@ -58,6 +58,22 @@ def tune_gc() -> None:
         gc.callbacks.append(_freeze_survivors)
 
 
+@contextlib.contextmanager
+def daemon_gc() -> Iterator[None]:
+    """``tune_gc()`` for a block, then the collector as before it (its thresholds, and
+    every frozen object thawed): for a benchmark or test that runs a daemon's path
+    in its own process, among code that expects CPython's defaults."""
+    before = gc.get_threshold()
+    tune_gc()
+    try:
+        yield
+    finally:
+        if _freeze_survivors in gc.callbacks:
+            gc.callbacks.remove(_freeze_survivors)
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 def _freeze_survivors(phase: str, info: dict[str, Any]) -> None:
     if phase == "stop" and info["generation"] == 0:
         gc.freeze()  # the young generation is empty now: this moves only its survivors

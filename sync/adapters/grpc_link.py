@@ -7,8 +7,12 @@ one canonical protocol message (``sync/_messages.py``): the replica does all
 protocol work, and this module only moves bytes and reports links coming and
 going.
 
-A frame the replica refuses (``ProtocolError``: malformed, oversized, unknown) is
-logged and dropped; the link stays up and nothing stored changes.
+A frame the replica refuses (``ProtocolError``: malformed, oversized, unknown, a
+clock far ahead) is logged and dropped; the link stays up and nothing stored
+changes. The peer is told why, in a frame with ``refusal`` set and no message, so
+the refused side logs it and shows it in status too: a node whose clock runs far
+ahead learns it from its hub, instead of only seeing its writes never arrive.
+A refusal is never refused back.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from sync.adapters.pb import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("edgesync.link")
 FRAME_OVERHEAD = 1024
+MAX_REFUSAL_CHARS = 500  # of a refusal's reason, sent or taken
+REFUSAL_LOG_EVERY_S = 10.0  # a peer refusing frame after frame: one log line per this
+Outgoing = asyncio.Queue[bytes | str | None]  # a message; a refusal's reason; the end
 
 
 def channel_options(max_message: int) -> list[tuple[str, int]]:
@@ -61,11 +68,14 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
         self.credentials = credentials
         self.backoff_ms = backoff_ms
         self.rng = rng or random.Random()
-        self.outgoing: dict[str, asyncio.Queue[bytes | None]] = {}
+        self.outgoing: dict[str, Outgoing] = {}
         self.connected: dict[str, bool] = {}
         # Frames refused per link, and why the last was: status shows a link whose
         # frames are refused (a peer's clock far ahead, a broken peer) without the logs.
         self.refused: dict[str, tuple[int, str]] = {}
+        # Frames of ours each peer said it refused, and the reason it gave last.
+        self.refused_by_peer: dict[str, tuple[int, str]] = {}
+        self._refusal_logged_at: dict[str, float] = {}
         replica.send = self._send
 
     def _send(self, link: str, data: bytes) -> None:
@@ -73,10 +83,8 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
         if queue is not None:
             queue.put_nowait(data)
 
-    async def _open(
-        self, link: str, peer: tuple[str, str] | None = None
-    ) -> asyncio.Queue[bytes | None]:
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    async def _open(self, link: str, peer: tuple[str, str] | None = None) -> Outgoing:
+        queue: Outgoing = asyncio.Queue()
         self.outgoing[link] = queue
         self.connected[link] = True
         log.info("link up", extra={"link": link, "node": self.replica.replica.node_id})
@@ -97,20 +105,42 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
         intervals in flight bounds how far applying runs ahead of the store.
         """
         async for frame in frames:
+            if frame.refusal:
+                self._refused_by_peer(link, frame.refusal[:MAX_REFUSAL_CHARS])
+                continue
             data = frame.message
             try:
                 with applying_large_frame(len(data)):
                     durable = self.replica.deliver_soon(link, data)
             except (ProtocolError, ValueError) as exc:  # refused input: log, keep serving
-                log.warning("rejected frame", extra={"link": link, "reason": str(exc)})
-                count, _ = self.refused.get(link, (0, ""))
-                self.refused[link] = (count + 1, str(exc))
+                self._refuse(link, str(exc))
             else:
                 durable.add_done_callback(functools.partial(_commit_failed, link))
 
-    async def _frames(self, queue: asyncio.Queue[bytes | None]) -> AsyncIterator[Any]:
-        while (data := await queue.get()) is not None:
-            yield replication_pb2.Frame(message=data)
+    def _refuse(self, link: str, reason: str) -> None:
+        """Log a refused frame, count it, and tell the peer why."""
+        log.warning("rejected frame", extra={"link": link, "reason": reason})
+        count, _ = self.refused.get(link, (0, ""))
+        self.refused[link] = (count + 1, reason)
+        queue = self.outgoing.get(link)
+        if queue is not None:
+            queue.put_nowait(reason[:MAX_REFUSAL_CHARS])
+
+    def _refused_by_peer(self, link: str, reason: str) -> None:
+        count, last = self.refused_by_peer.get(link, (0, ""))
+        self.refused_by_peer[link] = (count + 1, reason)
+        now = asyncio.get_running_loop().time()
+        if reason != last or now - self._refusal_logged_at.get(link, -1e9) >= REFUSAL_LOG_EVERY_S:
+            self._refusal_logged_at[link] = now
+            extra = {"link": link, "reason": reason, "refused": count + 1}
+            log.warning("peer refused our frame", extra=extra)
+
+    async def _frames(self, queue: Outgoing) -> AsyncIterator[Any]:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, str):
+                yield replication_pb2.Frame(refusal=item)
+            else:
+                yield replication_pb2.Frame(message=item)
 
     # ---- serving peers that dial in ------------------------------------------------
 

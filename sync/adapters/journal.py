@@ -7,25 +7,29 @@ journal makes a commit one sequential write and one ``fdatasync`` of a single
 file; the store folds the journalled batches into LMDB later, many at a time, in
 one transaction (``LMDBStorage`` calls that a write-back).
 
-File (``journal.wal`` beside ``data.mdb``): records back to back from offset 0,
-each a 20-byte header and a payload::
+Files (``journal.wal`` and ``journal-2.wal`` beside ``data.mdb``): records back
+to back from offset 0, each a 20-byte header and a payload::
 
     magic b"ESJ1" | payload length u32 | seq u64 | crc32(seq, payload) u32 | payload
 
 all big-endian. ``seq`` counts records over the store's life; LMDB's meta holds the
-seq of the last record it absorbed (``applied``). After a write-back the next
-record is written at offset 0 again, over the old ones, so the file is written in
-place and its size (grown in zeros, doubling) rarely changes: a flush then has no
-file metadata to write.
+seq of the last record it absorbed (``applied``). Records go to one file at a
+time. When it is full, the store writes its records back into LMDB in the
+background and new records go to the other file, from offset 0, over older
+records that LMDB already holds; so commits never wait for a write-back, and each
+file is written in place and its size (grown in zeros, doubling) rarely changes:
+a flush then has no file metadata to write.
 
-Recovery reads from offset 0 and takes records while each one is whole (magic,
-length and CRC check) and carries the next seq after ``applied``. It stops at the
-first that does not: a torn tail (a record being written when the process or the
-machine died was never acknowledged), or an older record left from before the
-last write-back (its seq is too small). A record whose CRC holds but whose payload
-cannot be decoded is corruption, and opening the store fails with a message that
-says so; nothing is changed. A restored older copy of ``data.mdb`` with a newer
-journal replays nothing unless the journal continues exactly its ``applied``.
+Recovery reads each file from offset 0 and takes its *chain*: records while each
+one is whole (magic, length and CRC check) and carries the seq after the one
+before. A chain stops at a torn tail (a record being written when the process or
+the machine died was never acknowledged) or at an older record left from before
+the file was last reused (its seq does not follow). Of the two chains, the
+records after ``applied`` are replayed in seq order, as far as they continue it
+without a gap. A record whose CRC holds but whose payload cannot be decoded is
+corruption, and opening the store fails with a message that says so; nothing is
+changed. A restored older copy of ``data.mdb`` with newer journals replays
+nothing unless the journals continue exactly its ``applied``.
 
 A failed write or flush is reported and not counted: the next record takes the
 same seq and offset, overwriting whatever part of the failed one reached the disk.
@@ -55,16 +59,19 @@ from typing import Any
 from sync._storage import StorageError, StoreMeta, WriteBatch
 
 __all__ = [
+    "JOURNAL_FILES",
     "Journal",
     "decode_batch",
     "decode_meta",
     "encode_batch",
     "encode_meta",
-    "encoded_size_at_least",
+    "encoded_size",
     "fsync_dir",
+    "unapplied_records",
 ]
 
-JOURNAL_FILE = "journal.wal"
+JOURNAL_FILES = ("journal.wal", "journal-2.wal")  # written in turn (see the docstring)
+JOURNAL_FILE = JOURNAL_FILES[0]
 MAGIC = b"ESJ1"
 _HEADER = struct.Struct(">4sIQI")
 _U8, _U32, _U64 = struct.Struct(">B"), struct.Struct(">I"), struct.Struct(">Q")
@@ -121,11 +128,13 @@ def encode_batch(batch: WriteBatch) -> bytes:
     keys, values = list(batch.entries), list(batch.entries.values())
     sizes = [_DELETED if value is None else len(value) for value in values]
     _columns(parts, "I", [len(key) for key in keys], sizes)
-    parts.append(b"".join(keys))
-    parts.append(b"".join(value for value in values if value is not None))
+    # Keys, values and deltas go into the one join below as they are: each byte of a
+    # relayed value is copied once here, not joined into a column first.
+    parts.extend(keys)
+    parts.extend(value for value in values if value is not None)
     seqs, raws = [seq for seq, _ in batch.log_append], [raw for _, raw in batch.log_append]
     _columns(parts, "Q", seqs, [len(raw) for raw in raws])
-    parts.append(b"".join(raws))
+    parts.extend(raws)
     for positions in (batch.acks, batch.received):
         parts.append(_U32.pack(len(positions)))
         for peer, seq in positions.items():
@@ -134,10 +143,22 @@ def encode_batch(batch: WriteBatch) -> bytes:
     return b"".join(parts)
 
 
-def encoded_size_at_least(batch: WriteBatch) -> int:
-    """A lower bound on ``len(encode_batch(batch))`` that costs no encoding: an entry
-    takes two lengths and a key of at least a byte, a log row a seq and a length."""
-    return 9 * len(batch.entries) + 12 * len(batch.log_append)
+def encoded_size(batch: WriteBatch) -> int:
+    """``len(encode_batch(batch))``, counted without encoding: a hub's frame is
+    plainly too big for the journal, and encoding it to learn that copied it whole."""
+    size = 1 + 4 + 4  # flags, then the two column counts
+    if batch.meta is not None:
+        size += 4 + len(encode_meta(batch.meta))
+    if batch.context is not None:
+        size += 4 + len(batch.context)
+    if batch.log_drop_below is not None:
+        size += 8
+    size += 8 * len(batch.entries) + sum(len(key) for key in batch.entries)
+    size += sum(len(value) for value in batch.entries.values() if value is not None)
+    size += sum(12 + len(raw) for _, raw in batch.log_append)
+    for positions in (batch.acks, batch.received):
+        size += 4 + sum(4 + len(peer.encode()) + 8 for peer in positions)
+    return size
 
 
 def _checksum(seq: int, payload: bytes) -> int:
@@ -222,10 +243,10 @@ def decode_batch(payload: bytes, where: Path) -> WriteBatch:
 class Journal:
     """The journal file: append a record durably, read back the unapplied ones."""
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / JOURNAL_FILE
+    def __init__(self, directory: Path, name: str = JOURNAL_FILE) -> None:
+        self.path = directory / name
         self.offset = 0  # where the next record goes
-        self.records = 0  # records since the last write-back
+        self.records = 0  # records written since the file was last restarted
         self._fd: int | None = None
         try:
             created = not self.path.exists()
@@ -237,15 +258,16 @@ class Journal:
             self.close()
             raise StorageError(f"cannot open journal {self.path}: {exc}") from exc
 
-    def unapplied(self, applied: int) -> list[tuple[int, bytes]]:
-        """``(seq, payload)`` of each whole record after ``applied``, in order."""
+    def chain(self) -> list[tuple[int, bytes]]:
+        """``(seq, payload)`` of each whole record from offset 0 while each seq
+        follows the one before (see the module docstring)."""
         data = self._read_all()
         records: list[tuple[int, bytes]] = []
         offset = 0
         while offset + _HEADER.size <= len(data):
             magic, size, seq, crc = _HEADER.unpack_from(data, offset)
             start, end = offset + _HEADER.size, offset + _HEADER.size + size
-            if magic != MAGIC or seq != applied + len(records) + 1 or end > len(data):
+            if magic != MAGIC or end > len(data) or (records and seq != records[-1][0] + 1):
                 break
             payload = data[start:end]
             if _checksum(seq, payload) != crc:
@@ -253,11 +275,6 @@ class Journal:
             records.append((seq, payload))
             offset = end
         return records
-
-    def continue_after(self, records: list[tuple[int, bytes]]) -> None:
-        """Append after ``records`` (from ``unapplied``), counting them as written."""
-        self.offset = sum(_HEADER.size + len(payload) for _, payload in records)
-        self.records = len(records)
 
     def _read_all(self) -> bytes:
         try:
@@ -274,18 +291,20 @@ class Journal:
     def append(self, seq: int, payload: bytes) -> None:
         """Write one record and flush it; when this returns it survives a crash."""
         assert self._fd is not None, "journal closed"
-        record = _HEADER.pack(MAGIC, len(payload), seq, _checksum(seq, payload)) + payload
+        header = _HEADER.pack(MAGIC, len(payload), seq, _checksum(seq, payload))
+        size = len(header) + len(payload)
         try:
-            self._reserve(self.offset + len(record))
-            written = os.pwrite(self._fd, record, self.offset)
-            if written != len(record):
-                raise OSError(f"short write: {written} of {len(record)} bytes")
+            self._reserve(self.offset + size)
+            # Header and payload in one write, without joining them into a copy first.
+            written = os.pwritev(self._fd, [header, payload], self.offset)
+            if written != size:
+                raise OSError(f"short write: {written} of {size} bytes")
             os.fdatasync(self._fd)
         except OSError as exc:
             raise StorageError(
                 f"cannot write journal {self.path}, the batch was not committed: {exc}"
             ) from exc
-        self.offset += len(record)
+        self.offset += size
         self.records += 1
 
     def _reserve(self, end: int) -> None:
@@ -312,6 +331,17 @@ class Journal:
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r}, offset={self.offset}, records={self.records})"
+
+
+def unapplied_records(
+    chains: list[list[tuple[int, bytes]]], applied: int
+) -> list[tuple[int, bytes]]:
+    """The records of ``chains`` that continue ``applied`` without a gap, in order."""
+    by_seq = {seq: payload for chain in chains for seq, payload in chain if seq > applied}
+    records: list[tuple[int, bytes]] = []
+    while (seq := applied + len(records) + 1) in by_seq:
+        records.append((seq, by_seq[seq]))
+    return records
 
 
 def fsync_dir(directory: Path) -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64gesync/v1/client.proto\x12\x0b\x65\x64gesync.v1\"\x19\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\":\n\x05Value\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.edgesync.v1.CrdtType\x12\x0c\n\x04json\x18\x02 \x01(\t\";\n\x08GetReply\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x06values\x18\x02 \x03(\x0b\x32\x12.edgesync.v1.Value\"\x1d\n\x0bKeysRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"<\n\x08KeyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x04type\x18\x02 \x01(\x0e\x32\x15.edgesync.v1.CrdtType\"0\n\tKeysReply\x12#\n\x04keys\x18\x01 \x03(\x0b\x32\x15.edgesync.v1.KeyEntry\"\xe0\x01\n\rUpdateRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1b\n\x11register_set_json\x18\x02 \x01(\tH\x00\x12\x15\n\x0b\x63ounter_add\x18\x03 \x01(\x12H\x00\x12+\n\x07set_add\x18\x04 \x01(\x0b\x32\x18.edgesync.v1.ElementListH\x00\x12.\n\nset_remove\x18\x05 \x01(\x0b\x32\x18.edgesync.v1.ElementListH\x00\x12+\n\nremove_key\x18\x06 \x01(\x0e\x32\x15.edgesync.v1.CrdtTypeH\x00\x42\x04\n\x02op\"\x1f\n\x0b\x45lementList\x12\x10\n\x08\x65lements\x18\x01 \x03(\t\",\n\x0bUpdateReply\x12\r\n\x05\x61\x63tor\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"\x1e\n\x0cWatchRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"9\n\x06\x43hange\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x06values\x18\x02 \x03(\x0b\x32\x12.edgesync.v1.Value\"\x1f\n\rStatusRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"d\n\nPeerStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x0b\n\x03lag\x18\x03 \x01(\x04\x12\x0f\n\x07refused\x18\x04 \x01(\x04\x12\x14\n\x0clast_refusal\x18\x05 \x01(\t\"\x83\x01\n\x0bStoreStatus\x12\x12\n\nused_bytes\x18\x01 \x01(\x04\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\x12\x15\n\rjournal_bytes\x18\x03 \x01(\x04\x12\x13\n\x0bwrite_backs\x18\x04 \x01(\x04\x12\x0c\n\x04keys\x18\x05 \x01(\x04\x12\x13\n\x0blog_entries\x18\x06 \x01(\x04\"\x92\x02\n\x0bStatusReply\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\x43\n\x0eversion_vector\x18\x04 \x03(\x0b\x32+.edgesync.v1.StatusReply.VersionVectorEntry\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t\x12&\n\x05peers\x18\x06 \x03(\x0b\x32\x17.edgesync.v1.PeerStatus\x12\'\n\x05store\x18\x07 \x01(\x0b\x32\x18.edgesync.v1.StoreStatus\x1a\x34\n\x12VersionVectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*\xae\x01\n\x08\x43rdtType\x12\x19\n\x15\x43RDT_TYPE_UNSPECIFIED\x10\x00\x12\x0c\n\x08GCOUNTER\x10\x01\x12\r\n\tPNCOUNTER\x10\x02\x12\x10\n\x0cLWW_REGISTER\x10\x03\x12\x0f\n\x0bMV_REGISTER\x10\x04\x12\n\n\x06\x41W_SET\x10\x05\x12\x0b\n\x07\x45W_FLAG\x10\x06\x12\x10\n\x0cMAX_REGISTER\x10\x07\x12\x10\n\x0cMIN_REGISTER\x10\x08\x12\n\n\x06OR_MAP\x10\t2\xb4\x02\n\x06\x43lient\x12\x35\n\x03Get\x12\x17.edgesync.v1.GetRequest\x1a\x15.edgesync.v1.GetReply\x12\x38\n\x04Keys\x12\x18.edgesync.v1.KeysRequest\x1a\x16.edgesync.v1.KeysReply\x12>\n\x06Update\x12\x1a.edgesync.v1.UpdateRequest\x1a\x18.edgesync.v1.UpdateReply\x12\x39\n\x05Watch\x12\x19.edgesync.v1.WatchRequest\x1a\x13.edgesync.v1.Change0\x01\x12>\n\x06Status\x12\x1a.edgesync.v1.StatusRequest\x1a\x18.edgesync.v1.StatusReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64gesync/v1/client.proto\x12\x0b\x65\x64gesync.v1\"\x19\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\":\n\x05Value\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.edgesync.v1.CrdtType\x12\x0c\n\x04json\x18\x02 \x01(\t\";\n\x08GetReply\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x06values\x18\x02 \x03(\x0b\x32\x12.edgesync.v1.Value\"\x1d\n\x0bKeysRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"<\n\x08KeyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x04type\x18\x02 \x01(\x0e\x32\x15.edgesync.v1.CrdtType\"0\n\tKeysReply\x12#\n\x04keys\x18\x01 \x03(\x0b\x32\x15.edgesync.v1.KeyEntry\"\xe0\x01\n\rUpdateRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1b\n\x11register_set_json\x18\x02 \x01(\tH\x00\x12\x15\n\x0b\x63ounter_add\x18\x03 \x01(\x12H\x00\x12+\n\x07set_add\x18\x04 \x01(\x0b\x32\x18.edgesync.v1.ElementListH\x00\x12.\n\nset_remove\x18\x05 \x01(\x0b\x32\x18.edgesync.v1.ElementListH\x00\x12+\n\nremove_key\x18\x06 \x01(\x0e\x32\x15.edgesync.v1.CrdtTypeH\x00\x42\x04\n\x02op\"\x1f\n\x0b\x45lementList\x12\x10\n\x08\x65lements\x18\x01 \x03(\t\",\n\x0bUpdateReply\x12\r\n\x05\x61\x63tor\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"\x1e\n\x0cWatchRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"9\n\x06\x43hange\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x06values\x18\x02 \x03(\x0b\x32\x12.edgesync.v1.Value\"\x1f\n\rStatusRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"\x9b\x01\n\nPeerStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\x0b\n\x03lag\x18\x03 \x01(\x04\x12\x0f\n\x07refused\x18\x04 \x01(\x04\x12\x14\n\x0clast_refusal\x18\x05 \x01(\t\x12\x17\n\x0frefused_by_peer\x18\x06 \x01(\x04\x12\x1c\n\x14last_refused_by_peer\x18\x07 \x01(\t\"\x83\x01\n\x0bStoreStatus\x12\x12\n\nused_bytes\x18\x01 \x01(\x04\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\x12\x15\n\rjournal_bytes\x18\x03 \x01(\x04\x12\x13\n\x0bwrite_backs\x18\x04 \x01(\x04\x12\x0c\n\x04keys\x18\x05 \x01(\x04\x12\x13\n\x0blog_entries\x18\x06 \x01(\x04\"\x92\x02\n\x0bStatusReply\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\x43\n\x0eversion_vector\x18\x04 \x03(\x0b\x32+.edgesync.v1.StatusReply.VersionVectorEntry\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t\x12&\n\x05peers\x18\x06 \x03(\x0b\x32\x17.edgesync.v1.PeerStatus\x12\'\n\x05store\x18\x07 \x01(\x0b\x32\x18.edgesync.v1.StoreStatus\x1a\x34\n\x12VersionVectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*\xae\x01\n\x08\x43rdtType\x12\x19\n\x15\x43RDT_TYPE_UNSPECIFIED\x10\x00\x12\x0c\n\x08GCOUNTER\x10\x01\x12\r\n\tPNCOUNTER\x10\x02\x12\x10\n\x0cLWW_REGISTER\x10\x03\x12\x0f\n\x0bMV_REGISTER\x10\x04\x12\n\n\x06\x41W_SET\x10\x05\x12\x0b\n\x07\x45W_FLAG\x10\x06\x12\x10\n\x0cMAX_REGISTER\x10\x07\x12\x10\n\x0cMIN_REGISTER\x10\x08\x12\n\n\x06OR_MAP\x10\t2\xb4\x02\n\x06\x43lient\x12\x35\n\x03Get\x12\x17.edgesync.v1.GetRequest\x1a\x15.edgesync.v1.GetReply\x12\x38\n\x04Keys\x12\x18.edgesync.v1.KeysRequest\x1a\x16.edgesync.v1.KeysReply\x12>\n\x06Update\x12\x1a.edgesync.v1.UpdateRequest\x1a\x18.edgesync.v1.UpdateReply\x12\x39\n\x05Watch\x12\x19.edgesync.v1.WatchRequest\x1a\x13.edgesync.v1.Change0\x01\x12>\n\x06Status\x12\x1a.edgesync.v1.StatusRequest\x1a\x18.edgesync.v1.StatusReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STATUSREPLY_VERSIONVECTORENTRY']._loaded_options = None
   _globals['_STATUSREPLY_VERSIONVECTORENTRY']._serialized_options = b'8\001'
-  _globals['_CRDTTYPE']._serialized_start=1276
-  _globals['_CRDTTYPE']._serialized_end=1450
+  _globals['_CRDTTYPE']._serialized_start=1332
+  _globals['_CRDTTYPE']._serialized_end=1506
   _globals['_GETREQUEST']._serialized_start=41
   _globals['_GETREQUEST']._serialized_end=66
   _globals['_VALUE']._serialized_start=68
@@ -60,14 +60,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHANGE']._serialized_end=727
   _globals['_STATUSREQUEST']._serialized_start=729
   _globals['_STATUSREQUEST']._serialized_end=760
-  _globals['_PEERSTATUS']._serialized_start=762
-  _globals['_PEERSTATUS']._serialized_end=862
-  _globals['_STORESTATUS']._serialized_start=865
-  _globals['_STORESTATUS']._serialized_end=996
-  _globals['_STATUSREPLY']._serialized_start=999
-  _globals['_STATUSREPLY']._serialized_end=1273
-  _globals['_STATUSREPLY_VERSIONVECTORENTRY']._serialized_start=1221
-  _globals['_STATUSREPLY_VERSIONVECTORENTRY']._serialized_end=1273
-  _globals['_CLIENT']._serialized_start=1453
-  _globals['_CLIENT']._serialized_end=1761
+  _globals['_PEERSTATUS']._serialized_start=763
+  _globals['_PEERSTATUS']._serialized_end=918
+  _globals['_STORESTATUS']._serialized_start=921
+  _globals['_STORESTATUS']._serialized_end=1052
+  _globals['_STATUSREPLY']._serialized_start=1055
+  _globals['_STATUSREPLY']._serialized_end=1329
+  _globals['_STATUSREPLY_VERSIONVECTORENTRY']._serialized_start=1277
+  _globals['_STATUSREPLY_VERSIONVECTORENTRY']._serialized_end=1329
+  _globals['_CLIENT']._serialized_start=1509
+  _globals['_CLIENT']._serialized_end=1817
 # @@protoc_insertion_point(module_scope)

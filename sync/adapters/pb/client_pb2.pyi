@@ -124,18 +124,22 @@ class StatusRequest(_message.Message):
     def __init__(self, prefix: _Optional[str] = ...) -> None: ...
 
 class PeerStatus(_message.Message):
-    __slots__ = ("address", "connected", "lag", "refused", "last_refusal")
+    __slots__ = ("address", "connected", "lag", "refused", "last_refusal", "refused_by_peer", "last_refused_by_peer")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     LAG_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     LAST_REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_BY_PEER_FIELD_NUMBER: _ClassVar[int]
+    LAST_REFUSED_BY_PEER_FIELD_NUMBER: _ClassVar[int]
     address: str
     connected: bool
     lag: int
     refused: int
     last_refusal: str
-    def __init__(self, address: _Optional[str] = ..., connected: _Optional[bool] = ..., lag: _Optional[int] = ..., refused: _Optional[int] = ..., last_refusal: _Optional[str] = ...) -> None: ...
+    refused_by_peer: int
+    last_refused_by_peer: str
+    def __init__(self, address: _Optional[str] = ..., connected: _Optional[bool] = ..., lag: _Optional[int] = ..., refused: _Optional[int] = ..., last_refusal: _Optional[str] = ..., refused_by_peer: _Optional[int] = ..., last_refused_by_peer: _Optional[str] = ...) -> None: ...
 
 class StoreStatus(_message.Message):
     __slots__ = ("used_bytes", "max_bytes", "journal_bytes", "write_backs", "keys", "log_entries")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65\x64gesync/v1/replication.proto\x12\x0b\x65\x64gesync.v1\"+\n\x05\x46rame\x12\x0f\n\x07message\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x32\x41\n\x0bReplication\x12\x32\n\x04Link\x12\x12.edgesync.v1.Frame\x1a\x12.edgesync.v1.Frame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65\x64gesync/v1/replication.proto\x12\x0b\x65\x64gesync.v1\"<\n\x05\x46rame\x12\x0f\n\x07message\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0f\n\x07refusal\x18\x03 \x01(\t2A\n\x0bReplication\x12\x32\n\x04Link\x12\x12.edgesync.v1.Frame\x1a\x12.edgesync.v1.Frame(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgesync.v1.replication_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FRAME']._serialized_start=46
-  _globals['_FRAME']._serialized_end=89
-  _globals['_REPLICATION']._serialized_start=91
-  _globals['_REPLICATION']._serialized_end=156
+  _globals['_FRAME']._serialized_end=106
+  _globals['_REPLICATION']._serialized_start=108
+  _globals['_REPLICATION']._serialized_end=173
 # @@protoc_insertion_point(module_scope)

@@ -6,9 +6,11 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Frame(_message.Message):
-    __slots__ = ("message", "signature")
+    __slots__ = ("message", "signature", "refusal")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
     message: bytes
     signature: bytes
-    def __init__(self, message: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    refusal: str
+    def __init__(self, message: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., refusal: _Optional[str] = ...) -> None: ...
