@@ -59,18 +59,21 @@ def _hub(args: argparse.Namespace) -> int:
 
 
 def _stub(args: argparse.Namespace) -> Any:
-    import grpc
-
     from sync.adapters.pb import client_pb2_grpc
+
+    return client_pb2_grpc.ClientStub(_channel(args))
+
+
+def _channel(args: argparse.Namespace) -> Any:
+    import grpc
 
     if args.tls_dir is not None:
         from edge_node.client import channel_credentials
 
-        creds = channel_credentials(args.tls_dir)
-        return client_pb2_grpc.ClientStub(grpc.secure_channel(args.at, creds))
+        return grpc.secure_channel(args.at, channel_credentials(args.tls_dir))
     if not args.insecure:
         raise Failure("choose --tls-dir DIR (mutual TLS) or --insecure (loopback only)")
-    return client_pb2_grpc.ClientStub(grpc.insecure_channel(args.at))
+    return grpc.insecure_channel(args.at)
 
 
 def _update(args: argparse.Namespace, **op: Any) -> dict[str, Any]:
@@ -141,12 +144,22 @@ def _status(args: argparse.Namespace) -> dict[str, Any]:
 
 def _watch(args: argparse.Namespace) -> int:
     from edge_node.client import values_of
-    from sync.adapters.pb import client_pb2
+    from sync.adapters.pb import client_pb2, client_pb2_grpc
 
-    for change in _stub(args).Watch(client_pb2.WatchRequest(prefix=args.prefix)):
-        values = values_of(change.values)
-        line = {"key": change.key, "values": values}
-        print(json.dumps(line) if args.json else f"{change.key} {_plain(values)}", flush=True)
+    request = client_pb2.WatchRequest(prefix=args.prefix)
+    with _channel(args) as channel:
+        call = client_pb2_grpc.ClientStub(channel).Watch(request)
+        try:
+            for change in call:
+                values = values_of(change.values)
+                line = json.dumps({"key": change.key, "values": values})
+                print(line if args.json else f"{change.key} {_plain(values)}", flush=True)
+        except KeyboardInterrupt:
+            # Interrupted: end the call and close the channel before exiting. A call
+            # left open can hold the process at exit (grpc/grpc#3820): a CI run saw
+            # `watch` still alive 10 s after SIGINT.
+            call.cancel()
+            raise
     return 0
 
 
