@@ -147,7 +147,6 @@ def _watch(args: argparse.Namespace) -> int:
     from sync.adapters.pb import client_pb2, client_pb2_grpc
 
     request = client_pb2.WatchRequest(prefix=args.prefix)
-    _exit_at_interrupt()
     with _channel(args) as channel:
         call = client_pb2_grpc.ClientStub(channel).Watch(request)
         try:
@@ -162,29 +161,6 @@ def _watch(args: argparse.Namespace) -> int:
             call.cancel()
             raise
     return 0
-
-
-def _exit_at_interrupt() -> None:
-    """Exit 0 at the first SIGINT, whatever the main thread is doing. Twice in a full
-    test run, ``watch`` was still alive minutes after SIGINT, stuck inside the gRPC
-    client where a KeyboardInterrupt never surfaced (grpc/grpc#3820, #19464): so a
-    thread waits on the signal's wakeup byte, which Python's C-level handler writes
-    at once, and ends the process (stdout is flushed per line)."""
-    import os
-    import signal
-    import socket
-    import threading
-
-    wake, tripped = socket.socketpair()
-    tripped.setblocking(False)
-    signal.set_wakeup_fd(tripped.fileno())
-
-    def exit_when_interrupted() -> None:
-        while wake.recv(1) != bytes([signal.SIGINT]):
-            pass
-        os._exit(0)
-
-    threading.Thread(target=exit_when_interrupted, daemon=True).start()
 
 
 def _plain(values: dict[str, Any]) -> str:
