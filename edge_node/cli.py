@@ -155,9 +155,8 @@ def _watch(args: argparse.Namespace) -> int:
                 line = json.dumps({"key": change.key, "values": values})
                 print(line if args.json else f"{change.key} {_plain(values)}", flush=True)
         except KeyboardInterrupt:
-            # Interrupted: end the call and close the channel before exiting. A call
-            # left open can hold the process at exit (grpc/grpc#3820): a CI run saw
-            # `watch` still alive 10 s after SIGINT.
+            # Interrupted: end the call and close the channel before exiting; a call
+            # left open can hold a gRPC client at exit (grpc/grpc#3820).
             call.cancel()
             raise
     return 0
