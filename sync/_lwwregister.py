@@ -22,16 +22,15 @@ Kulkarni et al., OPODIS 2014):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Final, Self
+from typing import Any, Self
 
 from sync._causal import Dot, DotContext
 from sync._codec import Reader, Writer
-from sync._hlc import Timestamp
+from sync._hlc import Timestamp, new_timestamp
 from sync._kernel import DotKernel
 from sync._values import check_int, freeze_value, value_order_key
 
 _Write = tuple[Timestamp, object]
-_new_tuple: Final = tuple.__new__  # (Final: compiled, a static, not a module lookup)
 
 
 def _rank(item: tuple[Dot, _Write]) -> tuple[int, int, str, bytes]:
@@ -86,8 +85,7 @@ class LWWRegister(DotKernel):
     def _decode_payload(self, r: Reader) -> _Write:
         wall = r.int64()
         logical = r.uvarint()
-        # Timestamp(wall, logical), built without the named tuple's Python-level __new__.
-        return (_new_tuple(Timestamp, (wall, logical)), r.value())
+        return (new_timestamp(wall, logical), r.value())
 
     def __repr__(self) -> str:
         win = self.winner()
