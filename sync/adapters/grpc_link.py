@@ -120,19 +120,18 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
     def _refuse(self, link: str, reason: str) -> None:
         """Log a refused frame, count it, and tell the peer why."""
         log.warning("rejected frame", extra={"link": link, "reason": reason})
-        count, _ = self.refused.get(link, (0, ""))
-        self.refused[link] = (count + 1, reason)
+        _count(self.refused, link, reason)
         queue = self.outgoing.get(link)
         if queue is not None:
             queue.put_nowait(reason[:MAX_REFUSAL_CHARS])
 
     def _refused_by_peer(self, link: str, reason: str) -> None:
-        count, last = self.refused_by_peer.get(link, (0, ""))
-        self.refused_by_peer[link] = (count + 1, reason)
+        last = self.refused_by_peer.get(link, (0, ""))[1]
+        count = _count(self.refused_by_peer, link, reason)
         now = asyncio.get_running_loop().time()
         if reason != last or now - self._refusal_logged_at.get(link, -1e9) >= REFUSAL_LOG_EVERY_S:
             self._refusal_logged_at[link] = now
-            extra = {"link": link, "reason": reason, "refused": count + 1}
+            extra = {"link": link, "reason": reason, "refused": count}
             log.warning("peer refused our frame", extra=extra)
 
     async def _frames(self, queue: Outgoing) -> AsyncIterator[Any]:
@@ -185,6 +184,13 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
             queue = await self._open(address)
             call = replication_pb2_grpc.ReplicationStub(channel).Link(self._frames(queue))
             await self._receive(address, call)
+
+
+def _count(refusals: dict[str, tuple[int, str]], link: str, reason: str) -> int:
+    """Count one more refusal on ``link``, keeping its reason as the last; the count."""
+    count = refusals.get(link, (0, ""))[0] + 1
+    refusals[link] = (count, reason)
+    return count
 
 
 def _commit_failed(link: str, durable: asyncio.Future[None]) -> None:
