@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from sync import GCounter, LWWRegister, PNCounter, Timestamp
 from sync._errors import ProtocolError
-from sync._storage import MemoryStorage, StoreFullError
+from sync._storage import MemoryStorage, StoreFullError, WriteBatch
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.embedded import open_replica
 from sync.adapters.lmdb_storage import LMDBStorage
@@ -148,6 +149,45 @@ def test_writers_split_into_two_groups_only_while_commits_are_quicker_than_appli
         await r.close()
 
     asyncio.run(main())
+
+
+class SlowDisk(MemoryStorage):
+    """A store whose commits take 20 ms, as a slow disk's would, and which counts
+    the writers' updates each commit holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def commit(self, batch: WriteBatch) -> None:
+        time.sleep(0.02)
+        self.sizes.append(sum(key.startswith(b"w/") for key in batch.entries))
+        super().commit(batch)
+
+
+def test_split_groups_merge_back_once_commits_are_slower_than_applies() -> None:
+    """Writers split in two, then the disk proves slow: the groups must merge, not
+    keep taking turns at the disk with a commit each and no overlap."""
+    writers, rounds = 32, 6
+    disk = SlowDisk()
+
+    async def main() -> None:
+        rng = random.Random(1)
+        r = AsyncReplica(disk, "n", clock=CLOCK, new_epoch=lambda: rng.getrandbits(64))
+        r._split_at = writers // 2  # as if commits had been quick so far
+
+        async def writer(w: int) -> None:
+            for _ in range(rounds):
+                await r.update(f"w/{w}", GCounter, lambda c, actor: c.increment(actor, 1))
+
+        await asyncio.gather(*(writer(w) for w in range(writers)))
+        await r.close()
+
+    asyncio.run(main())
+    updates = [size for size in disk.sizes if size]
+    assert sum(updates) == writers * rounds
+    assert updates[0] == writers // 2  # the split happened
+    assert updates[-2:] == [writers, writers]  # and the groups merged
 
 
 def test_the_durable_digest_equals_the_keyspace_digest_for_every_prefix(tmp_path: Path) -> None:
