@@ -60,6 +60,7 @@ from typing import Any
 
 import grpc
 
+from edge_node.daemon import replica_config
 from sync import LWWRegister, PNCounter
 from sync._messages import Deltas, encode_message
 from sync._replica import Replica
@@ -308,7 +309,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def drive_link(address: str, work: Workload, data: Path, hub_pid: int) -> LinkResult:
-    r = AsyncReplica(LMDBStorage(data), "sender", clock=wall_clock_ms, new_epoch=fresh_epoch)
+    r = AsyncReplica(
+        LMDBStorage(data), "sender", clock=wall_clock_ms, new_epoch=fresh_epoch,
+        config=replica_config("edge"),
+    )  # fmt: skip
     links = CountingLinks(r)
     log = r.replica.log
     # Meet the hub once, so the sender keeps a delta log for it, then go offline.

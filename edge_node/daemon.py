@@ -177,12 +177,23 @@ def load_config(path: Path | None, flags: dict[str, Any]) -> DaemonConfig:
     return DaemonConfig(**values)
 
 
+def replica_config(role: str, new_epoch: bool = False) -> ReplicaConfig:
+    """How a daemon of ``role`` runs its replica."""
+    return ReplicaConfig(
+        relay=role != "edge",  # an edge sends its own updates only
+        new_epoch=new_epoch,
+        # AsyncReplica sends each interval before it builds the next: a backlog's
+        # first frame leaves after one interval's work, not a whole window's.
+        intervals_per_ready=1,
+    )
+
+
 async def serve(cfg: DaemonConfig) -> int:
     cfg.check()
     storage = LMDBStorage(cfg.data, max_map_size=cfg.max_store_bytes())
     replica = AsyncReplica(
         storage, cfg.id, clock=wall_clock_ms, new_epoch=fresh_epoch,
-        config=ReplicaConfig(relay=cfg.role != "edge", new_epoch=cfg.new_epoch),
+        config=replica_config(cfg.role, cfg.new_epoch),
     )  # fmt: skip
     tune_gc()
     server_creds, channel_creds = tls_credentials(cfg)

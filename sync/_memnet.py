@@ -101,8 +101,13 @@ class MemoryNetwork:
     # ---- driving -------------------------------------------------------------------
 
     def flush(self, name: str) -> None:
-        """Play the driver for ``name``: take its ready(), commit, then send."""
-        self.deliver_ready(name, self.nodes[name].replica.ready())
+        """Play the driver for ``name``: take its ready(), commit, then send; again
+        while ready() held intervals back (``ReplicaConfig.intervals_per_ready``)."""
+        while True:
+            ready = self.nodes[name].replica.ready()
+            self.deliver_ready(name, ready)
+            if not ready.more:
+                return
 
     def deliver_ready(self, name: str, ready: Ready) -> None:
         """Commit first, then let the messages go."""
@@ -175,3 +180,15 @@ class MemoryNetwork:
     def digests(self, names: Iterable[str] | None = None) -> dict[str, str]:
         chosen = list(names) if names is not None else list(self.nodes)
         return {n: self.nodes[n].replica.keyspace.digest() for n in chosen}
+
+
+def introduce(a: Replica, a_link: str, b: Replica, b_link: str) -> None:
+    """Link two bare replicas by hand: ``a`` reaches ``b`` over ``a_link`` and ``b``
+    reaches ``a`` over ``b_link``. Each gets the other's Hello (``a`` last), and what
+    ``a`` then has to send waits in its next ``ready()``."""
+    a.connect(a_link)
+    b.connect(b_link)
+    for _, data in a.ready().messages:
+        b.receive(b_link, data)
+    for _, data in b.ready().messages:
+        a.receive(a_link, data)

@@ -75,6 +75,12 @@ class ReplicaConfig:
     batch_bytes: int = 256 * 1024  # delta interval budget, below the message limit
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
     window: int = 8  # intervals in flight per peer
+    # At most this many new intervals per link in one ready() (None: fill the window).
+    # A driver that sends each ready()'s messages before building the next (daemons:
+    # 1) gets a backlog's first interval on the wire after one interval's work, not
+    # after the whole window's: the peer starts applying while the rest is built.
+    # ``Ready.more`` says when the cap held something back.
+    intervals_per_ready: int | None = None
     retransmit_ms: int = 2_000
     # A peer that acknowledges nothing has its timeout doubled each time, up to this; a
     # Probe goes to it at most once per probe_ms (once per tick, for a daemon's
@@ -112,6 +118,7 @@ class Ready:
     batch: WriteBatch = field(default_factory=WriteBatch)
     messages: list[tuple[str, bytes]] = field(default_factory=list)  # (link, encoded)
     events: list[Event] = field(default_factory=list)
+    more: bool = False  # intervals_per_ready held some back: call ready() again soon
 
     def __init__(
         self,
@@ -124,11 +131,13 @@ class Ready:
         self.batch = WriteBatch() if batch is None else batch
         self.messages = [] if messages is None else messages
         self.events = [] if events is None else events
+        self.more = False
 
     def absorb(self, later: Ready) -> None:
         self.batch.absorb(later.batch)
         self.messages.extend(later.messages)
         self.events.extend(later.events)
+        self.more = later.more
 
     def is_empty(self) -> bool:
         return self.batch.is_empty() and not self.messages
@@ -924,6 +933,7 @@ class Replica:
         now = None  # read the clock only to send
         log = self.log
         floor = log.catch_up_floor()  # log.needs_catch_up, inlined: this loop is hot on hubs
+        cap = self.config.intervals_per_ready
         for link, state in self.links.items():
             remote = state.remote
             if remote is None:
@@ -937,7 +947,11 @@ class Replica:
                 continue  # sent everything: the usual case on a busy hub's other links
             if now is None:
                 now = self.clock()
+            built = 0
             while len(progress.inflight) < self.config.window and progress.sent < log.next_seq:
+                if built == cap:
+                    ready.more = True
+                    break
                 interval = self.log.next_interval(
                     remote, self.config.batch_bytes, state.policy.may_push, now,
                     local_only=not self.config.relay,
@@ -950,6 +964,7 @@ class Replica:
                     continue
                 raw = encode_deltas(interval.start, interval.end, interval.payload())
                 ready.messages.append((link, raw))
+                built += 1
 
     # ---- reads -----------------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ import pytest
 
 from sync import GCounter, LWWRegister, PNCounter, Timestamp
 from sync._errors import ProtocolError
+from sync._messages import Deltas, decode_message
+from sync._replica import Replica, ReplicaConfig
 from sync._storage import MemoryStorage, StoreFullError, WriteBatch
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.embedded import open_replica
@@ -188,6 +190,38 @@ def test_split_groups_merge_back_once_commits_are_slower_than_applies() -> None:
     assert sum(updates) == writers * rounds
     assert updates[0] == writers // 2  # the split happened
     assert updates[-2:] == [writers, writers]  # and the groups merged
+
+
+def test_a_capped_ready_is_called_again_until_the_window_is_full() -> None:
+    """With one interval per ready(), AsyncReplica sends each and builds the next by
+    itself: a backlog fills the window with no further input."""
+    sent: list[bytes] = []
+
+    async def main() -> None:
+        rng = random.Random(1)
+        config = ReplicaConfig(batch_bytes=200, intervals_per_ready=1)
+        a = AsyncReplica(MemoryStorage(), "a", clock=CLOCK, new_epoch=lambda: rng.getrandbits(64),
+                         config=config, send=lambda link, data: sent.append(data))  # fmt: skip
+        b = Replica.open(MemoryStorage(), "b", CLOCK, lambda: rng.getrandbits(64), config)
+        b.connect("a")
+        await a.connect("b")
+        for _, hello in b.ready().messages:
+            await a.deliver("b", hello)
+        a.disconnect("b")  # b stays tracked: a logs for it
+        for i in range(40):
+            await a.update(f"k{i}", GCounter, lambda c, actor: c.increment(actor, 1))
+        await a.connect("b")
+        b.disconnect("a")
+        b.connect("a")
+        sent.clear()
+        for _, hello in b.ready().messages:
+            await a.deliver("b", hello)
+        for _ in range(100):  # loop rounds: each sends one and schedules the next
+            await asyncio.sleep(0)
+        await a.close()
+
+    asyncio.run(main())
+    assert sum(decode_message(data).__class__ is Deltas for data in sent) == 8
 
 
 def test_the_durable_digest_equals_the_keyspace_digest_for_every_prefix(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from sync._crdt import decode
 from sync._digest import DigestTree, fingerprint, position
 from sync._kernel import DotKernel
 from sync._keyspace import Key, _actors, decode_with_encodings, storage_key
+from sync._memnet import introduce
 from sync._messages import Deltas, decode_message, encode_message
 from sync._propagation import DeltaLog
 from sync._replica import Replica, decode_log_record
@@ -69,13 +70,7 @@ def deltas_sent(a: Replica) -> list[tuple[Deltas, bytes]]:
 
 def with_another_peer(b: Replica) -> None:
     """Introduce ``b`` to a third replica, so b keeps what it receives in its log."""
-    c = replica("c", 3)
-    b.connect("bc")
-    c.connect("cb")
-    for _, raw in b.ready().messages:
-        c.receive("cb", raw)
-    for _, raw in c.ready().messages:
-        b.receive("bc", raw)
+    introduce(b, "bc", replica("c", 3), "cb")
 
 
 def test_deltas_of_one_key_in_one_commit_coalesce_into_their_join() -> None:

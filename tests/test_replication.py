@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from typing import Any
@@ -9,11 +10,12 @@ from typing import Any
 import pytest
 
 from sync import CRDT, AWSet, GCounter, LWWRegister, MVRegister, PNCounter
-from sync._memnet import Faults, MemoryNetwork
+from sync._memnet import Faults, MemoryNetwork, introduce
 from sync._messages import Deltas, ProbeAck, decode_message, encode_message
 from sync._policy import LinkPolicy
 from sync._propagation import probe_stamp
-from sync._replica import Replica
+from sync._replica import Replica, ReplicaConfig
+from sync._storage import MemoryStorage
 
 NAMES = ("a", "b", "c", "d")
 
@@ -173,6 +175,41 @@ def test_a_new_link_sends_each_delta_once() -> None:
     deltas = [m for m in net.pending if decode_message(m[2]).__class__ is Deltas]
     net.run()
     assert len(deltas) == 1 and net.stats.delivered == 4 + 2  # hellos, interval, ack
+
+
+CLOCK = itertools.count(1_700_000_000_000).__next__
+
+
+EPOCH_RNG = random.Random(7)
+
+
+def EPOCHS() -> int:
+    return EPOCH_RNG.getrandbits(64)
+
+
+def deltas_in(ready: Any) -> int:
+    return sum(decode_message(data).__class__ is Deltas for _, data in ready.messages)
+
+
+def test_intervals_per_ready_sends_a_backlog_one_interval_per_ready() -> None:
+    """With a cap, each ready() builds one interval per link and says there is more,
+    until the window is full; without one, the first ready() fills the window."""
+    for cap, expected in ((1, [1] * 8), (None, [8])):
+        config = ReplicaConfig(batch_bytes=200, intervals_per_ready=cap)
+        a, b = (Replica.open(MemoryStorage(), n, CLOCK, EPOCHS, config) for n in "ab")
+        introduce(a, "b", b, "a")
+        a.disconnect("b")
+        for i in range(40):  # a backlog of 40 entries, one interval each
+            bump_own(a, f"k{i}")
+            a.ready()
+        b.disconnect("a")
+        introduce(a, "b", b, "a")  # the link is back: a resumes where b's Hello says
+        counts, more = [], True
+        while more:
+            ready = a.ready()
+            counts.append(deltas_in(ready))
+            more = ready.more
+        assert counts == expected
 
 
 def test_writes_made_before_any_peer_reach_a_peer_that_comes_later() -> None:

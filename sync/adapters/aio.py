@@ -194,13 +194,14 @@ class AsyncReplica:
             loop.call_soon(self._flush)
         return done
 
-    def _flush(self) -> None:
-        """Make one batch of every writer waiting and hand it to the worker thread."""
+    def _flush(self, force: bool = False) -> None:
+        """Make one batch of every writer waiting and hand it to the worker thread
+        (``force``: even with no writer waiting, for what ``ready()`` held back)."""
         self._flush_soon = False
-        if not self._waiting:
+        if not self._waiting and not force:
             return
         waiting, self._waiting = self._waiting, []
-        if self._woken_at is not None:  # the first group since a wakeup: time its apply
+        if self._woken_at is not None and waiting:  # the first group since a wakeup
             per_writer = (time.perf_counter() - self._woken_at) / len(waiting)
             self._apply_seconds = _averaged(self._apply_seconds, per_writer)
             self._woken_at = None
@@ -252,6 +253,14 @@ class AsyncReplica:
             self._woken_at = time.perf_counter()
             self._notify(batch.ready.batch.entries)
             await self._send(batch.ready.messages)
+            if batch.ready.more:
+                self._ready_more()
+
+    def _ready_more(self) -> None:
+        """``ready()`` held intervals back (``ReplicaConfig.intervals_per_ready``) and
+        its messages are out now: build the next ones at the end of this round."""
+        assert self._loop is not None
+        self._loop.call_soon(self._flush, True)
 
     def _merge_groups(self) -> None:
         """No split any more, yet writers wait who applied during the last commit: flush
