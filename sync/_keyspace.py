@@ -269,19 +269,42 @@ class Keyspace:
 
     def encode(self) -> bytes:
         """Canonical bytes: format, shared actor table, then (path, tag, context, store)*."""
-        actors = sorted(set().union(*(_actors(c) for c in self.entries.values())))
-        index = {a: i for i, a in enumerate(actors)}
         w = Writer()
-        w.u8(KEYSPACE_FORMAT)
-        w.uvarint(len(actors))
-        for actor in actors:
-            w.text(actor)
+        index = self._encode_table(w)
         w.uvarint(len(self.entries))
         for key in sorted(self.entries):
             w.text(key[0])
             w.u8(key[1])
             encode_body(w, index, self.entries[key])
         return w.getvalue()
+
+    def encode_indexed(self) -> tuple[bytes, KeyOffsets]:
+        """``encode()``, and where in it the actor table ends and each key's part (path,
+        tag, body; in key order) starts, for ``splice``."""
+        w = Writer()
+        index = self._encode_table(w)
+        parts = w.parts
+        table_end = _length(parts, 0)
+        w.uvarint(len(self.entries))
+        counted, size = len(parts), _length(parts, 0)
+        starts = [size]
+        for key in sorted(self.entries):
+            w.text(key[0])
+            w.u8(key[1])
+            encode_body(w, index, self.entries[key])
+            size += _length(parts, counted)
+            counted = len(parts)
+            starts.append(size)
+        return w.getvalue(), KeyOffsets(table_end, starts)
+
+    def _encode_table(self, w: Writer) -> dict[str, int]:
+        """The format byte and the shared actor table; each actor's index in it."""
+        actors = sorted(set().union(*(_actors(c) for c in self.entries.values())))
+        w.u8(KEYSPACE_FORMAT)
+        w.uvarint(len(actors))
+        for actor in actors:
+            w.text(actor)
+        return {a: i for i, a in enumerate(actors)}
 
     @classmethod
     def decode(cls, data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Keyspace:
@@ -304,6 +327,62 @@ class Keyspace:
     def __repr__(self) -> str:
         shown = ", ".join(f"{p!r}: {self.entries[(p, c.TYPE_TAG)]!r}" for p, c in self.keys())
         return f"Keyspace({{{shown}}})"
+
+
+class KeyOffsets:
+    """Where a keyspace's encoding ends its actor table, and where each key's part
+    starts (in key order; the last item is the end of the encoding)."""
+
+    __slots__ = ("starts", "table_end")
+
+    def __init__(self, table_end: int, starts: list[int]) -> None:
+        self.table_end, self.starts = table_end, starts
+
+    def __repr__(self) -> str:
+        return f"KeyOffsets(table_end={self.table_end}, keys={len(self.starts) - 1})"
+
+
+def _length(parts: list[bytes], first: int) -> int:
+    """The bytes in ``parts[first:]``, without slicing."""
+    total = 0
+    for i in range(first, len(parts)):
+        total += len(parts[i])
+    return total
+
+
+def splice(parts: list[tuple[Keyspace, bytes, KeyOffsets]]) -> bytes | None:
+    """``encode()`` of the join of ``parts`` (each a keyspace, its encoding, and where
+    that puts each key), made by cutting each key's part out of its encoding rather
+    than encoding any value again; None unless they all share one actor table (the
+    same table, so a body's actor indices mean the same in each) and no key.
+
+    An edge's backlog is many log entries of its own updates on distinct keys:
+    sending it joined one interval of them and encoded it again, 6 us a key.
+    """
+    first_encoding, first = parts[0][1], parts[0][2]
+    table = first_encoding[: first.table_end]
+    pieces: list[tuple[Key, bytes]] = []
+    for delta, encoding, offsets in parts:
+        if encoding[: offsets.table_end] != table:
+            return None
+        starts = offsets.starts
+        for i, key in enumerate(sorted(delta.entries)):
+            pieces.append((key, encoding[starts[i] : starts[i + 1]]))
+    pieces.sort(key=_first)
+    w = Writer()
+    w.raw(table)
+    w.uvarint(len(pieces))
+    last: Key | None = None
+    for key, piece in pieces:
+        if key == last:
+            return None  # a key in two parts: they must be joined
+        w.raw(piece)
+        last = key
+    return w.getvalue()
+
+
+def _first(piece: tuple[Key, bytes]) -> Key:
+    return piece[0]
 
 
 # An entry body at least this large is cut out of the payload through a memoryview:

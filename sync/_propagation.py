@@ -82,7 +82,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sync._causal import node_of
-from sync._keyspace import Key, Keyspace
+from sync._keyspace import Key, KeyOffsets, Keyspace, splice
 
 
 @dataclass
@@ -97,6 +97,9 @@ class LogEntry:
     # Where it ends in the origin's log (the end of the interval that brought it);
     # None when unknown (a catch-up push, or a local update).
     origin_end: int | None = None
+    # Where each key's part is in ``encoded``, when it was encoded here (a local
+    # delta): intervals of several such entries are spliced from their encodings.
+    offsets: KeyOffsets | None = None
     origin_node: str | None = field(init=False)  # the origin's node id, without epoch
 
     def __post_init__(self) -> None:
@@ -113,17 +116,33 @@ class LogEntry:
         return f"LogEntry({self.seq}, origin={self.origin!r}, {self.size} bytes)"
 
 
-@dataclass
 class Interval:
-    start: int
-    end: int
-    delta: Keyspace  # may be bottom when every entry was filtered out
-    encoded: bytes | None = None  # ``delta.encode()``, known when it is one whole entry
+    """Log entries ``[start, end)`` as one delta for a peer: the entries' join, which
+    may be bottom when every entry was filtered out, and its encoding."""
 
-    def __init__(self, start: int, end: int, delta: Keyspace, encoded: bytes | None = None) -> None:
-        # Written out: compiled, a dataclass's generated __init__ stays interpreted,
-        # and each interval sent makes one.
-        self.start, self.end, self.delta, self.encoded = start, end, delta, encoded
+    def __init__(
+        self,
+        start: int,
+        end: int,
+        delta: Keyspace | None,
+        encoded: bytes | None = None,
+        parts: list[Keyspace] | None = None,
+    ) -> None:
+        """``delta``, or the ``parts`` to join into it when it is asked for (a spliced
+        interval comes with its encoding, and its join is seldom needed)."""
+        self.start, self.end, self.encoded = start, end, encoded
+        self._delta, self._parts = delta, parts
+
+    @property
+    def delta(self) -> Keyspace:
+        if self._delta is None:
+            self._delta = _joined(self._parts or [])
+        return self._delta
+
+    def is_bottom(self) -> bool:
+        """Nothing to send: every entry was filtered out. (A spliced encoding is of
+        log entries that hold keys, so it never is.)"""
+        return (self._delta is not None or self.encoded is None) and self.delta.is_bottom()
 
     def payload(self) -> bytes:
         """The delta's canonical encoding, reusing the log entry's when it is one."""
@@ -187,8 +206,10 @@ class DeltaLog:
         size: int,
         encoded: bytes | None = None,
         origin_end: int | None = None,
+        *,
+        offsets: KeyOffsets | None = None,
     ) -> LogEntry:
-        entry = LogEntry(self.next_seq, delta, origin, size, encoded, origin_end)
+        entry = LogEntry(self.next_seq, delta, origin, size, encoded, origin_end, offsets)
         self.entries[entry.seq] = entry
         self.next_seq += 1
         self.bytes += size
@@ -354,6 +375,8 @@ class DeltaLog:
             return None
         start = max(progress.sent, self.first_seq())
         taken: list[Keyspace] = []
+        # The taken entries as (delta, encoding, offsets) while every one can be spliced.
+        spliceable: list[tuple[Keyspace, bytes, KeyOffsets]] | None = []
         end, used = start, 0
         whole: LogEntry | None = None  # the one entry sent unfiltered, if so
         sources, skipped = progress.sources, progress.skipped
@@ -371,6 +394,11 @@ class DeltaLog:
                 part = logged if unfiltered else logged.filtered(admit)
                 whole = entry if not taken and unfiltered else None
                 taken.append(part)
+                if spliceable is not None:
+                    if unfiltered and entry.offsets is not None and entry.encoded is not None:
+                        spliceable.append((logged, entry.encoded, entry.offsets))
+                    else:
+                        spliceable = None
             used += entry.size
             end = entry.seq + 1
         progress.sent = end
@@ -378,6 +406,10 @@ class DeltaLog:
         if len(taken) == 1 and whole is not None:
             # One entry, nothing filtered out: send its delta and encoding as logged.
             return Interval(start, end, whole.keyspace(), whole.encoded)
+        if spliceable:
+            spliced = splice(spliceable)
+            if spliced is not None:
+                return Interval(start, end, None, spliced, taken)
         return Interval(start, end, _joined(taken))
 
     def _from(self, start: int) -> Iterator[LogEntry]:

@@ -30,6 +30,7 @@ from sync._errors import CodecError, ProtocolError
 from sync._hlc import DEFAULT_MAX_AHEAD_MS, HybridLogicalClock
 from sync._keyspace import (
     Key,
+    KeyOffsets,
     Keyspace,
     decode_with_encodings,
     parse_storage_key,
@@ -416,7 +417,11 @@ class Replica:
         if not self.log.peers:
             self.log.skip()
             return
-        self._append_log(delta, origin, payload or delta.encode(), end, batch)
+        if payload is not None:
+            self._append_log(delta, origin, payload, end, batch)
+            return
+        encoded, offsets = delta.encode_indexed()  # a backlog of these is spliced, not encoded
+        self._append_log(delta, origin, encoded, end, batch, offsets=offsets)
 
     def _append_log(
         self,
@@ -425,8 +430,10 @@ class Replica:
         payload: bytes,
         end: int | None,
         batch: WriteBatch,
+        *,
+        offsets: KeyOffsets | None = None,
     ) -> None:
-        entry = self.log.append(delta, origin, len(payload), payload, end)
+        entry = self.log.append(delta, origin, len(payload), payload, end, offsets=offsets)
         batch.log_append.append((entry.seq, encode_log_record(origin, payload)))
 
     def _store_dirty(self, batch: WriteBatch) -> None:
@@ -958,7 +965,7 @@ class Replica:
                 )  # fmt: skip
                 if interval is None:
                     break
-                if interval.delta.is_bottom():  # everything filtered: nothing to say
+                if interval.is_bottom():  # everything filtered: nothing to say
                     self._acknowledged(remote, interval.start, interval.end)
                     floor = log.catch_up_floor()  # the ack may have collected entries
                     continue
