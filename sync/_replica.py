@@ -203,7 +203,9 @@ class Replica:
         self.last_catch_up: CatchUp | None = None
         # What the inputs since the last ready() call for:
         self._pending: dict[str | None, Keyspace] = {}  # origin -> joined deltas
-        self._unlogged = False  # a change was made while no peer was tracked
+        self._unlogged = False  # a change was made that no tracked peer needs logged
+        # ... and it came from the one peer tracked, which the skip must not leave behind
+        self._unlogged_from: str | None = None
         self._pending_encoded: dict[str | None, bytes] = {}  # of a pending delta, if known
         self._pending_end: dict[str | None, int | None] = {}  # its end in the origin's log
         self._sources_serial = 0
@@ -340,6 +342,8 @@ class Replica:
         elif not self.log.peers:
             # Nobody to send it to: the log would skip it anyway, so do not join it.
             self._unlogged = True
+        elif origin is not None and self._only_its_origin_tracked(origin):
+            self._unlog_from(origin)
         else:
             pending = self._pending.get(origin)
             if pending is not None and encoded is not None and origin in self._pending_encoded:
@@ -374,6 +378,8 @@ class Replica:
             pass  # a replica that does not relay never sends this: no log entry (_note)
         elif not self.log.peers:
             self._unlogged = True
+        elif self._only_its_origin_tracked(origin):
+            self._unlog_from(origin)
         else:
             if origin in self._pending:
                 self._seal(origin, self._batch)
@@ -390,6 +396,8 @@ class Replica:
         if self._unlogged:
             self._unlogged = False
             self.log.skip()
+            if self._unlogged_from is not None:
+                self._keep_up_past_skip(self._unlogged_from, batch)
         if self._pending:  # (most inputs are acks: nothing to log or store but them)
             self._log_pending(batch)
         if self._dirty:
@@ -403,6 +411,40 @@ class Replica:
         ready.messages[:0], self._outbox = self._outbox, []
         ready.events, self._events = self._events, []
         return ready
+
+    def _only_its_origin_tracked(self, origin: str) -> bool:
+        """Whether the one peer our log tracks is ``origin``, and it has every entry:
+        then a delta from it is needed by no peer (it is never sent back), and a peer
+        that turns up later is caught up from the state, as with no peer at all. A
+        cloud hub fed by one link writes each received delta once, not twice."""
+        peers = self.log.peers
+        if len(peers) != 1:
+            return False
+        progress = peers.get(origin)
+        next_seq = self.log.next_seq
+        return (
+            progress is not None
+            and progress.acked == next_seq
+            and progress.sent == next_seq
+            and not progress.inflight
+        )
+
+    def _unlog_from(self, origin: str) -> None:
+        self._unlogged = True
+        self._unlogged_from = origin
+
+    def _keep_up_past_skip(self, origin: str, batch: WriteBatch) -> None:
+        """The log skipped deltas from ``origin``, its one peer, which had every entry
+        before: it has every entry still (none it needs was skipped), so it must not
+        fall behind the log's new start and be caught up for nothing."""
+        self._unlogged_from = None
+        progress = self.log.peers.get(origin)
+        skipped = self.log.next_seq - 1
+        if progress is None or progress.inflight or progress.acked != skipped:
+            return  # it moved since (a Hello rewound it): a catch-up settles it
+        if progress.sent == skipped:
+            progress.acked = progress.sent = self.log.next_seq
+            batch.acks[origin] = progress.acked
 
     def _log_pending(self, batch: WriteBatch) -> None:
         """Seal the deltas since the last ready(): one log entry per origin."""

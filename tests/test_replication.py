@@ -212,6 +212,32 @@ def test_intervals_per_ready_sends_a_backlog_one_interval_per_ready() -> None:
         assert counts == expected
 
 
+def test_a_hub_with_one_peer_logs_nothing_of_it_and_a_later_peer_is_caught_up() -> None:
+    """What the only tracked peer sends is needed by no peer: the hub stores it once
+    (no log entry), keeps that peer up to date, and a peer that comes later is
+    caught up from the state."""
+    net = MemoryNetwork(random.Random(2), Faults(reorder=False))
+    for name in ("hub", "p", "q"):
+        net.add(name)
+    net.link("hub", "p")
+    net.run()
+    hub, p = net.nodes["hub"].replica, net.nodes["p"].replica
+    for i in range(20):
+        bump_own(p, f"k{i}")
+        net.flush("p")
+        net.run()
+    assert len(hub.log) == 0 and hub.log.next_seq > 20  # counted, not kept
+    assert not hub.catchups and "hub: catch-up started" not in net.stats.events
+    bump_own(hub, "from-hub")  # the hub's own update still reaches p
+    net.flush("hub")
+    net.run()
+    assert net.digests(["hub", "p"])["hub"] == net.digests(["hub", "p"])["p"]
+    net.link("hub", "q")
+    net.run()
+    assert len(set(net.digests().values())) == 1
+    assert "hub: catch-up started" in net.stats.events
+
+
 def test_writes_made_before_any_peer_reach_a_peer_that_comes_later() -> None:
     net = MemoryNetwork(random.Random(5))
     for name in ("a", "b"):
