@@ -94,9 +94,14 @@ heal.
   through: at the daemon's 200 ms tick, 5 KiB/s per silent link at most, and
   nothing for a peer that owes us nothing or a backlog over the budget. The
   interval is not a resend: its timer and backoff run on, and ``inflight`` is
-  unchanged, so the full resends are as many as before. A peer that answers but
+  unchanged, so the full resends are as many as before. At a heal, hearing from
+  the peer still resends what the fixed timer would have by then
+  (``resend_stale``), which may repeat a copy on its way: one copy more per link
+  and heal. (Counting the copy as a send there saved nothing in the sweep: the
+  peer's resend then waits for our next probe.) A peer that answers but
   refuses the data (a clock too far ahead) is found silent again only at its
   backed-off timeouts, so it is sent the data once a timeout, as the resends.
+  In the simulator's 1,000-seed sweep the copies add 5.7% to the bytes sent.
 - *Determinism.* It reads no clock of its own and draws nothing at random: the
   interval is a function of the log and the peer's progress.
 
