@@ -110,10 +110,10 @@ def _rounds_lines(rounds: list[Rounds], seeds: int) -> str:
         f"rounds to converge after a heal (worst of {seeds} seed(s) per cell); {ROUND_DEFINITION}.",
         f"Partition {PARTITION_MS // 1000} s, a write on each side; 'reconnect': the heal "
         "re-establishes each cut link (streams broke, as gRPC keepalive does after 15 s); "
-        "'kept': they survived, and the heal is seen when a probe (once a tick, on a link "
-        "that owes acks) gets through: a round after a reconnect would (an isolated edge "
-        "then takes depth+3, which only resending its deltas every tick could beat; see "
-        "docs/architecture.md).",
+        "'kept': they survived, and nothing tells the replicas of the heal: a link that "
+        "owes acks is probed once a tick, the probe going after a copy of its oldest "
+        "unacknowledged interval when that is at most probe_data_bytes (1 KiB), so the "
+        "data crosses on the first tick after the heal (see docs/architecture.md).",
         f"{'shape':<9} {'cut':<7} {'N':>5} {'log2N':>5}  {'heal':<9} {'rounds':>6} "
         f"{'target':>6}  result",
     ]

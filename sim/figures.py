@@ -20,8 +20,10 @@ the heal reconnects every cut link (fresh Hellos). A partition shorter than the
 keepalive keeps its streams, which the ``kept`` column measures: nothing tells the
 replicas of the heal, and they see it when the first probe gets through (a node
 probes each peer that owes it acks once a tick, and resends what the peer lacks
-when it hears from it; sync/_propagation.py, "Stalls"). That costs a round more
-than a reconnect, whose Hellos go at the heal itself: the first tick after it.
+when it hears from it; sync/_propagation.py, "Stalls"). The probe goes after a
+copy of the peer's oldest unacknowledged interval when that is small ("Data in
+probes"), so the data crosses on the first tick after the heal, as a reconnect's
+Hellos do; with bare probes it crossed a round trip later, a round more.
 """
 
 from __future__ import annotations

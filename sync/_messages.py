@@ -18,7 +18,9 @@ A link carries, in both directions:
   the sender left deltas unacknowledged for a retransmission timeout and asks,
   in four bytes, whether the link carries messages again; the answer makes it resend at
   once what it sent before the probe and is still unacknowledged (see
-  ``sync/_propagation.py``, "Stalls").
+  ``sync/_propagation.py``, "Stalls"). When the oldest unacknowledged interval is
+  small, a plain ``Deltas`` copy of it goes just before the probe ("Data in
+  probes"): no field or kind of message is added, so older builds take both.
 
 Every message is ``u8 version | u8 kind | fields``. ``decode_message`` refuses an
 oversized, truncated, malformed or unknown message with ``ProtocolError`` and

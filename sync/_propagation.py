@@ -68,6 +68,43 @@ window (a persist timer's probes) and a loss it has evidence of (fast retransmit
   refuses our deltas (stamped by a clock too far ahead, say) keeps backing off,
   rather than being found silent, then heard, every timeout.
 
+**Data in probes.** A bare probe finds the heal, but only its answer sets the
+resend going: the data crosses the link a round trip after the first probe that
+got through, and a node cannot know at the heal itself that the partition is
+over (nothing has reached it yet, so its state is the same either way). TCP's
+zero-window probe carries a byte of data for the same reason; here the probe to
+a silent peer goes just after its oldest unacknowledged interval, built again
+from the log (``probe_interval``), when that interval's ``Deltas`` message comes
+to at most ``probe_data_bytes`` (1 KiB by default: a few small writes; a larger
+backlog gets a bare probe and the resend on hearing, as before). A heal then
+delivers the oldest data a tick and a link delay after it, where it used to take
+a round trip more: an isolated edge's write reaches its hub, the other hubs and
+their edges in the tree's depth plus one link, as when the transport reports the
+heal.
+
+- *Wire.* The data is a plain ``Deltas`` of the interval, sent before the
+  ``Probe``, not a new kind of message: the receiver applies and acknowledges
+  it as any interval (a copy it already has is merged as nothing and
+  acknowledged again) and answers the probe after the ack, so the answer resends
+  only what is still missing. A peer of an older build takes both as it always
+  did; a message kind it did not know would have been refused with its data,
+  and a longer ``Probe`` too, which would lose the probe's answer as well.
+- *Cost.* During a partition a silent link carries, per tick, the probe's four
+  bytes plus at most ``probe_data_bytes``, whether or not anything gets
+  through: at the daemon's 200 ms tick, 5 KiB/s per silent link at most, and
+  nothing for a peer that owes us nothing or a backlog over the budget. The
+  interval is not a resend: its timer and backoff run on, and ``inflight`` is
+  unchanged, so the full resends are as many as before. At a heal, hearing from
+  the peer still resends what the fixed timer would have by then
+  (``resend_stale``), which may repeat a copy on its way: one copy more per link
+  and heal. (Counting the copy as a send there saved nothing in the sweep: the
+  peer's resend then waits for our next probe.) A peer that answers but
+  refuses the data (a clock too far ahead) is found silent again only at its
+  backed-off timeouts, so it is sent the data once a timeout, as the resends.
+  In the simulator's 1,000-seed sweep the copies add 5.7% to the bytes sent.
+- *Determinism.* It reads no clock of its own and draws nothing at random: the
+  interval is a function of the log and the peer's progress.
+
 An adaptive timeout (Jacobson/Karels, RFC 6298) was weighed and left out: it
 would shorten only the first timeout, which a stall is not waiting on any more,
 and it needs round-trip samples that retransmissions make ambiguous (Karn's
@@ -374,13 +411,48 @@ class DeltaLog:
         if progress.sent >= self.next_seq or self.needs_catch_up(peer):
             return None
         start = max(progress.sent, self.first_seq())
+        interval = self._gather(
+            peer, start, self.next_seq, budget, admit=admit, local_only=local_only
+        )
+        progress.sent = interval.end
+        progress.inflight[(start, interval.end)] = now
+        return interval
+
+    def probe_interval(
+        self, peer: str, budget: int, admit: Callable[[str], bool], local_only: bool = False
+    ) -> Interval | None:
+        """The oldest interval ``peer`` has not acknowledged, built again to go with a
+        probe (see "Data in probes" above), if its entries come to at most ``budget``
+        bytes; None if it has none in flight, or they are larger, or hold nothing for it.
+
+        Nothing changes: it is not a resend (its timer, and the backoff, run on).
+        """
+        progress = self.peers.get(peer)
+        if progress is None or not progress.inflight or self.needs_catch_up(peer):
+            return None
+        start, end = min(progress.inflight)  # the lowest start: the oldest
+        used = 0
+        for entry in self._from(start, end):
+            used += entry.size
+            if used > budget:
+                return None
+        interval = self._gather(peer, start, end, used, admit=admit, local_only=local_only)
+        return None if interval.delta.is_bottom() else interval
+
+    def _gather(
+        self, peer: str, start: int, stop: int, budget: int,
+        *, admit: Callable[[str], bool], local_only: bool,
+    ) -> Interval:  # fmt: skip
+        """The interval of entries from ``start`` (below ``stop``) up to ``budget``
+        bytes, as ``peer`` is sent it."""
         taken: list[Keyspace] = []
         # The taken entries as (delta, encoding, offsets) while every one can be spliced.
         spliceable: list[tuple[Keyspace, bytes, KeyOffsets]] | None = []
         end, used = start, 0
         whole: LogEntry | None = None  # the one entry sent unfiltered, if so
+        progress = self.peers[peer]
         sources, skipped = progress.sources, progress.skipped
-        for entry in self._from(start):
+        for entry in self._from(start, stop):
             if used and used + entry.size > budget:
                 break
             if entry.origin_node in sources:  # it had this from its source, directly
@@ -401,8 +473,6 @@ class DeltaLog:
                         spliceable = None
             used += entry.size
             end = entry.seq + 1
-        progress.sent = end
-        progress.inflight[(start, end)] = now
         if len(taken) == 1 and whole is not None:
             # One entry, nothing filtered out: send its delta and encoding as logged.
             return Interval(start, end, whole.keyspace(), whole.encoded)
@@ -412,8 +482,8 @@ class DeltaLog:
                 return Interval(start, end, None, spliced, taken)
         return Interval(start, end, _joined(taken))
 
-    def _from(self, start: int) -> Iterator[LogEntry]:
-        for seq in range(start, self.next_seq):
+    def _from(self, start: int, stop: int) -> Iterator[LogEntry]:
+        for seq in range(start, stop):
             entry = self.entries.get(seq)
             if entry is not None:
                 yield entry

@@ -88,6 +88,11 @@ class ReplicaConfig:
     # 200 ms ticks), and its first answer resends what it lacks (sync/_propagation.py).
     retransmit_max_ms: int = 32_000
     probe_ms: int = 200
+    # A Probe to a silent peer follows its oldest unacknowledged interval when that
+    # interval's Deltas message comes to at most this many bytes, so a heal delivers
+    # it a tick and a link delay later; 0 sends bare Probes (sync/_propagation.py,
+    # "Data in probes").
+    probe_data_bytes: int = 1024
     max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS
     log_max_entries: int = 100_000
     log_max_bytes: int = 64 * 1024 * 1024
@@ -616,11 +621,28 @@ class Replica:
                 self.log.resend_stale(state.remote, now, timeout)
 
     def _probe(self, now: int) -> None:
-        """Ask each silent peer that still owes us acks whether the link is back."""
+        """Ask each silent peer that still owes us acks whether the link is back; the
+        oldest of what it owes goes just before the question when small, so the
+        answer comes after its ack and resends only what is still missing
+        (sync/_propagation.py, "Data in probes")."""
         for link, state in self.links.items():
             if self._probing(state) and overdue(now, state.probed_at, self.config.probe_ms):
                 state.probed_at = now
+                if state.silent:
+                    self._probe_data(link, state)
                 self._outbox.append((link, encode_message(Probe(probe_stamp(now)))))
+
+    def _probe_data(self, link: str, state: Link) -> None:
+        """The silent peer's oldest unacknowledged interval, if its Deltas are small."""
+        assert state.remote is not None  # probed: its Hello arrived
+        budget = self.config.probe_data_bytes
+        interval = self.log.probe_interval(
+            state.remote, budget, state.policy.may_push, local_only=not self.config.relay
+        )
+        if interval is not None:
+            raw = encode_deltas(interval.start, interval.end, interval.payload())
+            if len(raw) <= budget:
+                self._outbox.append((link, raw))
 
     def _probing(self, state: Link) -> bool:
         """The link is silent, and its peer has intervals of ours in flight; or our

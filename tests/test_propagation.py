@@ -501,3 +501,38 @@ def test_a_probe_answer_is_placed_from_its_stamp_and_never_after_the_last_probe(
     older = last - 16_384 - 250  # older than the stamp tells apart: placed later
     assert older < probe_sent_at(probe_stamp(older), last) <= last
     assert all(last - 16_384 < probe_sent_at(stamp, last) <= last for stamp in (0, 9_999, 16_383))
+
+
+# ---- data in probes ----------------------------------------------------------------------
+
+
+def test_a_probe_carries_the_oldest_unacked_interval_again_without_a_resend() -> None:
+    log = log_with(3, "p1")
+    first, second = send(log, "p1", now=0), send(log, "p1", now=10)
+    before = log.peers["p1"]
+    held = (dict(before.inflight), before.sent, before.acked, before.timeouts)
+    carried = log.probe_interval("p1", budget=SIZE, admit=everything)
+    assert carried is not None
+    assert (carried.start, carried.end, paths(carried)) == (first.start, first.end, ["k0"])
+    assert carried.payload() == first.payload()
+    p1 = log.peers["p1"]
+    assert (p1.inflight, p1.sent, p1.acked, p1.timeouts) == held  # its timer runs on
+    log.acknowledge("p1", first.start, first.end)  # the probe's copy got through
+    again = log.probe_interval("p1", budget=SIZE, admit=everything)
+    assert again is not None and (again.start, again.end) == (second.start, second.end)
+
+
+def test_a_probe_carries_nothing_over_its_budget_or_for_a_peer_owed_nothing() -> None:
+    log = log_with(3, "p1", "p2")
+    send(log, "p1", budget=2 * SIZE, now=0)  # one interval of two entries
+    assert log.probe_interval("p1", budget=2 * SIZE - 1, admit=everything) is None
+    both = log.probe_interval("p1", budget=2 * SIZE, admit=everything)
+    assert both is not None and paths(both) == ["k0", "k1"]
+    assert log.probe_interval("p2", budget=10 * SIZE, admit=everything) is None  # none sent
+    assert log.probe_interval("stranger", budget=10 * SIZE, admit=everything) is None
+
+
+def test_a_probe_carries_nothing_for_a_peer_whose_interval_filters_out() -> None:
+    log = log_with(1, "p1")
+    send(log, "p1", now=0)
+    assert log.probe_interval("p1", budget=SIZE, admit=lambda path: False) is None

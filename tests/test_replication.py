@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from sync import CRDT, AWSet, GCounter, LWWRegister, MVRegister, PNCounter
+from sync._errors import ProtocolError
 from sync._memnet import Faults, MemoryNetwork, introduce
 from sync._messages import Deltas, ProbeAck, decode_message, encode_message
 from sync._policy import LinkPolicy
@@ -577,8 +578,8 @@ def test_a_restarted_hub_relays_what_it_left_out_before_the_restart(source_drops
 class KindCountingNetwork(MemoryNetwork):
     """Counts the messages of each kind sent on each directed link, dropped ones too."""
 
-    def __init__(self, rng: random.Random) -> None:
-        super().__init__(rng)
+    def __init__(self, rng: random.Random, faults: Faults | None = None) -> None:
+        super().__init__(rng, faults)
         self.sent: dict[tuple[str, str, str], int] = {}
 
     def _send(self, src: str, dst: str, data: bytes) -> None:
@@ -592,13 +593,19 @@ class KindCountingNetwork(MemoryNetwork):
             pass
 
 
-def stalled(*names: str, silent_for_ms: int, writers: int = 0) -> KindCountingNetwork:
+def stalled(
+    *names: str,
+    silent_for_ms: int,
+    writers: int = 0,
+    config: ReplicaConfig | None = None,
+    faults: Faults | None = None,
+) -> KindCountingNetwork:
     """``names[0]`` linked to each other node, the links then cut (the streams kept),
     a write on each of the first ``writers`` nodes (all by default), and
     ``silent_for_ms`` of ticks every 250 ms."""
-    net = KindCountingNetwork(random.Random(7))
+    net = KindCountingNetwork(random.Random(7), faults)
     for name in names:
-        net.add(name)
+        net.add(name, config=config)
     for other in names[1:]:
         net.link(names[0], other)
     net.run()
@@ -612,13 +619,20 @@ def stalled(*names: str, silent_for_ms: int, writers: int = 0) -> KindCountingNe
     return net
 
 
-def test_a_silent_peer_is_probed_once_a_tick_and_sent_deltas_with_backoff() -> None:
-    net = stalled("a", "b", silent_for_ms=20_000)
+@pytest.mark.parametrize(
+    ("budget", "carried"),
+    [(ReplicaConfig().probe_data_bytes, 70), (16, 0), (0, 0)],  # small enough, too big, off
+)
+def test_a_silent_peer_is_probed_once_a_tick_and_sent_deltas_with_backoff(
+    budget: int, carried: int
+) -> None:
+    net = stalled("a", "b", silent_for_ms=20_000, config=ReplicaConfig(probe_data_bytes=budget))
     assert net.nodes["a"].replica.links["b"].silent
     # Deltas: the first send, then resends at 2, 6 and 14 s (timeouts of 2, 4, 8 s);
     # the fixed 2 s timer resent ten times. Probes: once a tick after the first
-    # timeout (2.25 to 20 s: 72 ticks), but for the two that resent instead.
-    assert net.sent[("a", "b", "Deltas")] == 4
+    # timeout (2.25 to 20 s: 72 ticks), but for the two that resent instead; each
+    # after a copy of the unacknowledged interval when its Deltas fit the budget.
+    assert net.sent[("a", "b", "Deltas")] == 4 + carried
     assert net.sent[("a", "b", "Probe")] == 70
     assert ("a", "b", "ProbeAck") not in net.sent  # nothing got through to answer
 
@@ -654,15 +668,16 @@ def test_a_probe_answer_resends_what_the_last_timeout_sent_into_the_cut() -> Non
 
 def test_a_peer_heard_again_brings_the_resends_to_the_other_silent_peers_forward() -> None:
     # h is cut off from p and q; q has written nothing, so only p probes h. When p's
-    # probe arrives, h resends to q too, without waiting for q to say anything.
+    # probe (or the copy before it) arrives, h resends to q too, without waiting for q
+    # to say anything.
     net = stalled("h", "p", "q", silent_for_ms=20_000, writers=2)
     net.heal("h", "p", reconnect=False)
     net.heal("h", "q", reconnect=False)
     net.now += 250
     net.nodes["p"].replica.tick()  # only p's timer: its probe reaches h first
     net.flush("p")
-    assert [kind_of(m) for m in net.pending] == [("p", "h", "Probe")]
-    net.step()
+    assert [kind_of(m) for m in net.pending] == [("p", "h", "Deltas"), ("p", "h", "Probe")]
+    net.step()  # either: the copy of p's write that goes with the probe, or the probe
     assert ("h", "q", "Deltas") in [kind_of(m) for m in net.pending]
     net.deliver_all()
     assert len(set(net.digests().values())) == 1
@@ -693,3 +708,48 @@ def test_a_forged_probe_answer_resends_nothing_that_no_probe_preceded() -> None:
     a.receive("b", encode_message(ProbeAck(probe_stamp(net.now))))  # as if probed now
     net.flush("a")
     assert net.sent.get(("a", "b", "Deltas"), 0) == sent
+
+
+# ---- data in probes (sync/_propagation.py, "Data in probes") ----------------------------------
+
+
+def test_a_small_backlog_crosses_with_the_first_probe_after_a_heal() -> None:
+    net = stalled("a", "b", silent_for_ms=20_000, faults=Faults(reorder=False))
+    net.heal("a", "b", reconnect=False)
+    a, b = net.nodes["a"].replica, net.nodes["b"].replica
+    deltas_before = net.sent[("a", "b", "Deltas")]
+    net.now += 250
+    a.tick()  # only a's timer: nothing has told either side of the heal
+    net.flush("a")
+    assert [kind_of(m) for m in net.pending] == [("a", "b", "Deltas"), ("a", "b", "Probe")]
+    net.step()  # the copy: b applies it and acknowledges it, before answering the probe
+    held = b.get("from/a", GCounter)
+    assert held is not None and held.value() == 1
+    assert [kind_of(m) for m in net.pending][:2] == [("a", "b", "Probe"), ("b", "a", "Ack")]
+    net.deliver_all()
+    assert len(set(net.digests().values())) == 1
+    progress = a.log.peers[a.links["b"].remote or ""]
+    assert progress.acked == a.log.next_seq and not progress.inflight
+    # The ack came before the probe's answer: the copy was all a had to send again.
+    assert net.sent[("a", "b", "Deltas")] == deltas_before + 1
+    assert net.sent[("b", "a", "ProbeAck")] == 1
+
+
+def test_a_malformed_copy_with_a_probe_is_refused_and_changes_nothing() -> None:
+    net = stalled("a", "b", silent_for_ms=20_000, writers=1, faults=Faults(reorder=False))
+    net.heal("a", "b", reconnect=False)
+    a, b = net.nodes["a"].replica, net.nodes["b"].replica
+    net.now += 250
+    a.tick()
+    net.flush("a")
+    copy = decode_message(net.pending[0][2])
+    assert isinstance(copy, Deltas)
+    truncated = encode_message(Deltas(copy.start, copy.end, copy.payload[:-1]))
+    digest, received = b.keyspace.digest(), dict(b.received)
+    with pytest.raises(ProtocolError, match="malformed delta payload from a@"):
+        b.receive("a", truncated)
+    assert b.keyspace.digest() == digest and b.received == received
+    assert b.ready().is_empty()  # nothing to persist, no ack
+    net.deliver_all()  # the true copy and the probe, as sent
+    assert len(set(net.digests().values())) == 1
+    assert net.sent[("b", "a", "ProbeAck")] == 1

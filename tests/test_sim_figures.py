@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import math
 import random
 from collections import deque
 
@@ -135,9 +134,15 @@ def test_a_heal_that_reconnects_converges_within_the_target_rounds(kind: str, ho
     assert measured.rounds >= 2  # a Hello, then the deltas: a round each at least
 
 
-def test_a_heal_that_keeps_connections_waits_for_retransmission() -> None:
-    measured = measure_rounds(shape_of("mesh", 16, seed=2), "isolate", seed=2, reconnect=False)
-    assert measured.rounds is not None and measured.rounds > math.log2(16)
+@pytest.mark.parametrize("kind", ["mesh", "hierarchy"])
+def test_a_heal_that_keeps_connections_converges_within_the_target_rounds(kind: str) -> None:
+    # Nothing tells the replicas of the heal: a silent peer's probe, with the small
+    # backlog it goes after, gets through on the first tick after it. An isolated
+    # edge's write then crosses edge, hub, hub, edge by depth + 2 rounds.
+    shape = shape_of(kind, 16, seed=2)
+    measured = measure_rounds(shape, "isolate", seed=2, reconnect=False)
+    assert measured.rounds is not None and measured.met
+    assert measured.rounds > 2  # a tick to send, then a round for each link crossed
 
 
 def test_the_speed_workload_writes_at_its_rate_for_its_duration() -> None:

@@ -3,12 +3,13 @@ the open findings in sim/findings/ still fail (a fix makes the test say so)."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
 from sim.scenario import ScenarioError, load, parse
-from sim.simulator import run_scenario
+from sim.simulator import Simulator, run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent / "sim"
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.scenario"))
@@ -75,3 +76,13 @@ def test_a_clock_stepped_back_does_not_stall_retransmission() -> None:
     (300 virtual seconds, 1,207 rounds, for this scenario)."""
     result = run_scenario(load(ROOT / "scenarios" / "clock-step-back.scenario"))
     assert result.rounds_to_converge is not None and result.rounds_to_converge < 40
+
+
+def test_an_isolated_edge_whose_streams_survive_converges_in_depth_plus_two_rounds() -> None:
+    """Nothing tells the edge of the heal: the copy of its write that goes with its
+    first probe after it crosses edge, hub, hub, edge by the fourth round (one
+    round more, before probes carried data)."""
+    scenario = load(ROOT / "scenarios" / "isolate-edge-kept.scenario")
+    kept = Simulator(scenario, random.Random(scenario.seed), reconnect_on_heal=0.0).run()
+    assert kept.violations == [] and kept.converged
+    assert kept.rounds_to_converge is not None and kept.rounds_to_converge <= 4
