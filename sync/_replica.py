@@ -688,10 +688,7 @@ class Replica:
             if interval is not None and interval[2] is not None:
                 kind = "Deltas"
             raise ProtocolError(f"{kind} before Hello on link {link!r}")
-        heard_again = state.silent
-        if heard_again:  # it answers again: a direct source once more
-            state.silent = False
-            self._update_sources()
+        heard_again = state.silent  # settled after the message: a refused one changes nothing
         if interval is not None:
             start, end, payload = interval
             if payload is None:
@@ -714,8 +711,10 @@ class Replica:
             self._answer_catch_up(link, remote, msg)
         elif isinstance(msg, Fingerprints | Items | PushAck):
             self._on_catch_up_answer(link, remote, msg)
-        if heard_again:  # after the message: what it acknowledged is not resent
-            self._heard_again(remote)
+        if heard_again:  # it answers again: a direct source once more
+            state.silent = False
+            self._update_sources()
+            self._heard_again(remote)  # after the message: what it acknowledged is not resent
         running = self.catchups.get(remote)
         if running is not None and running[1].timeouts:  # a stalled session, heard again
             self._outbox.extend((running[0], raw) for raw in running[1].heard(self.clock()))

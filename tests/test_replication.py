@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from sync import CRDT, AWSet, GCounter, LWWRegister, MVRegister, PNCounter
-from sync._errors import ProtocolError
+from sync import CRDT, AWSet, GCounter, Keyspace, LWWRegister, MVRegister, PNCounter, Timestamp
+from sync._errors import ClockSkewError, ProtocolError
 from sync._memnet import Faults, MemoryNetwork, introduce
 from sync._messages import Deltas, ProbeAck, decode_message, encode_message
 from sync._policy import LinkPolicy
@@ -617,6 +617,21 @@ def stalled(
     for _ in range(silent_for_ms // 250):
         net.tick(250)
     return net
+
+
+def test_a_refused_first_message_from_a_silent_peer_changes_nothing() -> None:
+    """A silent peer that is heard again, but with a message we refuse (its clock far
+    ahead), stays silent: nothing is declared or resent on its account."""
+    net = stalled("a", "b", silent_for_ms=20_000)
+    a, b = net.nodes["a"].replica, net.nodes["b"].replica
+    assert a.links["b"].silent
+    a.ready()
+    ahead = Timestamp(net.clock() + 10 * ReplicaConfig().max_ahead_ms, 0)
+    delta = Keyspace().apply("far", LWWRegister, lambda g: g.set(b.actor, 1, ahead))
+    with pytest.raises(ClockSkewError, match="ahead"):
+        a.receive("b", encode_message(Deltas(1, 2, delta.encode())))
+    assert a.links["b"].silent
+    assert a.ready().messages == []
 
 
 @pytest.mark.parametrize(
