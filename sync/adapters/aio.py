@@ -97,6 +97,7 @@ class AsyncReplica:
         self._apply_seconds: float | None = None  # moving average, per waiting writer
         self._woken_at: float | None = None  # when the last settled batch's writers woke
         self._failed: BaseException | None = None  # a commit failed; later ones must not run
+        self._closing = False  # close() began: no ready() of our own any more
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         # The loop this replica's futures belong to, taken at the first wait:
         # asyncio.get_running_loop() per update was a measurable share of a write.
@@ -198,7 +199,7 @@ class AsyncReplica:
         """Make one batch of every writer waiting and hand it to the worker thread
         (``force``: even with no writer waiting, for what ``ready()`` held back)."""
         self._flush_soon = False
-        if not self._waiting and not force:
+        if not self._waiting and (not force or self._closing):
             return
         waiting, self._waiting = self._waiting, []
         if self._woken_at is not None and waiting:  # the first group since a wakeup
@@ -260,7 +261,8 @@ class AsyncReplica:
         """``ready()`` held intervals back (``ReplicaConfig.intervals_per_ready``) and
         its messages are out now: build the next ones at the end of this round."""
         assert self._loop is not None
-        self._loop.call_soon(self._flush, True)
+        if not self._closing:
+            self._loop.call_soon(self._flush, True)
 
     def _merge_groups(self) -> None:
         """No split any more, yet writers wait who applied during the last commit: flush
@@ -312,6 +314,7 @@ class AsyncReplica:
         self.replica = self.replica.reloaded(self.storage)
 
     async def close(self) -> None:
+        self._closing = True
         while self._waiting or self._pending:
             self._flush()
             if self._committer is not None:
