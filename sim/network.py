@@ -123,11 +123,13 @@ class SimNetwork:
         stats = self.stats
         stats.sent += 1
         stats.bytes_sent += len(data)
-        link = (src, dst) if src < dst else (dst, src)  # pair(), inlined: once a message
-        faults = self.faults.get(link, self.default) if self.faults else self.default
-        if link in self.cut:
-            self._drop(now, src, dst, data, "cut")
-            return
+        faults = self.default
+        if self.faults or self.cut:  # (with neither, as in the speed runs: no link needed)
+            link = (src, dst) if src < dst else (dst, src)  # pair(), inlined
+            if link in self.cut:
+                self._drop(now, src, dst, data, "cut")
+                return
+            faults = self.faults.get(link, faults)
         if faults.loss and self.rng.random() < faults.loss:
             self._drop(now, src, dst, data, "lost")
             return
@@ -147,6 +149,7 @@ class SimNetwork:
         copies = 2 if faults.dup and self.rng.random() < faults.dup else 1
         if copies == 2:
             stats.duplicated += 1
+        link = (src, dst) if src < dst else (dst, src)
         for _ in range(copies):
             if link in self.stalled:
                 self.stalled[link].append(Message(now, 0, src, dst, generation, data))

@@ -477,7 +477,12 @@ class Simulator:
             kind = "foreign-updates" if "only its own updates" in str(exc) else "protocol"
             self.reject(kind, msg, exc)
             return
-        self.send(dst, node.flush())
+        messages = node.flush()
+        if messages:  # self.send, inlined: once a message
+            now, send = self.now - START_MS, self.network.send
+            for peer, data in messages:
+                send(now, dst, peer, data)
+        self.unscheduled.add(dst)
 
     def reject(self, kind: str, msg: Message, exc: Exception) -> None:
         # Refused, but heard: it may have ended the link's silence (``Replica.receive``),

@@ -924,6 +924,9 @@ class Replica:
         now = None  # read the clock only to send
         log = self.log
         floor = log.catch_up_floor()  # log.needs_catch_up, inlined: this loop is hot on hubs
+        # The last Deltas encoded (start, end, payload, message): a hub sends one interval
+        # to most of its peers alike, and the same bytes serve them all.
+        last: tuple[int, int, bytes, bytes] | None = None
         for link, state in self.links.items():
             remote = state.remote
             if remote is None:
@@ -948,8 +951,10 @@ class Replica:
                     self._acknowledged(remote, interval.start, interval.end)
                     floor = log.catch_up_floor()  # the ack may have collected entries
                     continue
-                raw = encode_deltas(interval.start, interval.end, interval.payload())
-                ready.messages.append((link, raw))
+                start, end, payload = interval.start, interval.end, interval.payload()
+                if last is None or last[2] is not payload or last[:2] != (start, end):
+                    last = (start, end, payload, encode_deltas(start, end, payload))
+                ready.messages.append((link, last[3]))
 
     # ---- reads -----------------------------------------------------------------------------
 
