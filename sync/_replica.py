@@ -745,7 +745,13 @@ class Replica:
         # Keys all new here and none filtered out: the novel part is the delta as received,
         # and its canonical encoding is the payload, which the log can keep as it is.
         as_received = whole and self.keyspace.entries.keys().isdisjoint(incoming.entries)
-        novel = admitted if as_received else admitted.novel_part(self.keyspace, owned=True)
+        if as_received or not (self.config.relay or state.own_writes_only):
+            # A replica that does not relay logs nothing it receives, so the novel part
+            # would only tell it which keys to store again: the join is the same with
+            # the whole delta, which a key it already held (a resend) stores unchanged.
+            novel = admitted
+        else:
+            novel = admitted.novel_part(self.keyspace, owned=True)
         if state.own_writes_only:
             # Only what is new here counts: an edge's catch-up pushes whole keys, which
             # hold the updates of others it received; resending what we hold forges
