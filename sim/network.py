@@ -123,21 +123,33 @@ class SimNetwork:
         stats = self.stats
         stats.sent += 1
         stats.bytes_sent += len(data)
-        link = (src, dst) if src < dst else (dst, src)  # pair(), inlined: once a message
-        faults = self.faults.get(link, self.default) if self.faults else self.default
-        if link in self.cut:
-            self._drop(now, src, dst, data, "cut")
-            return
+        faults = self.default
+        if self.faults or self.cut:  # (with neither, as in the speed runs: no link needed)
+            link = (src, dst) if src < dst else (dst, src)  # pair(), inlined
+            if link in self.cut:
+                self._drop(now, src, dst, data, "cut")
+                return
+            faults = self.faults.get(link, faults)
         if faults.loss and self.rng.random() < faults.loss:
             self._drop(now, src, dst, data, "lost")
             return
-        generation = self.generation.get((src, dst), 0)
-        copies = 2 if faults.dup and self.rng.random() < faults.dup else 1
-        if copies == 1 and not self.stalled:  # the usual case
-            self._enqueue(now, src, dst, generation, data, faults=faults)
+        generation = self.generation.get((src, dst), 0) if self.generation else 0
+        if not (faults.dup or self.stalled or faults.reorder):  # the usual case, inlined:
+            lo, hi = faults.delay  # one draw, as randint() makes it, and the push
+            n = hi - lo + 1
+            bits = n.bit_length()
+            r = self.rng.getrandbits(bits)
+            while r >= n:
+                r = self.rng.getrandbits(bits)
+            self._order += 1
+            # tuple.__new__: a named tuple's own __new__ is an interpreted call
+            msg = (now + lo + r, self._order, src, dst, generation, data)
+            heapq.heappush(self.queue, tuple.__new__(Message, msg))
             return
+        copies = 2 if faults.dup and self.rng.random() < faults.dup else 1
         if copies == 2:
             stats.duplicated += 1
+        link = (src, dst) if src < dst else (dst, src)
         for _ in range(copies):
             if link in self.stalled:
                 self.stalled[link].append(Message(now, 0, src, dst, generation, data))

@@ -184,29 +184,26 @@ class SimNode:
         batch = ready.batch
         storage = self.storage if self.storage is not None else self._ensure_storage()
         storage.commit(batch)
-        if batch.entries:  # a key changed: observers must look again
+        written = batch.entries
+        if written:  # a key changed: observers must look again
             self.version += 1
             self.touched.add(self.name)
             if self.changed is not None:
-                self.changed.update(batch.entries)
-            self._refingerprint(batch.entries)
+                self.changed.update(written)
+            # Keep ``root`` equal to ``replica.tree.root()``: the XOR of every stored
+            # key's fingerprint (sync/_digest.py), from the very encodings the tree is
+            # given. The simulator samples every touched node's root each simulated
+            # second; asking the tree would fold each change up all its levels, which
+            # the replica itself does only when a catch-up reads the tree. Here a
+            # change costs one hash.
+            fingerprints, root = self._fingerprints, self.root
+            for key, encoded in written.items():
+                root ^= fingerprints.pop(key, 0)  # XOR out the old fingerprint, if any
+                if encoded is not None:  # (None: deleted)
+                    fingerprint = fingerprints[key] = _fingerprint(key, encoded)
+                    root ^= fingerprint
+            self.root = root
         return ready.messages
-
-    def _refingerprint(self, written: dict[bytes, bytes | None]) -> None:
-        """Keep ``root`` equal to ``replica.tree.root()``: the XOR of every stored key's
-        fingerprint (sync/_digest.py), updated from the very encodings the tree is.
-
-        The simulator samples every touched node's root each simulated second. Asking
-        the tree would fold each change up all its levels, which the replica itself
-        does only when a catch-up reads the tree; here a change costs one hash.
-        """
-        fingerprints, root = self._fingerprints, self.root
-        for key, encoded in written.items():
-            root ^= fingerprints.pop(key, 0)  # XOR out the old fingerprint, if any
-            if encoded is not None:  # (None: deleted)
-                fingerprint = fingerprints[key] = _fingerprint(key, encoded)
-                root ^= fingerprint
-        self.root = root
 
     def take_changes(self) -> set[bytes] | None:
         """The storage keys changed since the last call (None: any may have, it restarted)."""

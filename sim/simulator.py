@@ -39,6 +39,7 @@ from sim.workload import perform, read_cells
 from sync._errors import ClockSkewError, ProtocolError
 from sync._keyspace import Key, Keyspace, _events_per_actor, parse_storage_key
 from sync._messages import decode_message
+from sync.adapters.gc_policy import daemon_gc
 
 Progress = dict[str, dict[str, int]]  # "path:tag" -> actor -> events held
 TICK_MS = 250
@@ -207,11 +208,19 @@ class Simulator:
     # ---- running ------------------------------------------------------------------------
 
     def run(self) -> RunResult:
+        """Run every step, then a check if the last step is not one.
+
+        Under the daemons' garbage-collector policy (``sync.adapters.gc_policy``), as
+        the nodes would run: the fleet's state is many small acyclic objects, which
+        CPython's default thresholds walk again and again (about 4% of a write at the
+        10-minute rate of ``sim.figures.measure_speed``).
+        """
         try:
-            for step in self.scenario.steps:
-                self.apply(step)
-            if not self.scenario.steps or self.scenario.steps[-1].verb != "check":
-                self.apply(Step("check"))
+            with daemon_gc():
+                for step in self.scenario.steps:
+                    self.apply(step)
+                if not self.scenario.steps or self.scenario.steps[-1].verb != "check":
+                    self.apply(Step("check"))
         finally:
             self.close()
         return self.result()
@@ -264,16 +273,15 @@ class Simulator:
         """
         target = self.now + ms
         network = self.network
+        queue = network.queue
         while True:
-            queue = network.queue  # (network.next_at(), inlined: once a message)
             due = queue[0].at + START_MS if queue else None
             if due is not None and self.next_tick - TICK_MS < due <= self.next_tick:
                 if due > target:
                     break
                 # Before the next tick, after the last: no tick comes first, and the
                 # grid stays where it is (``schedule``: unscheduled nodes may wait).
-                self.now = due
-                self.deliver(network.pop())
+                self.deliver_due(min(self.next_tick, target))
                 continue
             grid = self.next_busy_tick()
             if due is not None and due <= grid and due <= target:
@@ -286,6 +294,18 @@ class Simulator:
                 break
         self.schedule_inputs()  # none left for whatever comes next
         self.pass_idle_ticks(target, inclusive=True)
+
+    def deliver_due(self, until: int) -> None:
+        """Deliver, in order, every message due by ``until``, which is no later than the
+        next tick: the network's ``pop`` and the loop in ``advance``, inlined (once a
+        message). What a delivery sends arrives no earlier than it, so after it."""
+        queue, last, delivered = self.network.queue, until - START_MS, 0
+        while queue and queue[0][0] <= last:
+            msg = heapq.heappop(queue)
+            self.now = msg[0] + START_MS
+            delivered += 1
+            self.deliver(msg)
+        self.network.stats.delivered += delivered
 
     def pass_idle_ticks(self, now: int, inclusive: bool) -> None:
         """Move to ``now``; the ticks before it (and at it, if ``inclusive``) are done."""
@@ -334,15 +354,16 @@ class Simulator:
         now = self.t()
         touched = sorted(self.touched, key=self.index.__getitem__)  # node order
         self.touched.clear()
-        quiet = self.quiet
+        quiet, seen_again, last = self.quiet, self.seen_again, self.last_sample_at
         for name in touched:
-            if name in quiet:
-                self.note_quiet_time(name)
-                del quiet[name]
+            since = quiet.pop(name, None)
+            if since is not None and last is not None and last > since:
+                seen_again[name] = max(seen_again.get(name, last), last)  # note_quiet_time
             self.count_root(name)
-            if self.nodes[name].replica is not None:
-                self.observe(name)
-                self.quiet[name] = now
+            node = self.nodes[name]
+            if node.replica is not None:
+                self.read(name, node, now)
+                quiet[name] = now
         self.last_sample_at = now
         agreeing = max(self.root_count.values(), default=0)
         self.samples.append(Sample(now, agreeing, self.network.bytes_in_flight()))
@@ -373,25 +394,32 @@ class Simulator:
             return
         if name in self.quiet:
             self.note_quiet_time(name)
+        self.read(name, node, self.now - START_MS)
+
+    def read(self, name: str, node: SimNode, now: int) -> None:
+        """A monotonic-read observation of a node up (its time seen again noted)."""
         cached = self.progress.get(name)
         if cached is not None and cached[0] == node.version:
             progress = cached[1]  # unchanged since it was last read: the very same dict
         else:
             progress = self.read_progress(node, None if cached is None else cached[1])
             self.progress[name] = (node.version, progress)
+        observations = self.observations
         last = self.last_observation.get(name)
-        if last is not None and self.observations[last].progress is progress:
+        if last is not None and observations[last].progress is progress:
             # The same reading again: one observation from when it was first seen until
             # now is all the monotonic checker compares or reports, and memory grows
             # with changes, not with time. Noted here, written into it when it is read.
-            self.seen_again[name] = self.now - START_MS
-        else:
-            if name in self.seen_again:
-                self.settle_observation(name)
-            self.last_observation[name] = len(self.observations)
-            # tuple.__new__: a named tuple's own __new__ is an interpreted call
-            seen = (self.now - START_MS, name, node.incarnation, progress, None)
-            self.observations.append(tuple.__new__(Observation, seen))
+            self.seen_again[name] = now
+            return
+        until = self.seen_again.pop(name, None)
+        if until is not None and last is not None:  # settle_observation, inlined
+            seen = observations[last]
+            observations[last] = tuple.__new__(Observation, (*seen[:4], until))
+        self.last_observation[name] = len(observations)
+        # tuple.__new__: a named tuple's own __new__ is an interpreted call
+        fresh = (now, name, node.incarnation, progress, None)
+        observations.append(tuple.__new__(Observation, fresh))
 
     def settle_observation(self, name: str) -> None:
         """Write the last time the node's last reading was seen again into it."""
@@ -429,7 +457,8 @@ class Simulator:
         node = self.nodes[dst]
         replica = node.replica
         name = NAMED.get(data) or describe(data, digest=True)  # (its cache, inlined)
-        if generation != self.network.generation.get((src, dst), 0):  # network.current(msg)
+        generations = self.network.generation  # network.current(msg), inlined: none
+        if generations and generation != generations.get((src, dst), 0):  # is 0 when empty
             self.log(f"{self.t()} stale {src}>{dst} {name}")
             return
         if replica is None:
@@ -448,7 +477,12 @@ class Simulator:
             kind = "foreign-updates" if "only its own updates" in str(exc) else "protocol"
             self.reject(kind, msg, exc)
             return
-        self.send(dst, node.flush())
+        messages = node.flush()
+        if messages:  # self.send, inlined: once a message
+            now, send = self.now - START_MS, self.network.send
+            for peer, data in messages:
+                send(now, dst, peer, data)
+        self.unscheduled.add(dst)
 
     def reject(self, kind: str, msg: Message, exc: Exception) -> None:
         # Refused, but heard: it may have ended the link's silence (``Replica.receive``),

@@ -824,7 +824,13 @@ class Replica:
         # Keys all new here and none filtered out: the novel part is the delta as received,
         # and its canonical encoding is the payload, which the log can keep as it is.
         as_received = whole and self.keyspace.entries.keys().isdisjoint(incoming.entries)
-        novel = admitted if as_received else admitted.novel_part(self.keyspace, owned=True)
+        if as_received or not (self.config.relay or state.own_writes_only):
+            # A replica that does not relay logs nothing it receives, so the novel part
+            # would only tell it which keys to store again: the join is the same with
+            # the whole delta, which a key it already held (a resend) stores unchanged.
+            novel = admitted
+        else:
+            novel = admitted.novel_part(self.keyspace, owned=True)
         if state.own_writes_only:
             # Only what is new here counts: an edge's catch-up pushes whole keys, which
             # hold the updates of others it received; resending what we hold forges
@@ -1004,6 +1010,9 @@ class Replica:
         log = self.log
         floor = log.catch_up_floor()  # log.needs_catch_up, inlined: this loop is hot on hubs
         cap = self.config.intervals_per_ready
+        # The last Deltas encoded (start, end, payload, message): a hub sends one interval
+        # to most of its peers alike, and the same bytes serve them all.
+        last: tuple[int, int, bytes, bytes] | None = None
         for link, state in self.links.items():
             remote = state.remote
             if remote is None:
@@ -1032,8 +1041,10 @@ class Replica:
                     self._acknowledged(remote, interval.start, interval.end)
                     floor = log.catch_up_floor()  # the ack may have collected entries
                     continue
-                raw = encode_deltas(interval.start, interval.end, interval.payload())
-                ready.messages.append((link, raw))
+                start, end, payload = interval.start, interval.end, interval.payload()
+                if last is None or last[2] is not payload or last[:2] != (start, end):
+                    last = (start, end, payload, encode_deltas(start, end, payload))
+                ready.messages.append((link, last[3]))
                 built += 1
 
     # ---- reads -----------------------------------------------------------------------------

@@ -206,8 +206,10 @@ class MemoryStorage(Storage):
         return dict(self._received)
 
     def commit(self, batch: WriteBatch) -> None:
-        # Each part only if the batch has it: the simulator commits after every message,
-        # most batches hold an ack position or two, and this runs interpreted.
+        # Each part only if the batch has it, each looked at once (no ``is_empty`` first):
+        # the simulator commits after every message, most batches hold an ack position
+        # or two, and this runs interpreted.
+        applied = False
         if batch.entries:
             self._entries_writes += 1
             try:
@@ -218,23 +220,29 @@ class MemoryStorage(Storage):
                         self._entries[key] = value
             finally:
                 self._entries_writes += 1
-        elif batch.is_empty():
-            return
+            applied = True
         if batch.meta is not None:
             self._meta = batch.meta
+            applied = True
         if batch.context is not None:
             self._context = batch.context
+            applied = True
         if batch.log_append:
             for seq, raw in batch.log_append:
                 self._log[seq] = raw
+            applied = True
         if batch.log_drop_below is not None:
             for seq in [s for s in self._log if s < batch.log_drop_below]:
                 del self._log[seq]
+            applied = True
         if batch.acks:
             self._acks.update(batch.acks)
+            applied = True
         if batch.received:
             self._received.update(batch.received)
-        self.commits += 1
+            applied = True
+        if applied:  # an empty batch is no commit
+            self.commits += 1
 
     def usage(self) -> StoreUsage:
         """The bytes of the keys, values and log records held: no bound but memory.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -327,6 +328,32 @@ def test_an_edge_logs_only_its_own_updates_and_still_sends_them_all() -> None:
     assert hub.log.peers[e1.actor].acked > 1 and e1.log.peers[hub.actor].acked == 3
     assert not e1.log.entries  # collected once the hub acknowledged them
     assert len(set(net.digests().values())) == 1
+
+
+def test_an_edge_resent_a_delta_it_holds_changes_nothing() -> None:
+    """An edge joins what it receives whole (it logs none of it, so it skips the novel
+    part): a delta sent again after a later one leaves the state and store as they were."""
+    from sync._replica import ReplicaConfig
+
+    net = MemoryNetwork(random.Random(13))
+    net.add("e1", config=ReplicaConfig(relay=False))
+    hub = net.add("hub")
+    link_to_hub(net, "e1")
+    net.run()
+    sent = []
+    for n in (1, 2):
+        hub.update("k", PNCounter, partial(PNCounter.increment, actor=hub.actor, n=n))
+        ready = hub.ready()
+        sent += [raw for link, raw in ready.messages if link == "e1"]
+        net.deliver_ready("hub", ready)
+        net.run()
+    e1, store = net.nodes["e1"].replica, net.nodes["e1"].storage
+    before, digest = dict(store.entries()), net.digests()["e1"]
+    assert len(sent) == 2 and digest == net.digests()["hub"]
+    e1.receive("hub", sent[0])  # the first delta again, after the second
+    net.deliver_ready("e1", e1.ready())
+    assert dict(store.entries()) == before and net.digests()["e1"] == digest
+    assert e1.get("k", PNCounter).value() == 3  # type: ignore[union-attr]
 
 
 def write_shared(r: Replica, n: int) -> None:
