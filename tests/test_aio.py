@@ -216,12 +216,16 @@ def test_a_capped_ready_is_called_again_until_the_window_is_full() -> None:
         sent.clear()
         for _, hello in b.ready().messages:
             await a.deliver("b", hello)
-        for _ in range(100):  # loop rounds: each sends one and schedules the next
-            await asyncio.sleep(0)
+        deadline = time.monotonic() + 30  # each sends one, commits in the worker, builds the next
+        while deltas() < 8 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         await a.close()
 
+    def deltas() -> int:
+        return sum(decode_message(data).__class__ is Deltas for data in sent)
+
     asyncio.run(main())
-    assert sum(decode_message(data).__class__ is Deltas for data in sent) == 8
+    assert deltas() == 8
 
 
 def test_the_durable_digest_equals_the_keyspace_digest_for_every_prefix(tmp_path: Path) -> None:
