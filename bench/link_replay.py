@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from sync import LWWRegister, PNCounter
+from sync._memnet import introduce
 from sync._messages import Deltas, decode_message
 from sync._replica import Replica
 from sync.adapters.gc_policy import applying_large_frame, tune_gc
@@ -70,13 +71,7 @@ def record(updates: int, per_commit: int, blob: bytes | None) -> Recording:
     drains it; returns its Hello and Deltas frames and the CPU it spent sending."""
     sender = Replica("sender", new_epoch(), clock, new_epoch)
     hub = Replica("hub", new_epoch(), clock, new_epoch)
-    sender.connect("hub")
-    hub.connect("sender")
-    for _ in range(4):
-        for _, raw in sender.ready().messages:
-            hub.receive("sender", raw)
-        for _, raw in hub.ready().messages:
-            sender.receive("hub", raw)
+    introduce(sender, "hub", hub, "sender", rounds=4)
     sender.disconnect("hub")
     hub.disconnect("sender")
     for first in range(0, updates, per_commit):

@@ -182,13 +182,15 @@ class MemoryNetwork:
         return {n: self.nodes[n].replica.keyspace.digest() for n in chosen}
 
 
-def introduce(a: Replica, a_link: str, b: Replica, b_link: str) -> None:
+def introduce(a: Replica, a_link: str, b: Replica, b_link: str, rounds: int = 1) -> None:
     """Link two bare replicas by hand: ``a`` reaches ``b`` over ``a_link`` and ``b``
-    reaches ``a`` over ``b_link``. Each gets the other's Hello (``a`` last), and what
-    ``a`` then has to send waits in its next ``ready()``."""
+    reaches ``a`` over ``b_link``, and pass what they send for ``rounds`` rounds (``a``
+    first). After one, each has the other's Hello (``a`` last), and what ``a`` then
+    has to send waits in its next ``ready()``."""
     a.connect(a_link)
     b.connect(b_link)
-    for _, data in a.ready().messages:
-        b.receive(b_link, data)
-    for _, data in b.ready().messages:
-        a.receive(a_link, data)
+    for _ in range(rounds):
+        for _, data in a.ready().messages:
+            b.receive(b_link, data)
+        for _, data in b.ready().messages:
+            a.receive(a_link, data)

@@ -44,21 +44,10 @@ def replica(node: str, epoch: int) -> Replica:
     return r
 
 
-def exchange(a: Replica, b: Replica, rounds: int) -> None:
-    """Connect ``a`` and ``b`` over links "ab" and "ba" and pass what they send."""
-    a.connect("ab")
-    b.connect("ba")
-    for _ in range(rounds):
-        for _, raw in a.ready().messages:
-            b.receive("ba", raw)
-        for _, raw in b.ready().messages:
-            a.receive("ab", raw)
-
-
 def linked() -> tuple[Replica, Replica]:
     """Two replicas that have exchanged Hellos."""
     a, b = replica("a", 1), replica("b", 2)
-    exchange(a, b, 3)
+    introduce(a, "ab", b, "ba", rounds=3)
     return a, b
 
 
@@ -167,13 +156,7 @@ def test_a_delta_only_its_sender_tracks_is_taken_into_the_state_and_logged_as_by
     # and is sent the log gets it decoded from there.
     assert taken.keyspace() == Keyspace.decode(frames[1][0].payload)
     c = replica("c", 3)
-    b.connect("bc")
-    c.connect("cb")
-    for _ in range(4):
-        for _, raw in b.ready().messages:
-            c.receive("cb", raw)
-        for _, raw in c.ready().messages:
-            b.receive("bc", raw)
+    introduce(b, "bc", c, "cb", rounds=4)
     assert c.keyspace.digest() == b.keyspace.digest()
 
 
@@ -228,7 +211,7 @@ def test_updates_made_while_no_peer_is_tracked_are_skipped_then_caught_up() -> N
     ready = a.ready()
     assert not ready.batch.log_append and len(ready.batch.entries) == 10
     assert a.log.complete_from == a.log.next_seq  # a peer arriving now needs a catch-up
-    exchange(a, b, 30)
+    introduce(a, "ab", b, "ba", rounds=30)
     assert a.keyspace.digest() == b.keyspace.digest()
     assert b.get("k/9", PNCounter).value() == 1  # type: ignore[union-attr]
 
