@@ -284,9 +284,9 @@ class Keyspace:
         w = Writer()
         index = self._encode_table(w)
         parts = w.parts
-        table_end = _length(parts, 0)
+        table_end, table_parts = _length(parts, 0), len(parts)
         w.uvarint(len(self.entries))
-        counted, size = len(parts), _length(parts, 0)
+        counted, size = len(parts), table_end + _length(parts, table_parts)
         starts = [size]
         for key in sorted(self.entries):
             w.text(key[0])

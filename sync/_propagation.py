@@ -177,9 +177,10 @@ class Interval:
         return self._delta
 
     def is_bottom(self) -> bool:
-        """Nothing to send: every entry was filtered out. (A spliced encoding is of
-        log entries that hold keys, so it never is.)"""
-        return (self._delta is not None or self.encoded is None) and self.delta.is_bottom()
+        """Nothing to send: every entry was filtered out."""
+        if self._delta is None and self.encoded is not None:
+            return False  # spliced from log entries that hold keys: no join needed to tell
+        return self.delta.is_bottom()
 
     def payload(self) -> bytes:
         """The delta's canonical encoding, reusing the log entry's when it is one."""
@@ -437,7 +438,7 @@ class DeltaLog:
             if used > budget:
                 return None
         interval = self._gather(peer, start, end, used, admit=admit, local_only=local_only)
-        return None if interval.delta.is_bottom() else interval
+        return None if interval.is_bottom() else interval
 
     def _gather(
         self, peer: str, start: int, stop: int, budget: int,

@@ -445,11 +445,10 @@ class Replica:
         self._unlogged_from = None
         progress = self.log.peers.get(origin)
         skipped = self.log.next_seq - 1
-        if progress is None or progress.inflight or progress.acked != skipped:
+        if progress is None or progress.inflight or not progress.acked == progress.sent == skipped:
             return  # it moved since (a Hello rewound it): a catch-up settles it
-        if progress.sent == skipped:
-            progress.acked = progress.sent = self.log.next_seq
-            batch.acks[origin] = progress.acked
+        progress.acked = progress.sent = self.log.next_seq
+        batch.acks[origin] = progress.acked
 
     def _log_pending(self, batch: WriteBatch) -> None:
         """Seal the deltas since the last ready(): one log entry per origin."""
