@@ -348,29 +348,6 @@ async def sweep(args: argparse.Namespace, say: Callable[[str], None]) -> list[Ou
     return outcomes
 
 
-def _fault_kinds(text: str) -> list[str]:
-    kinds = [k for k in text.split(",") if k]
-    known = SHAPES + PACKET_FAULTS + PROCESS_FAULTS
-    unknown = sorted(set(kinds) - set(known))
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown fault {', '.join(unknown)}; known: {', '.join(known)}"
-        )
-    return kinds
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", type=int, default=3, help="run seeds 1..N (default 3)")
-    parser.add_argument("--seed", type=int, help="run this one seed")
-    parser.add_argument("--steps", type=int, default=6, help="faults per seed (default 6)")
-    parser.add_argument("--edges", type=int, default=4, help="edge nodes (at least 2)")
-    parser.add_argument("--loopback", action="store_true", help="skip namespaces even as root")
-    parser.add_argument("--faults", type=_fault_kinds, metavar="KIND,...",
-                        help="use only these faults instead of a drawn mix")  # fmt: skip
-    parser.add_argument("--keep", action="store_true", help="keep each seed's stores and logs")
-    parser.add_argument("--json", action="store_true", help="one JSON object per seed")
-
-
 def main(args: argparse.Namespace) -> int:
     if args.edges < 2:
         print("edgesync sim chaos: error: --edges must be at least 2", file=sys.stderr)

@@ -43,12 +43,42 @@ def add_sim_parser(commands: Any) -> None:
     )  # fmt: skip
     _common(sweep)
     sweep.set_defaults(run=_sweep)
-    from sim.chaos import add_arguments as chaos_arguments
-    from sim.chaos import main as chaos_main
-
     chaos = actions.add_parser("chaos", help="real daemons under partitions and packet faults")
-    chaos_arguments(chaos)
-    chaos.set_defaults(run=chaos_main)
+    _chaos_arguments(chaos)
+    chaos.set_defaults(run=_chaos)
+
+
+def _chaos_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", type=int, default=3, help="run seeds 1..N (default 3)")
+    parser.add_argument("--seed", type=int, help="run this one seed")
+    parser.add_argument("--steps", type=int, default=6, help="faults per seed (default 6)")
+    parser.add_argument("--edges", type=int, default=4, help="edge nodes (at least 2)")
+    parser.add_argument("--loopback", action="store_true", help="skip namespaces even as root")
+    parser.add_argument("--faults", type=_fault_kinds, metavar="KIND,...",
+                        help="use only these faults instead of a drawn mix")  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep each seed's stores and logs")
+    parser.add_argument("--json", action="store_true", help="one JSON object per seed")
+
+
+def _fault_kinds(text: str) -> list[str]:
+    from sim.chaos import PACKET_FAULTS, PROCESS_FAULTS, SHAPES
+
+    kinds = [k for k in text.split(",") if k]
+    known = SHAPES + PACKET_FAULTS + PROCESS_FAULTS
+    unknown = sorted(set(kinds) - set(known))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    return kinds
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    # Imported here: every edgesync command builds this parser, and the chaos
+    # harness pulls in gRPC, the fleet and the certificate code.
+    from sim.chaos import main
+
+    return main(args)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -18,9 +18,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sim.fleet import Fleet, start_tree
+if TYPE_CHECKING:  # imported where used: the CLI registers the demo's flags on every run
+    from sim.fleet import Fleet
 
 ROLE_TEXT = {"cloud": "cloud hub", "regional": "regional hub", "edge": "edge node"}
 SHARED = "fleet/"  # what the demo writes; digests cover it (the sensor writes under machines/)
@@ -73,6 +74,8 @@ def grouped(digests: dict[str, str]) -> str:
 async def start_fleet(fleet: Fleet, edges: int, say: Narrator) -> dict[str, str]:
     """Start the topology; returns each edge's regional hub."""
     started = time.monotonic()
+    from sim.fleet import start_tree
+
     under = await start_tree(fleet, edges, extra={"e1": SENSOR})
     transport = "mutual TLS, certificates from a fresh CA" if fleet.tls_dir else "plain text"
     say(f"A fleet of {len(fleet.members)} daemons on loopback ({transport}), data in {fleet.root}:")
@@ -220,6 +223,8 @@ async def stop_fleet(fleet: Fleet, say: Narrator) -> dict[str, int]:
 
 async def run(root: Path, edges: int, tls: bool, say: Narrator) -> dict[str, Any]:
     want = Expected()
+    from sim.fleet import Fleet
+
     async with Fleet(root, tls=tls) as fleet:
         under = await start_fleet(fleet, edges, say)
         names = list(under)
