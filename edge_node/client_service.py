@@ -129,11 +129,14 @@ class ClientService(client_pb2_grpc.ClientServicer):
         )
 
     def _store_status(self) -> Any:
+        # Keys stored: the keyspace's entries, removed ones' tombstones included, as
+        # the digest tree counts them; not len(tree), which first hashes every key
+        # written since its last read (up to 64 MiB of values) on the event loop.
         usage, r = self.replica.storage.usage(), self.replica.replica
         return client_pb2.StoreStatus(
             used_bytes=usage.used_bytes, max_bytes=usage.max_bytes or 0,
             journal_bytes=usage.journal_bytes, write_backs=usage.write_backs,
-            keys=len(r.tree), log_entries=len(r.log),
+            keys=len(r.keyspace.entries), log_entries=len(r.log),
         )  # fmt: skip
 
 
