@@ -224,6 +224,15 @@ class Reader:
         self.pos = pos
         return result
 
+    def empty(self) -> bool:
+        """Take a count of 0 if one comes next: empty tallies and clouds dominate, and
+        this is their whole decoding."""
+        pos = self.pos
+        if pos < self.end and self.data[pos] == 0:
+            self.pos = pos + 1
+            return True
+        return False
+
     def svarint(self) -> int:
         z = self.uvarint()
         return (z >> 1) if not z & 1 else -((z + 1) >> 1)
@@ -231,7 +240,7 @@ class Reader:
     def count(self, what: str, min_item_size: int = 1) -> int:
         """A collection length, refused when the remaining bytes cannot hold it."""
         n = self.uvarint()
-        if n * min_item_size > self.remaining():
+        if n * min_item_size > self.end - self.pos:
             raise CodecError(f"{what} count {n} exceeds the {self.remaining()} bytes left")
         return n
 

@@ -60,12 +60,15 @@ def type_for_tag(tag: int) -> type[CRDT]:
 # One empty instance per type tag, never changed: decoders call ``_decode_store`` on
 # it, an instance method that a compiled core dispatches through its vtable (as a
 # classmethod called through the class, it was a Python-level call per decoded key).
-_BLANKS: Final[dict[int, CRDT]] = {}
+# A list by tag (tags are bytes), not a dict: compiled, indexing it boxes nothing.
+_BLANKS: Final[list[CRDT | None]] = [None] * 256
 
 
 def blank_for_tag(tag: int) -> CRDT:
     """The shared empty instance of the type ``tag`` names: read it, never change it."""
-    blank = _BLANKS.get(tag)
+    if not 0 <= tag < 256:
+        return type_for_tag(tag)()  # (raises: every registered tag is a byte)
+    blank = _BLANKS[tag]
     if blank is None:
         blank = _BLANKS[tag] = type_for_tag(tag)()
     return blank
@@ -148,6 +151,10 @@ class CRDT:
     def _decode_store(self: C, r: Reader, ctx: DotContext, actors: list[str], depth: int) -> C:
         """A new value of this type, bound to ``ctx``, read from ``r``; ``self`` is only
         the type's blank (``blank_for_tag``) and is left as it is."""
+
+    def _check_decoded_store(self) -> None:
+        """Refuse a decoded store holding a dot its context lacks, or one dot twice."""
+        _check_dots(self)
 
     @abstractmethod
     def value(self) -> Any:
@@ -322,7 +329,7 @@ _HEADS: Final = [bytes((FORMAT_VERSION, tag)) for tag in range(256)]
 # For each actor of a one-actor state: its index ({actor: 0}) and, by type tag, the
 # head of the encoding (version, tag, the one-actor table) as one part. Bounded as
 # ``_TABLES`` is.
-_SOLE: dict[str, tuple[dict[str, int], dict[int, bytes]]] = {}
+_SOLE: dict[str, tuple[dict[str, int], list[bytes | None]]] = {}
 
 
 def encode(obj: CRDT) -> bytes:
@@ -356,9 +363,9 @@ def _write_sole_head(w: Writer, tag: int, actor: str) -> dict[str, int]:
     if found is None:
         if len(_SOLE) >= _TABLES_MAX:
             _SOLE.clear()
-        found = _SOLE[actor] = ({actor: 0}, {})
+        found = _SOLE[actor] = ({actor: 0}, [None] * 256)
     index, heads = found
-    head = heads.get(tag)
+    head = heads[tag]
     if head is None:
         head = heads[tag] = _HEADS[tag] + actor_table([actor])[0]
     w.raw(head)
@@ -406,7 +413,7 @@ def decode_body(r: Reader, blank: C, actors: list[str]) -> C:
         obj = blank._decode_store(r, ctx, actors, 0)
     except RecursionError:
         raise CodecError("encoding nested too deeply") from None
-    _check_dots(obj)
+    obj._check_decoded_store()
     return obj
 
 
@@ -433,9 +440,9 @@ def _decode_context(r: Reader, actors: list[str]) -> DotContext:
         prev_ix = ix
         counters[actors[ix]] = n
     ctx = DotContext(vv)
-    cloud_size = r.count("dot cloud", 2)
-    if not cloud_size:  # the common case: contexts are compact version vectors
+    if r.empty():  # the common case: contexts are compact version vectors
         return ctx
+    cloud_size = r.count("dot cloud", 2)
     cloud = ctx.cloud
     prev = (-1, 0)
     for _ in range(cloud_size):

@@ -155,9 +155,17 @@ class DotKernel(CRDT):
             if ix < prev_ix or (ix == prev_ix and n <= prev_n):
                 raise CodecError("dot store entries are not strictly sorted")
             prev_ix, prev_n = ix, n
-            kernel._put(new_dot(actors[ix], n), kernel._decode_payload(r))
+            dot = new_dot(actors[ix], n)
+            if dot not in ctx:  # checked as read: see _check_decoded_store
+                raise CodecError(f"stored dot {dot!r} is not covered by the context")
+            kernel._put(dot, kernel._decode_payload(r))
         kernel._decode_rest(r, actors)
         return kernel
+
+    def _check_decoded_store(self) -> None:
+        """Nothing is left to check: ``_decode_store`` checked each dot's cover as it
+        read the dot, and a kernel's dots are its keys, so none is stored twice (an
+        ``ORMap`` checks across its kernels, which share its context)."""
 
     def _decode_rest(self, r: Reader, actors: list[str]) -> None:
         """Read what a subclass stores after the dots (a hook, called on the new value)."""

@@ -109,6 +109,8 @@ def _names_only(entries: dict[str, int], actor: str) -> bool:
 def _read_entries(r: Reader, actors: list[str], entries: dict[str, int]) -> None:
     """Totals or bases, into the empty ``entries`` (a function, not a loop over the
     pair of dicts: that built a tuple per tally read)."""
+    if r.empty():
+        return
     prev = -1
     for _ in range(r.count("tally", 2)):
         ix = r.uvarint()
@@ -116,6 +118,6 @@ def _read_entries(r: Reader, actors: list[str], entries: dict[str, int]) -> None
             raise CodecError("tally entries are unsorted or name an unknown actor")
         prev = ix
         n = r.uvarint()
-        if n == 0 or n >= 1 << 63:
+        if n == 0 or n >> 63:  # (n >= 2**63; compiled, a shift is native, 2**63 is boxed)
             raise CodecError(f"tally entry {n} outside 1 .. 2**63-1")
         entries[actors[ix]] = n
