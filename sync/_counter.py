@@ -87,6 +87,9 @@ class Counter(DotKernel):
                 found.add(actor)
         return found
 
+    def _store_names_only(self, actor: str) -> bool:
+        return all(tally.names_only(actor) for tally in self.tallies)
+
     def _encode_store(self, w: Writer, index: dict[str, int]) -> None:
         super()._encode_store(w, index)
         for tally in self.tallies:

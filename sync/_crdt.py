@@ -60,12 +60,15 @@ def type_for_tag(tag: int) -> type[CRDT]:
 # One empty instance per type tag, never changed: decoders call ``_decode_store`` on
 # it, an instance method that a compiled core dispatches through its vtable (as a
 # classmethod called through the class, it was a Python-level call per decoded key).
-_BLANKS: Final[dict[int, CRDT]] = {}
+# A list by tag (tags are bytes), not a dict: compiled, indexing it boxes nothing.
+_BLANKS: Final[list[CRDT | None]] = [None] * 256
 
 
 def blank_for_tag(tag: int) -> CRDT:
     """The shared empty instance of the type ``tag`` names: read it, never change it."""
-    blank = _BLANKS.get(tag)
+    if not 0 <= tag < 256:
+        return type_for_tag(tag)()  # (raises: every registered tag is a byte)
+    blank = _BLANKS[tag]
     if blank is None:
         blank = _BLANKS[tag] = type_for_tag(tag)()
     return blank
@@ -136,6 +139,11 @@ class CRDT:
     def _store_actors(self) -> Iterable[str]:
         """Actors named by the store outside its dots (counter tallies)."""
 
+    def _store_names_only(self, actor: str) -> bool:
+        """Whether ``_store_actors()`` names no actor but ``actor`` (types whose store
+        names actors override it with a check that builds no set)."""
+        return all(other == actor for other in self._store_actors())
+
     @abstractmethod
     def _encode_store(self, w: Writer, index: dict[str, int]) -> None: ...
 
@@ -143,6 +151,10 @@ class CRDT:
     def _decode_store(self: C, r: Reader, ctx: DotContext, actors: list[str], depth: int) -> C:
         """A new value of this type, bound to ``ctx``, read from ``r``; ``self`` is only
         the type's blank (``blank_for_tag``) and is left as it is."""
+
+    def _check_decoded_store(self) -> None:
+        """Refuse a decoded store holding a dot its context lacks, or one dot twice."""
+        _check_dots(self)
 
     @abstractmethod
     def value(self) -> Any:
@@ -243,23 +255,43 @@ def newest_of(values: Iterable[CRDT]) -> Timestamp | None:
     return newest
 
 
-def write_dot(w: Writer, index: dict[str, int], dot: Dot) -> None:
-    w.uvarint(index[dot[0]])
-    w.uvarint(dot[1])
+# A dot is read as its actor index, then its counter, each checked: two calls that
+# return plain integers, where one returning a tuple allocated it (and boxed both).
 
 
-def read_ranked_dot(r: Reader, actors: list[str]) -> tuple[int, str, int]:
-    """A dot as (actor index, actor, counter): the index orders dots canonically."""
+def read_actor_index(r: Reader, actors: list[str]) -> int:
+    """An index into the actor table: it orders dots canonically."""
     ix = r.uvarint()
     if ix >= len(actors):
         raise CodecError(f"actor index {ix} outside the table of {len(actors)}")
+    return ix
+
+
+def read_dot_counter(r: Reader) -> int:
     n = r.uvarint()
     if n == 0:
         raise CodecError("dot counter 0 (counters start at 1)")
-    return ix, actors[ix], n
+    return n
 
 
 # ---- whole-state encoding ---------------------------------------------------
+
+
+def sole_actor(obj: CRDT) -> str | None:
+    """The one actor ``obj`` names, or None when it names several (or none).
+
+    The state of a key that one node writes names just that node's actor: its
+    context is then a one-entry vector with no cloud (every stored dot is in the
+    context, so it names no other actor), and the store names no other outside.
+    """
+    ctx = obj.ctx
+    counters = ctx.vv._counters
+    if len(counters) != 1 or ctx.cloud:
+        return None
+    for actor in counters:
+        if obj._store_names_only(actor):
+            return actor
+    return None
 
 
 def _collect_actors(obj: CRDT) -> list[str]:
@@ -291,15 +323,53 @@ def actor_table(actors: list[str]) -> tuple[bytes, dict[str, int]]:
     return found
 
 
+# The format version and each type tag, as one part.
+_HEADS: Final = [bytes((FORMAT_VERSION, tag)) for tag in range(256)]
+
+# For each actor of a one-actor state: its index ({actor: 0}) and, by type tag, the
+# head of the encoding (version, tag, the one-actor table) as one part. Bounded as
+# ``_TABLES`` is.
+_SOLE: dict[str, tuple[dict[str, int], list[bytes | None]]] = {}
+
+
 def encode(obj: CRDT) -> bytes:
-    """Canonical bytes: format version, type tag, actor table, context, store."""
+    """Canonical bytes: format version, type tag, actor table, context, store.
+
+    A state that names one actor (``sole_actor``) takes a cached head and index,
+    with no set, sort or table key to build; ``encode_general`` is the same bytes.
+    """
+    actor = sole_actor(obj)
+    if actor is None:
+        return encode_general(obj)
+    w = Writer()
+    index = _write_sole_head(w, obj.TYPE_TAG, actor)
+    encode_body(w, index, obj)
+    return w.getvalue()
+
+
+def encode_general(obj: CRDT) -> bytes:
+    """``encode`` of any state, its actor table collected and sorted."""
     table, index = actor_table(_collect_actors(obj))
     w = Writer()
-    w.u8(FORMAT_VERSION)
-    w.u8(obj.TYPE_TAG)
+    w.raw(_HEADS[obj.TYPE_TAG])
     w.raw(table)
     encode_body(w, index, obj)
     return w.getvalue()
+
+
+def _write_sole_head(w: Writer, tag: int, actor: str) -> dict[str, int]:
+    """Write the head of a state that names only ``actor``; return its index."""
+    found = _SOLE.get(actor)
+    if found is None:
+        if len(_SOLE) >= _TABLES_MAX:
+            _SOLE.clear()
+        found = _SOLE[actor] = ({actor: 0}, [None] * 256)
+    index, heads = found
+    head = heads[tag]
+    if head is None:
+        head = heads[tag] = _HEADS[tag] + actor_table([actor])[0]
+    w.raw(head)
+    return index
 
 
 def encode_body(w: Writer, index: dict[str, int], obj: CRDT) -> None:
@@ -343,7 +413,7 @@ def decode_body(r: Reader, blank: C, actors: list[str]) -> C:
         obj = blank._decode_store(r, ctx, actors, 0)
     except RecursionError:
         raise CodecError("encoding nested too deeply") from None
-    _check_dots(obj)
+    obj._check_decoded_store()
     return obj
 
 
@@ -363,19 +433,22 @@ def _decode_context(r: Reader, actors: list[str]) -> DotContext:
     counters = vv._counters  # strictly sorted, counters >= 1: each entry is new and kept
     prev_ix = -1
     for _ in range(r.count("version vector", 2)):
-        ix, actor, n = read_ranked_dot(r, actors)
+        ix = read_actor_index(r, actors)
+        n = read_dot_counter(r)
         if ix <= prev_ix:
             raise CodecError("version vector entries are not strictly sorted")
         prev_ix = ix
-        counters[actor] = n
+        counters[actors[ix]] = n
     ctx = DotContext(vv)
-    cloud_size = r.count("dot cloud", 2)
-    if not cloud_size:  # the common case: contexts are compact version vectors
+    if r.empty():  # the common case: contexts are compact version vectors
         return ctx
+    cloud_size = r.count("dot cloud", 2)
     cloud = ctx.cloud
     prev = (-1, 0)
     for _ in range(cloud_size):
-        ix, actor, n = read_ranked_dot(r, actors)
+        ix = read_actor_index(r, actors)
+        n = read_dot_counter(r)
+        actor = actors[ix]
         if (ix, n) <= prev:
             raise CodecError("dot cloud is not strictly sorted")
         prev = (ix, n)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from sync._causal import Dot, DotContext, new_dot
 from sync._codec import Reader, Writer
-from sync._crdt import CRDT, read_ranked_dot, write_dot
+from sync._crdt import CRDT, read_actor_index, read_dot_counter
 from sync._errors import CodecError
 
 K = TypeVar("K", bound="DotKernel")
@@ -129,29 +129,43 @@ class DotKernel(CRDT):
     def _store_actors(self) -> Iterable[str]:
         return ()
 
+    def _store_names_only(self, actor: str) -> bool:
+        return True  # no actor outside the dots (a subclass naming some overrides both)
+
     def _encode_store(self, w: Writer, index: dict[str, int]) -> None:
         ds = self.ds
-        w.uvarint(len(ds))
-        if len(ds) < 2:  # one presence dot or one write dominates: nothing to sort
+        if len(ds) == 1:  # one presence dot or one write dominates: nothing to sort
             for dot, payload in ds.items():
-                write_dot(w, index, dot)
+                w.one_row(index[dot[0]])  # the count and the dot's actor, one part
+                w.uvarint(dot[1])
                 self._encode_payload(w, payload)
             return
+        w.uvarint(len(ds))
         for dot in sorted(ds, key=lambda d: (index[d[0]], d[1])):
-            write_dot(w, index, dot)
+            w.uvarint(index[dot[0]])
+            w.uvarint(dot[1])
             self._encode_payload(w, ds[dot])
 
     def _decode_store(self: K, r: Reader, ctx: DotContext, actors: list[str], depth: int) -> K:
         kernel = self._blank(ctx)
         prev_ix = prev_n = -1
         for _ in range(r.count("dot store", 2)):
-            ix, actor, n = read_ranked_dot(r, actors)
+            ix = read_actor_index(r, actors)
+            n = read_dot_counter(r)
             if ix < prev_ix or (ix == prev_ix and n <= prev_n):
                 raise CodecError("dot store entries are not strictly sorted")
             prev_ix, prev_n = ix, n
-            kernel._put(new_dot(actor, n), kernel._decode_payload(r))
+            dot = new_dot(actors[ix], n)
+            if dot not in ctx:  # checked as read: see _check_decoded_store
+                raise CodecError(f"stored dot {dot!r} is not covered by the context")
+            kernel._put(dot, kernel._decode_payload(r))
         kernel._decode_rest(r, actors)
         return kernel
+
+    def _check_decoded_store(self) -> None:
+        """Nothing is left to check: ``_decode_store`` checked each dot's cover as it
+        read the dot, and a kernel's dots are its keys, so none is stored twice (an
+        ``ORMap`` checks across its kernels, which share its context)."""
 
     def _decode_rest(self, r: Reader, actors: list[str]) -> None:
         """Read what a subclass stores after the dots (a hook, called on the new value)."""

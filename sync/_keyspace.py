@@ -46,7 +46,7 @@ T = TypeVar("T", bound=CRDT)
 Key = tuple[str, int]  # (path, type tag)
 
 KEYSPACE_FORMAT = 1
-MAX_PATH_BYTES = 500  # storage keys (path, NUL, tag) must fit LMDB's 511-byte keys
+MAX_PATH_BYTES: Final = 500  # storage keys (path, NUL, tag) must fit LMDB's 511-byte keys
 
 
 def check_path(path: str) -> str:
@@ -416,21 +416,21 @@ def decode_with_encodings(
     # With one actor, each entry's encoding is a head per type tag (format, tag and
     # the table) and the body as it stands in ``data``: cut out as it is decoded.
     encodings: dict[Key, bytes] | None = {} if cut and len(actors) == 1 else None
-    heads: dict[int, bytes] = {}
+    heads: list[bytes | None] = [None] * 256  # by tag: indexed, no int boxed
     prev_path, prev_tag = "", 0  # below every key: paths are never empty
     for _ in range(r.count("keyspace", 4)):
         path, tag = _decoded_path(r), r.u8()
         if path < prev_path or (path == prev_path and tag <= prev_tag):
             raise CodecError("keyspace keys are not strictly sorted")
         prev_path, prev_tag = path, tag
-        key = (path, tag)
+        key: Any = (path, tag)  # boxed once: compiled, a (str, int) pair is boxed at each use
         start = r.pos
         child = decode_body(r, blank_for_tag(tag), actors)
         if child.is_bottom():
             raise CodecError(f"keyspace entry {path!r} holds nothing (not canonical)")
         entries[key] = child
         if encodings is not None:
-            head = heads.get(tag)
+            head = heads[tag]
             if head is None:
                 head = heads[tag] = bytes((FORMAT_VERSION, tag)) + actor_table(actors)[0]
             if r.pos - start < _VIEW_FROM:

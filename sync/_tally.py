@@ -9,8 +9,12 @@ here; the contribution then reads as 0 until the increments catch up.
 
 from __future__ import annotations
 
+from typing import Final
+
 from sync._codec import Reader, Writer
 from sync._errors import CodecError
+
+_EMPTY: Final = b"\x00\x00"  # an empty tally's encoding: no totals, no bases, one part
 
 
 class Tally:
@@ -78,23 +82,42 @@ class Tally:
     def actors(self) -> set[str]:
         return set(self.totals) | set(self.bases)
 
+    def names_only(self, actor: str) -> bool:
+        """Whether ``actor`` is the only actor named here (if any is)."""
+        return _names_only(self.totals, actor) and _names_only(self.bases, actor)
+
     def encode(self, w: Writer, index: dict[str, int]) -> None:
+        if not self.totals and not self.bases:  # (a counter never decremented)
+            w.raw(_EMPTY)
+            return
         w.counter_dict(index, self.totals)
         w.counter_dict(index, self.bases)
 
     def read(self, r: Reader, actors: list[str]) -> None:
         """Decode into this (empty) tally."""
-        for entries in (self.totals, self.bases):
-            prev = -1
-            for _ in range(r.count("tally", 2)):
-                ix = r.uvarint()
-                if ix >= len(actors) or ix <= prev:
-                    raise CodecError("tally entries are unsorted or name an unknown actor")
-                prev = ix
-                n = r.uvarint()
-                if n == 0 or n >= 1 << 63:
-                    raise CodecError(f"tally entry {n} outside 1 .. 2**63-1")
-                entries[actors[ix]] = n
+        _read_entries(r, actors, self.totals)
+        _read_entries(r, actors, self.bases)
 
     def __repr__(self) -> str:
         return f"Tally(totals={self.totals!r}, bases={self.bases!r})"
+
+
+def _names_only(entries: dict[str, int], actor: str) -> bool:
+    return not entries or (len(entries) == 1 and actor in entries)
+
+
+def _read_entries(r: Reader, actors: list[str], entries: dict[str, int]) -> None:
+    """Totals or bases, into the empty ``entries`` (a function, not a loop over the
+    pair of dicts: that built a tuple per tally read)."""
+    if r.empty():
+        return
+    prev = -1
+    for _ in range(r.count("tally", 2)):
+        ix = r.uvarint()
+        if ix >= len(actors) or ix <= prev:
+            raise CodecError("tally entries are unsorted or name an unknown actor")
+        prev = ix
+        n = r.uvarint()
+        if n == 0 or n >> 63:  # (n >= 2**63; compiled, a shift is native, 2**63 is boxed)
+            raise CodecError(f"tally entry {n} outside 1 .. 2**63-1")
+        entries[actors[ix]] = n

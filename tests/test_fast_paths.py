@@ -4,7 +4,8 @@ Coalesced deltas, intervals sent with their log entry's encoding, received
 payloads kept as log entries, received entries stored from slices of the
 payload, the lazily maintained digest tree (and the hashes it computes from
 copies and storage keys handed in), decoded dots and timestamps built without
-their named tuples' ``__new__``, and the log skipped while no peer is tracked.
+their named tuples' ``__new__``, the log skipped while no peer is tracked, and
+the encoder's one-actor head and packed varints.
 """
 
 # Each mutator lambda runs inside ``apply``/``update``, before the loop variable moves on.
@@ -21,7 +22,8 @@ from hypothesis import strategies as st
 
 from sync import GCounter, Keyspace, LWWRegister, PNCounter, Timestamp, crdt_types
 from sync._causal import Dot
-from sync._crdt import decode
+from sync._codec import Writer
+from sync._crdt import _collect_actors, decode, encode, encode_general, sole_actor
 from sync._digest import DigestTree, fingerprint, position
 from sync._kernel import DotKernel
 from sync._keyspace import Key, _actors, decode_with_encodings, storage_key
@@ -299,3 +301,53 @@ def test_decoded_dots_and_timestamps_are_their_named_tuples(data: st.DataObject)
         ks = Keyspace()
         ks.entries[("k", cls.TYPE_TAG)] = back
         assert ks.newest_timestamp() == max(ks.timestamps(), default=None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_one_actor_encodings_are_what_the_general_encoder_writes(data: st.DataObject) -> None:
+    """A state naming one actor is encoded with a cached head and index: the same bytes
+    as collecting and sorting its actors, for every type."""
+    cls = data.draw(st.sampled_from(crdt_types()))
+    history = data.draw(histories(cls, max_steps=12))
+    for value in [*history.deltas, *history.snapshots, *history.replicas]:
+        sole = sole_actor(value)
+        if sole is not None:
+            assert _collect_actors(value) == [sole]
+        else:  # several actors, none, or one with dots out of order
+            assert len(_collect_actors(value)) != 1 or value.ctx.cloud
+        assert encode(value) == encode_general(value)
+
+
+def _plain_uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+@given(st.integers(0, 2**64 - 1) | st.integers(0, 2**21))
+def test_varints_are_the_plain_loops_bytes(n: int) -> None:
+    w = Writer()
+    w.uvarint(n)
+    assert w.getvalue() == _plain_uvarint(n)
+
+
+def test_one_actor_states_with_long_varints_encode_as_the_general_encoder() -> None:
+    """Counters and timestamps past one varint byte, and actors past index 0x7F."""
+    counter, register = PNCounter(), LWWRegister()
+    for i in range(300):
+        counter.increment("a", 1_000)
+        counter.decrement("a", 3)
+        register.set("a", -i, Timestamp(1_700_000_000_000 + i, i))
+    for value in (counter, register):
+        assert sole_actor(value) == "a"
+        assert encode(value) == encode_general(value)
+        assert decode(encode(value)) == value
+    many = PNCounter()
+    for i in range(200):
+        many.increment(f"a{i:03}", i + 1)
+    assert sole_actor(many) is None
+    assert decode(encode(many)) == many
