@@ -198,10 +198,10 @@ class Keyspace:
         progress = self._progress
         theirs_by_key: _Entries = other.entries
         for key, theirs in theirs_by_key.items():
-            if progress is not None and key not in entries:
-                # A new key, the usual case on a hub taking in a backlog: stored and
-                # counted here rather than through ``_join_entry``.
-                entries[key] = theirs
+            # A new key, the usual case on a hub taking in a backlog: stored (in one
+            # lookup: ``setdefault`` gives ``theirs`` back only if it stored it) and
+            # counted here rather than through ``_join_entry``.
+            if progress is not None and entries.setdefault(key, theirs) is theirs:
                 _add_events(progress, theirs.ctx, 1)
             else:
                 self._join_entry(key, theirs, copy=False)
