@@ -8,7 +8,7 @@ needs no tombstones beyond the (compact) context.
 
 Joins cost time in proportion to the smaller of the two sides' relevant parts, so
 merging a small delta into a large state is cheap: removals are found by walking
-the delta's context rather than the whole store, whenever that is smaller.
+the delta's context rather than the whole store, whenever that is much smaller.
 
 The kernel is not ``Generic`` over its payload type: ``Generic`` is a Python base
 class at run time, which a mypyc-compiled core cannot afford (see ``sync._crdt``).

@@ -538,8 +538,8 @@ def _add_events(totals: dict[str, int], ctx: DotContext, sign: int) -> None:
 
 def _add_gain(totals: dict[str, int], mine: dict[str, int], theirs: DotContext) -> None:
     """Add, per actor, the events that joining ``theirs`` adds to the plain vector
-    ``mine``: those above it. (A compact context's cloud dots lie above its own
-    vector, so each one above ``mine`` is new.)"""
+    ``mine``: the part of its vector above ``mine``, and each cloud dot above both
+    vectors (in a compact context, every cloud dot is above its own vector)."""
     for actor, n in theirs.vv._counters.items():
         had = mine.get(actor, 0)
         if n > had:
