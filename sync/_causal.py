@@ -175,6 +175,15 @@ class DotContext:
         """The next dot ``actor`` should mint; assumes the actor's own dots are contiguous."""
         return new_dot(actor, self.vv._counters.get(actor, 0) + 1)
 
+    def mint(self, actor: str) -> Dot:
+        """``next_dot(actor)``, added: one lookup of the actor's counter, not two."""
+        counters = self.vv._counters
+        n = counters.get(actor, 0) + 1
+        counters[actor] = n
+        if self.cloud:
+            self._absorb(actor)
+        return new_dot(actor, n)
+
     def add(self, dot: Dot) -> None:
         """Insert one dot, keeping the compact form."""
         actor, n = dot
@@ -191,26 +200,31 @@ class DotContext:
 
     def merge(self, other: DotContext) -> None:
         self.vv.merge(other.vv)
+        cloud = self.cloud
         if other.cloud:
-            self.cloud |= other.cloud
-        if self.cloud:
+            cloud |= other.cloud
+        if cloud:
             self.compact()
 
     def compact(self) -> None:
         """Fold cloud dots into the vector where they extend it; drop covered ones."""
-        vv = self.vv
-        stale = {d for d in self.cloud if d.counter <= vv[d.actor]}
-        self.cloud -= stale
-        for actor in {d.actor for d in self.cloud}:
+        counters, cloud = self.vv._counters, self.cloud
+        # By index, not by field name: compiled, ``d.actor`` is a lookup by name.
+        stale = [d for d in cloud if d[1] <= counters.get(d[0], 0)]
+        for d in stale:
+            cloud.discard(d)
+        for actor in {d[0] for d in cloud}:
             self._absorb(actor)
 
     def _absorb(self, actor: str) -> None:
         counters = self.vv._counters
         n = counters.get(actor, 0)
         cloud = self.cloud
-        while new_dot(actor, n + 1) in cloud:
+        # Probed with plain tuples, which hash and compare as the dots they name:
+        # no Dot is built for a dot that is not there.
+        while (actor, n + 1) in cloud:
             n += 1
-            cloud.discard(new_dot(actor, n))
+            cloud.discard((actor, n))
         if n:
             counters[actor] = n
 
@@ -223,7 +237,25 @@ class DotContext:
 
     def size(self) -> int:
         """How many dots ``dots()`` would yield, without yielding them."""
-        return sum(n for _, n in self.vv.items()) + len(self.cloud)
+        total = len(self.cloud)
+        for n in self.vv._counters.values():  # (a loop: compiled, no generator object)
+            total += n
+        return total
+
+    def add_unseen(self, known: DotContext, out: DotContext) -> None:
+        """Add to ``out`` every dot of this set that ``known`` lacks.
+
+        Only the dots above ``known``'s vector are looked at: a large context that
+        ``known`` has mostly seen costs its actors, not its dots.
+        """
+        seen, seen_cloud = known.vv._counters, known.cloud
+        for actor, n in self.vv._counters.items():
+            for i in range(seen.get(actor, 0) + 1, n + 1):
+                if not seen_cloud or (actor, i) not in seen_cloud:
+                    out.add(new_dot(actor, i))
+        for dot in self.cloud:
+            if dot not in known:
+                out.add(dot)
 
     def actors(self) -> set[str]:
         found = set(self.vv._counters)

@@ -9,7 +9,7 @@ with one fresh dot, so presence costs at most one dot per concurrent updater.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar, Self
+from typing import Self
 
 from sync._causal import Dot, DotContext
 from sync._codec import Reader, Writer
@@ -20,11 +20,15 @@ from sync._values import check_int
 
 class Counter(DotKernel):
     ds: dict[Dot, None]
-    _DIRECTIONS: ClassVar[int] = 1
 
     def __init__(self, ctx: DotContext | None = None) -> None:
         super().__init__(ctx)
-        self.tallies = [Tally() for _ in range(self._DIRECTIONS)]
+        self.tallies = [Tally() for _ in range(self._directions())]
+
+    def _directions(self) -> int:
+        """How many tallies the type keeps. A method: compiled, a class attribute that
+        a subclass overrides is looked up by name, once for every value made."""
+        return 1
 
     def _bump(self, actor: str, direction: int, n: int) -> Self:
         tally = self.tallies[direction]
@@ -35,14 +39,19 @@ class Counter(DotKernel):
             delta.tallies[direction].totals[actor] = total
         return delta
 
+    # The tallies of two values of one type pair up by index (compiled, a zip is a
+    # generic call and iterator; an index into a list is native).
+
     def _join_store(self, other: Self) -> None:
         super()._join_store(other)
-        for mine, theirs in zip(self.tallies, other.tallies, strict=True):
-            mine.join(theirs)
+        theirs = other.tallies
+        for i, tally in enumerate(self.tallies):
+            tally.join(theirs[i])
 
     def _novel_store(self, known: Self, out: DotContext) -> Self:
         part = super()._novel_store(known, out)
-        part.tallies = [t.above(k) for t, k in zip(self.tallies, known.tallies, strict=True)]
+        theirs = known.tallies
+        part.tallies = [tally.above(theirs[i]) for i, tally in enumerate(self.tallies)]
         return part
 
     def is_present(self) -> bool:
@@ -65,8 +74,9 @@ class Counter(DotKernel):
 
     def _copy_store(self, ctx: DotContext) -> Self:
         twin = super()._copy_store(ctx)
-        for mine, theirs in zip(twin.tallies, self.tallies, strict=True):
-            mine.fill(theirs)  # into the twin's fresh tallies: no second set of them
+        fresh = twin.tallies  # filled, not replaced: no second set of them is made
+        for i, tally in enumerate(self.tallies):
+            fresh[i].fill(tally)
         return twin
 
     def _decompose_store(self) -> list[Self]:

@@ -204,9 +204,7 @@ class CRDT:
             raise TypeError(f"cannot compare {type(self).__name__} with {type(known).__name__}")
         out = DotContext()
         part = self._novel_store(known, out)
-        for dot in self.ctx.dots():
-            if dot not in known.ctx:
-                out.add(dot)
+        self.ctx.add_unseen(known.ctx, out)
         return part
 
     def timestamps(self) -> Iterator[Timestamp]:

@@ -8,7 +8,7 @@ needs no tombstones beyond the (compact) context.
 
 Joins cost time in proportion to the smaller of the two sides' relevant parts, so
 merging a small delta into a large state is cheap: removals are found by walking
-the delta's context rather than the whole store, whenever that is smaller.
+the delta's context rather than the whole store, whenever that is much smaller.
 
 The kernel is not ``Generic`` over its payload type: ``Generic`` is a Python base
 class at run time, which a mypyc-compiled core cannot afford (see ``sync._crdt``).
@@ -18,7 +18,7 @@ Each subclass narrows ``ds`` and the payload hooks to its own payload type inste
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from sync._causal import Dot, DotContext, new_dot
 from sync._codec import Reader, Writer
@@ -26,6 +26,19 @@ from sync._crdt import CRDT, read_actor_index, read_dot_counter
 from sync._errors import CodecError
 
 K = TypeVar("K", bound="DotKernel")
+
+# How many stored dots looking one up in a context costs about as much as making one
+# dot of a context's vector: a join walks the context instead of the other side's
+# store only when the context is this many times smaller.
+_DOT_COST: Final = 8
+
+
+def _only(store: dict[Dot, Any]) -> Dot:
+    """The one dot of a store that holds one (compiled, a loop over the dict is
+    native, where ``next(iter(store))`` is two generic calls)."""
+    for dot in store:
+        return dot
+    raise ValueError("the store is empty")
 
 
 class DotKernel(CRDT):
@@ -51,9 +64,8 @@ class DotKernel(CRDT):
 
     def _mint(self: K, actor: str, payload: Any, delta: K) -> None:
         """Store ``payload`` under a fresh dot of ``actor``, here and in ``delta``."""
-        dot = self.ctx.next_dot(actor)
+        dot = self.ctx.mint(actor)
         self._put(dot, payload)
-        self.ctx.add(dot)
         delta._put(dot, payload)
         delta.ctx.add(dot)
 
@@ -66,8 +78,15 @@ class DotKernel(CRDT):
     def _replace_all(self: K, actor: str, payload: Any) -> K:
         """Remove every observed dot and store ``payload`` under a new one."""
         delta = self._delta()
-        if self.ds:
-            self._remove(self.ds, delta)
+        held = self.ds
+        if len(held) == 1:
+            # The usual case: the one write (or presence dot) of the last update. One
+            # dot needs no copy of the store to iterate over while it changes.
+            dot = _only(held)
+            self._drop(dot)
+            delta.ctx.add(dot)
+        elif held:
+            self._remove(held, delta)
         self._mint(actor, payload, delta)
         return delta
 
@@ -93,10 +112,10 @@ class DotKernel(CRDT):
 
     def _removed_from(self: K, known: K) -> list[Dot]:
         """Dots ``known`` stores that this side has seen and no longer stores."""
-        mine, theirs = self.ds, known.ds
-        if self.ctx.size() < len(theirs):
-            return [d for d in self.ctx.dots() if d in theirs and d not in mine]
-        return [d for d in theirs if d in self.ctx and d not in mine]
+        mine, theirs, ctx = self.ds, known.ds, self.ctx
+        if ctx.size() * _DOT_COST < len(theirs):
+            return [d for d in ctx.dots() if d in theirs and d not in mine]
+        return [d for d in theirs if d in ctx and d not in mine]
 
     def _store_dots(self) -> Iterator[Dot]:
         return iter(self.ds)

@@ -44,6 +44,10 @@ from sync._policy import is_local
 
 T = TypeVar("T", bound=CRDT)
 Key = tuple[str, int]  # (path, type tag)
+# The entries seen with their keys as the objects they are: compiled, a ``Key`` is a
+# C struct, so each key read from a dict typed ``dict[Key, ...]`` is unpacked, and
+# boxed into a new tuple (and hashed again) for every dict it is then looked up in.
+_Entries = dict[Any, CRDT]
 
 KEYSPACE_FORMAT = 1
 MAX_PATH_BYTES: Final = 500  # storage keys (path, NUL, tag) must fit LMDB's 511-byte keys
@@ -134,20 +138,26 @@ class Keyspace:
 
     def apply(self, path: str, cls: type[T], mutate: Callable[[T], T]) -> Keyspace:
         """Run a mutator of ``cls`` on the value at ``(path, cls)``; return the delta."""
-        key = (path, cls.TYPE_TAG)
+        entries = self.entries
+        tag = cls.TYPE_TAG
+        key: Any = (path, tag)  # boxed once (see _Entries)
         # A path already stored was checked when it first came in.
-        child = self.entries.get(key) if type(path) is str else None
+        child = entries.get(key) if type(path) is str else None
+        stored = child is not None
         if child is None:
             check_path(path)
-            child = cls()
+            child = _new_value(cls, tag)
         assert isinstance(child, cls)
-        before = self._progress is not None and key in self.entries
-        if before:
-            self._count_events(child, -1)
+        progress = self._progress
+        if progress is not None and key in entries:
+            _add_events(progress, child.ctx, -1)
         child_delta = mutate(child)
-        self._store(key, child)
-        if self._progress is not None and key in self.entries:
-            self._count_events(child, 1)
+        if child.is_bottom():
+            entries.pop(key, None)
+        elif not stored:  # (a value already stored there is this one, changed in place)
+            entries[key] = child
+        if progress is not None and key in entries:
+            _add_events(progress, child.ctx, 1)
         delta = Keyspace()
         delta._store(key, child_delta)
         return delta
@@ -155,17 +165,19 @@ class Keyspace:
     def remove(self, path: str, cls: type[CRDT]) -> Keyspace:
         """Observed-remove of ``(path, cls)``; the key's context stays as a tombstone."""
         delta = Keyspace()
-        child = self.entries.get((path, cls.TYPE_TAG))
+        key: Any = (path, cls.TYPE_TAG)  # boxed once (see _Entries)
+        child = self.entries.get(key)
         if child is not None:
-            counting = self._progress is not None
-            if counting:
-                self._count_events(child, -1)
-            delta._store((path, cls.TYPE_TAG), child.reset())
-            if counting:
-                self._count_events(child, 1)
+            progress = self._progress
+            if progress is not None:
+                _add_events(progress, child.ctx, -1)
+            delta._store(key, child.reset())
+            if progress is not None:
+                _add_events(progress, child.ctx, 1)
         return delta
 
-    def _store(self, key: Key, child: CRDT) -> None:
+    def _store(self, key: Any, child: CRDT) -> None:
+        """Keep ``child`` at ``key`` (a ``Key``, boxed: see _Entries), unless it is bottom."""
         if child.is_bottom():
             self.entries.pop(key, None)
         else:
@@ -175,37 +187,45 @@ class Keyspace:
 
     def merge(self, other: Keyspace) -> list[Key]:
         """Join ``other`` in; return the keys it touched (the ones to persist)."""
-        for key, theirs in other.entries.items():
+        theirs_by_key: _Entries = other.entries
+        for key, theirs in theirs_by_key.items():
             self._join_entry(key, theirs, copy=True)
         return list(other.entries)
 
     def absorb(self, other: Keyspace) -> None:
         """Merge ``other`` in, taking its values rather than copying: ``other`` is spent."""
-        entries, progress = self.entries, self._progress
-        for key, theirs in other.entries.items():
-            if progress is not None and key not in entries:
-                # A new key, the usual case on a hub taking in a backlog: stored and
-                # counted here rather than through ``_join_entry``.
-                entries[key] = theirs
+        entries: _Entries = self.entries
+        progress = self._progress
+        theirs_by_key: _Entries = other.entries
+        for key, theirs in theirs_by_key.items():
+            # A new key, the usual case on a hub taking in a backlog: stored (in one
+            # lookup: ``setdefault`` gives ``theirs`` back only if it stored it) and
+            # counted here rather than through ``_join_entry``.
+            if progress is not None and entries.setdefault(key, theirs) is theirs:
                 _add_events(progress, theirs.ctx, 1)
             else:
                 self._join_entry(key, theirs, copy=False)
 
-    def _join_entry(self, key: Key, theirs: CRDT, copy: bool) -> None:
-        mine = self.entries.get(key)
-        counting = self._progress is not None
+    def _join_entry(self, key: Any, theirs: CRDT, copy: bool) -> None:
+        """Join ``theirs`` into the value at ``key`` (a key as its dict holds it)."""
+        entries: _Entries = self.entries
+        mine = entries.get(key)
+        progress = self._progress
         if mine is None:
-            mine = self.entries[key] = theirs.copy() if copy else theirs
-        else:
-            if counting:
-                self._count_events(mine, -1)
+            mine = entries[key] = theirs.copy() if copy else theirs
+            if progress is not None:
+                _add_events(progress, mine.ctx, 1)
+        elif progress is None:
             mine.merge(theirs)
-        if counting:
-            self._count_events(mine, 1)
-
-    def _count_events(self, child: CRDT, sign: int) -> None:
-        assert self._progress is not None
-        _add_events(self._progress, child.ctx, sign)
+        elif not mine.ctx.cloud:  # (the usual case: a plain vector)
+            # Count what the join adds from the (usually smaller) incoming side,
+            # rather than all of ours before and again after.
+            _add_gain(progress, mine.ctx.vv._counters, theirs.ctx)
+            mine.merge(theirs)
+        else:
+            _add_events(progress, mine.ctx, -1)
+            mine.merge(theirs)
+            _add_events(progress, mine.ctx, 1)
 
     def novel_part(self, known: Keyspace, owned: bool = False) -> Keyspace:
         """What of this keyspace (a received delta) ``known`` lacks, key by key.
@@ -214,8 +234,10 @@ class Keyspace:
         lacks are taken as they are rather than copied.
         """
         out = Keyspace()
-        for key, mine in self.entries.items():
-            theirs = known.entries.get(key)
+        mine_by_key: _Entries = self.entries
+        known_entries: _Entries = known.entries
+        for key, mine in mine_by_key.items():
+            theirs = known_entries.get(key)
             if theirs is None:
                 out._store(key, mine if owned else mine.copy())
             else:
@@ -230,7 +252,8 @@ class Keyspace:
 
     def copy(self) -> Keyspace:
         out = Keyspace()
-        out.entries = {k: c.copy() for k, c in self.entries.items()}
+        entries: _Entries = self.entries
+        out.entries = {k: c.copy() for k, c in entries.items()}
         return out
 
     def is_bottom(self) -> bool:
@@ -260,9 +283,9 @@ class Keyspace:
         Counted over every key the first time, then kept up to date by the mutators.
         """
         if self._progress is None:
-            self._progress = {}
+            progress = self._progress = {}
             for child in self.entries.values():
-                self._count_events(child, 1)
+                _add_events(progress, child.ctx, 1)
         return {actor: n for actor, n in sorted(self._progress.items()) if n}
 
     # ---- encoding --------------------------------------------------------------
@@ -511,6 +534,27 @@ def _add_events(totals: dict[str, int], ctx: DotContext, sign: int) -> None:
     if ctx.cloud:  # (most contexts are a plain vector)
         for dot in ctx.cloud:
             totals[dot.actor] = totals.get(dot.actor, 0) + sign
+
+
+def _add_gain(totals: dict[str, int], mine: dict[str, int], theirs: DotContext) -> None:
+    """Add, per actor, the events that joining ``theirs`` adds to the plain vector
+    ``mine``: the part of its vector above ``mine``, and each cloud dot above both
+    vectors (in a compact context, every cloud dot is above its own vector)."""
+    for actor, n in theirs.vv._counters.items():
+        had = mine.get(actor, 0)
+        if n > had:
+            totals[actor] = totals.get(actor, 0) + n - had
+    for dot in theirs.cloud:
+        actor = dot[0]
+        if dot[1] > max(mine.get(actor, 0), theirs.vv._counters.get(actor, 0)):
+            totals[actor] = totals.get(actor, 0) + 1
+
+
+def _new_value(cls: type[T], tag: int) -> CRDT:
+    """An empty ``cls``: through its type's blank (a direct call, compiled) when that
+    is ``cls``, where calling ``cls`` is a generic call through the type object."""
+    blank = blank_for_tag(tag)
+    return blank._blank(DotContext()) if type(blank) is cls else cls()
 
 
 def _writers(child: CRDT) -> set[str]:

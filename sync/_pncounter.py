@@ -9,17 +9,20 @@ concurrent increment or decrement survives it.
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Final, Self
 
 from sync._causal import DotContext
 from sync._counter import Counter
 
-_UP, _DOWN = 0, 1
+_UP: Final = 0  # (Final: compiled, constants, not module lookups)
+_DOWN: Final = 1
 
 
 class PNCounter(Counter):
     TYPE_TAG = 2
-    _DIRECTIONS = 2
+
+    def _directions(self) -> int:
+        return 2
 
     def _blank(self, ctx: DotContext) -> Self:
         return PNCounter(ctx)  # type: ignore[return-value]  # (Self is PNCounter: a leaf)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sync._catchup import CatchUp, answer_expand, answer_list, check_answer
 from sync._causal import actor_name, node_of
@@ -822,7 +822,7 @@ class Replica:
         admitted = incoming if whole else incoming.filtered(policy.may_pull)
         # Keys all new here and none filtered out: the novel part is the delta as received,
         # and its canonical encoding is the payload, which the log can keep as it is.
-        as_received = whole and self.keyspace.entries.keys().isdisjoint(incoming.entries)
+        as_received = whole and _none_held(self.keyspace.entries, incoming.entries)
         if as_received or not (self.config.relay or state.own_writes_only):
             # A replica that does not relay logs nothing it receives, so the novel part
             # would only tell it which keys to store again: the join is the same with
@@ -1073,6 +1073,13 @@ class Replica:
 
     def __repr__(self) -> str:
         return f"Replica({self.actor!r}, keys={len(self.keyspace)}, log={len(self.log)})"
+
+
+def _none_held(held: dict[Any, CRDT], keys: dict[Any, CRDT]) -> bool:
+    """Whether no key of ``keys`` is in ``held``: compiled, a loop (``all`` of a
+    generator is one) over the keys as the dicts hold them, where ``isdisjoint`` of
+    a keys view was a view and a call by name per received payload."""
+    return all(key not in held for key in keys)
 
 
 def covers(prefixes: tuple[str, ...], wanted: tuple[str, ...]) -> bool:

@@ -29,21 +29,14 @@ class Tally:
         return sum(max(0, t - bases.get(a, 0)) for a, t in self.totals.items())
 
     def join(self, other: Tally) -> None:
-        for mine, theirs in ((self.totals, other.totals), (self.bases, other.bases)):
-            for actor, n in theirs.items():
-                if n > mine.get(actor, 0):
-                    mine[actor] = n
+        _join_max(self.totals, other.totals)
+        _join_max(self.bases, other.bases)
 
     def above(self, known: Tally) -> Tally:
         """The entries of this tally that exceed ``known``'s."""
         part = Tally()
-        for mine, theirs, out in (
-            (self.totals, known.totals, part.totals),
-            (self.bases, known.bases, part.bases),
-        ):
-            for actor, n in mine.items():
-                if n > theirs.get(actor, 0):
-                    out[actor] = n
+        _above(self.totals, known.totals, part.totals)
+        _above(self.bases, known.bases, part.bases)
         return part
 
     def reset(self) -> Tally:
@@ -121,3 +114,15 @@ def _read_entries(r: Reader, actors: list[str], entries: dict[str, int]) -> None
         if n == 0 or n >> 63:  # (n >= 2**63; compiled, a shift is native, 2**63 is boxed)
             raise CodecError(f"tally entry {n} outside 1 .. 2**63-1")
         entries[actors[ix]] = n
+
+
+def _join_max(mine: dict[str, int], theirs: dict[str, int]) -> None:
+    for actor, n in theirs.items():
+        if n > mine.get(actor, 0):
+            mine[actor] = n
+
+
+def _above(mine: dict[str, int], known: dict[str, int], out: dict[str, int]) -> None:
+    for actor, n in mine.items():
+        if n > known.get(actor, 0):
+            out[actor] = n

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 from sync._codec import INT_BITS, MAX_DEPTH, encode_value
 
@@ -23,11 +23,17 @@ Value: TypeAlias = object
 Element: TypeAlias = str | int | bytes
 Number: TypeAlias = int | float
 
-_INT_MIN = -(1 << (INT_BITS - 1))
-_INT_MAX = (1 << (INT_BITS - 1)) - 1
+_INT_MIN: Final = -(1 << (INT_BITS - 1))
+_INT_MAX: Final = (1 << (INT_BITS - 1)) - 1
+# Compiled, an int below 2**62 in magnitude is held unboxed, and comparing it with a
+# bound that is too is a machine comparison; the 64-bit bounds above are boxed, and
+# comparing with them is a generic Python comparison (two per timestamp stored).
+_SMALL: Final = (1 << 62) - 1
 
 
 def check_int(n: int, what: str = "integer") -> int:
+    if -_SMALL <= n <= _SMALL:  # (the common case, decided without the boxed bounds)
+        return n
     if not _INT_MIN <= n <= _INT_MAX:
         raise ValueError(f"{what} {n} does not fit in a signed {INT_BITS}-bit integer")
     return n
@@ -43,13 +49,15 @@ def freeze_value(v: object, depth: int = 0) -> object:
     """Validate a register value and return an immutable copy of it."""
     if depth > MAX_DEPTH:
         raise ValueError(f"value nested deeper than {MAX_DEPTH} levels")
-    if v is None or isinstance(v, bool | str | bytes):
+    # Compiled, isinstance on a tuple of types is one type check per type, where one
+    # on ``bool | str | bytes`` builds that union object on every call.
+    if v is None or isinstance(v, (str, bool, bytes)):
         return v
     if isinstance(v, int):
         return check_int(v)
     if isinstance(v, float):
         return check_float(v)
-    if isinstance(v, list | tuple):
+    if isinstance(v, (list, tuple)):
         return tuple(freeze_value(item, depth + 1) for item in v)
     if isinstance(v, Mapping):
         out: dict[str, object] = {}
@@ -62,7 +70,7 @@ def freeze_value(v: object, depth: int = 0) -> object:
 
 
 def check_element(e: object) -> Element:
-    if isinstance(e, bool) or not isinstance(e, str | int | bytes):
+    if isinstance(e, bool) or not isinstance(e, (str, int, bytes)):  # (a tuple: see above)
         raise TypeError(f"set elements are str, int or bytes, not {type(e).__name__}")
     if isinstance(e, int):
         check_int(e, "set element")
@@ -70,7 +78,7 @@ def check_element(e: object) -> Element:
 
 
 def check_number(x: object) -> Number:
-    if isinstance(x, bool) or not isinstance(x, int | float):
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise TypeError(f"expected an int or float, not {type(x).__name__}")
     return check_int(x) if isinstance(x, int) else check_float(x)
 
