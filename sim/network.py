@@ -74,6 +74,12 @@ class SimNetwork:
         self.queue: list[Message] = []  # a heap
         self.stats = NetStats()
         self._order = 0
+        # (lo, width, bits) of the one delay range every send draws from while nothing
+        # else applies (no cut, stall, per-link fault, loss, duplication or reordering:
+        # the speed runs, and each seed's quiet period); None otherwise. ``send_all``
+        # then draws the delay and queues, and nothing more.
+        self.plain: tuple[int, int, int] | None = None
+        self._replan()
 
     # ---- configuration ------------------------------------------------------------
 
@@ -88,6 +94,17 @@ class SimNetwork:
             self.default, self.faults = faults, {}
         else:
             self.faults[pair(a, b)] = faults
+        self._replan()
+
+    def _replan(self) -> None:
+        """Work out ``plain`` again: after any change to faults, cuts or stalls."""
+        d = self.default
+        if self.faults or self.cut or self.stalled or d.loss or d.dup or d.reorder:
+            self.plain = None
+            return
+        lo, hi = d.delay
+        width = hi - lo + 1
+        self.plain = (lo, width, width.bit_length())
 
     def reconnect(self, a: str, b: str) -> None:
         """Both directions start a new connection: older messages will be dropped."""
@@ -101,23 +118,53 @@ class SimNetwork:
 
     def cut_links(self, cut: set[Pair]) -> None:
         self.cut |= {p for p in cut if p in self.links}
+        self._replan()
 
     def heal_cuts(self, only: Pair | None = None) -> list[Pair]:
         """Restore cut links (all, or one); return the ones healed, sorted."""
         healed = sorted(self.cut if only is None else self.cut & {only})
         self.cut -= set(healed)
+        self._replan()
         return healed
 
     def stall(self, a: str, b: str) -> None:
         self.stalled.setdefault(pair(a, b), [])
+        self._replan()
 
     def unstall(self, now: int, only: Pair | None = None) -> None:
         for link in sorted(self.stalled):
             if only is None or link == only:
                 for msg in self.stalled.pop(link):
                     self._enqueue(now, msg.src, msg.dst, msg.generation, msg.data)
+        self._replan()
 
     # ---- traffic ---------------------------------------------------------------------------
+
+    def send_all(self, now: int, src: str, messages: list[tuple[str, bytes]]) -> None:
+        """``send`` each (destination, data) in turn: with the same draws, in the same
+        order, but while the network is ``plain``, a draw and a push a message."""
+        plain = self.plain
+        if plain is None:
+            for dst, data in messages:
+                self.send(now, src, dst, data)
+            return
+        lo, width, bits = plain
+        at, order, queue, generations = now + lo, self._order, self.queue, self.generation
+        getrandbits, size = self.rng.getrandbits, 0
+        for dst, data in messages:
+            r = getrandbits(bits)  # randint(lo, hi), drawn as CPython draws it
+            while r >= width:
+                r = getrandbits(bits)
+            order += 1
+            size += len(data)
+            generation = generations.get((src, dst), 0) if generations else 0
+            # tuple.__new__: a named tuple's own __new__ is an interpreted call
+            msg = (at + r, order, src, dst, generation, data)
+            heapq.heappush(queue, tuple.__new__(Message, msg))
+        self._order = order
+        stats = self.stats
+        stats.sent += len(messages)
+        stats.bytes_sent += size
 
     def send(self, now: int, src: str, dst: str, data: bytes) -> None:
         stats = self.stats

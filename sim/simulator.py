@@ -154,9 +154,7 @@ class Simulator:
     def send(self, src: str, messages: list[tuple[str, bytes]]) -> None:
         """Send what node ``src`` produced; then its timers may have moved (``schedule``)."""
         if messages:
-            now, send = self.now - START_MS, self.network.send
-            for dst, data in messages:
-                send(now, src, dst, data)
+            self.network.send_all(self.now - START_MS, src, messages)
         self.unscheduled.add(src)
 
     def flush(self, name: str) -> None:
@@ -298,14 +296,39 @@ class Simulator:
     def deliver_due(self, until: int) -> None:
         """Deliver, in order, every message due by ``until``, which is no later than the
         next tick: the network's ``pop`` and the loop in ``advance``, inlined (once a
-        message). What a delivery sends arrives no earlier than it, so after it."""
-        queue, last, delivered = self.network.queue, until - START_MS, 0
+        message). What a delivery sends arrives no earlier than it, so after it.
+
+        A message to a node up, on its current connection, is delivered here, as
+        ``deliver`` would (the same log line, the same calls): this loop runs once a
+        message, and its lookups are made once a call instead."""
+        network = self.network
+        queue, generations, send_all = network.queue, network.generation, network.send_all
+        nodes, log, unscheduled = self.nodes, self.events.append, self.unscheduled.add
+        last, delivered, named = until - START_MS, 0, NAMED.get
         while queue and queue[0][0] <= last:
             msg = heapq.heappop(queue)
-            self.now = msg[0] + START_MS
+            at, _, src, dst, generation, data = msg
+            self.now = at + START_MS
             delivered += 1
-            self.deliver(msg)
-        self.network.stats.delivered += delivered
+            node = nodes[dst]
+            replica = node.replica
+            if (
+                replica is None or node.paused
+                or (generations and generation != generations.get((src, dst), 0))
+            ):  # fmt: skip
+                self.deliver(msg)  # logged as dropped, or held
+                continue
+            log(f"{at} recv {src}>{dst} {named(data) or describe(data, digest=True)}")
+            try:
+                replica.receive(src, data)
+            except (ClockSkewError, ProtocolError, ValueError) as exc:
+                self.refuse(msg, exc)
+                continue
+            messages = node.flush()
+            if messages:
+                send_all(at, dst, messages)
+            unscheduled(dst)
+        network.stats.delivered += delivered
 
     def pass_idle_ticks(self, now: int, inclusive: bool) -> None:
         """Move to ``now``; the ticks before it (and at it, if ``inclusive``) are done."""
@@ -467,22 +490,21 @@ class Simulator:
         if node.paused:
             self.inbox.setdefault(dst, []).append(msg)
             return
-        self.events.append(f"{self.now - START_MS} recv {src}>{dst} {name}")  # (self.log)
+        self.log(f"{self.t()} recv {src}>{dst} {name}")
         try:
             replica.receive(src, data)
-        except ClockSkewError as exc:
+        except (ClockSkewError, ProtocolError, ValueError) as exc:
+            self.refuse(msg, exc)
+            return
+        self.send(dst, node.flush())
+
+    def refuse(self, msg: Message, exc: Exception) -> None:
+        """As the daemon: log a refused message and keep serving."""
+        if isinstance(exc, ClockSkewError):
             self.reject("clock-skew", msg, exc)
-            return
-        except (ProtocolError, ValueError) as exc:  # as the daemon: log, keep serving
-            kind = "foreign-updates" if "only its own updates" in str(exc) else "protocol"
-            self.reject(kind, msg, exc)
-            return
-        messages = node.flush()
-        if messages:  # self.send, inlined: once a message
-            now, send = self.now - START_MS, self.network.send
-            for peer, data in messages:
-                send(now, dst, peer, data)
-        self.unscheduled.add(dst)
+        else:
+            foreign = "only its own updates" in str(exc)
+            self.reject("foreign-updates" if foreign else "protocol", msg, exc)
 
     def reject(self, kind: str, msg: Message, exc: Exception) -> None:
         # Refused, but heard: it may have ended the link's silence (``Replica.receive``),
