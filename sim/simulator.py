@@ -54,6 +54,27 @@ class Sample:
     bytes_in_flight: int
 
 
+class Watch:
+    """What the samples know of one node: its last reading (the progress dict, and the
+    node's ``version`` it was read at), the index of its last observation, the last
+    time that reading was seen again and not yet written into it, since when the node
+    has been quiet (up and untouched), and the tree root it is counted under."""
+
+    __slots__ = ("last", "name", "progress", "quiet", "root", "seen_again", "version")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.version = -1
+        self.progress: Progress | None = None
+        self.last: int | None = None
+        self.seen_again: int | None = None
+        self.quiet: int | None = None
+        self.root: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Watch({self.name!r}, last={self.last}, quiet={self.quiet}, root={self.root})"
+
+
 @dataclass
 class RunResult:
     seed: int
@@ -124,16 +145,12 @@ class Simulator:
         self.wake: dict[str, int] = {}  # each node's current entry; older ones are stale
         self.unscheduled: set[str] = set()  # nodes given an input since their entry was set
         self.index = {name: i for i, name in enumerate(self.nodes)}
-        self.progress: dict[str, tuple[int, Progress]] = {}  # the last reading, by version
-        self.last_observation: dict[str, int] = {}  # index in observations, by node
-        self.seen_again: dict[str, int] = {}  # the last reading's latest time, not yet in it
         self.labels: dict[bytes, tuple[Key, str]] = {}  # storage key -> key, "path:tag"
-        # Sampling touches only nodes that changed: the others are ``quiet`` (up, their
-        # reading current as of the sample time given), and their roots are counted.
-        self.quiet: dict[str, int] = {}
+        # What the samples know of each node (its last reading, root, quiet time): one
+        # record a node, read once a sample of it.
+        self.watches = {name: Watch(name) for name in self.nodes}
         self.last_sample_at: int | None = None
-        self.roots: dict[str, int] = {}  # tree root of each node up
-        self.root_count: dict[int, int] = {}
+        self.root_count: dict[int, int] = {}  # nodes up, by tree root
         for name in topo.nodes():
             self.send(name, self.nodes[name].open())
 
@@ -370,85 +387,97 @@ class Simulator:
 
         Taken every simulated second, mostly of nodes nothing happened to since the
         last one: only nodes touched since (``SimNode.touched``: their state may have
-        changed, or they crashed or restarted) are read again; for the others, the
-        time their last reading was seen again is this sample's, which
-        ``seen_until`` works out when it is needed.
+        changed, or they crashed or restarted) are read again; the others are
+        ``quiet`` (up, their reading current as of the time noted), and the time
+        their last reading was seen again is this sample's, which
+        ``note_quiet_time`` works out when it is needed.
         """
         now = self.t()
         touched = sorted(self.touched, key=self.index.__getitem__)  # node order
         self.touched.clear()
-        quiet, seen_again, last = self.quiet, self.seen_again, self.last_sample_at
+        watches, nodes, last = self.watches, self.nodes, self.last_sample_at
         for name in touched:
-            since = quiet.pop(name, None)
-            if since is not None and last is not None and last > since:
-                seen_again[name] = max(seen_again.get(name, last), last)  # note_quiet_time
+            watch = watches[name]
+            since = watch.quiet
+            if since is not None:
+                watch.quiet = None
+                if last is not None and last > since:  # note_quiet_time, inlined
+                    seen = watch.seen_again
+                    watch.seen_again = last if seen is None or seen < last else seen
             self.count_root(name)
-            node = self.nodes[name]
+            node = nodes[name]
             if node.replica is not None:
-                self.read(name, node, now)
-                quiet[name] = now
+                self.read(watch, node, now)
+                watch.quiet = now
         self.last_sample_at = now
         agreeing = max(self.root_count.values(), default=0)
         self.samples.append(Sample(now, agreeing, self.network.bytes_in_flight()))
 
     def count_root(self, name: str) -> None:
         """Count the node's tree root (none if it is down) in place of its last one."""
-        old = self.roots.pop(name, None)
+        watch, node = self.watches[name], self.nodes[name]
+        old = watch.root
+        root = None if node.replica is None else node.root  # = replica.tree.root()
+        if root == old:
+            return
+        counts = self.root_count
         if old is not None:
-            self.root_count[old] -= 1
-            if not self.root_count[old]:
-                del self.root_count[old]
-        node = self.nodes[name]
-        if node.replica is not None:
-            root = self.roots[name] = node.root  # = replica.tree.root(), kept up cheaply
-            self.root_count[root] = self.root_count.get(root, 0) + 1
+            left = counts[old] - 1
+            if left:
+                counts[old] = left
+            else:
+                del counts[old]
+        watch.root = root
+        if root is not None:
+            counts[root] = counts.get(root, 0) + 1
 
     def note_quiet_time(self, name: str) -> None:
         """A quiet node was seen again at every sample since it became quiet."""
-        since = self.quiet.get(name)
-        last = self.last_sample_at
+        watch = self.watches[name]
+        since, last = watch.quiet, self.last_sample_at
         if since is not None and last is not None and last > since:
-            self.seen_again[name] = max(self.seen_again.get(name, last), last)
-            self.quiet[name] = last
+            seen = watch.seen_again
+            watch.seen_again = last if seen is None or seen < last else seen
+            watch.quiet = last
 
     def observe(self, name: str) -> None:
         node = self.nodes[name]
         if node.replica is None:
             return
-        if name in self.quiet:
-            self.note_quiet_time(name)
-        self.read(name, node, self.now - START_MS)
+        self.note_quiet_time(name)
+        self.read(self.watches[name], node, self.now - START_MS)
 
-    def read(self, name: str, node: SimNode, now: int) -> None:
+    def read(self, watch: Watch, node: SimNode, now: int) -> None:
         """A monotonic-read observation of a node up (its time seen again noted)."""
-        cached = self.progress.get(name)
-        if cached is not None and cached[0] == node.version:
-            progress = cached[1]  # unchanged since it was last read: the very same dict
-        else:
-            progress = self.read_progress(node, None if cached is None else cached[1])
-            self.progress[name] = (node.version, progress)
-        observations = self.observations
-        last = self.last_observation.get(name)
-        if last is not None and observations[last].progress is progress:
+        progress = watch.progress
+        if watch.version != node.version or progress is None:
+            progress = watch.progress = self.read_progress(node, progress)
+            watch.version = node.version
+        # else unchanged since it was last read: the very same dict
+        observations, last = self.observations, watch.last
+        if last is not None and observations[last][3] is progress:
             # The same reading again: one observation from when it was first seen until
             # now is all the monotonic checker compares or reports, and memory grows
             # with changes, not with time. Noted here, written into it when it is read.
-            self.seen_again[name] = now
+            watch.seen_again = now
             return
-        until = self.seen_again.pop(name, None)
-        if until is not None and last is not None:  # settle_observation, inlined
-            seen = observations[last]
-            observations[last] = tuple.__new__(Observation, (*seen[:4], until))
-        self.last_observation[name] = len(observations)
+        until = watch.seen_again
+        if until is not None:
+            watch.seen_again = None
+            if last is not None:  # settle_observation, inlined
+                seen = observations[last]
+                observations[last] = tuple.__new__(Observation, (*seen[:4], until))
+        watch.last = len(observations)
         # tuple.__new__: a named tuple's own __new__ is an interpreted call
-        fresh = (now, name, node.incarnation, progress, None)
+        fresh = (now, watch.name, node.incarnation, progress, None)
         observations.append(tuple.__new__(Observation, fresh))
 
     def settle_observation(self, name: str) -> None:
         """Write the last time the node's last reading was seen again into it."""
-        until = self.seen_again.pop(name, None)
-        if until is not None:
-            last = self.last_observation[name]
+        watch = self.watches[name]
+        until, last = watch.seen_again, watch.last
+        if until is not None and last is not None:
+            watch.seen_again = None
             seen = self.observations[last]  # (dataclasses.replace costs 20x this)
             self.observations[last] = tuple.__new__(Observation, (*seen[:4], until))
 
