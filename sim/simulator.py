@@ -31,7 +31,7 @@ from typing import Any
 
 from sim.checkers import Observation, Violation, check_all
 from sim.history import History
-from sim.network import NAMED, Message, Pair, SimNetwork, describe, pair
+from sim.network import NAMED, ORDER_BITS, ORDER_MASK, Message, Pair, SimNetwork, describe, pair
 from sim.node import SimNode
 from sim.scenario import MAX_SKEW_S, LinkFaults, Scenario, Step, parse_faults, split_groups
 from sim.topology import neighbour_map
@@ -290,7 +290,7 @@ class Simulator:
         network = self.network
         queue = network.queue
         while True:
-            due = queue[0].at + START_MS if queue else None
+            due = (queue[0] >> ORDER_BITS) + START_MS if queue else None
             if due is not None and self.next_tick - TICK_MS < due <= self.next_tick:
                 if due > target:
                     break
@@ -319,12 +319,14 @@ class Simulator:
         ``deliver`` would (the same log line, the same calls): this loop runs once a
         message, and its lookups are made once a call instead."""
         network = self.network
-        queue, generations, send_all = network.queue, network.generation, network.send_all
+        queue, held, generations = network.queue, network.held, network.generation
         nodes, log, unscheduled = self.nodes, self.events.append, self.unscheduled.add
-        last, delivered, named = until - START_MS, 0, NAMED.get
-        while queue and queue[0][0] <= last:
-            msg = heapq.heappop(queue)
-            at, _, src, dst, generation, data = msg
+        send_all, named, delivered = network.send_all, NAMED.get, 0
+        first_after = (until - START_MS + 1) << ORDER_BITS  # keys below it are due
+        while queue and queue[0] < first_after:
+            key = heapq.heappop(queue)
+            src, dst, generation, data = held.pop(key)
+            at = key >> ORDER_BITS
             self.now = at + START_MS
             delivered += 1
             node = nodes[dst]
@@ -333,13 +335,13 @@ class Simulator:
                 replica is None or node.paused
                 or (generations and generation != generations.get((src, dst), 0))
             ):  # fmt: skip
-                self.deliver(msg)  # logged as dropped, or held
+                self.deliver(Message(at, key & ORDER_MASK, src, dst, generation, data))
                 continue
             log(f"{at} recv {src}>{dst} {named(data) or describe(data, digest=True)}")
             try:
                 replica.receive(src, data)
             except (ClockSkewError, ProtocolError, ValueError) as exc:
-                self.refuse(msg, exc)
+                self.refuse(Message(at, key & ORDER_MASK, src, dst, generation, data), exc)
                 continue
             messages = node.flush()
             if messages:
