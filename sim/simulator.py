@@ -398,40 +398,34 @@ class Simulator:
         touched = sorted(self.touched, key=self.index.__getitem__)  # node order
         self.touched.clear()
         watches, nodes, last = self.watches, self.nodes, self.last_sample_at
+        counts, read = self.root_count, self.read
         for name in touched:
-            watch = watches[name]
+            watch, node = watches[name], nodes[name]
             since = watch.quiet
             if since is not None:
                 watch.quiet = None
                 if last is not None and last > since:  # note_quiet_time, inlined
                     seen = watch.seen_again
                     watch.seen_again = last if seen is None or seen < last else seen
-            self.count_root(name)
-            node = nodes[name]
-            if node.replica is not None:
-                self.read(watch, node, now)
+            up = node.replica is not None
+            root = node.root if up else None  # = replica.tree.root(), kept up cheaply
+            old = watch.root
+            if root != old:  # counted under its new root (none if it is down)
+                if old is not None:
+                    left = counts[old] - 1
+                    if left:
+                        counts[old] = left
+                    else:
+                        del counts[old]
+                watch.root = root
+                if root is not None:
+                    counts[root] = counts.get(root, 0) + 1
+            if up:
+                read(watch, node, now)
                 watch.quiet = now
         self.last_sample_at = now
         agreeing = max(self.root_count.values(), default=0)
         self.samples.append(Sample(now, agreeing, self.network.bytes_in_flight()))
-
-    def count_root(self, name: str) -> None:
-        """Count the node's tree root (none if it is down) in place of its last one."""
-        watch, node = self.watches[name], self.nodes[name]
-        old = watch.root
-        root = None if node.replica is None else node.root  # = replica.tree.root()
-        if root == old:
-            return
-        counts = self.root_count
-        if old is not None:
-            left = counts[old] - 1
-            if left:
-                counts[old] = left
-            else:
-                del counts[old]
-        watch.root = root
-        if root is not None:
-            counts[root] = counts.get(root, 0) + 1
 
     def note_quiet_time(self, name: str) -> None:
         """A quiet node was seen again at every sample since it became quiet."""
