@@ -56,7 +56,7 @@ class Sample:
 
 class Watch:
     """What the samples know of one node: its last reading (the progress dict, and the
-    node's ``version`` it was read at), the index of its last observation, the last
+    node's ``version`` it was read at), its last observation, the last
     time that reading was seen again and not yet written into it, since when the node
     has been quiet (up and untouched), and the tree root it is counted under."""
 
@@ -66,7 +66,7 @@ class Watch:
         self.name = name
         self.version = -1
         self.progress: Progress | None = None
-        self.last: int | None = None
+        self.last: Observation | None = None
         self.seen_again: int | None = None
         self.quiet: int | None = None
         self.root: int | None = None
@@ -450,8 +450,8 @@ class Simulator:
             progress = watch.progress = self.read_progress(node, progress)
             watch.version = node.version
         # else unchanged since it was last read: the very same dict
-        observations, last = self.observations, watch.last
-        if last is not None and observations[last][3] is progress:
+        last = watch.last
+        if last is not None and last.progress is progress:
             # The same reading again: one observation from when it was first seen until
             # now is all the monotonic checker compares or reports, and memory grows
             # with changes, not with time. Noted here, written into it when it is read.
@@ -461,12 +461,12 @@ class Simulator:
         if until is not None:
             watch.seen_again = None
             if last is not None:  # settle_observation, inlined
-                seen = observations[last]
-                observations[last] = tuple.__new__(Observation, (*seen[:4], until))
-        watch.last = len(observations)
-        # tuple.__new__: a named tuple's own __new__ is an interpreted call
-        fresh = (now, watch.name, node.incarnation, progress, None)
-        observations.append(tuple.__new__(Observation, fresh))
+                last.until = until
+        # Observation's fields set here: its __init__ is an interpreted call
+        seen = watch.last = object.__new__(Observation)
+        seen.at, seen.node, seen.incarnation = now, watch.name, node.incarnation
+        seen.progress, seen.until = progress, None
+        self.observations.append(seen)
 
     def settle_observation(self, name: str) -> None:
         """Write the last time the node's last reading was seen again into it."""
@@ -474,8 +474,7 @@ class Simulator:
         until, last = watch.seen_again, watch.last
         if until is not None and last is not None:
             watch.seen_again = None
-            seen = self.observations[last]  # (dataclasses.replace costs 20x this)
-            self.observations[last] = tuple.__new__(Observation, (*seen[:4], until))
+            last.until = until
 
     def read_progress(self, node: SimNode, before: Progress | None) -> Progress:
         """Events held per key and actor: the last reading, redone for the changed keys."""
