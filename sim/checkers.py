@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from sim.history import Cell, History, Op
 from sync._values import value_order_key
@@ -42,21 +41,47 @@ class Violation:
         return f"{self.checker}: {self.detail}"
 
 
-class Observation(NamedTuple):
+class Observation:
     """What a checker saw a replica hold: per key, per actor, events seen.
 
-    A named tuple: the simulator makes one per changed node per simulated second,
-    and a frozen dataclass costs several times as much to build."""
+    ``until``: the same reading was seen again, last at this time (the simulator
+    notes it when it next reads the node, or at the check). A plain class with
+    slots, not a named tuple, so noting it sets one attribute where a tuple is
+    built again: the simulator makes one per changed node per simulated second."""
 
-    at: int
-    node: str
-    incarnation: int
-    progress: Mapping[str, Mapping[str, int]]
-    until: int | None = None  # the same reading was seen again, last at this time
+    __slots__ = ("at", "incarnation", "node", "progress", "until")
+
+    def __init__(
+        self,
+        at: int,
+        node: str,
+        incarnation: int,
+        progress: Mapping[str, Mapping[str, int]],
+        until: int | None = None,
+    ) -> None:
+        self.at = at
+        self.node = node
+        self.incarnation = incarnation
+        self.progress = progress
+        self.until = until
 
     @property
     def last_at(self) -> int:
         return self.at if self.until is None else self.until
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.at, self.node, self.incarnation, self.progress, self.until)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Observation) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # (until is noted later: not a key)
+
+    def __repr__(self) -> str:
+        return (
+            f"Observation(at={self.at}, node={self.node!r}, incarnation={self.incarnation}, "
+            f"{len(self.progress)} keys, until={self.until})"
+        )
 
 
 def check_convergence(digests: Mapping[str, str]) -> list[Violation]:

@@ -2,10 +2,14 @@
 
 Messages wait in one queue ordered by (delivery time, send order), so two messages
 with the same delivery time leave in the order they were sent and nothing depends
-on hash or set order. Reordering comes from random delays (and, with probability
-``reorder``, a second delay on top). A *cut* link drops what is sent over it, like
-a black-holed TCP connection; a *stalled* link holds what is sent and releases it
-on ``unstall``, like a connection whose peer stopped reading. Each direction of a
+on hash or set order. The queue is a heap of plain ints, ``at << ORDER_BITS | order``
+(ordered as the pairs are: an order stays below 2**40), with each message's
+(src, dst, generation, data) kept aside by that key: the heap compares ints, a few
+instructions each, where (at, order, ...) tuples cost hundreds. Reordering comes
+from random delays (and, with probability ``reorder``, a second delay on top). A
+*cut* link drops what is sent over it, like a black-holed TCP connection; a
+*stalled* link holds what is sent and releases it on ``unstall``, like a
+connection whose peer stopped reading. Each direction of a
 link has a connection *generation*, bumped when the link is re-established (a heal
 that reconnects, a crash, a restart): a message of an older generation is dropped
 on arrival, as a message on a closed gRPC stream would never reach the new one.
@@ -25,6 +29,9 @@ from typing import NamedTuple
 from sim.scenario import LinkFaults
 
 Pair = tuple[str, str]  # (a, b) with a < b: an undirected link
+Held = tuple[str, str, int, bytes]  # a queued message: src, dst, generation, data
+ORDER_BITS = 40  # a queue key: the delivery time above these bits, the send order in them
+ORDER_MASK = (1 << ORDER_BITS) - 1
 
 
 def pair(a: str, b: str) -> Pair:
@@ -32,8 +39,7 @@ def pair(a: str, b: str) -> Pair:
 
 
 class Message(NamedTuple):
-    """A message in flight. A tuple ordered by (delivery time, send order): the queue
-    holds messages themselves, and ``order`` is unique, so no two compare further."""
+    """A message in flight: taken off the queue, or held by a stall or a paused node."""
 
     at: int  # virtual delivery time, ms
     order: int  # send order: ties leave in the order they were sent
@@ -71,9 +77,16 @@ class SimNetwork:
         self.cut: set[Pair] = set()
         self.stalled: dict[Pair, list[Message]] = {}
         self.generation: dict[tuple[str, str], int] = {}
-        self.queue: list[Message] = []  # a heap
+        self.queue: list[int] = []  # a heap of keys: at << ORDER_BITS | order
+        self.held: dict[int, Held] = {}  # each queued message, by its key
         self.stats = NetStats()
         self._order = 0
+        # (lo, width, bits) of the one delay range every send draws from while nothing
+        # else applies (no cut, stall, per-link fault, loss, duplication or reordering:
+        # the speed runs, and each seed's quiet period); None otherwise. ``send_all``
+        # then draws the delay and queues, and nothing more.
+        self.plain: tuple[int, int, int] | None = None
+        self._replan()
 
     # ---- configuration ------------------------------------------------------------
 
@@ -88,6 +101,17 @@ class SimNetwork:
             self.default, self.faults = faults, {}
         else:
             self.faults[pair(a, b)] = faults
+        self._replan()
+
+    def _replan(self) -> None:
+        """Work out ``plain`` again: after any change to faults, cuts or stalls."""
+        d = self.default
+        if self.faults or self.cut or self.stalled or d.loss or d.dup or d.reorder:
+            self.plain = None
+            return
+        lo, hi = d.delay
+        width = hi - lo + 1
+        self.plain = (lo, width, width.bit_length())
 
     def reconnect(self, a: str, b: str) -> None:
         """Both directions start a new connection: older messages will be dropped."""
@@ -101,23 +125,53 @@ class SimNetwork:
 
     def cut_links(self, cut: set[Pair]) -> None:
         self.cut |= {p for p in cut if p in self.links}
+        self._replan()
 
     def heal_cuts(self, only: Pair | None = None) -> list[Pair]:
         """Restore cut links (all, or one); return the ones healed, sorted."""
         healed = sorted(self.cut if only is None else self.cut & {only})
         self.cut -= set(healed)
+        self._replan()
         return healed
 
     def stall(self, a: str, b: str) -> None:
         self.stalled.setdefault(pair(a, b), [])
+        self._replan()
 
     def unstall(self, now: int, only: Pair | None = None) -> None:
         for link in sorted(self.stalled):
             if only is None or link == only:
                 for msg in self.stalled.pop(link):
                     self._enqueue(now, msg.src, msg.dst, msg.generation, msg.data)
+        self._replan()
 
     # ---- traffic ---------------------------------------------------------------------------
+
+    def send_all(self, now: int, src: str, messages: list[tuple[str, bytes]]) -> None:
+        """``send`` each (destination, data) in turn: with the same draws, in the same
+        order, but while the network is ``plain``, a draw and a push a message."""
+        plain = self.plain
+        if plain is None:
+            for dst, data in messages:
+                self.send(now, src, dst, data)
+            return
+        lo, width, bits = plain
+        at, order, queue, generations = now + lo, self._order, self.queue, self.generation
+        getrandbits, held, heappush, size = self.rng.getrandbits, self.held, heapq.heappush, 0
+        for dst, data in messages:
+            r = getrandbits(bits)  # randint(lo, hi), drawn as CPython draws it
+            while r >= width:
+                r = getrandbits(bits)
+            order += 1
+            size += len(data)
+            generation = generations.get((src, dst), 0) if generations else 0
+            key = (at + r) << ORDER_BITS | order
+            held[key] = (src, dst, generation, data)
+            heappush(queue, key)
+        self._order = order
+        stats = self.stats
+        stats.sent += len(messages)
+        stats.bytes_sent += size
 
     def send(self, now: int, src: str, dst: str, data: bytes) -> None:
         stats = self.stats
@@ -141,10 +195,7 @@ class SimNetwork:
             r = self.rng.getrandbits(bits)
             while r >= n:
                 r = self.rng.getrandbits(bits)
-            self._order += 1
-            # tuple.__new__: a named tuple's own __new__ is an interpreted call
-            msg = (now + lo + r, self._order, src, dst, generation, data)
-            heapq.heappush(self.queue, tuple.__new__(Message, msg))
+            self._push(now + lo + r, src, dst, generation, data)
             return
         copies = 2 if faults.dup and self.rng.random() < faults.dup else 1
         if copies == 2:
@@ -171,17 +222,20 @@ class SimNetwork:
         delay = randint(self.rng, lo, hi)
         if faults.reorder and self.rng.random() < faults.reorder:
             delay += randint(self.rng, lo, hi)
+        self._push(now + delay, src, dst, generation, data)
+
+    def _push(self, at: int, src: str, dst: str, generation: int, data: bytes) -> None:
         self._order += 1
-        # tuple.__new__: a named tuple's own __new__ is an interpreted call, once a message
-        msg = tuple.__new__(Message, (now + delay, self._order, src, dst, generation, data))
-        heapq.heappush(self.queue, msg)
+        key = at << ORDER_BITS | self._order
+        self.held[key] = (src, dst, generation, data)
+        heapq.heappush(self.queue, key)
 
     def next_at(self) -> int | None:
-        return self.queue[0].at if self.queue else None
+        return self.queue[0] >> ORDER_BITS if self.queue else None
 
     def pop(self) -> Message:
         self.stats.delivered += 1
-        return heapq.heappop(self.queue)
+        return message(heapq.heappop(self.queue), self.held)
 
     def drop_to(self, node: str) -> None:
         """Forget every message to or from ``node`` held by a stall (it crashed)."""
@@ -189,11 +243,17 @@ class SimNetwork:
             self.stalled[link] = [m for m in held if node not in (m.src, m.dst)]
 
     def bytes_in_flight(self) -> int:
-        queued = sum(len(m.data) for m in self.queue)
+        queued = sum(len(m[3]) for m in self.held.values())
         return queued + sum(len(m.data) for held in self.stalled.values() for m in held)
 
     def idle(self) -> bool:
         return not self.queue and not any(self.stalled.values())
+
+
+def message(key: int, held: dict[int, Held]) -> Message:
+    """The queued message of ``key``, taken from ``held``."""
+    src, dst, generation, data = held.pop(key)
+    return Message(key >> ORDER_BITS, key & ORDER_MASK, src, dst, generation, data)
 
 
 def randint(rng: random.Random, lo: int, hi: int) -> int:

@@ -31,7 +31,7 @@ from typing import Any
 
 from sim.checkers import Observation, Violation, check_all
 from sim.history import History
-from sim.network import NAMED, Message, Pair, SimNetwork, describe, pair
+from sim.network import NAMED, ORDER_BITS, ORDER_MASK, Message, Pair, SimNetwork, describe, pair
 from sim.node import SimNode
 from sim.scenario import MAX_SKEW_S, LinkFaults, Scenario, Step, parse_faults, split_groups
 from sim.topology import neighbour_map
@@ -52,6 +52,27 @@ class Sample:
     at: int  # virtual ms since the start
     agreeing: int  # replicas in the largest group holding equal state
     bytes_in_flight: int
+
+
+class Watch:
+    """What the samples know of one node: its last reading (the progress dict, and the
+    node's ``version`` it was read at), its last observation, the last
+    time that reading was seen again and not yet written into it, since when the node
+    has been quiet (up and untouched), and the tree root it is counted under."""
+
+    __slots__ = ("last", "name", "progress", "quiet", "root", "seen_again", "version")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.version = -1
+        self.progress: Progress | None = None
+        self.last: Observation | None = None
+        self.seen_again: int | None = None
+        self.quiet: int | None = None
+        self.root: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Watch({self.name!r}, last={self.last}, quiet={self.quiet}, root={self.root})"
 
 
 @dataclass
@@ -124,16 +145,12 @@ class Simulator:
         self.wake: dict[str, int] = {}  # each node's current entry; older ones are stale
         self.unscheduled: set[str] = set()  # nodes given an input since their entry was set
         self.index = {name: i for i, name in enumerate(self.nodes)}
-        self.progress: dict[str, tuple[int, Progress]] = {}  # the last reading, by version
-        self.last_observation: dict[str, int] = {}  # index in observations, by node
-        self.seen_again: dict[str, int] = {}  # the last reading's latest time, not yet in it
         self.labels: dict[bytes, tuple[Key, str]] = {}  # storage key -> key, "path:tag"
-        # Sampling touches only nodes that changed: the others are ``quiet`` (up, their
-        # reading current as of the sample time given), and their roots are counted.
-        self.quiet: dict[str, int] = {}
+        # What the samples know of each node (its last reading, root, quiet time): one
+        # record a node, read once a sample of it.
+        self.watches = {name: Watch(name) for name in self.nodes}
         self.last_sample_at: int | None = None
-        self.roots: dict[str, int] = {}  # tree root of each node up
-        self.root_count: dict[int, int] = {}
+        self.root_count: dict[int, int] = {}  # nodes up, by tree root
         for name in topo.nodes():
             self.send(name, self.nodes[name].open())
 
@@ -154,9 +171,7 @@ class Simulator:
     def send(self, src: str, messages: list[tuple[str, bytes]]) -> None:
         """Send what node ``src`` produced; then its timers may have moved (``schedule``)."""
         if messages:
-            now, send = self.now - START_MS, self.network.send
-            for dst, data in messages:
-                send(now, src, dst, data)
+            self.network.send_all(self.now - START_MS, src, messages)
         self.unscheduled.add(src)
 
     def flush(self, name: str) -> None:
@@ -275,7 +290,7 @@ class Simulator:
         network = self.network
         queue = network.queue
         while True:
-            due = queue[0].at + START_MS if queue else None
+            due = (queue[0] >> ORDER_BITS) + START_MS if queue else None
             if due is not None and self.next_tick - TICK_MS < due <= self.next_tick:
                 if due > target:
                     break
@@ -298,14 +313,41 @@ class Simulator:
     def deliver_due(self, until: int) -> None:
         """Deliver, in order, every message due by ``until``, which is no later than the
         next tick: the network's ``pop`` and the loop in ``advance``, inlined (once a
-        message). What a delivery sends arrives no earlier than it, so after it."""
-        queue, last, delivered = self.network.queue, until - START_MS, 0
-        while queue and queue[0][0] <= last:
-            msg = heapq.heappop(queue)
-            self.now = msg[0] + START_MS
+        message). What a delivery sends arrives no earlier than it, so after it.
+
+        A message to a node up, on its current connection, is delivered here, as
+        ``deliver`` would (the same log line, the same calls): this loop runs once a
+        message, and its lookups are made once a call instead."""
+        network = self.network
+        queue, held, generations = network.queue, network.held, network.generation
+        nodes, log, unscheduled = self.nodes, self.events.append, self.unscheduled.add
+        send_all, named, delivered = network.send_all, NAMED.get, 0
+        first_after = (until - START_MS + 1) << ORDER_BITS  # keys below it are due
+        while queue and queue[0] < first_after:
+            key = heapq.heappop(queue)
+            src, dst, generation, data = held.pop(key)
+            at = key >> ORDER_BITS
+            self.now = at + START_MS
             delivered += 1
-            self.deliver(msg)
-        self.network.stats.delivered += delivered
+            node = nodes[dst]
+            replica = node.replica
+            if (
+                replica is None or node.paused
+                or (generations and generation != generations.get((src, dst), 0))
+            ):  # fmt: skip
+                self.deliver(Message(at, key & ORDER_MASK, src, dst, generation, data))
+                continue
+            log(f"{at} recv {src}>{dst} {named(data) or describe(data, digest=True)}")
+            try:
+                replica.receive(src, data)
+            except (ClockSkewError, ProtocolError, ValueError) as exc:
+                self.refuse(Message(at, key & ORDER_MASK, src, dst, generation, data), exc)
+                continue
+            messages = node.flush()
+            if messages:
+                send_all(at, dst, messages)
+            unscheduled(dst)
+        network.stats.delivered += delivered
 
     def pass_idle_ticks(self, now: int, inclusive: bool) -> None:
         """Move to ``now``; the ticks before it (and at it, if ``inclusive``) are done."""
@@ -347,87 +389,92 @@ class Simulator:
 
         Taken every simulated second, mostly of nodes nothing happened to since the
         last one: only nodes touched since (``SimNode.touched``: their state may have
-        changed, or they crashed or restarted) are read again; for the others, the
-        time their last reading was seen again is this sample's, which
-        ``seen_until`` works out when it is needed.
+        changed, or they crashed or restarted) are read again; the others are
+        ``quiet`` (up, their reading current as of the time noted), and the time
+        their last reading was seen again is this sample's, which
+        ``note_quiet_time`` works out when it is needed.
         """
         now = self.t()
         touched = sorted(self.touched, key=self.index.__getitem__)  # node order
         self.touched.clear()
-        quiet, seen_again, last = self.quiet, self.seen_again, self.last_sample_at
+        watches, nodes, last = self.watches, self.nodes, self.last_sample_at
+        counts, read = self.root_count, self.read
         for name in touched:
-            since = quiet.pop(name, None)
-            if since is not None and last is not None and last > since:
-                seen_again[name] = max(seen_again.get(name, last), last)  # note_quiet_time
-            self.count_root(name)
-            node = self.nodes[name]
-            if node.replica is not None:
-                self.read(name, node, now)
-                quiet[name] = now
+            watch, node = watches[name], nodes[name]
+            since = watch.quiet
+            if since is not None:
+                watch.quiet = None
+                if last is not None and last > since:  # note_quiet_time, inlined
+                    seen = watch.seen_again
+                    watch.seen_again = last if seen is None or seen < last else seen
+            up = node.replica is not None
+            root = node.root if up else None  # = replica.tree.root(), kept up cheaply
+            old = watch.root
+            if root != old:  # counted under its new root (none if it is down)
+                if old is not None:
+                    left = counts[old] - 1
+                    if left:
+                        counts[old] = left
+                    else:
+                        del counts[old]
+                watch.root = root
+                if root is not None:
+                    counts[root] = counts.get(root, 0) + 1
+            if up:
+                read(watch, node, now)
+                watch.quiet = now
         self.last_sample_at = now
         agreeing = max(self.root_count.values(), default=0)
         self.samples.append(Sample(now, agreeing, self.network.bytes_in_flight()))
 
-    def count_root(self, name: str) -> None:
-        """Count the node's tree root (none if it is down) in place of its last one."""
-        old = self.roots.pop(name, None)
-        if old is not None:
-            self.root_count[old] -= 1
-            if not self.root_count[old]:
-                del self.root_count[old]
-        node = self.nodes[name]
-        if node.replica is not None:
-            root = self.roots[name] = node.root  # = replica.tree.root(), kept up cheaply
-            self.root_count[root] = self.root_count.get(root, 0) + 1
-
     def note_quiet_time(self, name: str) -> None:
         """A quiet node was seen again at every sample since it became quiet."""
-        since = self.quiet.get(name)
-        last = self.last_sample_at
+        watch = self.watches[name]
+        since, last = watch.quiet, self.last_sample_at
         if since is not None and last is not None and last > since:
-            self.seen_again[name] = max(self.seen_again.get(name, last), last)
-            self.quiet[name] = last
+            seen = watch.seen_again
+            watch.seen_again = last if seen is None or seen < last else seen
+            watch.quiet = last
 
     def observe(self, name: str) -> None:
         node = self.nodes[name]
         if node.replica is None:
             return
-        if name in self.quiet:
-            self.note_quiet_time(name)
-        self.read(name, node, self.now - START_MS)
+        self.note_quiet_time(name)
+        self.read(self.watches[name], node, self.now - START_MS)
 
-    def read(self, name: str, node: SimNode, now: int) -> None:
+    def read(self, watch: Watch, node: SimNode, now: int) -> None:
         """A monotonic-read observation of a node up (its time seen again noted)."""
-        cached = self.progress.get(name)
-        if cached is not None and cached[0] == node.version:
-            progress = cached[1]  # unchanged since it was last read: the very same dict
-        else:
-            progress = self.read_progress(node, None if cached is None else cached[1])
-            self.progress[name] = (node.version, progress)
-        observations = self.observations
-        last = self.last_observation.get(name)
-        if last is not None and observations[last].progress is progress:
+        progress = watch.progress
+        if watch.version != node.version or progress is None:
+            progress = watch.progress = self.read_progress(node, progress)
+            watch.version = node.version
+        # else unchanged since it was last read: the very same dict
+        last = watch.last
+        if last is not None and last.progress is progress:
             # The same reading again: one observation from when it was first seen until
             # now is all the monotonic checker compares or reports, and memory grows
             # with changes, not with time. Noted here, written into it when it is read.
-            self.seen_again[name] = now
+            watch.seen_again = now
             return
-        until = self.seen_again.pop(name, None)
-        if until is not None and last is not None:  # settle_observation, inlined
-            seen = observations[last]
-            observations[last] = tuple.__new__(Observation, (*seen[:4], until))
-        self.last_observation[name] = len(observations)
-        # tuple.__new__: a named tuple's own __new__ is an interpreted call
-        fresh = (now, name, node.incarnation, progress, None)
-        observations.append(tuple.__new__(Observation, fresh))
+        until = watch.seen_again
+        if until is not None:
+            watch.seen_again = None
+            if last is not None:  # settle_observation, inlined
+                last.until = until
+        # Observation's fields set here: its __init__ is an interpreted call
+        seen = watch.last = object.__new__(Observation)
+        seen.at, seen.node, seen.incarnation = now, watch.name, node.incarnation
+        seen.progress, seen.until = progress, None
+        self.observations.append(seen)
 
     def settle_observation(self, name: str) -> None:
         """Write the last time the node's last reading was seen again into it."""
-        until = self.seen_again.pop(name, None)
-        if until is not None:
-            last = self.last_observation[name]
-            seen = self.observations[last]  # (dataclasses.replace costs 20x this)
-            self.observations[last] = tuple.__new__(Observation, (*seen[:4], until))
+        watch = self.watches[name]
+        until, last = watch.seen_again, watch.last
+        if until is not None and last is not None:
+            watch.seen_again = None
+            last.until = until
 
     def read_progress(self, node: SimNode, before: Progress | None) -> Progress:
         """Events held per key and actor: the last reading, redone for the changed keys."""
@@ -467,22 +514,21 @@ class Simulator:
         if node.paused:
             self.inbox.setdefault(dst, []).append(msg)
             return
-        self.events.append(f"{self.now - START_MS} recv {src}>{dst} {name}")  # (self.log)
+        self.log(f"{self.t()} recv {src}>{dst} {name}")
         try:
             replica.receive(src, data)
-        except ClockSkewError as exc:
+        except (ClockSkewError, ProtocolError, ValueError) as exc:
+            self.refuse(msg, exc)
+            return
+        self.send(dst, node.flush())
+
+    def refuse(self, msg: Message, exc: Exception) -> None:
+        """As the daemon: log a refused message and keep serving."""
+        if isinstance(exc, ClockSkewError):
             self.reject("clock-skew", msg, exc)
-            return
-        except (ProtocolError, ValueError) as exc:  # as the daemon: log, keep serving
-            kind = "foreign-updates" if "only its own updates" in str(exc) else "protocol"
-            self.reject(kind, msg, exc)
-            return
-        messages = node.flush()
-        if messages:  # self.send, inlined: once a message
-            now, send = self.now - START_MS, self.network.send
-            for peer, data in messages:
-                send(now, dst, peer, data)
-        self.unscheduled.add(dst)
+        else:
+            foreign = "only its own updates" in str(exc)
+            self.reject("foreign-updates" if foreign else "protocol", msg, exc)
 
     def reject(self, kind: str, msg: Message, exc: Exception) -> None:
         # Refused, but heard: it may have ended the link's silence (``Replica.receive``),

@@ -103,9 +103,10 @@ class RootChecked(Simulator):
             assert node.root == node.replica.tree.root(), f"{name} at {self.t()}"
             self.roots_checked += 1
 
-    def count_root(self, name: str) -> None:
-        self.check_root(name)
-        super().count_root(name)
+    def sample(self) -> None:
+        for name in self.touched:  # the nodes whose roots the sample counts again
+            self.check_root(name)
+        super().sample()
 
     def apply(self, step: Step) -> None:
         super().apply(step)
