@@ -68,6 +68,21 @@ window (a persist timer's probes) and a loss it has evidence of (fast retransmit
   refuses our deltas (stamped by a clock too far ahead, say) keeps backing off,
   rather than being found silent, then heard, every timeout.
 
+**Restarting the timer.** A peer acknowledges an interval only once it applied
+and committed it, so a busy peer (a hub taking in many links, a slow device, a
+backlog of big intervals) acknowledges a full window one interval at a time, and
+the last one may come more than a timeout after it was sent. Timed from its send,
+it was resent while the peer was still working towards it, and so was everything
+after it, which the peer then decoded and merged again for nothing: a window of
+32 intervals to a peer taking 150 ms over each sent 683 messages for 100
+intervals, a resend storm that makes a busy peer busier. So, as TCP does (RFC
+6298, 5.3: an ack of new data restarts the retransmission timer), an interval's
+timeout runs from its send or from the last time the peer's acked point moved,
+whichever is later (``PeerProgress.timer_starts``). A peer that acknowledges
+nothing still times out a timeout after the send; one that acknowledges out of
+order (the simulator's reordering links) does not move its acked point past a
+lost interval, so that interval times out as before.
+
 **Data in probes.** A bare probe finds the heal, but only its answer sets the
 resend going: the data crosses the link a round trip after the first probe that
 got through, and a node cannot know at the heal itself that the partition is
@@ -216,6 +231,17 @@ class PeerProgress:
     # Retransmission timeouts since the peer last acknowledged anything: the backoff
     # exponent (see "Stalls" above).
     timeouts: int = 0
+    # When its acked point last moved: the retransmission timer restarts there (see
+    # "Restarting the timer" above). None: not since the link (re)started.
+    restarted_at: int | None = None
+
+    def timer_starts(self) -> list[int]:
+        """When each interval in flight began to wait for its ack: when it was sent,
+        or when the acked point last moved, whichever is later."""
+        restarted = self.restarted_at
+        if restarted is None:
+            return list(self.inflight.values())
+        return [max(sent_at, restarted) for sent_at in self.inflight.values()]
 
 
 class DeltaLog:
@@ -362,6 +388,7 @@ class DeltaLog:
         progress.inflight.clear()
         progress.sent = progress.acked
         progress.timeouts = 0
+        progress.restarted_at = None
 
     def end_backoff(self, peer: str) -> None:
         """``peer`` acknowledged something: its timeout is the first one again."""
@@ -378,7 +405,7 @@ class DeltaLog:
         progress = self.peers.get(peer)
         if progress is None or not progress.inflight:
             return False
-        if not overdue(now, min(progress.inflight.values()), timeout):
+        if not overdue(now, min(progress.timer_starts()), timeout):
             return False
         _resend(progress)
         return True
@@ -489,8 +516,9 @@ class DeltaLog:
             if entry is not None:
                 yield entry
 
-    def acknowledge(self, peer: str, start: int, end: int) -> bool:
-        """Record an ack; return True if the peer's acked point moved."""
+    def acknowledge(self, peer: str, start: int, end: int, now: int | None = None) -> bool:
+        """Record an ack received at ``now``; return True if the peer's acked point
+        moved (which restarts its retransmission timer)."""
         progress = self.peers.get(peer)
         if progress is None or end <= progress.acked or end > self.next_seq:
             return False  # unknown, old, or past anything ever logged: ignore
@@ -512,6 +540,8 @@ class DeltaLog:
         progress.sent = max(progress.sent, progress.acked)
         for stale in [iv for iv in progress.inflight if iv[1] <= progress.acked]:
             del progress.inflight[stale]  # covered by a wider ack: no longer in flight
+        if moved and now is not None:
+            progress.restarted_at = now
         return moved
 
     def retransmit_due(self, now: int, timeout: int, longest: int | None = None) -> list[str]:
@@ -525,7 +555,7 @@ class DeltaLog:
             if not progress.inflight:
                 continue
             wait = backed_off(timeout, progress.timeouts, longest)
-            if any(overdue(now, sent_at, wait) for sent_at in progress.inflight.values()):
+            if any(overdue(now, began, wait) for began in progress.timer_starts()):
                 _resend(progress)
                 progress.timeouts = min(progress.timeouts + 1, MAX_DOUBLINGS)
                 due.append(peer)
@@ -620,10 +650,12 @@ def probe_sent_at(stamp: int, last_probe: int) -> int:
 
 
 def _resend(progress: PeerProgress) -> None:
-    """Send the peer everything from its acked point again."""
+    """Send the peer everything from its acked point again (their timers start at
+    the resend: a restart stamped before the clock went back must not keep them due)."""
     progress.inflight.clear()
     progress.done.clear()
     progress.sent = progress.acked
+    progress.restarted_at = None
 
 
 def _note_skipped(skipped: dict[str, tuple[int, int | None]], entry: LogEntry) -> None:

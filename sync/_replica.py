@@ -925,7 +925,7 @@ class Replica:
 
     def _acknowledged(self, remote: str, start: int, end: int) -> None:
         log = self.log
-        if log.acknowledge(remote, start, end):
+        if log.acknowledge(remote, start, end, self.clock()):
             acked = self._batch.acks[remote] = log.peers[remote].acked
             # The floor of collection is at most this peer's acked point: none above the
             # oldest entry, nothing to collect (and no pass over every peer, on a hub).
@@ -990,9 +990,9 @@ class Replica:
             if not progress.inflight:
                 continue
             if not progress.timeouts:  # the usual case: the plain timeout
-                stamps.extend(progress.inflight.values())
+                stamps.extend(progress.timer_starts())
                 continue
-            sent = progress.inflight.values()
+            sent = progress.timer_starts()
             wait = backed_off(config.retransmit_ms, progress.timeouts, config.retransmit_max_ms)
             later.append((min(sent) + wait, max(sent)))
         if stamps:

@@ -233,6 +233,28 @@ def test_retransmit_due_rewinds_only_peers_with_an_overdue_interval() -> None:
     assert log.retransmit_due(now=150, timeout=100) == ["p2"]
 
 
+def test_an_ack_of_new_data_restarts_the_timer_of_what_is_still_in_flight() -> None:
+    # A busy peer works through a full window: each ack moves its acked point, and
+    # what it has not reached yet times out a timeout after the last move, not after
+    # its send (RFC 6298, 5.3).
+    log = log_with(3, "p1")
+    for _ in range(3):
+        send(log, "p1", now=0)
+    assert log.acknowledge("p1", 1, 2, now=80)
+    assert log.retransmit_due(now=150, timeout=100) == []
+    assert log.acknowledge("p1", 2, 3, now=170)
+    assert log.retransmit_due(now=269, timeout=100) == []
+    assert log.retransmit_due(now=270, timeout=100) == ["p1"]
+
+
+def test_an_ack_past_a_lost_interval_does_not_restart_its_timer() -> None:
+    log = log_with(3, "p1")
+    for _ in range(3):
+        send(log, "p1", now=0)
+    assert log.acknowledge("p1", 2, 3, now=80) is False  # out of order: acked stays at 1
+    assert log.retransmit_due(now=100, timeout=100) == ["p1"]
+
+
 def test_a_retransmitted_interval_is_sent_again_from_acked() -> None:
     log = log_with(2, "p1")
     before = send(log, "p1", budget=10 * SIZE, now=0)

@@ -214,6 +214,39 @@ def test_intervals_per_ready_sends_a_backlog_one_interval_per_ready() -> None:
         assert counts == expected
 
 
+def test_a_busy_peer_working_through_a_full_window_is_resent_nothing() -> None:
+    """A window of 32 intervals to a peer that takes 150 ms over each (so the last is
+    acknowledged seconds after it was sent, past the 2 s timeout): every ack restarts
+    the timer, so each interval crosses once. (Timed from their sends, the 100
+    intervals crossed 683 times.)"""
+    now = [1_700_000_000_000]
+
+    def clock() -> int:
+        return now[0]
+
+    a = Replica.open(MemoryStorage(), "a", clock, EPOCHS, ReplicaConfig(window=32, batch_bytes=64))
+    b = Replica.open(MemoryStorage(), "b", clock, EPOCHS)
+    introduce(a, "b", b, "a")
+    stream: list[bytes] = []  # in order, as a gRPC stream carries them
+    for i in range(100):  # 100 log entries, one interval each (batch_bytes)
+        bump_own(a, f"k{i}")
+        stream += [data for _, data in a.ready().messages]
+    sent = sum(decode_message(data).__class__ is Deltas for data in stream)
+    ticked = now[0]
+    while stream:
+        now[0] += 150  # b's time over one message
+        b.receive("a", stream.pop(0))
+        for _, back in b.ready().messages:
+            a.receive("b", back)
+        if now[0] - ticked >= 200:  # a's ticker
+            a.tick()
+            ticked = now[0]
+        more = [data for _, data in a.ready().messages]
+        sent += sum(decode_message(data).__class__ is Deltas for data in more)
+        stream += more
+    assert b.received[a.actor] == a.log.next_seq and sent == 100
+
+
 def test_a_hub_with_one_peer_logs_nothing_of_it_and_a_later_peer_is_caught_up() -> None:
     """What the only tracked peer sends is needed by no peer: the hub stores it once
     (no log entry), keeps that peer up to date, and a peer that comes later is
