@@ -235,6 +235,11 @@ class PeerProgress:
     # "Restarting the timer" above). None: not since the link (re)started.
     restarted_at: int | None = None
 
+    def settled_at(self, seq: int) -> bool:
+        """Whether the peer acknowledged every entry below ``seq``, was sent none at or
+        beyond it, and has nothing in flight."""
+        return self.acked == seq and self.sent == seq and not self.inflight
+
     def timer_starts(self) -> list[int]:
         """When each interval in flight began to wait for its ack: when it was sent,
         or when the acked point last moved, whichever is later."""

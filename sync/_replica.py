@@ -426,13 +426,7 @@ class Replica:
         if len(peers) != 1:
             return False
         progress = peers.get(origin)
-        next_seq = self.log.next_seq
-        return (
-            progress is not None
-            and progress.acked == next_seq
-            and progress.sent == next_seq
-            and not progress.inflight
-        )
+        return progress is not None and progress.settled_at(self.log.next_seq)
 
     def _unlog_from(self, origin: str) -> None:
         self._unlogged = True
@@ -444,8 +438,7 @@ class Replica:
         fall behind the log's new start and be caught up for nothing."""
         self._unlogged_from = None
         progress = self.log.peers.get(origin)
-        skipped = self.log.next_seq - 1
-        if progress is None or progress.inflight or not progress.acked == progress.sent == skipped:
+        if progress is None or not progress.settled_at(self.log.next_seq - 1):
             return  # it moved since (a Hello rewound it): a catch-up settles it
         progress.acked = progress.sent = self.log.next_seq
         batch.acks[origin] = progress.acked
