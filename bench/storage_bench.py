@@ -12,9 +12,10 @@ Run ``python bench/storage_bench.py`` (``--quick`` for a ~10x smaller smoke run,
     (a1), as the daemons run: on their event loop (uvloop where installed) and
     with their garbage-collector policy (``sync.adapters.gc_policy``: the loaded
     state frozen, young collections every 50,000 allocations); extra rows run the
-    64 on asyncio's own loop, with the journal off, and with CPython's default
-    collector; an extra row with one coroutine applying 100 updates per durable
-    wait; plus the same mix on a sans-IO ``Replica`` over ``MemoryStorage`` in
+    64 on asyncio's own loop, with the journal off, with CPython's default
+    collector, and on ``MemoryStorage`` (no disk: the most a group commit could
+    reach with this CPU); an extra row with one coroutine applying 100 updates per
+    durable wait; plus the same mix on a sans-IO ``Replica`` over ``MemoryStorage`` in
     one thread, one ``ready()`` per update, with the daemons' collector policy too
     (the ceiling the coroutine rows are a share of). The threaded rows keep
     CPython's defaults, as a program embedding ``open_replica`` does.
@@ -59,7 +60,7 @@ from edge_node.daemon import run_event_loop
 from sync import LWWRegister, PNCounter
 from sync._memnet import Faults, MemoryNetwork
 from sync._replica import Replica
-from sync._storage import MemoryStorage
+from sync._storage import MemoryStorage, Storage
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.embedded import EmbeddedReplica, fresh_epoch, open_replica, wall_clock_ms
 from sync.adapters.gc_policy import daemon_gc
@@ -317,15 +318,22 @@ def run_on(loop: str, main: Coroutine[Any, Any, R]) -> R:
 def timed_async_run(
     writers: int,
     each: int,
+    *,
     journal_bytes: int = JOURNAL_BYTES,
     loop: str = "daemon",
     collector: str = "daemon",
+    store: str = "lmdb",
 ) -> tuple[float, int]:
     """Seconds for ``writers`` coroutines to make ``each`` durable updates, and commits
-    made; ``collector``: the daemons' GC policy, or ``"default"`` (CPython's)."""
+    made; ``collector``: the daemons' GC policy, or ``"default"`` (CPython's);
+    ``store``: ``"memory"`` commits to ``MemoryStorage`` (no disk at all)."""
 
     async def run(directory: str) -> tuple[float, int]:
-        storage = LMDBStorage(directory, journal_bytes=journal_bytes)
+        storage: Storage = (
+            MemoryStorage()
+            if store == "memory"
+            else LMDBStorage(directory, journal_bytes=journal_bytes)
+        )
         r = AsyncReplica(storage, "bench", clock=wall_clock_ms, new_epoch=fresh_epoch)
         plans = [writer_keys(w) for w in range(writers)]
         began = time.perf_counter()
@@ -364,6 +372,21 @@ def variant_rows(
     rate = done / seconds
     return [
         Row(w, "updates/s", rate, "/s", rate_of_ours / rate, ratio),
+        Row(w, "updates per commit", done / commits, ""),
+    ]
+
+
+def no_disk_rows(writers: int, total: int, single_put_rate: float) -> list[Row]:
+    """The same coroutine writers committing to ``MemoryStorage``: a disk that costs
+    nothing. No disk could take the durable rows above this one, so its ratio to
+    (a1) is the most any group commit could reach on this machine's CPU."""
+    each = total // writers
+    done = each * writers
+    seconds, commits = best_of(lambda: timed_async_run(writers, each, store="memory"))
+    w = f"(b) {writers} coroutine writers, MemoryStorage: no disk (extra)"
+    rate = done / seconds
+    return [
+        Row(w, "updates/s", rate, "/s", rate / single_put_rate, "no disk/(a1)"),
         Row(w, "updates per commit", done / commits, ""),
     ]
 
@@ -447,6 +470,7 @@ def run_durable_updates(sizes: Sizes, single_put_rate: float) -> tuple[list[Row]
     rows += variant_rows(
         writers, total, ours, "CPython's default GC", "daemons'/default GC", collector="default"
     )
+    rows += no_disk_rows(writers, total, single_put_rate)
     rows += async_batched_rows(sizes.durable_runs[-1][1], single_put_rate)
     n = sizes.memory_updates
     with daemon_gc():
