@@ -34,6 +34,7 @@ from sync.adapters.embedded import fresh_epoch, wall_clock_ms
 from sync.adapters.gc_policy import collect_everything_hourly, tune_gc
 from sync.adapters.grpc_link import GrpcLinks, channel_options, ticker
 from sync.adapters.lmdb_storage import LMDBStorage, MiB
+from sync.adapters.malloc_policy import tune_malloc
 from sync.adapters.pb import client_pb2, client_pb2_grpc, replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("edgesync.daemon")
@@ -197,6 +198,7 @@ def replica_config(role: str, new_epoch: bool = False) -> ReplicaConfig:
 
 async def serve(cfg: DaemonConfig) -> int:
     cfg.check()
+    tune_malloc()  # before the store and the state take their memory
     storage = LMDBStorage(cfg.data, max_map_size=cfg.max_store_bytes())
     replica = AsyncReplica(
         storage, cfg.id, clock=wall_clock_ms, new_epoch=fresh_epoch,
