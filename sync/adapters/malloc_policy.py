@@ -15,7 +15,8 @@ just freed; and the faults are taken holding the GIL, so the commit thread waits
 for them too.
 
 ``tune_malloc()`` raises both thresholds for the whole process: buffers below
-``MMAP_THRESHOLD_BYTES`` (twice the largest message) come from the heap, and up
+``MMAP_THRESHOLD_BYTES`` (twice the largest message; 512 KiB on a 32-bit build,
+glibc's ceiling there) come from the heap, and up
 to ``TRIM_THRESHOLD_BYTES`` of freed memory stays at the top of each heap for the
 next allocation instead of going back to the kernel. The price is resident memory:
 a daemon keeps up to that much freed memory per heap (one heap per thread that
@@ -44,6 +45,12 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 2 * DEFAULT_MAX_MESSAGE  # a message and its copy come from the heap
 TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024  # freed memory a heap keeps at its top
+# The most glibc takes for the mmap threshold (DEFAULT_MMAP_THRESHOLD_MAX): 32 MiB on a
+# 64-bit build, 512 KiB on a 32-bit one (a Raspberry Pi OS edge, say).
+_MMAP_THRESHOLD_MAX = (
+    4 * 1024 * 1024 * ctypes.sizeof(ctypes.c_long) if ctypes.sizeof(ctypes.c_void_p) == 8
+    else 512 * 1024
+)  # fmt: skip
 
 
 def tune_malloc() -> bool:
@@ -59,9 +66,11 @@ def tune_malloc() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    took = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) & bool(
-        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-    )
-    if not took:
-        log.warning("malloc thresholds not taken: the C library refused them")
-    return took
+    wanted = {
+        "mmap threshold": (M_MMAP_THRESHOLD, min(MMAP_THRESHOLD_BYTES, _MMAP_THRESHOLD_MAX)),
+        "trim threshold": (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
+    }
+    refused = [name for name, (param, value) in wanted.items() if not mallopt(param, value)]
+    if refused:
+        log.warning("glibc refused the %s", " and the ".join(refused))
+    return not refused
