@@ -32,9 +32,10 @@ large: 3,600 LWWRegister sets of 16 KiB values, 15 per sender commit: the
     copying and hashing bytes dominates, small enough to be state rather than a
     file. 3,600 of them (about 59 MB) stay under the sender's delta-log bound
     (``ReplicaConfig.log_max_bytes``, 64 MiB), beyond which the log is collected and
-    the hub is caught up by digest instead of by deltas. 15 per commit makes one log
-    entry of about 246 KB, under the 256 KiB interval budget, so frames are about
-    the small workload's size and each is one whole log entry.
+    the hub is caught up by digest instead of by deltas. 15 per commit makes log
+    entries of about 246 KB, and an edge's intervals of up to 1 MiB
+    (``edge_node.daemon.EDGE_BATCH_BYTES``) splice four of them into a frame of about
+    985 KB; the small workload's frames stay at 10,000 deltas (``EDGE_BATCH_KEYS``).
 
 Bytes on the wire are the encoded protocol messages the link carries each way
 (gRPC adds a few bytes of framing per message). Nothing asserts on timings.

@@ -4,7 +4,8 @@
 loops and the machine's load move every figure; this takes the hub's core work
 alone: a sender ``Replica`` loads a backlog (``gossip_bench``'s workloads), the
 frames it sends are recorded, then replayed into a fresh hub ``Replica`` with the
-daemons' collector policy (``tune_gc`` and ``applying_large_frame``), and the thread
+daemons' collector and allocator policies (``tune_gc``, ``applying_large_frame`` and
+``tune_malloc``), and the thread
 CPU of the hub's ``receive``, ``ready()`` and (with ``--lmdb``) commit is printed
 per delta, with the sender's CPU for building the frames.
 
@@ -39,6 +40,7 @@ from sync._messages import Deltas, decode_message
 from sync._replica import Replica
 from sync.adapters.gc_policy import applying_large_frame, tune_gc
 from sync.adapters.lmdb_storage import LMDBStorage
+from sync.adapters.malloc_policy import tune_malloc
 
 Recording = tuple[list[bytes], list[bytes], float]  # the sender's Hello, its frames, CPU s
 
@@ -146,11 +148,16 @@ def main() -> None:
     parser.add_argument("--per-commit", type=int, default=1_000)
     parser.add_argument("--lmdb", action="store_true", help="commit the hub's batches to LMDB")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--glibc-defaults", action="store_true", help="leave glibc's malloc thresholds alone"
+    )
     parser.add_argument("--save", type=Path, help="record the frames into FILE and stop")
     parser.add_argument("--load", type=Path, help="replay the frames recorded in FILE")
     args = parser.parse_args()
     blob = os.urandom(args.value_bytes) if args.value_bytes else None
     tune_gc()
+    if not args.glibc_defaults:
+        tune_malloc()
     for rep in range(args.reps):
         gc.collect()
         if args.load:

@@ -438,15 +438,19 @@ class DeltaLog:
         admit: Callable[[str], bool],
         now: int,
         local_only: bool = False,
+        *,
+        max_keys: int | None = None,
     ) -> Interval | None:
-        """The next interval to send ``peer``, or None when it is up to date."""
+        """The next interval to send ``peer``, or None when it is up to date: entries
+        up to ``budget`` bytes and ``max_keys`` keys (``ReplicaConfig.batch_keys``)."""
         progress = self.peers[peer]
         if progress.sent >= self.next_seq or self.needs_catch_up(peer):
             return None
         start = max(progress.sent, self.first_seq())
         interval = self._gather(
-            peer, start, self.next_seq, budget, admit=admit, local_only=local_only
-        )
+            peer, start, self.next_seq, budget, admit=admit, local_only=local_only,
+            max_keys=max_keys,
+        )  # fmt: skip
         progress.sent = interval.end
         progress.inflight[(start, interval.end)] = now
         return interval
@@ -474,20 +478,25 @@ class DeltaLog:
 
     def _gather(
         self, peer: str, start: int, stop: int, budget: int,
-        *, admit: Callable[[str], bool], local_only: bool,
+        *, admit: Callable[[str], bool], local_only: bool, max_keys: int | None = None,
     ) -> Interval:  # fmt: skip
         """The interval of entries from ``start`` (below ``stop``) up to ``budget``
-        bytes, as ``peer`` is sent it."""
+        bytes and ``max_keys`` keys (counted in entries held decoded), as ``peer`` is
+        sent it. The first entry is always taken, whatever its size."""
         taken: list[Keyspace] = []
         # The taken entries as (delta, encoding, offsets) while every one can be spliced.
         spliceable: list[tuple[Keyspace, bytes, KeyOffsets]] | None = []
-        end, used = start, 0
+        end, used, keys = start, 0, 0
         whole: LogEntry | None = None  # the one entry sent unfiltered, if so
         progress = self.peers[peer]
         sources, skipped = progress.sources, progress.skipped
         for entry in self._from(start, stop):
             if used and used + entry.size > budget:
                 break
+            if max_keys is not None and entry.delta is not None:
+                keys += len(entry.delta.entries)
+                if used and keys > max_keys:
+                    break
             if entry.origin_node in sources:  # it had this from its source, directly
                 _note_skipped(skipped, entry)
             # Never send a peer what came from it; a non-relaying replica sends only its own.

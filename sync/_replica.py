@@ -74,6 +74,11 @@ T = TypeVar("T", bound=CRDT)
 @dataclass(frozen=True)
 class ReplicaConfig:
     batch_bytes: int = 256 * 1024  # delta interval budget, below the message limit
+    # ... and at most this many keys per interval (None: bytes alone), counted in the
+    # entries the log holds decoded (every local one; a relayed entry kept only as its
+    # payload counts by its bytes). A byte budget that carries large values in few,
+    # large frames would otherwise make frames of many thousands of small deltas.
+    batch_keys: int | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
     window: int = 8  # intervals in flight per peer
     # At most this many new intervals per link in one ready() (None: fill the window).
@@ -1025,7 +1030,7 @@ class Replica:
                     break
                 interval = self.log.next_interval(
                     remote, self.config.batch_bytes, state.policy.may_push, now,
-                    local_only=not self.config.relay,
+                    local_only=not self.config.relay, max_keys=self.config.batch_keys,
                 )  # fmt: skip
                 if interval is None:
                     break

@@ -87,6 +87,33 @@ def test_interval_holds_one_entry_even_when_it_alone_exceeds_the_budget() -> Non
         assert (interval.start, interval.end, paths(interval)) == (1, 2, ["k0"])
 
 
+def multi_key_entry(log: DeltaLog, *paths: str) -> LogEntry:
+    ks = Keyspace()
+    for path in paths:
+        ks.apply(path, GCounter, lambda c: c.increment("a@1", 1))
+    return log.append(ks, None, len(ks.encode()))
+
+
+def test_interval_stops_at_the_key_budget_too_and_holds_one_entry_whatever_its_keys() -> None:
+    log = DeltaLog()
+    for first in range(0, 12, 3):  # entries 1..4, of three keys each
+        multi_key_entry(log, *(f"k{i:02}" for i in range(first, first + 3)))
+    log.track("p1", 1)
+    roomy = 100 * SIZE  # the byte budget never binds here
+
+    def interval(max_keys: int | None) -> tuple[int, int, int]:
+        got = log.next_interval("p1", roomy, everything, 0, max_keys=max_keys)
+        assert got is not None
+        return got.start, got.end, len(got.delta.entries)
+
+    assert interval(7) == (1, 3, 6)  # a third entry would make 9 keys
+    assert interval(6) == (3, 5, 6)
+    log.reset_sent("p1")
+    assert interval(2) == (1, 2, 3), "the first entry goes, whatever its keys"
+    log.reset_sent("p1")
+    assert interval(None) == (1, 5, 12), "no key budget: bytes alone"
+
+
 def test_entries_from_the_peer_are_not_sent_back_but_their_range_is_covered() -> None:
     log = DeltaLog()
     add(log, "x")
