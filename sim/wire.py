@@ -138,7 +138,8 @@ class Switch:
             ready, _, _ = select.select(list(self._sockets), [], [], timeout)
             for fd in ready:
                 self._drain(*self._sockets[fd])
-            self._release_due()
+            with self._lock:  # ending a stall (set_faults, another thread) may add to the heap
+                self._release_due()
 
     def _drain(self, own: socket.socket, other: socket.socket, wire: Wire) -> None:
         while True:
