@@ -7,7 +7,8 @@ loopback behind proxies that can cut and delay links, and the run says so.
 
 For each seed, a nemesis draws its own mix (swarm testing) of partitions (one
 node isolated, a region isolated, a region cut off from the cloud but bridged by
-an edge's peer link, a three-way split), packet faults (loss, duplication,
+an edge's peer link, a three-way split, a minority, a ring of overlapping views,
+a stalled link: ``partition``), packet faults (loss, duplication,
 delay, reordering), SIGKILL-and-restart and SIGSTOP/SIGCONT, while writers on
 every edge add and remove set elements, increment a counter and set a register,
 recording what each node acknowledged. Then everything heals and the checkers
@@ -15,6 +16,8 @@ run: every replica converges; every acknowledged add is present unless its own
 acknowledged remove followed; the counter holds every acknowledged increment;
 each register holds its edge's last acknowledged write (or a later attempt).
 Writes that timed out may or may not have happened, and the checks allow both.
+``--each N`` runs every partition shape and packet fault alone on seeds 1..N and
+prints the table that is the harness's figure (``coverage``, ``table``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ from sim.netns import NamespaceNetwork, can_use_namespaces, sweep_leftovers
 from sim.wire import Faults
 
 WRITE_TIMEOUT_S = 3.0
-SHAPES = ("isolate-node", "isolate-region", "bridged-region", "three-way-split")
+# The partition shapes; ``minority``, ``ring`` and ``stall`` carry the simulator's names
+# (sim/swarm.py, sim/scenario.py) for the same faults, fitted to this fleet (``partition``).
+SHAPES = ("isolate-node", "isolate-region", "bridged-region", "three-way-split", "minority",
+          "ring", "stall")  # fmt: skip
 PACKET_FAULTS = ("loss", "duplicate", "delay", "reorder")
 PROCESS_FAULTS = ("kill-restart", "pause")
 
@@ -55,6 +61,12 @@ class Topology:
     def bridge(self) -> tuple[str, str]:
         """Two edges of different regions that peer with each other."""
         return "e1", f"e{self.edges // 2 + 1}"
+
+    def links(self) -> list[str]:
+        """Every link the fleet makes, named ``dialer->target`` as ``Fleet.link`` takes them."""
+        left, right = self.bridge()
+        hubs = ["r1->cloud", "r2->cloud"]
+        return [*hubs, *(f"{e}->{hub}" for e, hub in self.under().items()), f"{right}->{left}"]
 
 
 @dataclass
@@ -79,6 +91,8 @@ class Outcome:
     violations: list[str]
     acknowledged: int
     timed_out: int
+    lost: int = 0  # the most acknowledged writes missing from any one replica
+    seconds: float = 0.0  # wall time of the seed, start to clean-up
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -152,8 +166,10 @@ class Nemesis:
     async def apply(self, kind: str) -> Callable[[], Any]:
         if kind in SHAPES:
             links = self.partition(kind)
-            self.applied.append(f"{kind}: cut {', '.join(sorted(links))}")
-            return await self._with_faults(links, Faults(cut=True))
+            verb = "stall" if kind == "stall" else "cut"
+            self.applied.append(f"{kind}: {verb} {', '.join(sorted(links))}")
+            return await self._with_faults(links, Faults(stall=True) if verb == "stall" else
+                                           Faults(cut=True))  # fmt: skip
         if kind in PACKET_FAULTS:
             faults = self.packet_faults(kind)
             links = self.rng.sample(self.all_links(), 3)
@@ -180,17 +196,7 @@ class Nemesis:
         return [f"{m.name}->{o}" for m in self.fleet.members.values() for o in m.links]
 
     def partition(self, shape: str) -> list[str]:
-        left, right = self.topo.bridge()
-        bridge = f"{right}->{left}"
-        if shape == "isolate-node":
-            victim = self.rng.choice(sorted(self.fleet.members))
-            return [n for n in self.all_links() if victim in n.split("->")]
-        region = self.rng.choice(["r1", "r2"])
-        if shape == "isolate-region":
-            return [f"{region}->cloud", bridge]
-        if shape == "bridged-region":
-            return [f"{region}->cloud"]  # the edges' peer link still joins both sides
-        return ["r1->cloud", "r2->cloud", bridge]  # three-way split: cloud alone, r1, r2
+        return partition(shape, self.all_links(), self.topo, self.rng)
 
     def packet_faults(self, kind: str) -> Faults:
         r = self.rng
@@ -212,6 +218,123 @@ class Nemesis:
                 link.restore()
 
         return undo
+
+
+def ends(link: str) -> tuple[str, str]:
+    dialer, target = link.split("->")
+    return dialer, target
+
+
+def members_of(links: list[str]) -> list[str]:
+    return sorted({m for link in links for m in ends(link)})
+
+
+def partition(shape: str, links: list[str], topo: Topology, rng: random.Random) -> list[str]:
+    """The links ``shape`` cuts (or, for ``stall``, holds) on a fleet with ``links``.
+
+    ``isolate-node``: every link of one member. ``isolate-region``: a regional hub
+    and its edges against the cloud and the other region (its uplink and the peer
+    link cut; with the cloud on the other side, a majority against a minority along
+    the region boundary). ``bridged-region``: only the hub's uplink, so the edges'
+    peer link is a bridge that sees both sides (the simulator's ``bridge``).
+    ``three-way-split``: both uplinks and the peer link; the cloud alone, r1's
+    region, r2's region. ``minority``, ``ring`` and ``stall``: see ``minority``,
+    ``ring`` and ``stall``.
+    """
+    left, right = topo.bridge()
+    bridge = f"{right}->{left}"
+    if shape == "isolate-node":
+        victim = rng.choice(members_of(links))
+        return [n for n in links if victim in ends(n)]
+    if shape == "minority":
+        return minority(links, rng)
+    if shape == "ring":
+        return ring(topo, rng)
+    if shape == "stall":
+        return stall(links, rng)
+    region = rng.choice(["r1", "r2"])
+    if shape == "isolate-region":
+        return [f"{region}->cloud", bridge]
+    if shape == "bridged-region":
+        return [f"{region}->cloud"]  # the edges' peer link still joins both sides
+    return ["r1->cloud", "r2->cloud", bridge]  # three-way split: cloud alone, r1, r2
+
+
+def minority(links: list[str], rng: random.Random) -> list[str]:
+    """A majority/minority split, the simulator's ``minority`` (``partition A B | *``):
+    floor((n - 1) / 2) members against the rest, every link between the sides cut.
+
+    ``isolate-region`` already splits along the region boundary; this draws the
+    minority anywhere, so it cuts inside regions and through hubs (e.g. r1 with e1
+    and, over the peer link, e3, against the cloud, r2, e2 and e4). The minority is
+    grown link by link from a random member, so it stays in one piece, as a real
+    minority (a site, a rack) would; the majority, on a fleet that is a tree plus
+    one peer link, may fall into pieces.
+    """
+    members = members_of(links)
+    side = {rng.choice(members)}
+    while len(side) < (len(members) - 1) // 2:
+        reach = {m for link in links for m in ends(link) if set(ends(link)) & side}
+        side.add(rng.choice(sorted(reach - side)))
+    return [link for link in links if len(set(ends(link)) & side) == 1]
+
+
+def ring(topo: Topology, rng: random.Random) -> list[str]:
+    """Overlapping majorities, as near as this fleet comes (the simulator's ``ring``):
+    nobody is apart and every two members hear a common one, yet they hear different
+    sets, so no group of members agrees on what the fleet holds.
+
+    In the simulator's full mesh of hubs a ring cuts every long link, so each node
+    reaches its neighbours and, through them, a majority, and no two nodes the same
+    one. Here the links are a tree and one peer link, which close one cycle,
+    cloud - r1 - e1 ~ e3 - r2 - cloud; and hubs relay while an edge sends only its own
+    updates, so "who hears whom" (``hears_from``) is not transitive across an edge. A
+    cut along the hubs (``bridged-region``, ``three-way-split``) splits the fleet into
+    sides that hear nothing of each other's edges; the one cut that keeps every two
+    members hearing a common member while they hear different sets is the ring opened
+    at one of the peered edges' uplinks (e1 -> r1, say): e1 then hears only its peer
+    e3; e3 hears everyone (its hub, and e1 over the peer link); every other member
+    hears everyone but e1. Each member's view overlaps every other's (all hold e3),
+    no two of e1, e3 and the rest agree, and nothing reaches the whole fleet until the
+    heal: what e1 writes lives on e1 and e3 only, and reaches the rest the long way
+    round once e3's hub hears it after the heal. (Jepsen's ring, where every member
+    also hears a majority, does not exist here: no cut of this fleet leaves all seven
+    hearing four or more with views unequal.) ``tests/test_chaos.py`` checks these
+    properties against ``hears_from`` for the cut this draws, that no other cut of up
+    to three links has them, and that no cut at all gives Jepsen's ring.
+    """
+    left, right = topo.bridge()
+    edge = rng.choice([left, right])
+    return [f"{edge}->{topo.under()[edge]}"]
+
+
+def stall(links: list[str], rng: random.Random) -> list[str]:
+    """The simulator's ``stall``: one link goes quiet (held, not dropped, and not
+    reset) and resumes with what it held, late and in order."""
+    return [rng.choice(sorted(links))]
+
+
+def hears_from(links: list[str], cut: list[str]) -> dict[str, set[str]]:
+    """Whose writes reach each member with ``cut`` down: along any path whose inner
+    members relay. Hubs relay what they merge; an edge sends only its own updates
+    (sync/_replica.py, ``relay``), so a path may end at an edge but not pass one."""
+    up = [ends(link) for link in links if link not in cut]
+    members = members_of(links)
+    heard: dict[str, set[str]] = {m: {m} for m in members}
+    for writer in members:
+        reached, frontier = {writer}, [writer]
+        while frontier:
+            here = frontier.pop()
+            if here != writer and here.startswith("e"):
+                continue  # an edge passes on nothing it did not write
+            for a, b in up:
+                other = b if a == here else a if b == here else None
+                if other is not None and other not in reached:
+                    reached.add(other)
+                    frontier.append(other)
+        for member in reached:
+            heard[member].add(writer)
+    return heard
 
 
 async def heal(fleet: Fleet) -> None:
@@ -243,27 +366,58 @@ async def observe(fleet: Fleet, name: str, edges: list[str]) -> Observed:
     return Observed(elements, count, registers)
 
 
+@dataclass
+class Expected:
+    """What every replica must hold after the heal, from all the edges' histories."""
+
+    present: set[str]  # acknowledged adds not (possibly) removed since
+    absent: set[str]  # acknowledged removes
+    low: int  # acknowledged increments
+    high: int  # ...plus those that timed out
+
+    @classmethod
+    def of(cls, histories: dict[str, History]) -> Expected:
+        hs = histories.values()
+        low = sum(h.increments for h in hs)
+        return cls(set().union(*(h.added - h.removed - h.maybe for h in hs)),
+                   set().union(*(h.removed - h.maybe for h in hs)),
+                   low, low + sum(h.maybe_increments for h in hs))  # fmt: skip
+
+
+def wrong_registers(histories: dict[str, History], seen: Observed) -> list[str]:
+    """The edges whose register holds neither its last acknowledged write nor a later
+    attempt. A write that timed out may have landed, even after a later one (a paused
+    node handles both on resume); with nothing acknowledged, no value is correct too."""
+    return [e for e, h in histories.items()
+            if seen.registers.get(e) not in {h.register, *h.register_failed}]  # fmt: skip
+
+
 def check(histories: dict[str, History], name: str, seen: Observed) -> list[str]:
     """The set-full, counter and register checks of one replica against the histories."""
     violations = []
-    must = set().union(*(h.added - h.removed - h.maybe for h in histories.values()))
-    must_not = set().union(*(h.removed - h.maybe for h in histories.values()))
-    if lost := sorted(must - seen.elements):
+    want = Expected.of(histories)
+    if lost := sorted(want.present - seen.elements):
         violations.append(f"{name}: acknowledged adds missing: {lost[:5]}")
-    if back := sorted(must_not & seen.elements):
+    if back := sorted(want.absent & seen.elements):
         violations.append(f"{name}: acknowledged removes undone: {back[:5]}")
-    low = sum(h.increments for h in histories.values())
-    high = low + sum(h.maybe_increments for h in histories.values())
-    if not low <= seen.count <= high:
-        violations.append(f"{name}: counter {seen.count}, acknowledged {low}, attempted {high}")
-    for edge, h in histories.items():
-        got = seen.registers.get(edge)
-        # A write that timed out may have landed, even after a later one (a paused node
-        # handles both on resume); with nothing acknowledged, no value is correct too.
-        allowed = {h.register, *h.register_failed}
-        if got not in allowed:
-            violations.append(f"{name}: chaos/reg/{edge} = {got}, last acked {h.register}")
+    if not want.low <= seen.count <= want.high:
+        violations.append(
+            f"{name}: counter {seen.count}, acknowledged {want.low}, attempted {want.high}"
+        )
+    for edge in wrong_registers(histories, seen):
+        got, last = seen.registers.get(edge), histories[edge].register
+        violations.append(f"{name}: chaos/reg/{edge} = {got}, last acked {last}")
     return violations
+
+
+def lost_writes(histories: dict[str, History], seen: Observed) -> int:
+    """Acknowledged writes one replica does not reflect: adds missing, removes undone,
+    increments short of the acknowledged sum, and registers whose acknowledged write
+    was lost (a counter above the attempts is a violation, but loses no write)."""
+    want = Expected.of(histories)
+    registers = [e for e in wrong_registers(histories, seen) if histories[e].register is not None]
+    return (len(want.present - seen.elements) + len(want.absent & seen.elements)
+            + max(0, want.low - seen.count) + len(registers))  # fmt: skip
 
 
 async def run_seed(
@@ -295,14 +449,18 @@ async def run_seed(
             violations = [f"no convergence: {exc}"]
         else:
             violations = []
+        lost = 0
         for name in fleet.members:
-            violations += check(histories, name, await observe(fleet, name, list(histories)))
+            seen = await observe(fleet, name, list(histories))
+            violations += check(histories, name, seen)
+            lost = max(lost, lost_writes(histories, seen))
         for name in list(fleet.members):
             if await fleet.stop(name) != 0:
                 violations.append(f"{name} did not exit 0 on SIGTERM")
     acked = sum(len(h.added) + len(h.removed) + h.increments for h in histories.values())
     timed_out = sum(len(h.maybe) + h.maybe_increments for h in histories.values())
-    return Outcome(seed, nemesis.applied, took is not None, took, violations, acked, timed_out)
+    return Outcome(seed, nemesis.applied, took is not None, took, violations, acked, timed_out,
+                   lost)  # fmt: skip
 
 
 def namespaces_or_say_why(loopback: bool) -> bool:
@@ -311,16 +469,19 @@ def namespaces_or_say_why(loopback: bool) -> bool:
         return True
     reason = "as asked" if loopback else "not root or no network namespaces here"
     print(f"chaos: loopback with a fault-injecting proxy on each link ({reason}): links are "
-          "cut and delayed; packet loss, duplication and reordering need namespaces",
+          "cut, stalled and delayed; packet loss, duplication and reordering need namespaces",
           file=sys.stderr, flush=True)  # fmt: skip
     return False
 
 
-async def sweep(args: argparse.Namespace, say: Callable[[str], None]) -> list[Outcome]:
-    seeds = [args.seed] if args.seed is not None else list(range(1, args.seeds + 1))
-    namespaces = namespaces_or_say_why(args.loopback)
-    if args.faults and not namespaces and set(args.faults) & set(PACKET_FAULTS):
-        raise SystemExit("edgesync sim chaos: error: packet faults need network namespaces")
+async def sweep(
+    args: argparse.Namespace,
+    say: Callable[[str], None],
+    seeds: list[int],
+    only: list[str] | None,
+    namespaces: bool,
+) -> list[Outcome]:
+    """Run ``seeds`` one after another, each on a fresh fleet; report each as it ends."""
     outcomes = []
     for seed in seeds:
         root = Path(tempfile.mkdtemp(prefix=f"edgesync-chaos-{seed}-"))
@@ -329,18 +490,19 @@ async def sweep(args: argparse.Namespace, say: Callable[[str], None]) -> list[Ou
         try:
             outcome = await run_seed(
                 seed, root, Topology(args.edges), args.steps,
-                network=network, packets=namespaces, only=args.faults,
+                network=network, packets=namespaces, only=only,
             )  # fmt: skip
         finally:
             if args.keep:
                 say(f"  files of seed {seed} kept in {root}")
             else:
                 shutil.rmtree(root, ignore_errors=True)
+        outcome.seconds = round(time.monotonic() - started, 1)
         outcomes.append(outcome)
         verdict = "ok" if not outcome.violations else f"{len(outcome.violations)} VIOLATIONS"
         say(f"seed {seed}: {verdict}; converged in {outcome.seconds_to_converge or 0:.1f} s; "
             f"{outcome.acknowledged} writes acknowledged, {outcome.timed_out} timed out; "
-            f"{time.monotonic() - started:.0f} s")  # fmt: skip
+            f"{outcome.seconds:.0f} s")  # fmt: skip
         for fault in outcome.faults:
             say(f"    {fault}")
         for violation in outcome.violations:
@@ -348,9 +510,89 @@ async def sweep(args: argparse.Namespace, say: Callable[[str], None]) -> list[Ou
     return outcomes
 
 
+@dataclass
+class Row:
+    """One line of the coverage table: one fault kind alone, on every seed."""
+
+    kind: str
+    outcomes: list[Outcome]
+
+    def as_dict(self) -> dict[str, Any]:
+        o = self.outcomes
+        return {
+            "kind": self.kind,
+            "seeds": [x.seed for x in o],
+            "acknowledged": sum(x.acknowledged for x in o),
+            "lost": sum(x.lost for x in o),
+            "violations": sum(len(x.violations) for x in o),
+            "converged": sum(x.converged for x in o),
+            "seconds": round(sum(x.seconds for x in o), 1),
+            "outcomes": [x.as_dict() for x in o],
+        }
+
+
+TABLE = "{:<16} {:>5} {:>12} {:>5} {:>10} {:>9} {:>7}"
+
+
+def table(rows: list[Row]) -> list[str]:
+    """The coverage figure: per kind, seeds run, acknowledged writes, lost acknowledged
+    writes (summed over seeds, each seed's worst replica), violations, converged, wall."""
+    lines = [TABLE.format("kind", "seeds", "acknowledged", "lost", "violations", "converged",
+                          "wall s")]  # fmt: skip
+    for row in rows:
+        d, runs = row.as_dict(), len(row.outcomes)
+        lines.append(TABLE.format(row.kind, runs, d["acknowledged"], d["lost"], d["violations"],
+                                  f"{d['converged']}/{runs}", f"{d['seconds']:.0f}"))  # fmt: skip
+    return lines
+
+
+def coverage_kinds(
+    asked: list[str] | None, namespaces: bool, say: Callable[[str], None]
+) -> list[str]:
+    """Every partition shape and packet fault (or the kinds asked for), in that order;
+    packet faults only where the namespace network's packet switch can make them."""
+    kinds = asked or [*SHAPES, *PACKET_FAULTS]
+    if not namespaces and (skipped := [k for k in kinds if k in PACKET_FAULTS]):
+        say(f"(on loopback: {', '.join(skipped)} left out; packet faults need namespaces)")
+        kinds = [k for k in kinds if k not in PACKET_FAULTS]
+    return kinds
+
+
+async def coverage(
+    args: argparse.Namespace, say: Callable[[str], None], namespaces: bool
+) -> list[Row]:
+    """Each kind alone (``--faults KIND``) on seeds 1..``--each``."""
+    rows = []
+    for kind in coverage_kinds(args.faults, namespaces, say):
+        say(f"== {kind}")
+        seeds = list(range(1, args.each + 1))
+        rows.append(Row(kind, await sweep(args, say, seeds, [kind], namespaces)))
+    return rows
+
+
+def run(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[list[Outcome], list[Row]]:
+    """The seeds asked for, or with ``--each`` the coverage rows (and their outcomes)."""
+    namespaces = namespaces_or_say_why(args.loopback)
+    if (
+        args.each is None
+        and args.faults
+        and not namespaces
+        and set(args.faults) & set(PACKET_FAULTS)
+    ):
+        raise SystemExit("edgesync sim chaos: error: packet faults need network namespaces")
+    if args.each is not None:
+        rows = asyncio.run(coverage(args, say, namespaces))
+        return [o for row in rows for o in row.outcomes], rows
+    seeds = [args.seed] if args.seed is not None else list(range(1, args.seeds + 1))
+    return asyncio.run(sweep(args, say, seeds, args.faults, namespaces)), []
+
+
 def main(args: argparse.Namespace) -> int:
     if args.edges < 2:
         print("edgesync sim chaos: error: --edges must be at least 2", file=sys.stderr)
+        return 2
+    if args.each is not None and args.seed is not None:
+        print("edgesync sim chaos: error: --each runs seeds 1..N; drop --seed", file=sys.stderr)
         return 2
     quiet = args.json
 
@@ -359,18 +601,27 @@ def main(args: argparse.Namespace) -> int:
             print(text, flush=True)
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
+    started = time.monotonic()
     try:
-        outcomes = asyncio.run(sweep(args, say))
+        outcomes, rows = run(args, say)
     except KeyboardInterrupt:
         sweep_leftovers()
         print("edgesync sim chaos: interrupted; every process and namespace removed",
               file=sys.stderr)  # fmt: skip
         return 130
     if args.json:
-        for outcome in outcomes:
-            print(json.dumps(outcome.as_dict(), sort_keys=True))
-    bad = [o.seed for o in outcomes if o.violations]
+        for item in rows or outcomes:
+            print(json.dumps(item.as_dict(), sort_keys=True))
+    elif rows:
+        print()
+        for line in table(rows):
+            print(line)
+        print(f"{len(outcomes)} runs in {time.monotonic() - started:.0f} s")
+    if rows:
+        bad = [f"{r.kind} {o.seed}" for r in rows for o in r.outcomes if o.violations]
+    else:
+        bad = [str(o.seed) for o in outcomes if o.violations]
     if bad:
-        print(f"edgesync sim chaos: violations in seeds {bad}", file=sys.stderr)
+        print(f"edgesync sim chaos: violations in seeds {', '.join(bad)}", file=sys.stderr)
         return 1
     return 0

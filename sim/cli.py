@@ -57,7 +57,11 @@ def _chaos_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--faults", type=_fault_kinds, metavar="KIND,...",
                         help="use only these faults instead of a drawn mix")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep each seed's stores and logs")
-    parser.add_argument("--json", action="store_true", help="one JSON object per seed")
+    parser.add_argument("--each", type=_positive, metavar="N",
+                        help="the coverage figure: every partition shape and packet fault "
+                        "(or each of --faults) alone on seeds 1..N, then a table")  # fmt: skip
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per seed (with --each, per kind)")  # fmt: skip
 
 
 def _fault_kinds(text: str) -> list[str]:

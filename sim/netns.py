@@ -1,6 +1,6 @@
 """Hosts and links for real daemons: one network namespace per member (needs root).
 
-Every member gets a namespace and one *service address* ``10.252.0.N`` on its
+Every member gets a namespace and one *service address* ``10.252.S.N`` on its
 loopback, the address its daemon is dialled and asked at, so its certificate can
 name it before any link exists. The harness in the root namespace reaches it over
 a management veth; each link between two members is its own pair of veths whose
@@ -10,6 +10,9 @@ reaches its upstream's service address through the link with one on-link route.
 
 Everything is made under one prefix and ``close()`` removes it all (namespaces
 take their veths with them); ``sweep_leftovers`` removes what a killed run left.
+The service and management addresses live in the root namespace's routing table,
+so each run takes a *slot* S of its own (``free_slot``): two runs on one host at
+once (a chaos run and a test suite's) would otherwise both route 10.252.0.1.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sim.wire import Faults, Switch, Wire
 
 SERVICE_PORT = 7000
 PREFIX = "es-"
+MAX_MEMBERS = 63  # management /30s in one 10.250.S.0/24, from 10.250.S.4
 
 
 def can_use_namespaces() -> bool:
@@ -79,9 +83,21 @@ class NamespaceLink:
         return self.switch.wires[self.name].bytes
 
 
+def free_slot() -> int:
+    """A third octet no other run routes service addresses in, tried from one the
+    process id picks (so runs started together try different ones first)."""
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=False).stdout
+    start = os.getpid() % 250
+    for slot in ((start + i) % 250 for i in range(250)):
+        if f"10.252.{slot}." not in routes:
+            return slot
+    raise OSError("every 10.252.S.0/24 slot is routed: too many chaos runs at once")
+
+
 class NamespaceNetwork:
     def __init__(self, rng: random.Random) -> None:
         self.tag = f"{PREFIX}{os.getpid() % 100000}"
+        self.slot = free_slot()
         self.switch = Switch(rng)
         self.switch.start()
         self.index: dict[str, int] = {}
@@ -94,22 +110,27 @@ class NamespaceNetwork:
         return f"{self.tag}-{member}"
 
     def service_address(self, member: str) -> str:
-        return f"10.252.0.{self.index[member]}"
+        return f"10.252.{self.slot}.{self.index[member]}"
 
     def place(self, member: str) -> tuple[str, str]:
         """Make ``member``'s namespace; returns (listen address, client address)."""
-        n = self.index[member] = len(self.index) + 1
-        ns, service = self.namespace(member), f"10.252.0.{n}"
+        n = len(self.index) + 1
+        if n > MAX_MEMBERS:
+            raise OSError(f"at most {MAX_MEMBERS} members on namespaces (one /30 each)")
+        self.index[member] = n
+        ns, service = self.namespace(member), self.service_address(member)
+        # The management veth's /30 (4n + 1 and 4n + 2) within the slot's 10.250.S.0/24.
+        outer_ip, inner_ip = f"10.250.{self.slot}.{4 * n + 1}", f"10.250.{self.slot}.{4 * n + 2}"
         ip("netns", "add", ns)
         ip("link", "set", "lo", "up", ns=ns)
         ip("addr", "add", f"{service}/32", "dev", "lo", ns=ns)
         outer, inner = f"{self.tag}m{n}", "mgmt"
         ip("link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
-        ip("addr", "add", f"10.250.{n}.1/24", "dev", outer)
+        ip("addr", "add", f"{outer_ip}/30", "dev", outer)
         ip("link", "set", outer, "up")
-        ip("addr", "add", f"10.250.{n}.2/24", "dev", inner, ns=ns)
+        ip("addr", "add", f"{inner_ip}/30", "dev", inner, ns=ns)
         ip("link", "set", inner, "up", ns=ns)
-        ip("route", "add", f"{service}/32", "via", f"10.250.{n}.2")
+        ip("route", "add", f"{service}/32", "via", inner_ip)
         address = f"{service}:{SERVICE_PORT}"
         return address, address
 

@@ -6,6 +6,10 @@ counted as they cross, so the totals are what the link really carried, TLS and
 HTTP/2 framing included. ``sever()`` is a partition as the daemons see it: every
 open connection is reset and new ones are refused until ``restore()``; the
 dialer notices, backs off with jitter and redials, as it would after a real cut.
+A stall (``Faults(stall=True)``) is the other way a link fails: the proxy stops
+relaying but keeps every connection open, so what is sent waits (in the proxy's
+hands, then in the kernel's socket buffers as back-pressure builds) and arrives
+late, in order, once the stall ends; nothing is reset and nothing is lost.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class LinkProxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()  # cleared while the link is stalled
+        self._flowing.set()
 
     def __repr__(self) -> str:
         state = "severed" if self.severed else "up"
@@ -61,18 +67,23 @@ class LinkProxy:
     def restore(self) -> None:
         self.severed = False
         self.faults = Faults()
+        self._flowing.set()
 
     def retarget(self, address: str) -> None:
         """Forward new connections to ``address`` (the target moved)."""
         self.target = address
 
     def set_faults(self, faults: Faults) -> None:
-        """Cut, delay and jitter apply here; a byte stream cannot lose, duplicate or
-        reorder packets, so those need the namespace network's packet switch."""
+        """Cut, stall, delay and jitter apply here; a byte stream cannot lose, duplicate
+        or reorder packets, so those need the namespace network's packet switch."""
         if faults.cut:
             self.sever()
         else:
             self.severed = False
+        if faults.stall:
+            self._flowing.clear()
+        else:
+            self._flowing.set()
         self.faults = faults
 
     async def close(self) -> None:
@@ -118,6 +129,7 @@ class LinkProxy:
                 wait = self.faults.delay_ms + self.rng.random() * self.faults.jitter_ms
                 if wait > 0:
                     await asyncio.sleep(wait / 1000)
+                await self._flowing.wait()  # a stall holds the chunk, and stops reading more
                 if self.severed:
                     return
                 writer.write(chunk)

@@ -3,8 +3,12 @@
 Each link between two namespaces is two veth pairs whose outer ends stay in the
 root namespace; a ``Wire`` copies Ethernet frames between those outer ends with
 raw ``AF_PACKET`` sockets, and on the way drops, duplicates, delays and reorders
-them, or drops everything while the link is cut. The daemons' TCP stacks see
-real packet loss and reordering and recover as they would on a bad network.
+them, drops everything while the link is cut, or holds everything while it is
+stalled and delivers what it held, in order, when the stall ends. The daemons'
+TCP stacks see real packet loss and reordering and recover as they would on a
+bad network; a stall is a path that goes quiet (a congested uplink, a radio that
+fades) rather than one that breaks: the connection stays open, its segments and
+their retransmissions arrive late, and no reset tells either end anything.
 
 Why not ``tc netem``: the kernel this runs on may lack ``sch_netem`` (this one
 does: "Specified qdisc kind is unknown"), and a forwarder works on any kernel
@@ -33,6 +37,7 @@ ETH_P_ALL = 0x0003
 SIOCETHTOOL = 0x8946
 ETHTOOL_STXCSUM = 0x17
 MAX_FRAME = 65536
+MAX_HELD = 4096  # frames a stalled wire holds; beyond it drops, as a full buffer would
 
 
 def disable_tx_checksum(ifname: str) -> None:
@@ -53,12 +58,16 @@ class Faults:
     delay_ms: float = 0.0  # every frame waits this long...
     jitter_ms: float = 0.0  # ...plus up to this much more, so frames overtake each other
     cut: bool = False  # drop everything: a partition
+    stall: bool = False  # hold everything, and deliver it in order when the stall ends
 
     def __repr__(self) -> str:
-        if self.cut:
-            return "Faults(cut)"
-        shown = [f"{k}={v:.3g}" for k, v in vars(self).items() if v and k != "cut"]
+        if self.cut or self.stall:
+            return "Faults(cut)" if self.cut else "Faults(stall)"
+        shown = [f"{k}={v:.3g}" for k, v in vars(self).items() if v and not isinstance(v, bool)]
         return f"Faults({', '.join(shown) or 'none'})"
+
+
+HeldFrame = tuple[socket.socket, bytes]  # where it goes, and the frame
 
 
 @dataclass
@@ -72,6 +81,7 @@ class Wire:
     frames: int = 0
     bytes: int = 0
     dropped: int = 0
+    held: list[HeldFrame] = field(default_factory=list)  # while stalled
 
 
 class Switch:
@@ -98,8 +108,15 @@ class Switch:
             self._sockets[b.fileno()] = (b, a, wire)
 
     def set_faults(self, name: str, faults: Faults) -> None:
+        """Apply ``faults`` to the wire; ending a stall sends what it held, in order,
+        through the new faults (so a stall that becomes a cut loses what it held)."""
         with self._lock:
-            self.wires[name].faults = faults
+            wire = self.wires[name]
+            wire.faults = faults
+            if not faults.stall:
+                held, wire.held = wire.held, []
+                for other, frame in held:
+                    self._forward(frame, other, wire)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="wire-switch", daemon=True)
@@ -121,7 +138,8 @@ class Switch:
             ready, _, _ = select.select(list(self._sockets), [], [], timeout)
             for fd in ready:
                 self._drain(*self._sockets[fd])
-            self._release_due()
+            with self._lock:  # ending a stall (set_faults, another thread) may add to the heap
+                self._release_due()
 
     def _drain(self, own: socket.socket, other: socket.socket, wire: Wire) -> None:
         while True:
@@ -138,7 +156,10 @@ class Switch:
 
     def _forward(self, frame: bytes, other: socket.socket, wire: Wire) -> None:
         f = wire.faults
-        if f.cut or self.rng.random() < f.loss:
+        if f.stall and len(wire.held) < MAX_HELD:
+            wire.held.append((other, frame))
+            return
+        if f.cut or f.stall or self.rng.random() < f.loss:
             wire.dropped += 1
             return
         copies = 2 if self.rng.random() < f.duplicate else 1
