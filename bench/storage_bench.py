@@ -365,14 +365,11 @@ def variant_rows(
     writers: int, total: int, rate_of_ours: float, change: str, ratio: str, **run: Any
 ) -> list[Row]:
     """The same coroutine writers with one thing changed, against the row as measured."""
-    each = total // writers
-    done = each * writers
-    seconds, commits = best_of(lambda: timed_async_run(writers, each, **run))
     w = f"(b) durable, {writers} coroutine writers, {change} (extra)"
-    rate = done / seconds
+    rate, per_commit = timed_variant(writers, total, **run)
     return [
         Row(w, "updates/s", rate, "/s", rate_of_ours / rate, ratio),
-        Row(w, "updates per commit", done / commits, ""),
+        Row(w, "updates per commit", per_commit, ""),
     ]
 
 
@@ -380,15 +377,21 @@ def no_disk_rows(writers: int, total: int, single_put_rate: float) -> list[Row]:
     """The same coroutine writers committing to ``MemoryStorage``: a disk that costs
     nothing. No disk could take the durable rows above this one, so its ratio to
     (a1) is the most any group commit could reach on this machine's CPU."""
-    each = total // writers
-    done = each * writers
-    seconds, commits = best_of(lambda: timed_async_run(writers, each, store="memory"))
     w = f"(b) {writers} coroutine writers, MemoryStorage: no disk (extra)"
-    rate = done / seconds
+    rate, per_commit = timed_variant(writers, total, store="memory")
     return [
         Row(w, "updates/s", rate, "/s", rate / single_put_rate, "no disk/(a1)"),
-        Row(w, "updates per commit", done / commits, ""),
+        Row(w, "updates per commit", per_commit, ""),
     ]
+
+
+def timed_variant(writers: int, total: int, **run: Any) -> tuple[float, float]:
+    """Updates/s and updates per commit of ``writers`` coroutines sharing ``total``
+    updates, with ``timed_async_run``'s options ``run``; the best of ``REPEATS``."""
+    each = total // writers
+    done = each * writers
+    seconds, commits = best_of(lambda: timed_async_run(writers, each, **run))
+    return done / seconds, done / commits
 
 
 def timed_async_batched_run(count: int) -> tuple[float, int]:
