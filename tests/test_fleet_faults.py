@@ -23,10 +23,16 @@ from sync.adapters.pb import client_pb2, client_pb2_grpc
 EDGES = edges_under_hubs(4)
 
 
-async def writer(fleet: Fleet, edge: str, count: int, acked: list[str]) -> None:
-    """Adds a unique element and one increment per round; records what was acknowledged."""
+async def writer(
+    fleet: Fleet, edge: str, count: int, acked: list[str], halfway: asyncio.Event
+) -> None:
+    """Adds a unique element and one increment per round; records what was acknowledged.
+    Halfway through it waits for ``halfway``, so the faults happen while it writes
+    however fast this host acknowledges."""
     client = fleet.client(edge)
     for i in range(count):
+        if i == count // 2:
+            await halfway.wait()
         element = f"{edge}-{i}"
         await client.add("load/seen", element)
         acked.append(element)
@@ -34,14 +40,19 @@ async def writer(fleet: Fleet, edge: str, count: int, acked: list[str]) -> None:
         acked.append(f"+1 {edge}")
 
 
-async def nemesis(fleet: Fleet, rng: random.Random, stop: asyncio.Event) -> int:
-    """Cuts one link at a time for a while, then restores it, until told to stop."""
+async def nemesis(
+    fleet: Fleet, rng: random.Random, stop: asyncio.Event, cut_twice: asyncio.Event
+) -> int:
+    """Cuts one link at a time for a while, then restores it, until told to stop; sets
+    ``cut_twice`` once its second cut is down."""
     links = [fleet.link(a, b) for a, b in [("r1", "cloud"), ("r2", "cloud"), *EDGES.items()]]
     cuts = 0
     while not stop.is_set():
         link = rng.choice(links)
         link.sever()
         cuts += 1
+        if cuts == 2:
+            cut_twice.set()
         await asyncio.sleep(rng.uniform(0.1, 0.6))
         link.restore()
         await asyncio.sleep(rng.uniform(0.0, 0.3))
@@ -53,9 +64,9 @@ def test_cut_and_restored_links_under_load_lose_no_acknowledged_write(tmp_path: 
         async with Fleet(tmp_path, tls=False, reconnect_max_ms=500) as fleet:
             await start_tree(fleet, len(EDGES))
             acked: dict[str, list[str]] = {edge: [] for edge in EDGES}
-            stop = asyncio.Event()
-            chaos = asyncio.create_task(nemesis(fleet, random.Random(7), stop))
-            await asyncio.gather(*(writer(fleet, e, 60, acked[e]) for e in EDGES))
+            stop, cut_twice = asyncio.Event(), asyncio.Event()
+            chaos = asyncio.create_task(nemesis(fleet, random.Random(7), stop, cut_twice))
+            await asyncio.gather(*(writer(fleet, e, 60, acked[e], cut_twice) for e in EDGES))
             stop.set()
             assert await chaos >= 2  # cuts made while writes were going on
             await fleet.wait_converged(timeout=90)
