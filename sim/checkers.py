@@ -226,8 +226,9 @@ def check_registers(history: History, finals: Finals) -> list[Violation]:
             continue
         for node, cells in sorted(finals.items()):
             ops = [op for op in history.on(cell) if not history.lost(op, node)]
+            lost = [op for op in history.on(cell) if history.lost(op, node)]
             writes = [op for op in ops if op.kind in ("set", "mv")]
-            frontier = [w for w in writes if _cover(w, ops) is None]
+            frontier = [w for w in writes if _cover(w, ops, lost) is None]
             expected: object
             if cell.type == "lww":
                 expected = max(frontier, key=_rank).value if frontier else None

@@ -135,6 +135,21 @@ def test_registers_a_removed_key_must_read_empty() -> None:
     assert "expected None" in v.detail
 
 
+def test_registers_excuse_a_value_whose_removal_went_with_a_wiped_store() -> None:
+    """Seed 669 (sim/scenarios/lost-remove-then-remove-again.scenario): b removes the
+    key twice and is wiped before either leaves it. The second removal took out
+    nothing (the first had), yet its ``seen`` holds the write's dot: it must not count
+    as covering a write that only the lost first removal took out."""
+    w = op(1, "set", LWW, value="v", dot=(A, 1), ts=(1, 0))
+    first = op(2, "del", LWW, B, seen=frozenset({(A, 1)}))
+    again = op(3, "del", LWW, B, seen=frozenset({(A, 1)}))
+    history = History([w, first, again], unseen={2: ["n"]}, at_risk={2: "wipe b", 3: "wipe b"})
+    assert check_registers(history, {"n": {LWW: "v"}}) == []
+    history = History([w, first, again])  # the first removal arrived: the key is empty
+    (v,) = check_registers(history, {"n": {LWW: "v"}})
+    assert "expected None" in v.detail
+
+
 def test_monotonic_reads_catch_a_replica_that_forgot_what_it_held() -> None:
     seen = [
         Observation(10, "e1", 0, {"k:3": {A: 2}}),
