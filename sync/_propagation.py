@@ -284,14 +284,24 @@ class DeltaLog:
         self.bytes += size
         return entry
 
-    def skip(self) -> None:
-        """A change nobody is waiting for: count it, but do not keep it.
+    def skip(self) -> bool:
+        """A change nobody is waiting for: count it, but do not keep it. Return whether
+        entries were dropped with it (the store must drop them too).
 
         With no peer to send to, logging deltas only costs encoding and disk; a peer
-        that turns up later is caught up from the state instead.
+        that turns up later is caught up from the state instead. The entries below the
+        skip go: no peer can be sent them any more (one that needs them needs the
+        skipped change too, which only a catch-up gives), and kept in a store they
+        would tell the log, reopened, that it is complete from the oldest of them, so
+        the skipped change, in no entry, would never be sent (simulator seed 6963).
         """
         self.next_seq += 1
         self.complete_from = self.next_seq
+        if not self.entries:
+            return False
+        self.entries.clear()
+        self.bytes = 0
+        return True
 
     def first_seq(self) -> int:
         """The lowest sequence number still held (``next_seq`` when empty)."""

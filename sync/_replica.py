@@ -405,7 +405,7 @@ class Replica:
         batch = self._batch
         if self._unlogged:
             self._unlogged = False
-            self.log.skip()
+            self._skip(batch)
             if self._unlogged_from is not None:
                 self._keep_up_past_skip(self._unlogged_from, batch)
         if self._pending:  # (most inputs are acks: nothing to log or store but them)
@@ -421,6 +421,12 @@ class Replica:
         ready.messages[:0], self._outbox = self._outbox, []
         ready.events, self._events = self._events, []
         return ready
+
+    def _skip(self, batch: WriteBatch) -> None:
+        """The log skips a change (``DeltaLog.skip``); the entries it dropped with it
+        leave the store too."""
+        if self.log.skip():
+            batch.log_drop_below = self.log.next_seq
 
     def _only_its_origin_tracked(self, origin: str) -> bool:
         """Whether the one peer our log tracks is ``origin``, and it has every entry:
@@ -459,7 +465,7 @@ class Replica:
         payload = self._pending_encoded.pop(origin, None)
         end = self._pending_end.pop(origin, None)
         if not self.log.peers:
-            self.log.skip()
+            self._skip(batch)
             return
         if payload is not None:
             self._append_log(delta, origin, payload, end, batch)

@@ -221,3 +221,25 @@ def test_restored_older_copy_gets_back_what_it_had_received_after_the_copy(
     for peer in ("b", "c"):
         assert f"{peer}: peer lost acknowledged deltas: resending" in net.stats.events
     assert_everywhere(net, config="v5", count=4)
+
+
+def test_a_write_made_with_no_peer_in_reach_is_sent_after_two_restarts(tmp_path: Path) -> None:
+    """Found by the simulator (seed 6963, sim/scenarios/skipped-write-after-two-crashes):
+    a logs a write for its peers and crashes before sending it; restarted, it tracks
+    no peer (none had acknowledged anything), so its next write is counted but not
+    logged (``DeltaLog.skip``), and it crashes again. The store kept the first entry
+    and nothing of the skip, so the log, reopened, looked complete from that entry:
+    the peers were sent the first write, told they had everything, and never got the
+    second. The skip now drops the entries below it, in the store too, and the peers
+    are caught up by digest."""
+    net = cluster(tmp_path)
+    bump(net, "a", "count", 3)  # its Deltas are queued, not delivered
+    restart(net, tmp_path, "a")  # a crash: the queued messages are gone
+    assert net.nodes["a"].replica.log.entries and not net.nodes["a"].replica.log.peers
+    bump(net, "a", "count", 4)  # no peer in reach or tracked: skipped
+    assert not net.nodes["a"].replica.log.entries  # the first entry went with the skip
+    restart(net, tmp_path, "a")
+    relink(net, "a")
+    for name in ("a", "b", "c"):
+        assert net.nodes[name].replica.get("count", PNCounter).value() == 7  # type: ignore[union-attr]
+    assert len(set(net.digests().values())) == 1

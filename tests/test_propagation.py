@@ -333,6 +333,19 @@ def test_collect_with_no_tracked_peer_drops_everything() -> None:
     assert log.collect() == 4 and len(log) == 0 and log.bytes == 0
 
 
+def test_a_skip_drops_the_entries_below_it_and_says_so() -> None:
+    """A skipped change is in no entry: a peer that needs what is below it needs the
+    change too, which only a catch-up by digest gives, so those entries are of no use."""
+    log = log_with(3)
+    assert log.skip() is True
+    assert len(log) == 0 and log.bytes == 0 and log.next_seq == 5 and log.complete_from == 5
+    assert log.skip() is False and log.next_seq == 6  # nothing left to drop
+    add(log)
+    assert log.first_seq() == log.complete_from == 6  # complete again from the new entry
+    log.track("p", 1)
+    assert log.needs_catch_up("p")
+
+
 def test_forget_lets_collection_proceed() -> None:
     log = log_with(5, "p1", "p2")
     ack_up_to(log, "p1", 6)
