@@ -323,9 +323,18 @@ class DeltaLog:
         return progress
 
     def rename(self, old: str, new: str) -> None:
-        """``old`` is an earlier epoch of ``new``: ``new`` takes over its progress."""
+        """``old`` is an earlier epoch of ``new``: ``new`` takes over its progress.
+
+        If ``new`` is tracked already, the progress that acknowledged less is kept: a
+        store may hold an ack row for each epoch of a peer, and an older row can be
+        higher than the newest (a rewind lowers only the current epoch's). Sending
+        again what a peer has costs bytes; skipping what it lacks would lose it.
+        """
         progress = self.peers.pop(old, None)
-        if progress is not None and new not in self.peers:
+        if progress is None:
+            return
+        kept = self.peers.get(new)
+        if kept is None or progress.acked < kept.acked:
             self.peers[new] = progress
 
     def forget(self, peer: str) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from sync import LWWRegister, PNCounter
 from sync._memnet import MemoryNetwork
+from sync._messages import Deltas, decode_message
 from sync._replica import ReplicaConfig
 from sync.adapters.embedded import open_replica
 from sync.adapters.lmdb_storage import LMDBStorage
@@ -243,3 +244,42 @@ def test_a_write_made_with_no_peer_in_reach_is_sent_after_two_restarts(tmp_path:
     for name in ("a", "b", "c"):
         assert net.nodes[name].replica.get("count", PNCounter).value() == 7  # type: ignore[union-attr]
     assert len(set(net.digests().values())) == 1
+
+
+def test_a_rewind_is_stored_so_a_restart_resends_what_the_peer_lost(tmp_path: Path) -> None:
+    """Found by the simulator (seed 12408, sim/scenarios/rewind-survives-a-crash):
+    b loses its store; a rewinds it to resend what it lost, but the first resent
+    interval is lost on the way while a later one arrives, so b's position in a's log
+    (its Hello's ``received``) jumps past the gap. a then crashes. Its store still held
+    b's old ack, past the gap, and b's position said nothing was lost: the gap was
+    never sent again. The rewind is now stored with the batch it makes."""
+    one_entry_an_interval = ReplicaConfig(batch_keys=1)
+    net = MemoryNetwork(random.Random(5))
+    net.add("a", storage=LMDBStorage(tmp_path / "a"), config=one_entry_an_interval)
+    net.add("b", storage=LMDBStorage(tmp_path / "b"))
+    net.add("c", storage=LMDBStorage(tmp_path / "c"))
+    net.link("a", "b")
+    net.link("a", "c")
+    net.run()
+    net.partition("a", "c")  # c acknowledges nothing: a's log keeps every entry
+    bump(net, "a", "count", 3)  # a's entry 1: b has it and acknowledges it
+    net.run()
+    restart(net, tmp_path, "b", prepare=lambda: shutil.rmtree(tmp_path / "b"))
+    bump(net, "a", "other", 4)  # entry 2, another key, while b is away
+    net.link("a", "b")  # b's Hello says it holds nothing of a's log: a rewinds it
+    while net.pending:  # the resend of entry 1 is lost; that of entry 2 arrives
+        net.pending = [m for m in net.pending if not _deltas_from(m, "a", 1)]
+        net.step()
+    b = net.nodes["b"].replica
+    assert b.received[net.nodes["a"].replica.actor] == 3
+    assert b.get("count", PNCounter) is None and b.get("other", PNCounter) is not None
+    restart(net, tmp_path, "a", config=one_entry_an_interval)  # a crash
+    relink(net, "a")
+    assert net.nodes["b"].replica.get("count", PNCounter).value() == 3  # type: ignore[union-attr]
+    assert len(set(net.digests(["a", "b"]).values())) == 1
+
+
+def _deltas_from(message: tuple[str, str, bytes], src: str, start: int) -> bool:
+    """Whether ``message`` is a Deltas from ``src`` whose interval starts at ``start``."""
+    decoded = decode_message(message[2])
+    return message[0] == src and isinstance(decoded, Deltas) and decoded.start == start

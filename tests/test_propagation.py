@@ -346,6 +346,17 @@ def test_a_skip_drops_the_entries_below_it_and_says_so() -> None:
     assert log.needs_catch_up("p")
 
 
+def test_rename_onto_a_tracked_epoch_keeps_the_lower_ack() -> None:
+    """A store may hold an ack row for two epochs of one peer; a rewind lowered only
+    the newer one. Whichever is renamed onto the other, the lower ack stands."""
+    for older_acked, newer_acked, expected in ((4, 2, 2), (2, 4, 2)):
+        log = log_with(5)
+        log.track("p@old", older_acked)
+        log.track("p@new", newer_acked)
+        log.rename("p@old", "p@new")
+        assert list(log.peers) == ["p@new"] and log.peers["p@new"].acked == expected
+
+
 def test_forget_lets_collection_proceed() -> None:
     log = log_with(5, "p1", "p2")
     ack_up_to(log, "p1", 6)
