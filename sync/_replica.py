@@ -748,14 +748,18 @@ class Replica:
                 self.log.reset_sent(remote)  # what was in flight before is presumed lost
             state.remote = remote
         progress = self.log.track(remote, self.acked_at_open.get(remote, 1))
+        restored = False  # its store lost what it had
         if lost_own_events(hello, ours):
             # Its store lost updates it made (wiped, or an older copy): our log never
             # sends a peer its own updates back, so only a catch-up by digest can.
             progress.behind = True
+            restored = True
         if first:
             mine = self.node_id + "@"
             held = [n for actor, n in hello.received.items() if actor.startswith(mine)]
-            self._resume(remote, max(held, default=1))
+            restored = self._resume(remote, max(held, default=1)) or restored
+            if restored and not state.own_writes_only:  # edges are never declared sources
+                self.log.source_lost_updates(hello.node_id, remote)
             state.remote_push = hello.push
             self.log.declare(remote, frozenset(hello.sources), hello.received, self.received)
             self._update_sources()  # a new direct source for the other peers
@@ -793,8 +797,9 @@ class Replica:
         if end > self.received.get(remote, 1):
             self.received[remote] = self._batch.received[remote] = end
 
-    def _resume(self, remote: str, held: int) -> None:
-        """The peer's store goes up to ``held`` into our log: resend what it lost, if any.
+    def _resume(self, remote: str, held: int) -> bool:
+        """The peer's store goes up to ``held`` into our log: resend what it lost, if any;
+        True if it lost some (its store is an older copy, or empty).
 
         A peer acknowledges an interval only after persisting it, together with its
         new position, so its position is never behind its acknowledgements unless its
@@ -811,6 +816,8 @@ class Replica:
             self._events.append(Event("peer lost acknowledged deltas: resending", lost))
             self.log.rewind(remote, held)
             self.rewinds += 1
+            return True
+        return False
 
     def _merge_from(
         self, link: str, remote: str, payload: bytes, origin_end: int | None = None

@@ -127,6 +127,16 @@ def test_entries_from_the_peer_are_not_sent_back_but_their_range_is_covered() ->
     assert paths(to_p2) == ["x", "y", "z"]
 
 
+def test_entries_from_a_peer_go_back_to_none_of_its_epochs() -> None:
+    """Its new epoch has them if its store survived; if not, it gets them back from
+    where they came, as theirs (sync/_propagation.py, "Epochs")."""
+    log = DeltaLog()
+    add(log, "x")
+    add(log, "y", origin="p1@1")
+    log.track("p1@2", 1)
+    assert paths(send(log, "p1@2", budget=10 * SIZE)) == ["x"]
+
+
 def test_admit_filter_drops_keys_and_an_interval_may_come_out_bottom() -> None:
     log = DeltaLog()
     add(log, "local/raw")
@@ -204,6 +214,33 @@ def test_a_catch_up_forgets_what_was_left_out() -> None:
     send(log, "h3@1", budget=10 * SIZE)
     log.caught_up_from("h3@1", 5)  # the whole state went: nothing is owed
     assert not log.declare("h3@1", frozenset(), {})
+
+
+def test_a_source_that_lost_its_store_leaves_nothing_of_its_old_epochs_out() -> None:
+    """Simulator seeds 608 and 1966 under rollback-hub: what h2 was to resend, we send."""
+    log = relayed_log()
+    log.track("h4@1", 5)  # a peer that had nothing left out
+    log.declare("h3@1", frozenset({"h2"}), {})
+    log.acknowledge("h3@1", 1, send(log, "h3@1", budget=10 * SIZE).end)
+    log.append(delta("h2c"), "h2@1", SIZE, origin_end=11)  # not yet sent to h3
+    assert log.source_lost_updates("h2", "h2@2") == ["h3@1"]
+    assert log.needs_catch_up("h3@1") and not log.needs_catch_up("h4@1")
+    log.caught_up_from("h3@1", 5)  # the catch-up began before h2c
+    log.append(delta("h2new"), "h2@2", SIZE, origin_end=2)  # its new epoch sends this
+    assert paths(send(log, "h3@1", budget=10 * SIZE)) == ["h2c"]
+
+
+def test_a_source_dropped_on_the_peers_position_is_caught_up_if_it_loses_its_store() -> None:
+    """The position is the end of the furthest interval the peer got from h2: one
+    below it may have been lost, for h2 to resend, which a store restored or wiped
+    forgets."""
+    log = relayed_log()
+    log.declare("h3@1", frozenset({"h2"}), {})
+    log.acknowledge("h3@1", 1, send(log, "h3@1", budget=10 * SIZE).end)
+    assert not log.declare("h3@1", frozenset(), {"h2@1": 9})  # past what was left out
+    assert not log.needs_catch_up("h3@1")
+    assert log.source_lost_updates("h2", "h2@2") == ["h3@1"]
+    assert log.needs_catch_up("h3@1")
 
 
 # ---- acks -----------------------------------------------------------------------------
