@@ -40,7 +40,11 @@ Synchronization of State-based CRDTs" (ICDE 2019):
   peer's log is behind what it acknowledged). It then holds them as that peer's,
   and relays them on. Sent back by us, it held them as ours, and left them out for
   a peer that declared us, while we left them out as its (simulator seed 3847,
-  shrunk, under ``rollback-hub``).
+  shrunk, under ``rollback-hub``). Likewise, of a declared source's entries only
+  those of its current epoch (as of its last Hello to us) are left out: a new
+  epoch resends what its store kept, but one whose store lost them cannot, and
+  sending them costs bytes once, where leaving them out loses them (seed 1966: a
+  relay that restarted had forgotten it saw the source's store lose them).
 
 **Stalls.** A link can stop carrying messages without the transport noticing (a
 partition shorter than the keepalive: the stream survives, what was sent into it
@@ -280,9 +284,9 @@ class DeltaLog:
         self.peers: dict[str, PeerProgress] = {}
         self.bytes = 0
         self.complete_from = next_seq  # the log holds every change from here on
-        # Origins (node@epoch) whose node has since lost its store: their entries are
-        # left out of nothing (see ``source_lost_updates``).
-        self.orphaned: set[str] = set()
+        # Each node's epoch (node@epoch) as of its latest Hello to us: of a declared
+        # source's entries, only that epoch's are left out (see "Epochs" above).
+        self.epochs: dict[str, str] = {}
 
     # ---- the log ------------------------------------------------------------------
 
@@ -411,10 +415,14 @@ class DeltaLog:
         self.rewind(peer, rewind_to)
         return True
 
-    def source_lost_updates(self, node: str, current: str) -> list[str]:
-        """``node``, now ``current`` (node@epoch), came back on a store that lost what
-        it had (restored from an older copy, or wiped): what we leave out because it
-        came from ``node`` is ours to send again. Returns the peers to catch up.
+    def heard_from(self, actor: str) -> None:
+        """``actor`` (node@epoch) said Hello: it is its node's current epoch."""
+        self.epochs[node_of(actor)] = actor
+
+    def source_lost_updates(self, node: str) -> list[str]:
+        """``node`` came back on a store that lost what it had (restored from an
+        older copy, or wiped): what we left out because it came from ``node`` is ours
+        to send again. Returns the peers to catch up.
 
         An entry from ``node`` is left out of what a peer that declared it is sent
         because ``node`` sends the peer that entry itself, resending until the peer
@@ -422,29 +430,22 @@ class DeltaLog:
         Nor does it send the update once it has it back from us (by catch-up, or by
         the log: its new epoch is another origin): it holds it as ours, and leaves it
         out for a peer that declared us. Left as they were, each of us would count on
-        the other for good (simulator seeds 608 and 1595 under ``rollback-hub``). So:
-
-        - entries from ``node``'s earlier epochs are left out of nothing from now on
-          (``orphaned``): the log sends them to every peer it has not sent them yet;
-        - a peer that had some left out already is caught up by digest, as our log
-          cannot tell which of them it got: not by its acks (we acknowledge an
-          interval that held nothing for it ourselves), nor by its position in
-          ``node``'s log, the end of the furthest interval it got, a lost one
-          perhaps below it, which ``node`` was to resend. Such a peer is one with
-          ``skipped`` entries of ``node``, or whose ``trusted_positions`` hold it
-          (left out, then not sent again when ``node`` stopped being its source), or
-          any whose records a restart forgot.
+        the other for good (simulator seeds 608, 1595, 1966 under ``rollback-hub``).
+        Entries from ``node``'s earlier epochs are left out of nothing any more
+        (``epochs``: the log sends them to every peer it has not sent them yet); and
+        a peer that had some left out already is caught up by digest here, as our log
+        cannot tell which of them it got: not by its acks (we acknowledge an interval
+        that held nothing for it ourselves), nor by its position in ``node``'s log,
+        the end of the furthest interval it got, a lost one perhaps below it, which
+        ``node`` was to resend. Such a peer is one with
+        ``skipped`` entries of ``node``, or whose ``trusted_positions`` hold it (left
+        out, then not sent again when ``node`` stopped being its source), or any
+        whose records a restart forgot.
 
         The catch-up sends only what differs, so an entry the peer got both ways costs
         a digest comparison, not a resend; ``caught_up_from`` clears the records, and
         nothing below the catch-up's start is sent again.
         """
-        orphaned = {actor for actor in self.orphaned if node_of(actor) != node}
-        for entry in self.entries.values():
-            if entry.origin is not None and entry.origin_node == node:
-                orphaned.add(entry.origin)
-        self.orphaned = orphaned
-        self.orphaned.discard(current)
         caught_up = []
         for peer, progress in self.peers.items():
             if node_of(peer) == node:
@@ -576,8 +577,8 @@ class DeltaLog:
                 keys += len(entry.delta.entries)
                 if used and keys > max_keys:
                     break
-            if entry.origin_node in sources and entry.origin not in self.orphaned:
-                # It had this from its source, directly.
+            if entry.origin_node in sources and self.epochs.get(entry.origin_node) == entry.origin:
+                # It had this from its source, directly (the source's current epoch).
                 _note_skipped(skipped, entry)
             # Never send a peer what came from it, in any epoch (see "Epochs" above); a
             # non-relaying replica sends only its own.

@@ -664,7 +664,8 @@ class Replica:
         state = self.links[link]
         if msg.serial > state.sources_in:  # else a late copy: a newer set is in force
             state.sources_in = msg.serial
-            self.log.declare(remote, frozenset(msg.nodes), msg.received, self.received)
+            if self.log.declare(remote, frozenset(msg.nodes), msg.received, self.received):
+                self._store_rewind(remote)
         self._outbox.append((link, encode_message(SourcesAck(msg.serial))))
 
     def _on_sources_ack(self, link: str, ack: SourcesAck) -> None:
@@ -758,13 +759,26 @@ class Replica:
             mine = self.node_id + "@"
             held = [n for actor, n in hello.received.items() if actor.startswith(mine)]
             restored = self._resume(remote, max(held, default=1)) or restored
+            self.log.heard_from(remote)
             if restored and not state.own_writes_only:  # edges are never declared sources
-                self.log.source_lost_updates(hello.node_id, remote)
+                for peer in self.log.source_lost_updates(hello.node_id):
+                    self._store_rewind(peer)
             state.remote_push = hello.push
-            self.log.declare(remote, frozenset(hello.sources), hello.received, self.received)
+            if self.log.declare(remote, frozenset(hello.sources), hello.received, self.received):
+                self._store_rewind(remote)
             self._update_sources()  # a new direct source for the other peers
         if not hello.knows_you:  # it has not heard from us (our Hello may be lost)
             self._hello(link)
+
+    def _store_rewind(self, remote: str) -> None:
+        """Store a peer's lowered acknowledged point (a rewind, or a catch-up owed)
+        with the batch. The ack row in the store is the old, higher one: a restart
+        before the peer acknowledged the resend, or before its catch-up was done,
+        would go on from there, past what the peer lacks (simulator seed 1966 under
+        ``rollback-hub``, with a crash of the relay after). A catch-up owed is stored
+        as 0, below any log's floor: reopened, the log catches the peer up again."""
+        progress = self.log.peers[remote]
+        self._batch.acks[remote] = 0 if progress.behind else progress.acked
 
     def _supersede(self, node_id: str, remote: str) -> None:
         """``remote`` is ``node_id``'s current epoch: its earlier epochs hand over.

@@ -167,6 +167,8 @@ def relayed_log() -> DeltaLog:
     log.append(delta("e1a"), "e1@5", SIZE, origin_end=3)
     log.append(delta("h2b"), "h2@1", SIZE, origin_end=9)
     log.track("h3@1", 1)
+    for actor in ("h2@1", "e1@5"):
+        log.heard_from(actor)  # their current epochs
     return log
 
 
@@ -199,6 +201,7 @@ def test_a_source_gone_from_where_nobody_knows_resends_from_its_first_entry() ->
     log.append(delta("pushed"), "h2@1", SIZE)  # a catch-up push: no end in h2's log
     log.append(delta("later"), "h2@1", SIZE, origin_end=4)
     log.track("h3@1", 1)
+    log.heard_from("h2@1")
     log.declare("h3@1", frozenset({"h2"}), {})
     interval = send(log, "h3@1", budget=10 * SIZE)
     assert interval.delta.is_bottom()
@@ -206,6 +209,14 @@ def test_a_source_gone_from_where_nobody_knows_resends_from_its_first_entry() ->
     assert log.peers["h3@1"].skipped == {"h2@1": (1, None)}
     assert log.declare("h3@1", frozenset(), {"h2@1": 100})  # unknown: resend all of it
     assert paths(send(log, "h3@1", budget=10 * SIZE)) == ["later", "pushed"]
+
+
+def test_only_a_sources_current_epoch_is_left_out() -> None:
+    """A new epoch resends what its store kept; one whose store lost it cannot."""
+    log = relayed_log()
+    log.heard_from("h2@2")  # h2 restarted
+    log.declare("h3@1", frozenset({"h2"}), {})
+    assert paths(send(log, "h3@1", budget=10 * SIZE)) == ["e1a", "h2a", "h2b", "mine"]
 
 
 def test_a_catch_up_forgets_what_was_left_out() -> None:
@@ -223,7 +234,8 @@ def test_a_source_that_lost_its_store_leaves_nothing_of_its_old_epochs_out() -> 
     log.declare("h3@1", frozenset({"h2"}), {})
     log.acknowledge("h3@1", 1, send(log, "h3@1", budget=10 * SIZE).end)
     log.append(delta("h2c"), "h2@1", SIZE, origin_end=11)  # not yet sent to h3
-    assert log.source_lost_updates("h2", "h2@2") == ["h3@1"]
+    log.heard_from("h2@2")  # its new epoch's Hello
+    assert log.source_lost_updates("h2") == ["h3@1"]
     assert log.needs_catch_up("h3@1") and not log.needs_catch_up("h4@1")
     log.caught_up_from("h3@1", 5)  # the catch-up began before h2c
     log.append(delta("h2new"), "h2@2", SIZE, origin_end=2)  # its new epoch sends this
@@ -239,7 +251,7 @@ def test_a_source_dropped_on_the_peers_position_is_caught_up_if_it_loses_its_sto
     log.acknowledge("h3@1", 1, send(log, "h3@1", budget=10 * SIZE).end)
     assert not log.declare("h3@1", frozenset(), {"h2@1": 9})  # past what was left out
     assert not log.needs_catch_up("h3@1")
-    assert log.source_lost_updates("h2", "h2@2") == ["h3@1"]
+    assert log.source_lost_updates("h2") == ["h3@1"]
     assert log.needs_catch_up("h3@1")
 
 
