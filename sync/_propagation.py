@@ -29,7 +29,22 @@ Synchronization of State-based CRDTs" (ICDE 2019):
   declares a source gone (its direct link broke), it is rewound to that entry, so
   what it may have missed is sent again through us (or it is caught up by digest
   if the log has collected it). Skipping is a saving, never a dependency: a peer
-  that declared nothing is sent everything, as before.
+  that declared nothing is sent everything, as before. A node whose store lost
+  what it had (restored from an older copy, or wiped) lost the resends it owed
+  the peers that declared it: those that relay its entries take them over
+  (``source_lost_updates``).
+- *Epochs.* Entries that came from a node are sent back to none of its epochs. One
+  restarted on its store has them; one whose store lost them gets each back from
+  where it came: its own updates by catch-up (a peer's Hello shows it lacks them),
+  the others resent by the peer it had them from (its Hello's position in that
+  peer's log is behind what it acknowledged). It then holds them as that peer's,
+  and relays them on. Sent back by us, it held them as ours, and left them out for
+  a peer that declared us, while we left them out as its (simulator seed 3847,
+  shrunk, under ``rollback-hub``). Likewise, of a declared source's entries only
+  those of its current epoch (as of its last Hello to us) are left out: a new
+  epoch resends what its store kept, but one whose store lost them cannot, and
+  sending them costs bytes once, where leaving them out loses them (seed 1966: a
+  relay that restarted had forgotten it saw the source's store lose them).
 
 **Stalls.** A link can stop carrying messages without the transport noticing (a
 partition shorter than the keepalive: the stream survives, what was sent into it
@@ -227,6 +242,10 @@ class PeerProgress:
     # declared before is forgotten too.
     skips_forgotten: bool = False
     sources_known: bool = True
+    # Nodes that stopped being its sources while entries of theirs left out of what
+    # it was sent were not sent again, its position in their logs saying it held them
+    # (see ``source_lost_updates``).
+    trusted_positions: set[str] = field(default_factory=set)
 
     # Retransmission timeouts since the peer last acknowledged anything: the backoff
     # exponent (see "Stalls" above).
@@ -265,6 +284,9 @@ class DeltaLog:
         self.peers: dict[str, PeerProgress] = {}
         self.bytes = 0
         self.complete_from = next_seq  # the log holds every change from here on
+        # Each node's epoch (node@epoch) as of its latest Hello to us: of a declared
+        # source's entries, only that epoch's are left out (see "Epochs" above).
+        self.epochs: dict[str, str] = {}
 
     # ---- the log ------------------------------------------------------------------
 
@@ -358,6 +380,7 @@ class DeltaLog:
         progress.inflight.clear()
         progress.done.clear()
         progress.skipped.clear()  # the whole state went, whatever came from where
+        progress.trusted_positions.clear()
         progress.skips_forgotten, progress.sources_known = False, True  # and what a restart forgot
 
     def declare(
@@ -391,6 +414,8 @@ class DeltaLog:
             del progress.skipped[actor]
             if end is None or end > received.get(actor, 0):
                 rewind_to = first if rewind_to is None else min(rewind_to, first)
+            else:
+                progress.trusted_positions.add(node_of(actor))
         if _forgotten(progress, gone, received, ours or {}):
             progress.behind = True  # a catch-up by digest finds what it lacks
             return True
@@ -398,6 +423,50 @@ class DeltaLog:
             return False
         self.rewind(peer, rewind_to)
         return True
+
+    def heard_from(self, actor: str) -> None:
+        """``actor`` (node@epoch) said Hello: it is its node's current epoch."""
+        self.epochs[node_of(actor)] = actor
+
+    def source_lost_updates(self, node: str) -> list[str]:
+        """``node`` came back on a store that lost what it had (restored from an
+        older copy, or wiped): what we left out because it came from ``node`` is ours
+        to send again. Returns the peers to catch up.
+
+        An entry from ``node`` is left out of what a peer that declared it is sent
+        because ``node`` sends the peer that entry itself, resending until the peer
+        acknowledges it. A node that lost its store lost those resends with its log.
+        Nor does it send the update once it has it back from us (by catch-up, or by
+        the log: its new epoch is another origin): it holds it as ours, and leaves it
+        out for a peer that declared us. Left as they were, each of us would count on
+        the other for good (simulator seeds 608, 1595, 1966 under ``rollback-hub``).
+        Entries from ``node``'s earlier epochs are left out of nothing any more
+        (``epochs``: the log sends them to every peer it has not sent them yet); and
+        a peer that had some left out already is caught up by digest here, as our log
+        cannot tell which of them it got: not by its acks (we acknowledge an interval
+        that held nothing for it ourselves), nor by its position in ``node``'s log,
+        the end of the furthest interval it got, a lost one perhaps below it, which
+        ``node`` was to resend. Such a peer is one with
+        ``skipped`` entries of ``node``, or whose ``trusted_positions`` hold it (left
+        out, then not sent again when ``node`` stopped being its source), or any
+        whose records a restart forgot.
+
+        The catch-up sends only what differs, so an entry the peer got both ways costs
+        a digest comparison, not a resend; ``caught_up_from`` clears the records, and
+        nothing below the catch-up's start is sent again.
+        """
+        caught_up = []
+        for peer, progress in self.peers.items():
+            if node_of(peer) == node:
+                continue  # its own updates are never left out of what it is sent
+            if (
+                progress.skips_forgotten
+                or node in progress.trusted_positions
+                or any(node_of(actor) == node for actor in progress.skipped)
+            ):
+                progress.behind = True
+                caught_up.append(peer)
+        return caught_up
 
     def rewind(self, peer: str, seq: int) -> None:
         """``peer`` lost what it acknowledged from ``seq`` on: send it again from there."""
@@ -509,6 +578,7 @@ class DeltaLog:
         whole: LogEntry | None = None  # the one entry sent unfiltered, if so
         progress = self.peers[peer]
         sources, skipped = progress.sources, progress.skipped
+        peer_node = node_of(peer)
         for entry in self._from(start, stop):
             if used and used + entry.size > budget:
                 break
@@ -516,10 +586,12 @@ class DeltaLog:
                 keys += len(entry.delta.entries)
                 if used and keys > max_keys:
                     break
-            if entry.origin_node in sources:  # it had this from its source, directly
+            if entry.origin_node in sources and self.epochs.get(entry.origin_node) == entry.origin:
+                # It had this from its source, directly (the source's current epoch).
                 _note_skipped(skipped, entry)
-            # Never send a peer what came from it; a non-relaying replica sends only its own.
-            elif entry.origin != peer and not (local_only and entry.origin is not None):
+            # Never send a peer what came from it, in any epoch (see "Epochs" above); a
+            # non-relaying replica sends only its own.
+            elif entry.origin_node != peer_node and not (local_only and entry.origin is not None):
                 logged = entry.keyspace()
                 # Nothing filtered out (the usual case): the delta as logged, not a copy
                 # of it (_joined leaves its parts as they are).

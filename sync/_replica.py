@@ -664,7 +664,8 @@ class Replica:
         state = self.links[link]
         if msg.serial > state.sources_in:  # else a late copy: a newer set is in force
             state.sources_in = msg.serial
-            self.log.declare(remote, frozenset(msg.nodes), msg.received, self.received)
+            if self.log.declare(remote, frozenset(msg.nodes), msg.received, self.received):
+                self._store_rewind(remote)
         self._outbox.append((link, encode_message(SourcesAck(msg.serial))))
 
     def _on_sources_ack(self, link: str, ack: SourcesAck) -> None:
@@ -748,19 +749,36 @@ class Replica:
                 self.log.reset_sent(remote)  # what was in flight before is presumed lost
             state.remote = remote
         progress = self.log.track(remote, self.acked_at_open.get(remote, 1))
+        restored = False  # its store lost what it had
         if lost_own_events(hello, ours):
             # Its store lost updates it made (wiped, or an older copy): our log never
             # sends a peer its own updates back, so only a catch-up by digest can.
             progress.behind = True
+            restored = True
         if first:
             mine = self.node_id + "@"
             held = [n for actor, n in hello.received.items() if actor.startswith(mine)]
-            self._resume(remote, max(held, default=1))
+            restored = self._resume(remote, max(held, default=1)) or restored
+            self.log.heard_from(remote)
+            if restored and not state.own_writes_only:  # edges are never declared sources
+                for peer in self.log.source_lost_updates(hello.node_id):
+                    self._store_rewind(peer)
             state.remote_push = hello.push
-            self.log.declare(remote, frozenset(hello.sources), hello.received, self.received)
+            if self.log.declare(remote, frozenset(hello.sources), hello.received, self.received):
+                self._store_rewind(remote)
             self._update_sources()  # a new direct source for the other peers
         if not hello.knows_you:  # it has not heard from us (our Hello may be lost)
             self._hello(link)
+
+    def _store_rewind(self, remote: str) -> None:
+        """Store a peer's lowered acknowledged point (a rewind, or a catch-up owed)
+        with the batch. The ack row in the store is the old, higher one: a restart
+        before the peer acknowledged the resend, or before its catch-up was done,
+        would go on from there, past what the peer lacks (simulator seed 1966 under
+        ``rollback-hub``, with a crash of the relay after). A catch-up owed is stored
+        as 0, below any log's floor: reopened, the log catches the peer up again."""
+        progress = self.log.peers[remote]
+        self._batch.acks[remote] = 0 if progress.behind else progress.acked
 
     def _supersede(self, node_id: str, remote: str) -> None:
         """``remote`` is ``node_id``'s current epoch: its earlier epochs hand over.
@@ -793,8 +811,9 @@ class Replica:
         if end > self.received.get(remote, 1):
             self.received[remote] = self._batch.received[remote] = end
 
-    def _resume(self, remote: str, held: int) -> None:
-        """The peer's store goes up to ``held`` into our log: resend what it lost, if any.
+    def _resume(self, remote: str, held: int) -> bool:
+        """The peer's store goes up to ``held`` into our log: resend what it lost, if any;
+        True if it lost some (its store is an older copy, or empty).
 
         A peer acknowledges an interval only after persisting it, together with its
         new position, so its position is never behind its acknowledgements unless its
@@ -810,12 +829,12 @@ class Replica:
             lost = {"peer": remote, "from": held, "to": progress.delivered}
             self._events.append(Event("peer lost acknowledged deltas: resending", lost))
             self.log.rewind(remote, held)
-            # Stored too: the ack in the store is the old, higher one, and a restart
-            # before the peer acknowledges the resend would send from there, past what
-            # the peer lost (simulator seed 12408: the resend was refused for clock
-            # skew, the peer acknowledged a later interval, and the hub crashed).
-            self._batch.acks[remote] = self.log.peers[remote].acked
+            # Stored too (simulator seed 12408: the resend was refused for clock skew,
+            # the peer acknowledged a later interval, and the hub crashed).
+            self._store_rewind(remote)
             self.rewinds += 1
+            return True
+        return False
 
     def _merge_from(
         self, link: str, remote: str, payload: bytes, origin_end: int | None = None

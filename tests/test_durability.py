@@ -283,3 +283,73 @@ def _deltas_from(message: tuple[str, str, bytes], src: str, start: int) -> bool:
     """Whether ``message`` is a Deltas from ``src`` whose interval starts at ``start``."""
     decoded = decode_message(message[2])
     return message[0] == src and isinstance(decoded, Deltas) and decoded.start == start
+
+
+def deliver_all_but(net: MemoryNetwork, src: str, dst: str) -> None:
+    """Deliver what is in flight, without ticks (so nothing is resent yet), losing
+    every message from ``src`` to ``dst`` that was pending when called."""
+    net.pending = [m for m in net.pending if m[:2] != (src, dst)]
+    while net.step():
+        pass
+
+
+def lose_in_flight_write_then_restore_a(tmp_path: Path) -> MemoryNetwork:
+    """a writes; c gets only a later write of a's, b gets both and leaves them out
+    for c (c declared a); then a's store is restored from a copy older than both."""
+    net = cluster_with_a_copy_of_a(tmp_path)
+    assert net.nodes["c"].replica.links["a"].declared == frozenset({"b"})
+    write(net, "a", "lost", "w")
+    deliver_all_but(net, "a", "c")  # b has it; c does not
+    bump(net, "a", "count", 1)
+    deliver_all_but(net, "a", "x")  # delivered to both (there is no x)
+    c = net.nodes["c"].replica
+    assert c.get("lost", LWWRegister) is None and c.get("count", PNCounter) is not None
+    b_progress = net.nodes["b"].replica.log.peers[c.actor]
+    assert set(b_progress.skipped) == {net.nodes["a"].replica.actor}  # left out for c
+    restart(net, tmp_path, "a", prepare=lambda: restore_copy(tmp_path))
+    assert net.nodes["a"].replica.get("lost", LWWRegister) is None  # the copy lacks it
+    return net
+
+
+def assert_lost_write_everywhere(net: MemoryNetwork) -> None:
+    for name in ("a", "b", "c"):
+        register = net.nodes[name].replica.get("lost", LWWRegister)
+        assert register is not None and register.value() == "w", name
+    assert len(set(net.digests().values())) == 1
+
+
+def test_a_write_a_restored_hub_had_in_flight_reaches_every_hub(tmp_path: Path) -> None:
+    """Found by the simulator (seed 608 under rollback-hub,
+    sim/scenarios/restored-hub-in-flight-write.scenario). a writes; its delta to c is
+    lost, one after it arrives (so c's position in a's log is past the lost one), and
+    b, which got both, leaves them out of what it sends c: c declared a, which resends
+    what c has not acknowledged. a's store is then restored from a copy older than the
+    writes: a's resend is gone with its log. a, linked to c first (as the simulator's
+    timing had it), catches c up before it has the writes back; then it gets them
+    from b, by catch-up, as b's, and leaves them out for c, which declared b too.
+    Each counted on the other for good; now b, seeing a's store lost updates it had
+    made, catches c up by digest (``DeltaLog.source_lost_updates``)."""
+    net = lose_in_flight_write_then_restore_a(tmp_path)
+    net.link("a", "c")  # a catches c up before it has the write back, as in seed 608
+    net.run()
+    net.link("a", "b")
+    net.run()
+    assert_lost_write_everywhere(net)
+
+
+def test_the_catch_up_a_relay_owes_survives_its_restart(tmp_path: Path) -> None:
+    """b sees a's store lost what it had and owes c a catch-up; b restarts before it
+    is done. The catch-up is stored with b's batch (as an acknowledged point of 0),
+    so b, reopened, catches c up; kept in memory alone, it was forgotten, and b's
+    stored ack for c, past the entries it had left out, said c had them."""
+    net = lose_in_flight_write_then_restore_a(tmp_path)
+    net.link("a", "c")
+    net.run()
+    net.link("a", "b")
+    b, c_actor = net.nodes["b"].replica, net.nodes["c"].replica.actor
+    while not b.log.needs_catch_up(c_actor) and net.step():
+        pass
+    assert b.log.needs_catch_up(c_actor) and net.nodes["b"].storage.acks()[c_actor] == 0
+    restart(net, tmp_path, "b")  # before the catch-up of c is done
+    relink(net, "b")
+    assert_lost_write_everywhere(net)

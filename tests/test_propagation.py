@@ -127,6 +127,16 @@ def test_entries_from_the_peer_are_not_sent_back_but_their_range_is_covered() ->
     assert paths(to_p2) == ["x", "y", "z"]
 
 
+def test_entries_from_a_peer_go_back_to_none_of_its_epochs() -> None:
+    """Its new epoch has them if its store survived; if not, it gets them back from
+    where they came, as theirs (sync/_propagation.py, "Epochs")."""
+    log = DeltaLog()
+    add(log, "x")
+    add(log, "y", origin="p1@1")
+    log.track("p1@2", 1)
+    assert paths(send(log, "p1@2", budget=10 * SIZE)) == ["x"]
+
+
 def test_admit_filter_drops_keys_and_an_interval_may_come_out_bottom() -> None:
     log = DeltaLog()
     add(log, "local/raw")
@@ -157,6 +167,8 @@ def relayed_log() -> DeltaLog:
     log.append(delta("e1a"), "e1@5", SIZE, origin_end=3)
     log.append(delta("h2b"), "h2@1", SIZE, origin_end=9)
     log.track("h3@1", 1)
+    for actor in ("h2@1", "e1@5"):
+        log.heard_from(actor)  # their current epochs
     return log
 
 
@@ -189,6 +201,7 @@ def test_a_source_gone_from_where_nobody_knows_resends_from_its_first_entry() ->
     log.append(delta("pushed"), "h2@1", SIZE)  # a catch-up push: no end in h2's log
     log.append(delta("later"), "h2@1", SIZE, origin_end=4)
     log.track("h3@1", 1)
+    log.heard_from("h2@1")
     log.declare("h3@1", frozenset({"h2"}), {})
     interval = send(log, "h3@1", budget=10 * SIZE)
     assert interval.delta.is_bottom()
@@ -198,12 +211,48 @@ def test_a_source_gone_from_where_nobody_knows_resends_from_its_first_entry() ->
     assert paths(send(log, "h3@1", budget=10 * SIZE)) == ["later", "pushed"]
 
 
+def test_only_a_sources_current_epoch_is_left_out() -> None:
+    """A new epoch resends what its store kept; one whose store lost it cannot."""
+    log = relayed_log()
+    log.heard_from("h2@2")  # h2 restarted
+    log.declare("h3@1", frozenset({"h2"}), {})
+    assert paths(send(log, "h3@1", budget=10 * SIZE)) == ["e1a", "h2a", "h2b", "mine"]
+
+
 def test_a_catch_up_forgets_what_was_left_out() -> None:
     log = relayed_log()
     log.declare("h3@1", frozenset({"h2"}), {})
     send(log, "h3@1", budget=10 * SIZE)
     log.caught_up_from("h3@1", 5)  # the whole state went: nothing is owed
     assert not log.declare("h3@1", frozenset(), {})
+
+
+def test_a_source_that_lost_its_store_leaves_nothing_of_its_old_epochs_out() -> None:
+    """Simulator seeds 608 and 1966 under rollback-hub: what h2 was to resend, we send."""
+    log = relayed_log()
+    log.track("h4@1", 5)  # a peer that had nothing left out
+    log.declare("h3@1", frozenset({"h2"}), {})
+    log.acknowledge("h3@1", 1, send(log, "h3@1", budget=10 * SIZE).end)
+    log.append(delta("h2c"), "h2@1", SIZE, origin_end=11)  # not yet sent to h3
+    log.heard_from("h2@2")  # its new epoch's Hello
+    assert log.source_lost_updates("h2") == ["h3@1"]
+    assert log.needs_catch_up("h3@1") and not log.needs_catch_up("h4@1")
+    log.caught_up_from("h3@1", 5)  # the catch-up began before h2c
+    log.append(delta("h2new"), "h2@2", SIZE, origin_end=2)  # its new epoch sends this
+    assert paths(send(log, "h3@1", budget=10 * SIZE)) == ["h2c"]
+
+
+def test_a_source_dropped_on_the_peers_position_is_caught_up_if_it_loses_its_store() -> None:
+    """The position is the end of the furthest interval the peer got from h2: one
+    below it may have been lost, for h2 to resend, which a store restored or wiped
+    forgets."""
+    log = relayed_log()
+    log.declare("h3@1", frozenset({"h2"}), {})
+    log.acknowledge("h3@1", 1, send(log, "h3@1", budget=10 * SIZE).end)
+    assert not log.declare("h3@1", frozenset(), {"h2@1": 9})  # past what was left out
+    assert not log.needs_catch_up("h3@1")
+    assert log.source_lost_updates("h2") == ["h3@1"]
+    assert log.needs_catch_up("h3@1")
 
 
 # ---- acks -----------------------------------------------------------------------------
