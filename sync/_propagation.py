@@ -33,7 +33,10 @@ Synchronization of State-based CRDTs" (ICDE 2019):
   what it had (restored from an older copy, or wiped) lost the resends it owed
   the peers that declared it: those that relay its entries take them over
   (``source_lost_updates``).
-- *Epochs.* Entries that came from a node are sent back to none of its epochs. One
+- *Epochs.* Entries that came from a relaying node are sent back to none of its
+  epochs (an edge, which relays nothing, is sent back its earlier epochs' entries:
+  a wiped edge that got only others' adds back, not its own removal of them, held
+  the removed elements for good; simulator seed 20783). One
   restarted on its store has them; one whose store lost them gets each back from
   where it came: its own updates by catch-up (a peer's Hello shows it lacks them),
   the others resent by the peer it had them from (its Hello's position in that
@@ -242,6 +245,10 @@ class PeerProgress:
     # declared before is forgotten too.
     skips_forgotten: bool = False
     sources_known: bool = True
+    # Whether it relays (a hub): only a relay is sent nothing back from any epoch of
+    # its node (see "Epochs" above); one that does not (an edge) is sent back its
+    # earlier epochs' entries, as before epochs counted here.
+    relays: bool = True
     # Nodes that stopped being its sources while entries of theirs left out of what
     # it was sent were not sent again, its position in their logs saying it held them
     # (see ``source_lost_updates``).
@@ -578,7 +585,7 @@ class DeltaLog:
         whole: LogEntry | None = None  # the one entry sent unfiltered, if so
         progress = self.peers[peer]
         sources, skipped = progress.sources, progress.skipped
-        peer_node = node_of(peer)
+        relays, peer_node = progress.relays, node_of(peer)
         for entry in self._from(start, stop):
             if used and used + entry.size > budget:
                 break
@@ -589,9 +596,11 @@ class DeltaLog:
             if entry.origin_node in sources and self.epochs.get(entry.origin_node) == entry.origin:
                 # It had this from its source, directly (the source's current epoch).
                 _note_skipped(skipped, entry)
-            # Never send a peer what came from it, in any epoch (see "Epochs" above); a
-            # non-relaying replica sends only its own.
-            elif entry.origin_node != peer_node and not (local_only and entry.origin is not None):
+            # Never send a peer what came from it; a relay, nothing from any epoch of
+            # its node (see "Epochs" above). A non-relaying replica sends only its own.
+            elif (entry.origin_node != peer_node if relays else entry.origin != peer) and not (
+                local_only and entry.origin is not None
+            ):
                 logged = entry.keyspace()
                 # Nothing filtered out (the usual case): the delta as logged, not a copy
                 # of it (_joined leaves its parts as they are).

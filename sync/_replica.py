@@ -749,6 +749,7 @@ class Replica:
                 self.log.reset_sent(remote)  # what was in flight before is presumed lost
             state.remote = remote
         progress = self.log.track(remote, self.acked_at_open.get(remote, 1))
+        progress.relays = not state.own_writes_only
         restored = False  # its store lost what it had
         if lost_own_events(hello, ours):
             # Its store lost updates it made (wiped, or an older copy): our log never

@@ -137,6 +137,17 @@ def test_entries_from_a_peer_go_back_to_none_of_its_epochs() -> None:
     assert paths(send(log, "p1@2", budget=10 * SIZE)) == ["x"]
 
 
+def test_a_peer_that_does_not_relay_gets_its_earlier_epochs_entries_back() -> None:
+    """An edge relays nothing, so what it gets back it holds as no one's to leave out;
+    wiped, it needs its own removals back with the adds they removed (seed 20783)."""
+    log = DeltaLog()
+    add(log, "x")
+    add(log, "y", origin="e1@1")
+    add(log, "z", origin="e1@2")
+    log.track("e1@2", 1).relays = False
+    assert paths(send(log, "e1@2", budget=10 * SIZE)) == ["x", "y"]
+
+
 def test_admit_filter_drops_keys_and_an_interval_may_come_out_bottom() -> None:
     log = DeltaLog()
     add(log, "local/raw")
