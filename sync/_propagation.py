@@ -34,16 +34,16 @@ Synchronization of State-based CRDTs" (ICDE 2019):
   the peers that declared it: those that relay its entries take them over
   (``source_lost_updates``).
 - *Epochs.* Entries that came from a relaying node are sent back to none of its
-  epochs (an edge, which relays nothing, is sent back its earlier epochs' entries:
-  a wiped edge that got only others' adds back, not its own removal of them, held
-  the removed elements for good; simulator seed 20783). One
-  restarted on its store has them; one whose store lost them gets each back from
-  where it came: its own updates by catch-up (a peer's Hello shows it lacks them),
-  the others resent by the peer it had them from (its Hello's position in that
-  peer's log is behind what it acknowledged). It then holds them as that peer's,
-  and relays them on. Sent back by us, it held them as ours, and left them out for
-  a peer that declared us, while we left them out as its (simulator seed 3847,
-  shrunk, under ``rollback-hub``). Likewise, of a declared source's entries only
+  epochs. One restarted on its store has them; one whose store lost them gets each
+  back from where it came: its own updates by catch-up (a peer's Hello shows it
+  lacks them), the others resent by the peer it had them from (its Hello's position
+  in that peer's log is behind what it acknowledged). It then holds them as that
+  peer's, and relays them on. Sent back by us, it held them as ours, and left them
+  out for a peer that declared us, while we left them out as its (simulator seed
+  3847, shrunk, under ``rollback-hub``). An edge, which relays nothing, is sent
+  back its earlier epochs' entries: a wiped edge that got only others' adds back,
+  not its own removal of them, held the removed elements for good (seed 20783).
+  Likewise, of a declared source's entries only
   those of its current epoch (as of its last Hello to us) are left out: a new
   epoch resends what its store kept, but one whose store lost them cannot, and
   sending them costs bytes once, where leaving them out loses them (seed 1966: a

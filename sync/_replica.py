@@ -761,7 +761,7 @@ class Replica:
             held = [n for actor, n in hello.received.items() if actor.startswith(mine)]
             restored = self._resume(remote, max(held, default=1)) or restored
             self.log.heard_from(remote)
-            if restored and not state.own_writes_only:  # edges are never declared sources
+            if restored and progress.relays:  # edges are never declared sources
                 for peer in self.log.source_lost_updates(hello.node_id):
                     self._store_rewind(peer)
             state.remote_push = hello.push
