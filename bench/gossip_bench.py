@@ -34,7 +34,7 @@ large: 3,600 LWWRegister sets of 16 KiB values, 15 per sender commit: the
     (``ReplicaConfig.log_max_bytes``, 64 MiB), beyond which the log is collected and
     the hub is caught up by digest instead of by deltas. 15 per commit makes log
     entries of about 246 KB, and an edge's intervals of up to 1 MiB
-    (``edge_node.daemon.EDGE_BATCH_BYTES``) splice four of them into a frame of about
+    (``edge_node.edge.EDGE_BATCH_BYTES``) splice four of them into a frame of about
     985 KB; the small workload's frames stay at 10,000 deltas (``EDGE_BATCH_KEYS``).
 
 Bytes on the wire are the encoded protocol messages the link carries each way
@@ -61,7 +61,7 @@ from typing import Any
 
 import grpc
 
-from edge_node.daemon import replica_config
+from edge_node.edge import EDGE
 from sync import LWWRegister, PNCounter
 from sync._messages import Deltas, encode_message
 from sync._replica import Replica
@@ -318,7 +318,7 @@ def cpu_seconds(pid: int) -> float:
 async def drive_link(address: str, work: Workload, data: Path, hub_pid: int) -> LinkResult:
     r = AsyncReplica(
         LMDBStorage(data), "sender", clock=wall_clock_ms, new_epoch=fresh_epoch,
-        config=replica_config("edge"),
+        config=EDGE.replica_config(),
     )  # fmt: skip
     links = CountingLinks(r)
     log = r.replica.log

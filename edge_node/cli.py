@@ -26,33 +26,40 @@ class Failure(Exception):
 # ---- daemons ---------------------------------------------------------------------------
 
 
-def _daemon(args: argparse.Namespace, role: str) -> int:
-    from edge_node.daemon import ConfigError, load_config, run_event_loop, serve, setup_logging
+def _daemon(args: argparse.Namespace, role: Any) -> int:
+    from edge_node import daemon
 
     flags = {
-        "id": args.id, "data": args.data, "listen": args.listen, "role": role,
+        "id": args.id, "data": args.data, "listen": args.listen, "role": role.name,
         "upstream": args.upstream, "peer": getattr(args, "peer", None),
         "insecure": args.insecure, "tls_dir": args.tls_dir,
         "reconnect_max_ms": args.reconnect_max_ms, "new_epoch": args.new_epoch,
         "push": args.push, "pull": args.pull, "max_store_size": args.max_store_size,
+        "max_links": args.max_links,
+        "down_push": getattr(args, "down_push", None),
+        "down_pull": getattr(args, "down_pull", None),
         **sensors_cli.node_flags(args),
     }  # fmt: skip
     try:
-        cfg = load_config(args.config, flags)
-        cfg.check()
-    except ConfigError as exc:
+        cfg = daemon.load_config(args.config, flags)
+        daemon.check_config(cfg, role)
+    except daemon.ConfigError as exc:
         print(f"edgesync {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    setup_logging()
-    return run_event_loop(serve(cfg))
+    daemon.setup_logging()
+    return daemon.run_event_loop(daemon.serve(cfg, role))
 
 
 def _node(args: argparse.Namespace) -> int:
-    return _daemon(args, "edge")
+    from edge_node.edge import EDGE
+
+    return _daemon(args, EDGE)
 
 
 def _hub(args: argparse.Namespace) -> int:
-    return _daemon(args, args.role)
+    from cloud_hub.hub import HubRole
+
+    return _daemon(args, HubRole(args.role))
 
 
 # ---- client commands -------------------------------------------------------------------
@@ -297,6 +304,13 @@ def _daemon_parser(commands: Any, name: str, help_text: str) -> argparse.Argumen
         help="the store's ceiling, like 512MiB or 8GiB: past it, writes are refused "
         "while reads and sync go on (default 8GiB)",
     )
+    p.add_argument(
+        "--max-links",
+        type=int,
+        metavar="N",
+        help="accept at most N links from peers that dial this daemon; more are refused "
+        "and retry later (default 1024 on a hub, 64 on a node)",
+    )
     p.add_argument("--new-epoch", action="store_true",
                    help="start a new epoch: after restoring the store from a backup")  # fmt: skip
     _security(p)
@@ -322,6 +336,13 @@ def _add_daemons(commands: Any) -> None:
     node.set_defaults(run=_node)
     hub = _daemon_parser(commands, "hub", "run a regional or cloud hub daemon")
     hub.add_argument("--role", choices=["regional", "cloud"], required=True)
+    for flag, verb in (("--down-push", "send only keys under PREFIX"),
+                       ("--down-pull", "accept only keys under PREFIX")):  # fmt: skip
+        hub.add_argument(
+            flag, action="append", default=[], metavar="PREFIX",
+            help=f"{verb} on links from below (peers that dial this hub), in place of "
+            f"{flag.replace('down-', '')} there (repeat)",
+        )  # fmt: skip
     hub.set_defaults(run=_hub)
 
 

@@ -1,9 +1,11 @@
 """The edgesync daemon: one replica, its links, and the client API, in one process.
 
-Edge nodes (``edgesync node``) and hubs (``edgesync hub --role regional|cloud``)
-run this same machinery; a role is configuration. The daemon serves the
-Replication and Client services, the standard gRPC health service and server
-reflection, dials its upstreams and peers (reconnecting with backoff and
+Edge nodes (``edgesync node``, ``edge_node/edge.py``) and hubs (``edgesync hub
+--role regional|cloud``, ``cloud_hub/hub.py``) run this same machinery; a
+``Role`` is configuration and policy: how the replica runs, which prefixes flow
+on which links, how many links it accepts, what else runs beside it. The daemon
+serves the Replication and Client services, the standard gRPC health service and
+server reflection, dials its upstreams and peers (reconnecting with backoff and
 jitter), and on SIGTERM or SIGINT stops accepting, lets in-flight writes commit,
 closes its links and exits 0.
 """
@@ -16,10 +18,10 @@ import logging
 import signal
 import socket
 import tomllib
-from collections.abc import Coroutine
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -64,6 +66,11 @@ class DaemonConfig:
     # The store's ceiling: at it, writes are refused and reads and sync go on. Bytes, or
     # a string with a unit ("512MiB", "8GiB").
     max_store_size: int | str = "8GiB"
+    max_links: int | None = None  # links accepted from peers that dial in (the role's default)
+    # hubs only: the filters on links from below (peers that dial in), in place of
+    # push and pull there; push and pull still hold upstream
+    down_push: list[str] = field(default_factory=list)
+    down_pull: list[str] = field(default_factory=list)
     # sensors and inference (sensors/node.py); edge nodes only
     sensors: list[str] = field(default_factory=list)
     mqtt: str | None = None
@@ -71,10 +78,11 @@ class DaemonConfig:
     sensor_seed: int | None = None
 
     def link_policy(self) -> LinkPolicy:
-        """The same push and pull filters on every link; ``local/`` never leaves."""
+        """The push and pull filters (all but ``local/``, which never leaves)."""
         return LinkPolicy(push=tuple(self.push) or ("",), pull=tuple(self.pull) or ("",))
 
     def check(self) -> None:
+        """What every role needs; ``Role.check`` adds its own."""
         if self.reconnect_max_ms < RECONNECT_MIN_MS:
             raise ConfigError(f"--reconnect-max-ms must be at least {RECONNECT_MIN_MS}")
         if self.tls_dir is None and not self.insecure:
@@ -88,7 +96,13 @@ class DaemonConfig:
                         f"--insecure serves plain text on loopback only, not {address}"
                     )
         self.max_store_bytes()
-        self.sensor_sources()  # refuses a bad --sensors or --mqtt before anything starts
+        if self.max_links is not None and (
+            isinstance(self.max_links, bool) or not isinstance(self.max_links, int)
+            or self.max_links < 1
+        ):  # fmt: skip
+            raise ConfigError(
+                f"--max-links must be a whole number of at least 1, not {self.max_links!r}"
+            )
 
     def max_store_bytes(self) -> int:
         size = parse_size(self.max_store_size)
@@ -164,7 +178,8 @@ def load_config(path: Path | None, flags: dict[str, Any]) -> DaemonConfig:
             values = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from None
-    values.update({k: v for k, v in flags.items() if v not in (None, [], False)})
+    # A flag not given is None, [] or False (0 is given: --max-links 0 is refused, not unset).
+    values.update({k: v for k, v in flags.items() if v is not None and v is not False and v != []})
     missing = [k for k in ("id", "data", "listen") if k not in values]
     if missing:
         raise ConfigError(f"missing {', '.join('--' + m for m in missing)}")
@@ -178,23 +193,36 @@ def load_config(path: Path | None, flags: dict[str, Any]) -> DaemonConfig:
     return DaemonConfig(**values)
 
 
-# An edge's intervals: up to 1 MiB, but no more keys than a 256 KiB interval of small
-# deltas holds (about 25 bytes each). Every frame costs both ends the same fixed work
-# (gRPC's message path, a commit and an Ack each, the sender's next ready()), so 16 KiB
-# values went 15 to a 256 KiB frame and paid it fifteen times as often as 1 MiB frames
-# do; and 40,000 small deltas to a frame made the receiver's pipeline too coarse (a
-# 200,000-delta backlog in five frames). An edge logs only its own updates, all held
-# decoded, so the key count is exact. Hubs keep the defaults: what they relay is
-# logged as received, where only bytes are counted.
-EDGE_BATCH_BYTES = 1024 * 1024
-EDGE_BATCH_KEYS = 10_000
+Stop = Callable[[], Awaitable[None]]
 
 
-def replica_config(role: str, new_epoch: bool = False) -> ReplicaConfig:
-    """How a daemon of ``role`` runs its replica."""
-    edge = role == "edge"
-    config = ReplicaConfig(
-        relay=not edge,  # an edge sends its own updates only
+class Role(Protocol):
+    """What a daemon's role decides (``edge_node.edge.EDGE``, ``cloud_hub.hub``)."""
+
+    @property
+    def name(self) -> str:
+        """Edge, regional or cloud: as its certificate and its status say."""
+
+    @property
+    def max_links(self) -> int:
+        """How many links it accepts from peers that dial it, unless configured."""
+
+    def replica_config(self, new_epoch: bool) -> ReplicaConfig: ...
+
+    def check(self, cfg: DaemonConfig) -> None:
+        """Refuse keys the role has no use for (``ConfigError``)."""
+
+    def link_policy(self, cfg: DaemonConfig, accepted: bool) -> LinkPolicy:
+        """A link's filters; ``accepted``: the peer dialed us."""
+
+    async def start(self, cfg: DaemonConfig, replica: AsyncReplica) -> Stop | None:
+        """Start what runs beside the replica; how to stop it, before the replica."""
+
+
+def daemon_replica_config(relay: bool, new_epoch: bool = False) -> ReplicaConfig:
+    """How a daemon runs its replica; ``relay``: it sends on what it receives."""
+    return ReplicaConfig(
+        relay=relay,
         new_epoch=new_epoch,
         # AsyncReplica sends each interval before it builds the next: a backlog's
         # first frame leaves after one interval's work, not a whole window's.
@@ -207,25 +235,32 @@ def replica_config(role: str, new_epoch: bool = False) -> ReplicaConfig:
         # peer is not resent.
         window=32,
     )
-    if edge:
-        return replace(config, batch_bytes=EDGE_BATCH_BYTES, batch_keys=EDGE_BATCH_KEYS)
-    return config
 
 
-async def serve(cfg: DaemonConfig) -> int:
+def check_config(cfg: DaemonConfig, role: Role) -> None:
+    """Refuse a configuration that cannot work, before anything starts."""
+    if cfg.role != role.name:
+        raise ConfigError(f"this daemon runs as {role.name!r}, but its config says {cfg.role!r}")
     cfg.check()
+    role.check(cfg)
+
+
+async def serve(cfg: DaemonConfig, role: Role) -> int:
+    check_config(cfg, role)
     tune_malloc()  # before the store and the state take their memory
     storage = LMDBStorage(cfg.data, max_map_size=cfg.max_store_bytes())
     replica = AsyncReplica(
         storage, cfg.id, clock=wall_clock_ms, new_epoch=fresh_epoch,
-        config=replica_config(cfg.role, cfg.new_epoch),
+        config=role.replica_config(cfg.new_epoch),
     )  # fmt: skip
     tune_gc()
     server_creds, channel_creds = tls_credentials(cfg)
     links = GrpcLinks(
         replica, authenticate=peer_identity, credentials=channel_creds,
+        claim=(cfg.id, cfg.role),
+        max_accepted=cfg.max_links if cfg.max_links is not None else role.max_links,
         backoff_ms=(RECONNECT_MIN_MS, cfg.reconnect_max_ms),
-        policy_for=lambda link: cfg.link_policy(),
+        policy_for=lambda link, accepted: role.link_policy(cfg, accepted),
     )  # fmt: skip
     # No SO_REUSEPORT (gRPC's default on Linux): with it, a second daemon given the same
     # --listen binds as well, and the kernel splits clients and peers between the two.
@@ -244,17 +279,16 @@ async def serve(cfg: DaemonConfig) -> int:
     await server.start()
     log.info("started", extra={"node": cfg.id, "role": cfg.role, "listen": cfg.listen,
                                "actor": replica.actor})  # fmt: skip
-    tasks = [asyncio.create_task(links.dial(a)) for a in [*cfg.upstream, *cfg.peer]]
+    tasks = [asyncio.create_task(links.dial(a)) for a in cfg.upstream]
+    tasks += [asyncio.create_task(links.dial(a, edge=True)) for a in cfg.peer]
     tasks.append(asyncio.create_task(ticker(replica)))
     tasks.append(asyncio.create_task(collect_everything_hourly(cfg.id)))
-    pipeline = await _start_sensors(cfg, replica)
+    stop_beside = await role.start(cfg, replica)
     await _until_signalled()
     log.info("stopping", extra={"node": cfg.id})
     await health_servicer.enter_graceful_shutdown()
-    if pipeline is not None:
-        from sensors.node import stop_pipeline
-
-        await stop_pipeline(pipeline)  # its last writes commit before the replica closes
+    if stop_beside is not None:
+        await stop_beside()  # its last writes commit before the replica closes
     await server.stop(grace=2)  # stop accepting; in-flight calls (writes) finish
     for task in tasks:
         task.cancel()
@@ -262,19 +296,6 @@ async def serve(cfg: DaemonConfig) -> int:
     await replica.close()  # commits what is pending, records a clean shutdown
     log.info("stopped", extra={"node": cfg.id})
     return 0
-
-
-async def _start_sensors(cfg: DaemonConfig, replica: AsyncReplica) -> Any:
-    """The sensor pipeline (sensors/node.py), if the flags ask for one; inference
-    runs in worker threads and hands its updates to this loop."""
-    sources = cfg.sensor_sources()
-    if not sources:
-        return None
-    from sensors.node import start_pipeline
-
-    pipeline = await start_pipeline(replica, sources)
-    log.info("sensors started", extra={"sources": ",".join(s.name for s in sources)})
-    return pipeline
 
 
 def tls_credentials(

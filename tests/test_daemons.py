@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,15 +62,6 @@ class Fleet:
             if len(digests) == 1 or time.monotonic() > deadline:
                 return digests
             time.sleep(0.3)
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(tmp_path)
-    yield f
-    for name in list(f.procs):
-        f.procs[name].kill()
-        f.procs.pop(name).wait()
 
 
 def test_hierarchy_converges_and_cloud_sees_every_edge(fleet: Fleet) -> None:

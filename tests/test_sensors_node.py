@@ -9,11 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from test_daemons import Fleet, cli, fleet
+from test_daemons import Fleet, cli
 
 from sim.fleet import free_port
-
-__all__ = ["fleet"]  # the fixture, shared with tests/test_daemons.py
 
 MACHINES = ("edge-vibration-0", "edge-vibration-1")
 

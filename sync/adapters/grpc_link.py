@@ -13,6 +13,17 @@ changes. The peer is told why, in a frame with ``refusal`` set and no message, s
 the refused side logs it and shows it in status too: a node whose clock runs far
 ahead learns it from its hub, instead of only seeing its writes never arrive.
 A refusal is never refused back.
+
+Who a peer is comes from its certificate. On a plain-text link (``--insecure``,
+loopback only) there is none, so the dialer states its node id and role in the
+call's metadata and the side it dials takes that claim: the same rules then
+hold as under TLS (an edge may send only its own writes, and a wiped edge gets
+its earlier epochs' entries back, which a relay is never sent), where the peer
+would otherwise count as a relay. It trusts nothing new: on such a link any
+process may say anything in a Hello anyway.
+
+A node may cap the links it accepts (``max_accepted``; a hub's fan-in): one
+more is refused with RESOURCE_EXHAUSTED, and its dialer backs off and retries.
 """
 
 from __future__ import annotations
@@ -37,6 +48,9 @@ FRAME_OVERHEAD = 1024
 MAX_REFUSAL_CHARS = 500  # of a refusal's reason, sent or taken
 REFUSAL_LOG_EVERY_S = 10.0  # a peer refusing frame after frame: one log line per this
 Outgoing = asyncio.Queue[bytes | str | None]  # a message; a refusal's reason; the end
+Identity = tuple[str, str]  # (node id, role)
+CLAIM_ID, CLAIM_ROLE = "edgesync-node-id", "edgesync-role"  # a dialer's claim (plain text)
+ROLES = ("edge", "regional", "cloud")
 
 
 def channel_options(max_message: int) -> list[tuple[str, int]]:
@@ -54,18 +68,26 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
         self,
         replica: AsyncReplica,
         *,
-        policy_for: Callable[[str], LinkPolicy] = lambda link: EVERYTHING,
+        policy_for: Callable[[str, bool], LinkPolicy] = lambda link, accepted: EVERYTHING,
         backoff_ms: tuple[int, int] = (100, 10_000),
         rng: random.Random | None = None,
-        authenticate: Callable[[Any], tuple[str, str] | None] = lambda context: None,
+        authenticate: Callable[[Any], Identity | None] = lambda context: None,
         credentials: grpc.ChannelCredentials | None = None,
+        claim: Identity | None = None,
+        max_accepted: int | None = None,
     ) -> None:
-        """``authenticate(context)`` gives an incoming peer's (node id, role) from its
-        certificate; ``credentials`` secure the links this side dials."""
+        """``policy_for(link, accepted)`` gives a link's filters (``accepted``: the
+        peer dialed us); ``authenticate(context)`` an incoming peer's (node id, role)
+        from its certificate; ``credentials`` secure the links this side dials.
+        Without credentials, ``claim`` is this node's identity, stated to the peers it
+        dials, and an incoming peer's own claim is taken (module docstring)."""
         self.replica = replica
         self.policy_for = policy_for
         self.authenticate = authenticate
         self.credentials = credentials
+        self.claim = claim
+        self.max_accepted = max_accepted
+        self.accepted: set[str] = set()
         self.backoff_ms = backoff_ms
         self.rng = rng or random.Random()
         self.outgoing: dict[str, Outgoing] = {}
@@ -83,13 +105,17 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
         if queue is not None:
             queue.put_nowait(data)
 
-    async def _open(self, link: str, peer: tuple[str, str] | None = None) -> Outgoing:
+    async def _open(
+        self, link: str, certified: str | None, edge: bool, accepted: bool = False
+    ) -> Outgoing:
+        """A link is up: ``certified`` is the peer's node id where its certificate (or,
+        in plain text, its claim) says it; an ``edge`` may send only its own writes."""
         queue: Outgoing = asyncio.Queue()
         self.outgoing[link] = queue
         self.connected[link] = True
         log.info("link up", extra={"link": link, "node": self.replica.replica.node_id})
-        certified, role = peer if peer is not None else (None, None)
-        await self.replica.connect(link, self.policy_for(link), certified, role == "edge")
+        policy = self.policy_for(link, accepted)
+        await self.replica.connect(link, policy, certified, edge)
         return queue
 
     def _close(self, link: str) -> None:
@@ -144,26 +170,45 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
     # ---- serving peers that dial in ------------------------------------------------
 
     async def Link(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-        peer = self.authenticate(context)
         link = f"in:{context.peer()}"
-        queue = await self._open(link, peer)
-        reader = asyncio.create_task(self._receive(link, request_iterator))
-        reader.add_done_callback(lambda _: queue.put_nowait(None))
+        if self.max_accepted is not None and len(self.accepted) >= self.max_accepted:
+            log.warning("link refused", extra={"link": link, "reason": "max links"})
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.replica.replica.node_id} already holds {len(self.accepted)} links "
+                f"from peers that dialed it, its limit (--max-links): dial another",
+            )
+        peer = self.authenticate(context)
+        if peer is None and self.credentials is None:
+            peer = claimed_identity(context)
+        certified, role = peer if peer is not None else (None, None)
+        self.accepted.add(link)
         try:
-            async for frame in self._frames(queue):
-                yield frame
+            queue = await self._open(link, certified, role == "edge", accepted=True)
+            reader = asyncio.create_task(self._receive(link, request_iterator))
+            reader.add_done_callback(lambda _: queue.put_nowait(None))
+            try:
+                async for frame in self._frames(queue):
+                    yield frame
+            finally:
+                reader.cancel()
+                self._close(link)
         finally:
-            reader.cancel()
-            self._close(link)
+            self.accepted.discard(link)
 
     # ---- dialing peers ---------------------------------------------------------------------
 
-    async def dial(self, address: str) -> None:
-        """Keep a link to ``address`` up until cancelled, backing off between attempts."""
+    async def dial(self, address: str, edge: bool = False) -> None:
+        """Keep a link to ``address`` up until cancelled, backing off between attempts.
+
+        ``edge``: the node there is an edge (``--peer``), which may send only its own
+        writes, as it may when it dials us. Its certificate's name is not checked
+        from this side (gRPC's Python client does not show it), but its Hello's is
+        the only name whose writes it may send."""
         delay = self.backoff_ms[0]
         while True:
             try:
-                await self._run_link(address, self.credentials)
+                await self._run_link(address, self.credentials, edge)
                 delay = self.backoff_ms[0]  # it was up: start the backoff afresh
             except (grpc.aio.AioRpcError, TimeoutError) as exc:
                 reason = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
@@ -173,7 +218,9 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
             await asyncio.sleep(self.rng.uniform(0, delay) / 1000)  # full jitter
             delay = min(delay * 2, self.backoff_ms[1])
 
-    async def _run_link(self, address: str, credentials: grpc.ChannelCredentials | None) -> None:
+    async def _run_link(
+        self, address: str, credentials: grpc.ChannelCredentials | None, edge: bool
+    ) -> None:
         options = channel_options(self.replica.replica.config.max_message_bytes)
         if credentials is None:
             channel = grpc.aio.insecure_channel(address, options=options)
@@ -181,9 +228,22 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
             channel = grpc.aio.secure_channel(address, credentials, options=options)
         async with channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=5)
-            queue = await self._open(address)
-            call = replication_pb2_grpc.ReplicationStub(channel).Link(self._frames(queue))
+            queue = await self._open(address, None, edge)
+            metadata = None
+            if credentials is None and self.claim is not None:
+                metadata = ((CLAIM_ID, self.claim[0]), (CLAIM_ROLE, self.claim[1]))
+            stub = replication_pb2_grpc.ReplicationStub(channel)
+            call = stub.Link(self._frames(queue), metadata=metadata)
             await self._receive(address, call)
+
+
+def claimed_identity(context: Any) -> Identity | None:
+    """The (node id, role) a plain-text dialer states, if it states a known role."""
+    claims = dict(context.invocation_metadata() or ())
+    node, role = claims.get(CLAIM_ID), claims.get(CLAIM_ROLE)
+    if not isinstance(node, str) or not node or len(node) > 200 or role not in ROLES:
+        return None
+    return node, role
 
 
 def _count(refusals: dict[str, tuple[int, str]], link: str, reason: str) -> int:
