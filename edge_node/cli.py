@@ -35,7 +35,7 @@ def _daemon(args: argparse.Namespace, role: Any) -> int:
         "insecure": args.insecure, "tls_dir": args.tls_dir,
         "reconnect_max_ms": args.reconnect_max_ms, "new_epoch": args.new_epoch,
         "push": args.push, "pull": args.pull, "max_store_size": args.max_store_size,
-        "max_links": args.max_links,
+        "max_links": args.max_links, "metrics": args.metrics,
         "down_push": getattr(args, "down_push", None),
         "down_pull": getattr(args, "down_pull", None),
         **sensors_cli.node_flags(args),
@@ -310,6 +310,12 @@ def _daemon_parser(commands: Any, name: str, help_text: str) -> argparse.Argumen
         metavar="N",
         help="accept at most N links from peers that dial this daemon; more are refused "
         "and retry later (default 1024 on a hub, 64 on a node)",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http(s)://HOST:PORT/metrics: HTTPS with client "
+        "certificates of the fleet's CA under --tls-dir, plain HTTP on loopback under --insecure",
     )
     p.add_argument("--new-epoch", action="store_true",
                    help="start a new epoch: after restoring the store from a backup")  # fmt: skip

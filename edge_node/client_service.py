@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from edge_node.status import snapshot
 from sync import CRDT, AWSet, LWWRegister, PNCounter, crdt_types
 from sync._keyspace import Key, Keyspace
 from sync._values import thaw
@@ -105,38 +106,22 @@ class ClientService(client_pb2_grpc.ClientServicer):
             self.replica.watchers.remove(changed.put_nowait)
 
     async def Status(self, request: Any, context: Any) -> Any:
-        r = self.replica.replica
-        peers = []
-        for link, up in sorted(self.links.connected.items()):
-            state = r.links.get(link)
-            lag = r._lag(state.remote) if state is not None else None
-            refused, why = self.links.refused.get(link, (0, ""))
-            refused_by_peer, peer_why = self.links.refused_by_peer.get(link, (0, ""))
-            peers.append(
-                client_pb2.PeerStatus(
-                    address=link, connected=up, lag=lag or 0, refused=refused, last_refusal=why,
-                    refused_by_peer=refused_by_peer, last_refused_by_peer=peer_why,
-                )
-            )  # fmt: skip
+        s = snapshot(self.replica, self.links, self.role)
+        peers = [
+            client_pb2.PeerStatus(
+                address=f.link, connected=f.up, lag=f.lag, refused=f.refused,
+                last_refusal=f.last_refusal, refused_by_peer=f.refused_by_peer,
+                last_refused_by_peer=f.last_refused_by_peer,
+            )
+            for f in s.links
+        ]  # fmt: skip
+        store = client_pb2.StoreStatus(
+            used_bytes=s.used_bytes, max_bytes=s.max_bytes, journal_bytes=s.journal_bytes,
+            write_backs=s.write_backs, keys=s.keys, log_entries=s.log_entries,
+        )  # fmt: skip
         return client_pb2.StatusReply(
-            id=r.node_id,
-            role=self.role,
-            epoch=f"{r.epoch:016x}",
-            version_vector=r.keyspace.actor_progress(),
-            digest=await self.replica.durable_digest(request.prefix),
-            peers=peers,
-            store=self._store_status(),
-        )
-
-    def _store_status(self) -> Any:
-        # Keys stored: the keyspace's entries, removed ones' tombstones included, as
-        # the digest tree counts them; not len(tree), which first hashes every key
-        # written since its last read (up to 64 MiB of values) on the event loop.
-        usage, r = self.replica.storage.usage(), self.replica.replica
-        return client_pb2.StoreStatus(
-            used_bytes=usage.used_bytes, max_bytes=usage.max_bytes or 0,
-            journal_bytes=usage.journal_bytes, write_backs=usage.write_backs,
-            keys=len(r.keyspace.entries), log_entries=len(r.log),
+            id=s.node, role=s.role, epoch=s.epoch, version_vector=s.version_vector,
+            digest=await self.replica.durable_digest(request.prefix), peers=peers, store=store,
         )  # fmt: skip
 
 

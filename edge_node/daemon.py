@@ -67,6 +67,7 @@ class DaemonConfig:
     # a string with a unit ("512MiB", "8GiB").
     max_store_size: int | str = "8GiB"
     max_links: int | None = None  # links accepted from peers that dial in (the role's default)
+    metrics: str | None = None  # HOST:PORT to serve Prometheus metrics at (edge_node/metrics.py)
     # hubs only: the filters on links from below (peers that dial in), in place of
     # push and pull there; push and pull still hold upstream
     down_push: list[str] = field(default_factory=list)
@@ -89,8 +90,13 @@ class DaemonConfig:
             raise ConfigError(
                 "choose --tls-dir DIR (mutual TLS) or --insecure (plain text, loopback only)"
             )
+        if self.metrics is not None and not _is_host_port(self.metrics):
+            raise ConfigError(
+                f"--metrics takes HOST:PORT, like 127.0.0.1:9464, not {self.metrics!r}"
+            )
         if self.insecure:
-            for address in [self.listen, *self.upstream, *self.peer]:
+            served = [self.listen] if self.metrics is None else [self.listen, self.metrics]
+            for address in [*served, *self.upstream, *self.peer]:
                 if not is_loopback(address):
                     raise ConfigError(
                         f"--insecure serves plain text on loopback only, not {address}"
@@ -153,6 +159,11 @@ def parse_size(size: int | str) -> int | None:
     except ValueError:
         return None
     return None if unit is None or value < 0 else int(value * unit)
+
+
+def _is_host_port(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def is_loopback(address: str) -> bool:
@@ -279,6 +290,7 @@ async def serve(cfg: DaemonConfig, role: Role) -> int:
     await server.start()
     log.info("started", extra={"node": cfg.id, "role": cfg.role, "listen": cfg.listen,
                                "actor": replica.actor})  # fmt: skip
+    metrics = _serve_metrics(cfg, replica, links)
     tasks = [asyncio.create_task(links.dial(a)) for a in cfg.upstream]
     tasks += [asyncio.create_task(links.dial(a, edge=True)) for a in cfg.peer]
     tasks.append(asyncio.create_task(ticker(replica)))
@@ -294,8 +306,26 @@ async def serve(cfg: DaemonConfig, role: Role) -> int:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await replica.close()  # commits what is pending, records a clean shutdown
+    if metrics is not None:
+        metrics.shutdown()
     log.info("stopped", extra={"node": cfg.id})
     return 0
+
+
+def _serve_metrics(cfg: DaemonConfig, replica: AsyncReplica, links: GrpcLinks) -> Any:
+    """Prometheus metrics at ``--metrics``, if asked: HTTPS with client certificates
+    under ``--tls-dir``, plain HTTP (loopback only) under ``--insecure``."""
+    if cfg.metrics is None:
+        return None
+    from edge_node.metrics import serve_metrics
+
+    tls = None
+    if cfg.tls_dir is not None:
+        tls = (cfg.tls_dir / "ca.pem", cfg.tls_dir / f"{cfg.id}.pem", cfg.tls_dir / f"{cfg.id}.key")
+    try:
+        return serve_metrics(cfg.metrics, replica, links, cfg.role, tls)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {cfg.metrics} (in use?): {exc}") from None
 
 
 def tls_credentials(

@@ -88,6 +88,7 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
         self.claim = claim
         self.max_accepted = max_accepted
         self.accepted: set[str] = set()
+        self.turned_away = 0  # links refused at max_accepted
         self.backoff_ms = backoff_ms
         self.rng = rng or random.Random()
         self.outgoing: dict[str, Outgoing] = {}
@@ -172,6 +173,7 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
     async def Link(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
         link = f"in:{context.peer()}"
         if self.max_accepted is not None and len(self.accepted) >= self.max_accepted:
+            self.turned_away += 1
             log.warning("link refused", extra={"link": link, "reason": "max links"})
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
