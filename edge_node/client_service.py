@@ -17,6 +17,7 @@ import grpc
 from edge_node.status import snapshot
 from sync import CRDT, AWSet, LWWRegister, PNCounter, crdt_types
 from sync._keyspace import Key, Keyspace
+from sync._storage import StorageError, StoreFullError
 from sync._values import thaw
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.grpc_link import GrpcLinks
@@ -67,6 +68,10 @@ class ClientService(client_pb2_grpc.ClientServicer):
             await self._apply(request, op)
         except (ValueError, TypeError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except StoreFullError as exc:  # the ceiling or a full disk: reads and sync go on
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"not stored: {exc}")
+        except StorageError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"not stored: {exc}")
         r = self.replica.replica
         return client_pb2.UpdateReply(actor=r.actor, digest=r.keyspace.digest())
 

@@ -259,10 +259,26 @@ class Replica:
         # progress over to the new epoch (_supersede), so a crash costs no catch-up.
         unclean = meta is not None and not meta.clean_shutdown
         epoch = new_epoch() if meta is None or restored or unclean else meta.epoch
-        replica = cls(node_id, epoch, clock, new_epoch, config)
+        replica = cls._loaded(
+            storage, node_id, epoch, clock=clock, new_epoch=new_epoch, config=config
+        )
         if meta is not None and epoch != meta.epoch:
             why = "asked to (--new-epoch)" if restored else "the store was not shut down cleanly"
             replica._events.append(Event("new epoch", {"epoch": f"{epoch:016x}", "why": why}))
+        return replica
+
+    @classmethod
+    def _loaded(
+        cls,
+        storage: Storage,
+        node_id: str,
+        epoch: int,
+        *,
+        clock: Callable[[], int],
+        new_epoch: Callable[[], int],
+        config: ReplicaConfig | None,
+    ) -> Replica:
+        replica = cls(node_id, epoch, clock, new_epoch, config)
         replica._load(storage)
         replica._batch.meta = StoreMeta(node_id, epoch, clean_shutdown=False)
         return replica
@@ -303,9 +319,17 @@ class Replica:
     def reloaded(self, storage: Storage) -> Replica:
         """A replica rebuilt from ``storage`` with this one's links, introduced afresh.
 
-        For when a commit failed: memory then holds changes the store does not.
+        For when a commit failed: memory then holds changes the store does not. It
+        keeps its epoch, unlike a restart after a crash: a batch's messages are sent,
+        and its writers acknowledged, only after it commits, so no peer or client saw
+        a dot the store lacks, and the next updates may take those dots again. (A
+        new epoch each time would add an actor to every version vector per failed
+        commit: on a full disk, one per refused write.)
         """
-        fresh = Replica.open(storage, self.node_id, self.clock, self.new_epoch, self.config)
+        fresh = Replica._loaded(
+            storage, self.node_id, self.epoch,
+            clock=self.clock, new_epoch=self.new_epoch, config=self.config,
+        )  # fmt: skip
         for link, state in self.links.items():
             fresh.connect(link, state.policy, state.certified_node, state.own_writes_only)
         return fresh

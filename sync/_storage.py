@@ -37,6 +37,11 @@ class StoreFullError(StorageError):
     """The store reached its size ceiling: writes are refused, reads and sync go on."""
 
 
+class DiskFullError(StoreFullError):
+    """The filesystem holding the store is full: writes are refused until space is
+    freed, reads and sync go on."""
+
+
 class IncompatibleStoreError(StorageError):
     """The store was written by a format this build cannot read."""
 

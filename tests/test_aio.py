@@ -122,8 +122,10 @@ def test_a_failed_commit_fails_the_batches_behind_it_and_every_ack_is_on_disk(
                 else:
                     acked.append(path)
 
+        epoch = r.replica.epoch
         await asyncio.gather(*(writer(w) for w in range(32)))
         assert r.commits > 2 and refused  # pipelined commits, and the ceiling was hit
+        assert r.replica.epoch == epoch  # reloaded, not restarted: no dot it sent is lost
         await r.update("after", GCounter, lambda c, actor: c.increment(actor, 1))
         await r.close()
 

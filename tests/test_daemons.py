@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -284,3 +286,47 @@ def test_status_counts_the_frames_refused_on_a_link(fleet: Fleet) -> None:
     refused = [p for p in peers if p["refused"]]
     assert len(refused) == 1 and refused[0]["refused"] == 2 and refused[0]["last_refusal"]
     assert " refused=2 (" in cli("status", "--at", node, "--insecure").stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: a real filesystem that fills (root only; CI runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_refuses_writes_clearly_and_they_resume_when_space_is_freed(
+    fleet: Fleet, small_disk: Path
+) -> None:
+    fleet.root = small_disk  # the store (and the daemon's log) on the small disk
+    node = fleet.start("n", "node")
+    fleet.wait_ready()
+    at = ["--at", node, "--insecure"]
+    epoch = fleet.status("n")["epoch"]
+    acknowledged = []
+    for i in range(80):  # 100 KB values: the disk fills after a few dozen
+        done = cli("put", *at, f"blob/{i}", "x" * 100_000, check=False)
+        if done.returncode:
+            break
+        acknowledged.append(f"blob/{i}")
+    assert done.returncode == 1 and "the disk holding it is full" in done.stderr, done.stderr
+    assert "RESOURCE_EXHAUSTED" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert acknowledged
+    again = cli("put", *at, "blob/again", "x" * 100_000, check=False)
+    assert again.returncode == 1 and "full" in again.stderr  # still full: refused again
+    assert json.loads(cli("get", *at, "--json", acknowledged[0]).stdout)["values"]  # reads go on
+    assert fleet.status("n")["epoch"] == epoch  # a refused write costs no new epoch
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    cli("inc", *at, "after/freed")  # space freed: writes resume
+    assert fleet.stop("n") == 0
+    fleet.start("n", "node")
+    fleet.wait_ready()
+    keys = {k["key"] for k in json.loads(cli("keys", *at, "--json").stdout)["keys"]}
+    assert keys == {*acknowledged, "after/freed"}  # every acknowledged write, nothing else

@@ -69,6 +69,12 @@ the batches waiting with it, reckoned at two fresh pages per row plus its bytes
 waiting batches are written back and the batch commits straight to LMDB, which
 is how a store near its ceiling refuses what does not fit and takes what does.
 
+A full disk is not the ceiling but fails the same way: a journal write or an LMDB
+commit that fails while the filesystem has less free space than the batch needs
+(or with ENOSPC; LMDB reports a short write as EIO) raises ``DiskFullError``,
+which says so and how much is free. Nothing of the batch is applied, reads and
+sync go on, and writes succeed again once space is freed.
+
 Stale readers: a process killed inside a read transaction leaves its slot in
 ``lock.mdb``, pinning old pages so they are never reused. ``reader_check()`` at
 open clears slots of dead pids (``stale_readers_cleared``). LMDB itself resets the
@@ -104,6 +110,7 @@ import lmdb
 
 from sync._storage import (
     STORE_FORMAT,
+    DiskFullError,
     IncompatibleStoreError,
     Storage,
     StorageError,
@@ -126,7 +133,7 @@ from sync.adapters.journal import (
 
 __all__ = ["JOURNAL_BYTES", "LMDBStorage"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edgesync.store")  # a daemon's log: one key=value line per event
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -180,6 +187,18 @@ def _lmdb_cost(batch: WriteBatch, payload: bytes) -> int:
     its encoding holds every byte it stores."""
     rows = len(batch.entries) + len(batch.log_append)
     return rows * _ROW_PAGES * _PAGE + len(payload) + _PAGE
+
+
+DISK_MARGIN_BYTES = 1 << 20  # free space below a batch's size plus this: the disk is full
+
+
+def _free_bytes(path: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the filesystem of ``path``."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def _round_up(size: float) -> int:
@@ -318,9 +337,8 @@ class LMDBStorage(Storage):
         fsync_dir(self.path)  # make the newly created data.mdb's name durable
         if self.stale_readers_cleared:
             log.warning(
-                "store %s: cleared %d stale reader slot(s) left by dead processes",
-                self.path,
-                self.stale_readers_cleared,
+                "cleared stale reader slots left by dead processes",
+                extra={"store": str(self.path), "slots": self.stale_readers_cleared},
             )
 
     def _replay_journal(self) -> None:
@@ -345,9 +363,8 @@ class LMDBStorage(Storage):
         self._spare.restart()  # nothing in it is beyond what LMDB holds now
         if self.journal_replayed:
             log.info(
-                "store %s: replayed %d journal record(s) a crash left unapplied",
-                self.path,
-                self.journal_replayed,
+                "replayed journal records a crash left unapplied",
+                extra={"store": str(self.path), "records": self.journal_replayed},
             )
         if not self.journal_bytes:
             for journal in (self._journal, self._spare):
@@ -491,7 +508,10 @@ class LMDBStorage(Storage):
 
     def _journal_append(self, payload: bytes, batch: WriteBatch, cost: int) -> None:
         assert self._journal is not None
-        self._journal.append(self._seq + 1, payload)
+        try:
+            self._journal.append(self._seq + 1, payload)
+        except StorageError as exc:
+            raise self._failure(str(exc), exc, len(payload)) from exc.__cause__
         self._seq += 1
         self._unapplied.absorb(batch)
         self._unapplied_cost += cost
@@ -540,7 +560,8 @@ class LMDBStorage(Storage):
             return
         failed = None if done is None else done.exception()
         if failed is not None:
-            log.warning("store %s: write-back failed, trying again: %s", self.path, failed)
+            extra = {"store": str(self.path), "reason": str(failed)}
+            log.warning("write-back failed, trying again", extra=extra)
         if done is None or failed is not None:
             self._write_back(self._flushing, self._flushing_upto)
         self._applied = self._flushing_upto
@@ -576,9 +597,20 @@ class LMDBStorage(Storage):
                     self._grow(exc)  # raises StoreFullError at the ceiling
                 turned_over = True
             except lmdb.Error as exc:
-                raise StorageError(
-                    f"commit to store at {self.path} failed, nothing was applied: {exc}"
-                ) from exc
+                what = f"commit to store at {self.path} failed, nothing was applied"
+                raise self._failure(what, exc, _lmdb_cost(batch, b"")) from exc
+
+    def _failure(self, what: str, exc: Exception, needed: int) -> StorageError:
+        """The error for a failed write: ``DiskFullError`` if the disk is why."""
+        free = _free_bytes(self.path)
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        no_space = isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
+        if no_space or (free is not None and free < needed + DISK_MARGIN_BYTES):
+            return DiskFullError(
+                f"{what}: the disk holding it is full ({free} bytes free); writes "
+                f"succeed again once space is freed, reads and sync go on"
+            )
+        return StorageError(f"{what}: {exc}")
 
     def _turn_over(self) -> bool:
         """Commit a transaction that changes nothing; whether there was room for it."""
@@ -658,7 +690,7 @@ class LMDBStorage(Storage):
             raise StorageError(
                 f"store at {self.path} is full at {current} bytes and cannot grow: {exc}"
             ) from exc
-        log.info("store %s: map grown from %d to %d bytes", self.path, current, grown)
+        log.info("map grown", extra={"store": str(self.path), "from": current, "to": grown})
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -688,7 +720,8 @@ class LMDBStorage(Storage):
             try:
                 self._write_back_all()
             except StorageError as exc:  # the journal keeps them: the next open replays
-                log.error("store %s: journal not written back at close: %s", self.path, exc)
+                extra = {"store": str(self.path), "reason": str(exc)}
+                log.error("journal not written back at close", extra=extra)
         self.abandon()
 
     def abandon(self) -> None:
