@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -419,6 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except KeyboardInterrupt:
         return 0 if args.command == "watch" else 130
+    except BrokenPipeError:  # `edgesync watch ... | head`: the reader left, as with SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 128 + signal.SIGPIPE
     except Failure as exc:
         print(f"edgesync {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

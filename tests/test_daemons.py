@@ -147,6 +147,28 @@ def test_watch_prints_one_line_per_change(fleet: Fleet) -> None:
         watch.communicate(timeout=10)
 
 
+def test_watch_into_a_reader_that_leaves_exits_quietly(fleet: Fleet) -> None:
+    """``edgesync watch | head -n 1``: the watch ends when head does, with no error."""
+    import select
+
+    node = fleet.start("n", "node")
+    fleet.wait_ready()
+    watch = subprocess.Popen([*CLI, "watch", "--at", node, "--insecure", "k"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert watch.stdout is not None
+    for _ in range(600):  # until a change shows, then until the closed pipe ends it
+        cli("inc", "--at", node, "--insecure", "k", "1")
+        if watch.poll() is not None:
+            break
+        if not watch.stdout.closed and select.select([watch.stdout], [], [], 0.2)[0]:
+            watch.stdout.readline()
+            watch.stdout.close()  # the reader leaves
+    assert watch.stderr is not None
+    with watch.stderr:
+        errors = watch.stderr.read()
+    assert watch.wait(timeout=10) == 128 + signal.SIGPIPE and errors == b""
+
+
 def test_oversized_frame_is_refused_and_the_daemon_keeps_serving(fleet: Fleet) -> None:
     import grpc
 
