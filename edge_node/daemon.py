@@ -198,10 +198,37 @@ def load_config(path: Path | None, flags: dict[str, Any]) -> DaemonConfig:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
-    values["data"] = Path(values["data"])
-    if values.get("tls_dir") is not None:
-        values["tls_dir"] = Path(values["tls_dir"])
-    return DaemonConfig(**values)
+    typed = {key: _typed(key, value) for key, value in values.items()}
+    typed["data"] = Path(typed["data"])
+    if typed.get("tls_dir") is not None:
+        typed["tls_dir"] = Path(typed["tls_dir"])
+    return DaemonConfig(**typed)
+
+
+# What each key takes, by its DaemonConfig annotation: a TOML file can hold anything.
+_KINDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "str": (str, "a string"),
+    "Path": ((str, Path), "a path"),
+    "int": (int, "a whole number"),
+    "bool": (bool, "true or false"),
+    "int | str": ((int, str), 'a number of bytes or a size like "8GiB"'),
+}
+
+
+def _typed(key: str, value: Any) -> Any:
+    """``value`` for ``key`` as DaemonConfig takes it; a ``ConfigError`` that names the
+    key and what it takes if it is of another kind. A list key takes one string too."""
+    hint = str(DaemonConfig.__dataclass_fields__[key].type).removesuffix(" | None")
+    flag = "--" + key.replace("_", "-")
+    if hint == "list[str]":
+        value = [value] if isinstance(value, str) else value
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        raise ConfigError(f'{flag} takes strings, like ["a", "b"], not {value!r}')
+    kinds, text = _KINDS[hint]
+    if isinstance(value, kinds) and (hint == "bool" or not isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{flag} takes {text}, not {value!r}")
 
 
 Stop = Callable[[], Awaitable[None]]
