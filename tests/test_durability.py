@@ -370,15 +370,16 @@ def test_an_edge_wiped_after_its_hub_was_restored_gets_its_removal_back(
 ) -> None:
     """Found by the simulator (seed 3847 under rollback-hub,
     sim/scenarios/restored-hub-wiped-edge-gets-its-removals-back.scenario). e1 removes
-    e2's element; before the hub has it, the hub's store is restored from a copy taken
-    before any write. e1 sends the restored hub its removal, which the hub tells no
-    peer of e1's (there it logged it, and acknowledged the interval for e1 itself;
-    here, tracking e1 alone, it skips it). e1 is then wiped before the hub has sent it
-    anything. The hub rewound a peer only to what it had delivered to it since its
-    restore (nothing), and caught one up only for lost updates of its own (a removal
-    mints none): e1 never got its removal back, nor e2's add it removed. An edge back
-    under a new epoch is now rewound to its position in the hub's log, here below the
-    log's start: a catch-up by digest."""
+    e2's element; before the hub has the removal, its store is restored from a copy
+    taken before any write. e1 sends the restored hub the removal, which holds nothing
+    for e1 (in the simulator the hub logged it and acknowledged the interval for e1
+    itself; here, tracking e1 alone, it does not log it and moves e1 past it). e1 is
+    then wiped before the hub has sent it anything. The hub rewound a peer only to
+    what it had delivered to it since the restore (nothing), and caught one up only
+    for lost updates of its own (a removal mints none): e1 never got its removal
+    back, nor e2's add that it removed. An edge back under a new epoch is now rewound
+    to its position in the hub's log, here below the log's start: a catch-up by
+    digest."""
     edge = ReplicaConfig(relay=False)
     net = MemoryNetwork(random.Random(3847))
     net.add("hub", storage=LMDBStorage(tmp_path / "hub"))
