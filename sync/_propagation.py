@@ -43,6 +43,10 @@ Synchronization of State-based CRDTs" (ICDE 2019):
   3847, shrunk, under ``rollback-hub``). An edge, which relays nothing, is sent
   back its earlier epochs' entries: a wiped edge that got only others' adds back,
   not its own removal of them, held the removed elements for good (seed 20783).
+  Those its earlier epoch was never sent count too (an interval of only its own
+  entries held nothing for it, and we acknowledged it ourselves): an edge back
+  under a new epoch is rewound to its position in our log
+  (``Replica._resend_earlier_epochs``, seed 3847).
   Likewise, of a declared source's entries only
   those of its current epoch (as of its last Hello to us) are left out: a new
   epoch resends what its store kept, but one whose store lost them cannot, and

@@ -767,8 +767,9 @@ class Replica:
         # run on another copy of the store (or be a stale Hello, overtaken): where it
         # stands in our log is taken from it (_resume).
         first = state.remote != remote
+        new_epoch = False  # it came back under another epoch than the one we tracked
         if first:
-            self._supersede(hello.node_id, remote)
+            new_epoch = self._supersede(hello.node_id, remote)
             if remote in self.log.peers:
                 self.log.reset_sent(remote)  # what was in flight before is presumed lost
             state.remote = remote
@@ -784,6 +785,8 @@ class Replica:
             mine = self.node_id + "@"
             held = [n for actor, n in hello.received.items() if actor.startswith(mine)]
             restored = self._resume(remote, max(held, default=1)) or restored
+            if new_epoch and not progress.relays:
+                self._resend_earlier_epochs(remote, max(held, default=1))
             self.log.heard_from(remote)
             if restored and progress.relays:  # edges are never declared sources
                 for peer in self.log.source_lost_updates(hello.node_id):
@@ -805,21 +808,24 @@ class Replica:
         progress = self.log.peers[remote]
         self._batch.acks[remote] = 0 if progress.behind else progress.acked
 
-    def _supersede(self, node_id: str, remote: str) -> None:
+    def _supersede(self, node_id: str, remote: str) -> bool:
         """``remote`` is ``node_id``'s current epoch: its earlier epochs hand over.
+        True if our log tracked an earlier one.
 
         The peer kept its store across the restart (a crash takes a new epoch too), so
         positions in our log and in its log carry over; if the store is another one
         (wiped, or an older copy), its Hello rewinds what it lacks (_resume). Forgetting the old
         epoch instead would hold the delta log for a peer that is never coming back.
         """
-        for old in [p for p in self.log.peers if p != remote and node_of(p) == node_id]:
+        earlier = [p for p in self.log.peers if p != remote and node_of(p) == node_id]
+        for old in earlier:
             self.log.rename(old, remote)
             self.catchups.pop(old, None)  # else it would retry for good
         for old in [p for p in self.received if p != remote and node_of(p) == node_id]:
             position = self.received.pop(old)
             if remote not in self.received:
                 self.received[remote] = self._batch.received[remote] = position
+        return bool(earlier)
 
     def _on_deltas(self, link: str, remote: str, start: int, end: int, payload: bytes) -> None:
         self._merge_from(link, remote, payload, end)
@@ -860,6 +866,41 @@ class Replica:
             self.rewinds += 1
             return True
         return False
+
+    def _resend_earlier_epochs(self, remote: str, held: int) -> None:
+        """An edge came back under a new epoch: rewind it to its position in our log
+        (``held``), so it is sent again what its earlier epochs were never sent.
+
+        An edge is sent back its earlier epochs' entries (sync/_propagation.py,
+        "Epochs"), but the log sends a peer only what lies past its acked point, and
+        an interval that held nothing but the edge's own entries held nothing for it:
+        we acknowledged it ourselves. A store that lost such entries (wiped, or an
+        older copy) gets its dotted updates back by catch-up (``lost_own_events``),
+        but not a removal, which mints no dot; and ``_resume`` rewinds only to what
+        we delivered, which is nothing when we delivered it nothing since our own
+        restart (simulator seed 3847 under ``rollback-hub``: a hub restored from an
+        older copy took an edge's removals, acknowledged the interval itself, and
+        the edge was wiped before the hub had sent it anything). Its Hello cannot
+        tell us whether it lost them: a removal counts no event of its own.
+
+        Why ``held`` is far enough: an entry of its own that we logged below it, it
+        made before sending it to us, so before it merged the interval that took its
+        store to ``held``. Between ``held`` and the acked point lie only intervals we
+        acknowledged ourselves: its earlier epochs' entries, now sent, and what its
+        policy excludes, excluded again. The cost, for an edge that kept its store (a
+        crash takes a new epoch too), is its own updates since our last delivery to
+        it, once; or a catch-up by digest, which sends what differs, if the log
+        collected them. No dot is reused: they are its earlier epochs' dots, and it
+        mints its new epoch's. Nothing loops: an edge logs nothing it receives, and
+        what it may push back in a catch-up of its own we hold already (merged as
+        nothing, logged as nothing).
+        """
+        progress = self.log.peers[remote]
+        if held < progress.acked:
+            resent = {"peer": remote, "from": held, "to": progress.acked}
+            self._events.append(Event("resending an edge its earlier epochs' updates", resent))
+            self.log.rewind(remote, held)
+            self._store_rewind(remote)
 
     def _merge_from(
         self, link: str, remote: str, payload: bytes, origin_end: int | None = None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sync import LWWRegister, PNCounter
+from sync import AWSet, LWWRegister, PNCounter
 from sync._memnet import MemoryNetwork
 from sync._messages import Deltas, decode_message
 from sync._replica import ReplicaConfig
@@ -142,9 +142,9 @@ def cluster_with_a_copy_of_a(tmp_path: Path) -> MemoryNetwork:
     return net
 
 
-def restore_copy(tmp_path: Path) -> None:
-    shutil.rmtree(tmp_path / "a")
-    shutil.copytree(tmp_path / "old", tmp_path / "a")
+def restore_copy(tmp_path: Path, name: str = "a") -> None:
+    shutil.rmtree(tmp_path / name)
+    shutil.copytree(tmp_path / "old", tmp_path / name)
 
 
 def test_wiped_store_takes_a_new_epoch_and_loses_no_later_write(tmp_path: Path) -> None:
@@ -353,3 +353,63 @@ def test_the_catch_up_a_relay_owes_survives_its_restart(tmp_path: Path) -> None:
     restart(net, tmp_path, "b")  # before the catch-up of c is done
     relink(net, "b")
     assert_lost_write_everywhere(net)
+
+
+def link_edge(net: MemoryNetwork, edge: str) -> None:
+    """Link ``edge`` to "hub", which knows it by its certificate and takes only its
+    own updates (as over mutual TLS), and run until quiet."""
+    net.nodes["hub"].replica.connect(edge, certified_node=edge, own_writes_only=True)
+    net.flush("hub")
+    net.nodes[edge].replica.connect("hub")
+    net.flush(edge)
+    net.run()
+
+
+def test_an_edge_wiped_after_its_hub_was_restored_gets_its_removal_back(
+    tmp_path: Path,
+) -> None:
+    """Found by the simulator (seed 3847 under rollback-hub,
+    sim/scenarios/restored-hub-wiped-edge-gets-its-removals-back.scenario). e1 removes
+    e2's element; before the hub has the removal, its store is restored from a copy
+    taken before any write. e1 sends the restored hub the removal, which holds nothing
+    for e1 (in the simulator the hub logged it and acknowledged the interval for e1
+    itself; here, tracking e1 alone, it does not log it and moves e1 past it). e1 is
+    then wiped before the hub has sent it anything. The hub rewound a peer only to
+    what it had delivered to it since the restore (nothing), and caught one up only
+    for lost updates of its own (a removal mints none): e1 never got its removal
+    back, nor e2's add that it removed. An edge back under a new epoch is now rewound
+    to its position in the hub's log, here below the log's start: a catch-up by
+    digest."""
+    edge = ReplicaConfig(relay=False)
+    net = MemoryNetwork(random.Random(3847))
+    net.add("hub", storage=LMDBStorage(tmp_path / "hub"))
+    for name in ("e1", "e2"):
+        net.add(name, storage=LMDBStorage(tmp_path / name), config=edge)
+        link_edge(net, name)
+    restart(
+        net, tmp_path, "hub", prepare=lambda: shutil.copytree(tmp_path / "hub", tmp_path / "old")
+    )
+    for name in ("e1", "e2"):
+        link_edge(net, name)
+    e2 = net.nodes["e2"].replica
+    e2.update("alerts", AWSet, lambda s: s.add(e2.actor, "w"))
+    net.flush("e2")
+    net.run()
+    e1 = net.nodes["e1"].replica
+    e1.update("alerts", AWSet, lambda s: s.remove("w"))
+    net.flush("e1")  # sent, and lost with the restart
+    restart(net, tmp_path, "hub", prepare=lambda: restore_copy(tmp_path, "hub"))
+    link_edge(net, "e1")  # the removal reaches the restored hub
+    assert seen_add_of(net, "hub", e2.actor)  # as a removal's context: no element
+    restart(net, tmp_path, "e1", prepare=lambda: shutil.rmtree(tmp_path / "e1"), config=edge)
+    link_edge(net, "e1")
+    link_edge(net, "e2")
+    for name in ("hub", "e1", "e2"):
+        assert seen_add_of(net, name, e2.actor), name  # e1 did not, with the removal lost
+        assert net.nodes[name].replica.get("alerts", AWSet) is None  # removed: absent
+    assert len(set(net.digests().values())) == 1
+
+
+def seen_add_of(net: MemoryNetwork, name: str, actor: str) -> bool:
+    """Whether ``name`` has seen ``actor``'s one event (an add, or its removal)."""
+    return net.nodes[name].replica.keyspace.actor_progress().get(actor) == 1
