@@ -150,6 +150,22 @@ def test_registers_excuse_a_value_whose_removal_went_with_a_wiped_store() -> Non
     assert "expected None" in v.detail
 
 
+def test_a_counter_removal_that_took_out_nothing_cancels_nothing() -> None:
+    """Seed 9598 under rollback-hub: b removes the counter twice and is wiped before
+    the first removal leaves it. The second saw the same totals, but the first had
+    reset the counter there, so it removed nothing: a's increment may count."""
+    inc = op(1, "inc", COUNTER, value=4, dot=(A, 1), total=4)
+    first = op(2, "del", COUNTER, B, seen_totals=((("", 0, A), 4),))
+    again = op(3, "del", COUNTER, B, seen_totals=((("", 0, A), 4),))
+    history = History([inc, first, again], unseen={2: ["n"]}, at_risk={2: "wipe b"})
+    for value in (0, 4):
+        assert check_counters(history, {"n": {COUNTER: value}}) == []
+    more = op(3, "del", COUNTER, B, seen_totals=((("", 0, A), 4), (("", 0, B), 1)))
+    history = History([inc, first, more], unseen={2: ["n"]}, at_risk={2: "wipe b"})
+    (v,) = check_counters(history, {"n": {COUNTER: 4}})  # it saw more: it reset again
+    assert "expected 0" in v.detail
+
+
 def test_monotonic_reads_catch_a_replica_that_forgot_what_it_held() -> None:
     seen = [
         Observation(10, "e1", 0, {"k:3": {A: 2}}),
