@@ -16,7 +16,14 @@ It is also maintained lazily: ``set`` only notes a key's newest encoding, and th
 hashing and the walk up the levels happen when the tree is next read (a catch-up)
 or when ``MAX_PENDING`` keys (or ``MAX_PENDING_BYTES`` of their encodings) wait.
 The write path, which runs per update, then costs one dict store; a key written
-many times between reads is hashed once.
+many times between reads is hashed once. A large encoding (``HOLD_AT_MOST`` bytes
+or more) is not held until then: the tree notes the key only and encodes it again
+from the state (``encode_current``) when it flushes. Holding it kept a second copy
+of every large value in memory, fresh pages each, besides the state's own: a hub
+fed 16 KiB values faulted in twice the memory it needed (docs/architecture.md,
+"Issue 4's 0.5x bar"), and the copy the store needed is freed after its commit,
+so the next frame's encodings reuse its pages. The flush pays one encode (a copy)
+per such key, beside the hash it pays anyway.
 
 Only the top of the tree is kept summed: levels 0 to ``SUMMED_LEVEL`` hold each
 node's fingerprint and key count, and keys are held in one bucket per node of
@@ -45,6 +52,7 @@ FANOUT: Final = 4
 MAX_PENDING: Final = 65_536  # keys noted but not yet hashed in; bounds the memory they hold
 # ... and the bytes of their encodings: 65,536 keys of 16 KiB values held 1 GiB.
 MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
+HOLD_AT_MOST: Final = 4096  # an encoding this large or larger is encoded again at the flush
 SUMMED_LEVEL: Final = 7  # levels 0..7 keep sums per node; the 4**7 = 16,384 buckets are below
 _BUCKET_SHIFT: Final = 64 - 2 * SUMMED_LEVEL  # position -> its bucket (summed node) index
 
@@ -102,7 +110,11 @@ def _fingerprint(stored: bytes, encoded: bytes) -> int:
 
 
 class DigestTree:
-    def __init__(self) -> None:
+    def __init__(self, encode_current: Callable[[Key], bytes | None] | None = None) -> None:
+        """``encode_current(key)``: the key's encoding now (None: gone); without it,
+        every encoding is held until the flush."""
+        self._encode_current = encode_current
+        self._encode_later: set[Key] = set()  # pending keys whose encoding was not held
         # Sparse per level: small keyspaces cost little; absent nodes are (0, 0).
         self.fps: list[dict[int, int]] = [{} for _ in range(SUMMED_LEVEL + 1)]
         self.counts: list[dict[int, int]] = [{} for _ in range(SUMMED_LEVEL + 1)]
@@ -120,6 +132,11 @@ class DigestTree:
         """Record ``key``'s new encoding (None: the key is gone); ``stored``: its
         storage key, when the caller has it at hand."""
         pending = self._pending
+        if encoded is not None and len(encoded) >= HOLD_AT_MOST and self._encode_current:
+            self._encode_later.add(key)
+            encoded = b""  # not held: encoded again at the flush
+        elif self._encode_later:
+            self._encode_later.discard(key)
         pending[key] = (storage_key(key) if stored is None else stored, encoded)
         if encoded is not None:
             self._pending_bytes += len(encoded)  # (a key set twice counts twice: flushed early)
@@ -133,10 +150,14 @@ class DigestTree:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
+        later, self._encode_later = self._encode_later, set()
         self._pending_bytes = 0
         changes: dict[int, tuple[int, int]] = {}  # bucket -> (xor of fps, key count delta)
         positions, buckets = self.positions, self.buckets
-        for key, (stored, encoded) in pending.items():
+        for key, (stored, held) in pending.items():
+            encoded = held
+            if later and key in later and self._encode_current is not None:
+                encoded = self._encode_current(key)  # too large to hold: encoded now
             pos = positions.get(key)
             if pos is None:
                 if encoded is None:

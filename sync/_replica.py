@@ -207,7 +207,9 @@ class Replica:
         # with the merge, and told to peers in each Hello (see _resume).
         self.received: dict[str, int] = {}
         self.rewinds = 0  # peers found to have lost deltas they had acknowledged
-        self.tree = DigestTree()  # fingerprints of the state as of the last ready()
+        # Fingerprints of the state as of the last ready() (a large value's, of the state
+        # when the tree is next read: it encodes such values again then, see _digest.py).
+        self.tree = DigestTree(self._encode_current)
         self.catchups: dict[str, tuple[str, CatchUp]] = {}  # remote -> (link, session)
         self._sessions = 0
         self.last_catch_up: CatchUp | None = None
@@ -509,6 +511,10 @@ class Replica:
     ) -> None:
         entry = self.log.append(delta, origin, len(payload), payload, end, offsets=offsets)
         batch.log_append.append((entry.seq, encode_log_record(origin, payload)))
+
+    def _encode_current(self, key: Key) -> bytes | None:
+        child = self.keyspace.entries.get(key)
+        return None if child is None else child.encode()
 
     def _store_dirty(self, batch: WriteBatch) -> None:
         """Each key changed since the last ready(), encoded once, for the store and tree."""

@@ -24,7 +24,7 @@ from sync import GCounter, Keyspace, LWWRegister, PNCounter, Timestamp, crdt_typ
 from sync._causal import Dot
 from sync._codec import Writer
 from sync._crdt import _collect_actors, decode, encode, encode_general, sole_actor
-from sync._digest import DigestTree, fingerprint, position
+from sync._digest import HOLD_AT_MOST, DigestTree, fingerprint, position
 from sync._kernel import DotKernel
 from sync._keyspace import Key, _actors, decode_with_encodings, storage_key
 from sync._memnet import introduce
@@ -204,6 +204,28 @@ def test_the_lazy_digest_tree_equals_one_built_from_the_final_state() -> None:
     loaded.load((k, storage_key(k), e) for k, e in sorted(final.items()) if e is not None)
     # every level, node for node, with no empty node left behind by removals
     assert (lazy.fps, lazy.counts, lazy.buckets) == (loaded.fps, loaded.counts, loaded.buckets)
+
+
+def test_a_tree_that_encodes_large_values_again_equals_one_that_held_them() -> None:
+    """Encodings of HOLD_AT_MOST bytes or more are not held until the flush but taken
+    from the state then: the same fingerprints, for keys set, replaced by small or
+    large encodings, removed, and set again between flushes."""
+    rng = random.Random(5)
+    state: dict[Key, bytes | None] = {}
+    held, again = DigestTree(), DigestTree(state.get)
+    keys: list[Key] = [(f"p/{i}", 1) for i in range(200)]
+    for step in range(3_000):
+        key = rng.choice(keys)
+        size = rng.choice([0, 5, HOLD_AT_MOST - 1, HOLD_AT_MOST, 3 * HOLD_AT_MOST])
+        encoded = None if size == 0 else rng.randbytes(size)
+        state[key] = encoded
+        held.set(key, encoded)
+        again.set(key, encoded)
+        if step % 700 == 0:
+            assert again.root() == held.root()  # a flush in the middle of the run
+    assert again._pending_bytes < held._pending_bytes  # what it holds until the flush
+    assert again.root() == held.root() and len(again) == len(held)
+    assert again.buckets == held.buckets
 
 
 def test_updates_made_while_no_peer_is_tracked_are_skipped_then_caught_up() -> None:
