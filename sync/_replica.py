@@ -204,8 +204,13 @@ class Replica:
         self.links: dict[str, Link] = {}
         self.acked_at_open: dict[str, int] = {}
         # Per peer, the end of the furthest stretch of its log merged here: persisted
-        # with the merge, and told to peers in each Hello (see _resume).
+        # with the merge, and told to peers in each Hello (see _resume). Keyed by the
+        # epoch whose log it is: a new epoch's log may reuse an old one's sequence
+        # numbers for other entries (see _supersede).
         self.received: dict[str, int] = {}
+        # Our earlier epochs whose logs ours goes on from, each with the sequence number
+        # below which ours holds what theirs held (see _position_in_our_log).
+        self.earlier_logs: dict[str, int] = {}
         self.rewinds = 0  # peers found to have lost deltas they had acknowledged
         # Fingerprints of the state as of the last ready() (a large value's, of the state
         # when the tree is next read: it encodes such values again then, see _digest.py).
@@ -265,6 +270,8 @@ class Replica:
             storage, node_id, epoch, clock=clock, new_epoch=new_epoch, config=config
         )
         if meta is not None and epoch != meta.epoch:
+            # The store's log is its last epoch's as far as it goes, crashed or copied.
+            replica.earlier_logs[actor_name(node_id, meta.epoch)] = replica.log.next_seq
             why = "asked to (--new-epoch)" if restored else "the store was not shut down cleanly"
             replica._events.append(Event("new epoch", {"epoch": f"{epoch:016x}", "why": why}))
         return replica
@@ -332,6 +339,7 @@ class Replica:
             storage, self.node_id, self.epoch,
             clock=self.clock, new_epoch=self.new_epoch, config=self.config,
         )  # fmt: skip
+        fresh.earlier_logs = dict(self.earlier_logs)
         for link, state in self.links.items():
             fresh.connect(link, state.policy, state.certified_node, state.own_writes_only)
         return fresh
@@ -763,6 +771,8 @@ class Replica:
         if hello.progress.get(self.actor, 0) > ours.get(self.actor, 0):
             # Our store is behind what a peer saw of us (wiped or restored): our next
             # dots would repeat ones it holds. A fresh epoch makes them new (kv679).
+            # Our log goes on in memory: positions in it under the old epoch hold.
+            self.earlier_logs[self.actor] = self.log.next_seq
             self.epoch = self.new_epoch()
             why = f"{hello.node_id} saw more of our updates than the store holds"
             self._events.append(Event("new epoch", {"epoch": f"{self.epoch:016x}", "why": why}))
@@ -788,11 +798,10 @@ class Replica:
             progress.behind = True
             restored = True
         if first:
-            mine = self.node_id + "@"
-            held = [n for actor, n in hello.received.items() if actor.startswith(mine)]
-            restored = self._resume(remote, max(held, default=1)) or restored
+            held = self._position_in_our_log(hello.received)
+            restored = self._resume(remote, held) or restored
             if new_epoch and not progress.relays:
-                self._resend_earlier_epochs(remote, max(held, default=1))
+                self._resend_earlier_epochs(remote, held)
             self.log.heard_from(remote)
             if restored and progress.relays:  # edges are never declared sources
                 for peer in self.log.source_lost_updates(hello.node_id):
@@ -819,18 +828,24 @@ class Replica:
         True if our log tracked an earlier one.
 
         The peer kept its store across the restart (a crash takes a new epoch too), so
-        positions in our log and in its log carry over; if the store is another one
-        (wiped, or an older copy), its Hello rewinds what it lacks (_resume). Forgetting the old
+        its position in our log carries over; if the store is another one (wiped, or an
+        older copy), its Hello rewinds what it lacks (_resume). Forgetting the old
         epoch instead would hold the delta log for a peer that is never coming back.
+
+        Our position in its log does not carry over: it stays under the old epoch
+        until the new one sends us something (_advance_received). A store restored
+        from an older copy goes on from the copy's end of the log, and its new epoch
+        gives the sequence numbers past that to other entries. Carried over, a
+        position past the copy's end claimed the new entries too; a copy of *our*
+        store taken then claimed them for good, and the peer, which had delivered
+        them, never sent them again (``sim/scenarios/restored-hub-and-edge-positions``).
+        Only the peer knows how far its new log agrees with its old one; it reads the
+        old position so (``_position_in_our_log``).
         """
         earlier = [p for p in self.log.peers if p != remote and node_of(p) == node_id]
         for old in earlier:
             self.log.rename(old, remote)
             self.catchups.pop(old, None)  # else it would retry for good
-        for old in [p for p in self.received if p != remote and node_of(p) == node_id]:
-            position = self.received.pop(old)
-            if remote not in self.received:
-                self.received[remote] = self._batch.received[remote] = position
         return bool(earlier)
 
     def _on_deltas(self, link: str, remote: str, start: int, end: int, payload: bytes) -> None:
@@ -845,7 +860,12 @@ class Replica:
         acknowledges those itself) or, in the simulator's reordering network, one
         still on its way, which the peer resends until we acknowledge it.
         """
-        if end > self.received.get(remote, 1):
+        held = self.received.get(remote)
+        if held is None:  # the first from this epoch: it says where we stand from now on
+            for old in [p for p in self.received if node_of(p) == node_of(remote)]:
+                del self.received[old]  # in memory: the store keeps it, a true statement
+            held = 1
+        if end > held:
             self.received[remote] = self._batch.received[remote] = end
 
     def _resume(self, remote: str, held: int) -> bool:
@@ -872,6 +892,32 @@ class Replica:
             self.rewinds += 1
             return True
         return False
+
+    def _position_in_our_log(self, received: dict[str, int]) -> int:
+        """Where a peer's store stands in our log, from ``received`` (its Hello's
+        positions in each epoch's log of ours it merged from).
+
+        A position in our current epoch's log counts as it is. One in an earlier
+        epoch's log counts only below where our log stopped agreeing with that one
+        (``earlier_logs``): a store restored from an older copy takes a new epoch and
+        goes on logging from the copy's end, giving the old sequence numbers past it
+        to other entries, which the peer's old position does not hold. After a
+        crash, the store's log is the old one, so nothing is lost (no catch-up). An
+        epoch we know nothing of (one that ran on a store since lost, or one before
+        the epoch our store had when we opened it) counts for nothing: we cannot
+        tell where its log and ours part, and the peer is sent again what we
+        delivered it (or caught up by digest, which sends only what differs). That
+        costs bytes when a peer got nothing from our last epoch before we restarted
+        again; keeping the epochs' parting points in the store would save it.
+        Nothing here mints a dot or sends anything but our own log's entries (no
+        dot reused, no loop); a position only lowers what the peer is taken to hold.
+        """
+        held = received.get(self.actor, 1)
+        for actor, end in received.items():
+            agreed_below = self.earlier_logs.get(actor)
+            if agreed_below is not None:
+                held = max(held, min(end, agreed_below))
+        return held
 
     def _resend_earlier_epochs(self, remote: str, held: int) -> None:
         """An edge came back under a new epoch: rewind it to its position in our log

@@ -355,6 +355,16 @@ def test_the_catch_up_a_relay_owes_survives_its_restart(tmp_path: Path) -> None:
     assert_lost_write_everywhere(net)
 
 
+def hub_and_two_edges(tmp_path: Path, seed: int, edge: ReplicaConfig) -> MemoryNetwork:
+    """A hub on LMDB ("hub"), with edges "e1" and "e2" (``edge``) linked to it."""
+    net = MemoryNetwork(random.Random(seed))
+    net.add("hub", storage=LMDBStorage(tmp_path / "hub"))
+    for name in ("e1", "e2"):
+        net.add(name, storage=LMDBStorage(tmp_path / name), config=edge)
+        link_edge(net, name)
+    return net
+
+
 def link_edge(net: MemoryNetwork, edge: str) -> None:
     """Link ``edge`` to "hub", which knows it by its certificate and takes only its
     own updates (as over mutual TLS), and run until quiet."""
@@ -381,11 +391,7 @@ def test_an_edge_wiped_after_its_hub_was_restored_gets_its_removal_back(
     to its position in the hub's log, here below the log's start: a catch-up by
     digest."""
     edge = ReplicaConfig(relay=False)
-    net = MemoryNetwork(random.Random(3847))
-    net.add("hub", storage=LMDBStorage(tmp_path / "hub"))
-    for name in ("e1", "e2"):
-        net.add(name, storage=LMDBStorage(tmp_path / name), config=edge)
-        link_edge(net, name)
+    net = hub_and_two_edges(tmp_path, seed=3847, edge=edge)
     restart(
         net, tmp_path, "hub", prepare=lambda: shutil.copytree(tmp_path / "hub", tmp_path / "old")
     )
@@ -413,3 +419,52 @@ def test_an_edge_wiped_after_its_hub_was_restored_gets_its_removal_back(
 def seen_add_of(net: MemoryNetwork, name: str, actor: str) -> bool:
     """Whether ``name`` has seen ``actor``'s one event (an add, or its removal)."""
     return net.nodes[name].replica.keyspace.actor_progress().get(actor) == 1
+
+
+def test_an_edge_restored_after_its_hub_was_gets_back_what_the_new_hub_log_sent(
+    tmp_path: Path,
+) -> None:
+    """The hub's store is restored from an older copy: its new epoch logs from the
+    copy's end on, reusing sequence numbers its old log had given e2's k1..k6. A
+    copy of e1's store, taken before that, holds the hub's old log up to its end,
+    and the hub took that position as one in its new log (as it did one an edge
+    carried over to the new epoch): restored from the copy, e1 was not sent again
+    e2's later write, which the new log had delivered it below that position
+    (sim/scenarios/restored-hub-and-edge-positions.scenario). A position in an
+    earlier epoch's log now counts only below where the hub's log parted from it."""
+    edge = ReplicaConfig(relay=False)
+    net = hub_and_two_edges(tmp_path, seed=3, edge=edge)
+    edge_write(net, "e2", "first", 0)
+    restart(
+        net, tmp_path, "hub", prepare=lambda: shutil.copytree(tmp_path / "hub", tmp_path / "old")
+    )
+    for name in ("e1", "e2"):
+        link_edge(net, name)
+    for i in range(1, 7):  # entries of the hub's old log, past the copy's end
+        edge_write(net, "e2", f"k{i}", i)
+    restart(
+        net, tmp_path, "e1", config=edge,
+        prepare=lambda: shutil.copytree(tmp_path / "e1", tmp_path / "e1-old"),
+    )  # fmt: skip
+    link_edge(net, "e1")
+    restart(net, tmp_path, "hub", prepare=lambda: restore_copy(tmp_path, "hub"))
+    for name in ("e1", "e2"):
+        link_edge(net, name)
+    edge_write(net, "e2", "later", 7)  # an entry of the new log, below e1's old position
+    assert net.nodes["e1"].replica.get("later", LWWRegister) is not None
+
+    def restore_e1() -> None:
+        shutil.rmtree(tmp_path / "e1")
+        shutil.copytree(tmp_path / "e1-old", tmp_path / "e1")
+
+    restart(net, tmp_path, "e1", prepare=restore_e1, config=edge)
+    link_edge(net, "e1")
+    for name in ("hub", "e1", "e2"):
+        assert net.nodes[name].replica.get("later", LWWRegister).value() == 7, name  # type: ignore[union-attr]
+    assert len(set(net.digests().values())) == 1
+
+
+def edge_write(net: MemoryNetwork, name: str, path: str, value: object) -> None:
+    """``name`` sets ``path`` and the network runs until quiet."""
+    write(net, name, path, value)
+    net.run()
