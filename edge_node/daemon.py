@@ -285,6 +285,7 @@ def check_config(cfg: DaemonConfig, role: Role) -> None:
 
 async def serve(cfg: DaemonConfig, role: Role) -> int:
     check_config(cfg, role)
+    server_creds, channel_creds = tls_credentials(cfg)  # a bad certificate: before the store
     tune_malloc()  # before the store and the state take their memory
     storage = LMDBStorage(cfg.data, max_map_size=cfg.max_store_bytes())
     replica = AsyncReplica(
@@ -292,7 +293,6 @@ async def serve(cfg: DaemonConfig, role: Role) -> int:
         config=role.replica_config(cfg.new_epoch),
     )  # fmt: skip
     tune_gc()
-    server_creds, channel_creds = tls_credentials(cfg)
     links = GrpcLinks(
         replica, authenticate=peer_identity, credentials=channel_creds,
         claim=(cfg.id, cfg.role),
@@ -306,18 +306,16 @@ async def serve(cfg: DaemonConfig, role: Role) -> int:
     server = grpc.aio.server(options=options)
     health_servicer = _add_services(server, replica, links, cfg.role)
     try:
-        if server_creds is None:
-            port = server.add_insecure_port(cfg.listen)
-        else:
-            port = server.add_secure_port(cfg.listen, server_creds)
-    except RuntimeError as exc:  # grpcio raises where older releases returned 0
-        raise ConfigError(f"cannot listen on {cfg.listen} (in use?): {exc}") from None
-    if port == 0:
-        raise ConfigError(f"cannot listen on {cfg.listen} (in use?)")
-    await server.start()
+        _listen(server, cfg.listen, server_creds)
+        await server.start()
+        metrics = _serve_metrics(cfg, replica, links)
+    except BaseException:
+        # A daemon that cannot start closes its store cleanly: no new epoch next time.
+        await server.stop(None)
+        await replica.close()
+        raise
     log.info("started", extra={"node": cfg.id, "role": cfg.role, "listen": cfg.listen,
                                "actor": replica.actor})  # fmt: skip
-    metrics = _serve_metrics(cfg, replica, links)
     tasks = [asyncio.create_task(links.dial(a)) for a in cfg.upstream]
     tasks += [asyncio.create_task(links.dial(a, edge=True)) for a in cfg.peer]
     tasks.append(asyncio.create_task(ticker(replica)))
@@ -337,6 +335,18 @@ async def serve(cfg: DaemonConfig, role: Role) -> int:
         metrics.shutdown()
     log.info("stopped", extra={"node": cfg.id})
     return 0
+
+
+def _listen(server: grpc.aio.Server, address: str, creds: grpc.ServerCredentials | None) -> None:
+    try:
+        if creds is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, creds)
+    except RuntimeError as exc:  # grpcio raises where older releases returned 0
+        raise ConfigError(f"cannot listen on {address} (in use?): {exc}") from None
+    if port == 0:
+        raise ConfigError(f"cannot listen on {address} (in use?)")
 
 
 def _serve_metrics(cfg: DaemonConfig, replica: AsyncReplica, links: GrpcLinks) -> Any:

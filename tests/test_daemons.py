@@ -287,6 +287,11 @@ def test_a_second_daemon_on_a_taken_address_refuses_to_start(fleet: Fleet, tmp_p
                  "--insecure", check=False)  # fmt: skip
     assert second.returncode == 1 and f"cannot listen on {node}" in second.stderr
     assert json.loads(cli("status", "--at", node, "--insecure", "--json").stdout)["id"] == "n"
+    # m's store, opened before the listen failed, was closed cleanly: no new epoch next time
+    fleet.start("m", "node")
+    fleet.wait_ready()
+    log = (tmp_path / "m.log").read_text()
+    assert "new epoch" not in log and "journal records a crash left" not in log, log
 
 
 def test_status_counts_the_frames_refused_on_a_link(fleet: Fleet) -> None:

@@ -93,6 +93,7 @@ def test_a_peer_claiming_another_id_is_not_listened_to(tls_fleet: TlsFleet) -> N
     refused = cli("node", "--id", "impostor", "--data", data, "--listen", "127.0.0.1:1",
                   "--tls-dir", tls, check=False)  # fmt: skip
     assert refused.returncode == 1 and "is for 'e1'" in refused.stderr  # its own check
+    assert not Path(data).exists()  # refused before its store was made (or claimed)
     tls_fleet.wait_ready()
     assert json.loads(tls_fleet.ask("cloud", "keys", "--json"))["keys"] == []
     assert cloud
