@@ -511,7 +511,10 @@ class LMDBStorage(Storage):
         try:
             self._journal.append(self._seq + 1, payload)
         except StorageError as exc:
-            raise self._failure(str(exc), exc, len(payload)) from exc.__cause__
+            full = self._disk_full(str(exc), exc, len(payload))
+            if full is None:
+                raise
+            raise full from exc.__cause__
         self._seq += 1
         self._unapplied.absorb(batch)
         self._unapplied_cost += cost
@@ -598,10 +601,11 @@ class LMDBStorage(Storage):
                 turned_over = True
             except lmdb.Error as exc:
                 what = f"commit to store at {self.path} failed, nothing was applied"
-                raise self._failure(what, exc, _lmdb_cost(batch, b"")) from exc
+                full = self._disk_full(what, exc, _lmdb_cost(batch, b""))
+                raise full or StorageError(f"{what}: {exc}") from exc
 
-    def _failure(self, what: str, exc: Exception, needed: int) -> StorageError:
-        """The error for a failed write: ``DiskFullError`` if the disk is why."""
+    def _disk_full(self, what: str, exc: Exception, needed: int) -> DiskFullError | None:
+        """``DiskFullError`` if a full disk is why a write of ``needed`` bytes failed."""
         free = _free_bytes(self.path)
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         no_space = isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -610,7 +614,7 @@ class LMDBStorage(Storage):
                 f"{what}: the disk holding it is full ({free} bytes free); writes "
                 f"succeed again once space is freed, reads and sync go on"
             )
-        return StorageError(f"{what}: {exc}")
+        return None
 
     def _turn_over(self) -> bool:
         """Commit a transaction that changes nothing; whether there was room for it."""
