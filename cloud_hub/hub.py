@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge_node.daemon import ConfigError, DaemonConfig, Stop, daemon_replica_config
+from edge_node.daemon import DaemonConfig, Stop, daemon_replica_config, prefix_policy
 from sync._policy import LinkPolicy
 from sync._replica import ReplicaConfig
 from sync.adapters.aio import AsyncReplica
@@ -49,19 +49,14 @@ class HubRole:
         return daemon_replica_config(relay=True, new_epoch=new_epoch)
 
     def check(self, cfg: DaemonConfig) -> None:
-        given = [k for k in EDGE_ONLY_KEYS if getattr(cfg, k) not in (None, [])]
-        if given:
-            keys = ", ".join(k.replace("_", "-") for k in given)
-            raise ConfigError(
-                f"{keys}: an edge node's keys; a hub runs no sensors and links with --upstream"
-            )
+        cfg.refuse(
+            EDGE_ONLY_KEYS, "an edge node's keys; a hub runs no sensors and links with --upstream"
+        )
 
     def link_policy(self, cfg: DaemonConfig, accepted: bool) -> LinkPolicy:
         if not accepted:
             return cfg.link_policy()
-        push = tuple(cfg.down_push or cfg.push) or ("",)
-        pull = tuple(cfg.down_pull or cfg.pull) or ("",)
-        return LinkPolicy(push=push, pull=pull)
+        return prefix_policy(cfg.down_push or cfg.push, cfg.down_pull or cfg.pull)
 
     async def start(self, cfg: DaemonConfig, replica: AsyncReplica) -> Stop | None:
         return None

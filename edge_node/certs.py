@@ -149,13 +149,14 @@ class TlsMaterial:
     key: bytes
 
 
+def material_files(directory: Path, node_id: str) -> tuple[Path, Path, Path]:
+    """The CA certificate, ``node_id``'s certificate and its key, in ``directory``."""
+    return directory / "ca.pem", directory / f"{node_id}.pem", directory / f"{node_id}.key"
+
+
 def load_material(directory: Path, node_id: str) -> TlsMaterial:
     try:
-        return TlsMaterial(
-            (directory / "ca.pem").read_bytes(),
-            (directory / f"{node_id}.pem").read_bytes(),
-            (directory / f"{node_id}.key").read_bytes(),
-        )
+        return TlsMaterial(*(path.read_bytes() for path in material_files(directory, node_id)))
     except OSError as exc:
         raise CertError(
             f"{directory} lacks ca.pem, {node_id}.pem or {node_id}.key "

@@ -27,7 +27,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from edge_node.certs import CertError, identity_of, load_material
+from edge_node.certs import CertError, identity_of, load_material, material_files
 from edge_node.client_service import ClientService
 from sync._policy import LinkPolicy
 from sync._replica import ReplicaConfig
@@ -80,7 +80,13 @@ class DaemonConfig:
 
     def link_policy(self) -> LinkPolicy:
         """The push and pull filters (all but ``local/``, which never leaves)."""
-        return LinkPolicy(push=tuple(self.push) or ("",), pull=tuple(self.pull) or ("",))
+        return prefix_policy(self.push, self.pull)
+
+    def refuse(self, keys: tuple[str, ...], why: str) -> None:
+        """A ``ConfigError`` naming those of ``keys`` that are set, and ``why`` not."""
+        given = [k.replace("_", "-") for k in keys if getattr(self, k) not in (None, [])]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: {why}")
 
     def check(self) -> None:
         """What every role needs; ``Role.check`` adds its own."""
@@ -142,6 +148,11 @@ _UNITS = {
     "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
 }  # fmt: skip
 MIN_STORE_BYTES = MiB
+
+
+def prefix_policy(push: list[str], pull: list[str]) -> LinkPolicy:
+    """Filters from prefix lists; an empty list admits everything (but ``local/``)."""
+    return LinkPolicy(push=tuple(push) or ("",), pull=tuple(pull) or ("",))
 
 
 def parse_size(size: int | str) -> int | None:
@@ -356,9 +367,7 @@ def _serve_metrics(cfg: DaemonConfig, replica: AsyncReplica, links: GrpcLinks) -
         return None
     from edge_node.metrics import serve_metrics
 
-    tls = None
-    if cfg.tls_dir is not None:
-        tls = (cfg.tls_dir / "ca.pem", cfg.tls_dir / f"{cfg.id}.pem", cfg.tls_dir / f"{cfg.id}.key")
+    tls = None if cfg.tls_dir is None else material_files(cfg.tls_dir, cfg.id)
     try:
         return serve_metrics(cfg.metrics, replica, links, cfg.role, tls)
     except OSError as exc:

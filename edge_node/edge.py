@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from edge_node.daemon import ConfigError, DaemonConfig, Stop, daemon_replica_config
+from edge_node.daemon import DaemonConfig, Stop, daemon_replica_config
 from sync._policy import LinkPolicy
 from sync._replica import ReplicaConfig
 from sync.adapters.aio import AsyncReplica
@@ -41,12 +41,9 @@ class EdgeRole:
         return replace(config, batch_bytes=EDGE_BATCH_BYTES, batch_keys=EDGE_BATCH_KEYS)
 
     def check(self, cfg: DaemonConfig) -> None:
-        hub_keys = [k for k in ("down_push", "down_pull") if getattr(cfg, k)]
-        if hub_keys:
-            keys = ", ".join(k.replace("_", "-") for k in hub_keys)
-            raise ConfigError(
-                f"{keys}: a hub's keys; an edge's --push and --pull hold on every link"
-            )
+        cfg.refuse(
+            ("down_push", "down_pull"), "a hub's keys; an edge's --push and --pull hold everywhere"
+        )
         cfg.sensor_sources()  # refuses a bad --sensors or --mqtt before anything starts
 
     def link_policy(self, cfg: DaemonConfig, accepted: bool) -> LinkPolicy:

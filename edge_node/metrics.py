@@ -7,8 +7,8 @@ way; with the links turned away at the fan-in limit and the process's own
 figures (CPU, memory, open files).
 
 A scrape runs in prometheus_client's HTTP thread, but the replica belongs to the
-event loop: the collector asks the loop for one snapshot (``_snapshot``, no I/O,
-no digest) and waits for it, so a scrape never reads a dict the loop is changing.
+event loop: the collector asks the loop for one snapshot (``edge_node.status.snapshot``,
+from memory, no digest) and waits for it, so a scrape never reads a dict the loop is changing.
 A loop too busy to answer within ``SCRAPE_TIMEOUT_S`` fails that scrape (the
 scraper records it as down) rather than queueing more.
 
