@@ -6,6 +6,16 @@ signed by it. A certificate's common name is the node's id and its organizationa
 unit is the role (edge, regional, cloud, client): a peer's identity and role come
 from the certificate it presents, never from a message. Keys are ECDSA P-256,
 written readable by their owner only.
+
+The side that dials cannot read the certificate it is shown (gRPC's Python client
+does not expose it), so a certificate also carries its node and role as names
+(``dial_names``), and a dialer asks gRPC's handshake to check the one it expects
+(``expected_name``, given as ``grpc.ssl_target_name_override``): an upstream
+must hold a hub's certificate, and ``--peer ID@HOST:PORT`` the certificate of
+node ID. Without that, anyone holding an edge certificate of the fleet who could
+answer at an upstream's address would be taken for a hub, which relays others'
+writes. The names end in ``.edgesync.invalid`` (``.invalid`` is reserved, RFC
+2606): never a real host, and ``--host`` may not take them.
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ROLES = ("edge", "regional", "cloud", "client")
+HUB_ROLES = ("regional", "cloud")
+NAME_SUFFIX = ".edgesync.invalid"
 VALID_DAYS = 825
 
 
@@ -42,6 +54,29 @@ def _name(common: str, unit: str) -> x509.Name:
         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
         x509.NameAttribute(NameOID.COMMON_NAME, common),
     ])  # fmt: skip
+
+
+def node_name(node_id: str) -> str:
+    """The name a certificate of ``node_id`` carries for dialers who expect that node."""
+    return f"{node_id}.node{NAME_SUFFIX}"
+
+
+def role_name(role: str) -> str:
+    """The name a certificate carries for dialers who expect its role; regional and
+    cloud hubs share one, as an upstream may be either."""
+    return f"{'hub' if role in HUB_ROLES else role}.role{NAME_SUFFIX}"
+
+
+def dial_names(node_id: str, role: str) -> tuple[str, str]:
+    return node_name(node_id), role_name(role)
+
+
+def expected_name(node_id: str | None, edge: bool) -> str:
+    """What a dialer requires the certificate it is shown to name: node ``node_id``
+    when the address came with it, else an edge (a ``--peer``) or a hub."""
+    if node_id is not None:
+        return node_name(node_id)
+    return role_name("edge" if edge else "regional")
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -82,10 +117,14 @@ def init_ca(directory: Path) -> Path:
 
 
 def issue(directory: Path, node_id: str, role: str, hosts: Sequence[str] = ()) -> Path:
-    """A certificate for ``node_id`` as ``role``, valid for the node id, loopback and
-    ``hosts`` (the addresses or DNS names peers dial it at)."""
+    """A certificate for ``node_id`` as ``role``, valid for the node id, its
+    ``dial_names``, loopback and ``hosts`` (the addresses or DNS names clients dial
+    it at)."""
     if role not in ROLES:
         raise CertError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    for host in hosts:
+        if host.lower().endswith(NAME_SUFFIX):
+            raise CertError(f"--host {host!r}: names ending in {NAME_SUFFIX} are edgesync's own")
     try:
         ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
         ca = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
@@ -96,6 +135,7 @@ def issue(directory: Path, node_id: str, role: str, hosts: Sequence[str] = ()) -
     now = datetime.datetime.now(datetime.UTC)
     names: list[x509.GeneralName] = [
         x509.DNSName(node_id),
+        *(x509.DNSName(name) for name in dial_names(node_id, role)),
         x509.DNSName("localhost"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("::1")),
@@ -130,6 +170,16 @@ def _general_name(host: str) -> x509.GeneralName:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
         return x509.DNSName(host)
+
+
+def names_of(pem: bytes) -> list[str]:
+    """The DNS names a certificate is valid for."""
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        alternative = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return list(alternative.value.get_values_for_type(x509.DNSName))
 
 
 def identity_of(pem: bytes) -> Identity:

@@ -278,7 +278,13 @@ def _daemon_parser(commands: Any, name: str, help_text: str) -> argparse.Argumen
     p.add_argument("--id", help="this node's id")
     p.add_argument("--data", type=Path, help="directory of the store")
     p.add_argument("--listen", metavar="HOST:PORT")
-    p.add_argument("--upstream", action="append", default=[], metavar="HOST:PORT")
+    p.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="[ID@]HOST:PORT",
+        help="a hub to dial (repeat); with ID@, under TLS its certificate must be ID's",
+    )
     p.add_argument("--config", type=Path, help="TOML file with the same keys as the flags")
     p.add_argument(
         "--reconnect-max-ms",
@@ -339,7 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_daemons(commands: Any) -> None:
     node = _daemon_parser(commands, "node", "run an edge node daemon")
-    node.add_argument("--peer", action="append", default=[], metavar="HOST:PORT")
+    node.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="[ID@]HOST:PORT",
+        help="an edge to dial (repeat); with ID@, it must be node ID",
+    )
     sensors_cli.add_node_flags(node)
     node.set_defaults(run=_node)
     hub = _daemon_parser(commands, "hub", "run a regional or cloud hub daemon")

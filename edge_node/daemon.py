@@ -27,7 +27,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from edge_node.certs import CertError, identity_of, load_material, material_files
+from edge_node.certs import (
+    CertError,
+    dial_names,
+    expected_name,
+    identity_of,
+    load_material,
+    material_files,
+    names_of,
+)
 from edge_node.client_service import ClientService
 from sync._policy import LinkPolicy
 from sync._replica import ReplicaConfig
@@ -100,9 +108,11 @@ class DaemonConfig:
             raise ConfigError(
                 f"--metrics takes HOST:PORT, like 127.0.0.1:9464, not {self.metrics!r}"
             )
+        dialed = [dial_target(spec, "--upstream") for spec in self.upstream]
+        dialed += [dial_target(spec, "--peer") for spec in self.peer]
         if self.insecure:
             served = [self.listen] if self.metrics is None else [self.listen, self.metrics]
-            for address in [*served, *self.upstream, *self.peer]:
+            for address in [*served, *(address for _, address in dialed)]:
                 if not is_loopback(address):
                     raise ConfigError(
                         f"--insecure serves plain text on loopback only, not {address}"
@@ -170,6 +180,15 @@ def parse_size(size: int | str) -> int | None:
     except ValueError:
         return None
     return None if unit is None or value < 0 else int(value * unit)
+
+
+def dial_target(spec: str, flag: str = "--upstream") -> tuple[str | None, str]:
+    """``[ID@]HOST:PORT`` as (node id or None, address): with an id, the node dialed
+    must be that node (its certificate, or in plain text its Hello, must say so)."""
+    node, at, address = spec.rpartition("@")
+    if (at and not node) or not _is_host_port(address):
+        raise ConfigError(f"{flag} takes [ID@]HOST:PORT, like e2@10.0.0.7:7402, not {spec!r}")
+    return (node if at else None), address
 
 
 def _is_host_port(address: str) -> bool:
@@ -327,8 +346,8 @@ async def serve(cfg: DaemonConfig, role: Role) -> int:
         raise
     log.info("started", extra={"node": cfg.id, "role": cfg.role, "listen": cfg.listen,
                                "actor": replica.actor})  # fmt: skip
-    tasks = [asyncio.create_task(links.dial(a)) for a in cfg.upstream]
-    tasks += [asyncio.create_task(links.dial(a, edge=True)) for a in cfg.peer]
+    tasks = [asyncio.create_task(_dial(links, cfg, spec, edge=False)) for spec in cfg.upstream]
+    tasks += [asyncio.create_task(_dial(links, cfg, spec, edge=True)) for spec in cfg.peer]
     tasks.append(asyncio.create_task(ticker(replica)))
     tasks.append(asyncio.create_task(collect_everything_hourly(cfg.id)))
     stop_beside = await role.start(cfg, replica)
@@ -374,6 +393,14 @@ def _serve_metrics(cfg: DaemonConfig, replica: AsyncReplica, links: GrpcLinks) -
         raise ConfigError(f"cannot serve metrics on {cfg.metrics} (in use?): {exc}") from None
 
 
+async def _dial(links: GrpcLinks, cfg: DaemonConfig, spec: str, edge: bool) -> None:
+    """Keep a link to an upstream (a hub) or a ``--peer`` (an edge) up; under TLS, its
+    certificate must name the node the spec gives, or else the role expected."""
+    node, address = dial_target(spec)
+    server_name = None if cfg.tls_dir is None else expected_name(node, edge)
+    await links.dial(address, edge=edge, node=node, server_name=server_name)
+
+
 def tls_credentials(
     cfg: DaemonConfig,
 ) -> tuple[grpc.ServerCredentials | None, grpc.ChannelCredentials | None]:
@@ -389,6 +416,14 @@ def tls_credentials(
     if (mine.node_id, mine.role) != (cfg.id, cfg.role):
         raise ConfigError(
             f"{cfg.id}.pem is for {mine.node_id!r} as {mine.role!r}, not {cfg.id!r} as {cfg.role!r}"
+        )
+    if not set(dial_names(cfg.id, cfg.role)) <= set(names_of(material.cert)):
+        # Peers dialing us check these names in the handshake, and would never link.
+        raise ConfigError(
+            f"{cfg.id}.pem does not name {' or '.join(dial_names(cfg.id, cfg.role))}, which "
+            f"peers dialing this node check (one an earlier edgesync issued): "
+            f"issue it again with `edgesync certs issue --dir {cfg.tls_dir} --id {cfg.id} "
+            f"--role {cfg.role}`"
         )
     server = grpc.ssl_server_credentials(
         [(material.key, material.cert)], root_certificates=material.ca, require_client_auth=True

@@ -234,7 +234,9 @@ class Fleet:
                 "--listen", member.listen,
                 "--reconnect-max-ms", str(self.reconnect_max_ms)]  # fmt: skip
         for other, link in member.links.items():
-            args += ["--upstream" if other in member.upstreams else "--peer", link.address]
+            # Named: the handshake checks the certificate is that member's own.
+            flag = "--upstream" if other in member.upstreams else "--peer"
+            args += [flag, f"{other}@{link.address}"]
         args += member.extra
         if self.tls_dir is None:
             return [*args, "--insecure"]

@@ -158,3 +158,116 @@ def test_a_certificate_names_the_hosts_peers_dial(tmp_path: Path) -> None:
     ips = {str(ip) for ip in names.value.get_values_for_type(x509.IPAddress)}
     assert {"127.0.0.1", "10.7.0.2"} <= ips
     assert "e9.factory.example" in names.value.get_values_for_type(x509.DNSName)
+
+
+def test_a_certificate_names_its_node_and_role_for_dialers(tmp_path: Path) -> None:
+    from edge_node.certs import CertError, expected_name, init_ca, issue, names_of
+
+    init_ca(tmp_path)
+    names = names_of(issue(tmp_path, "r1", "regional").read_bytes())
+    assert expected_name("r1", edge=False) in names  # --upstream r1@HOST:PORT
+    assert expected_name(None, edge=False) in names  # --upstream HOST:PORT: any hub
+    assert expected_name(None, edge=True) not in names  # a hub is no --peer
+    edge = names_of(issue(tmp_path, "e1", "edge").read_bytes())
+    assert expected_name(None, edge=True) in edge and expected_name(None, edge=False) not in edge
+    with pytest.raises(CertError, match="edgesync's own"):
+        issue(tmp_path, "e2", "edge", ["hub.role.edgesync.invalid"])  # no role by --host
+
+
+def test_dial_targets_may_name_the_node() -> None:
+    from edge_node.daemon import ConfigError, dial_target
+
+    assert dial_target("10.0.0.7:7402") == (None, "10.0.0.7:7402")
+    assert dial_target("e2@[::1]:7402") == ("e2", "[::1]:7402")
+    for bad in ("@127.0.0.1:7402", "e2@127.0.0.1", "e2@"):
+        with pytest.raises(ConfigError, match=r"\[ID@\]HOST:PORT"):
+            dial_target(bad, "--peer")
+
+
+def _link_up_or_refused(log: Path, refused: str, timeout: float = 60) -> None:
+    """Wait until the daemon logging to ``log`` takes its link, or logs ``refused``."""
+    deadline = time.monotonic() + timeout
+    while not any(t in (log.read_text() if log.exists() else "") for t in ("link up", refused)):
+        assert time.monotonic() < deadline, f"neither link up nor {refused!r} in {log}"
+        time.sleep(0.1)
+
+
+def test_an_edge_takes_no_upstream_without_a_hub_certificate(tls_fleet: TlsFleet) -> None:
+    """Someone holding an edge certificate answers at an edge's upstream address and
+    says it is the cloud: the edge would take its forged writes as a hub's relayed
+    ones. The handshake refuses it: the certificate does not name a hub."""
+    import asyncio
+    import itertools
+
+    import grpc
+
+    from sim.fleet import free_port
+    from sync import GCounter
+    from sync.adapters.aio import AsyncReplica
+    from sync.adapters.grpc_link import GrpcLinks
+    from sync.adapters.lmdb_storage import LMDBStorage
+    from sync.adapters.pb import replication_pb2_grpc
+
+    tls = tls_fleet.tls
+    address = f"127.0.0.1:{free_port()}"
+    e2_log = tls_fleet.root / "e2.log"
+
+    async def impostor() -> None:
+        clock = itertools.count(1_700_000_000_000).__next__
+        r = AsyncReplica(LMDBStorage(tls_fleet.root / "imp"), "cloud", clock=clock,
+                         new_epoch=lambda: 5)  # fmt: skip
+        await r.update("forged", GCounter, lambda c, actor: c.increment(actor, 1))
+        server = grpc.aio.server()
+        creds = grpc.ssl_server_credentials(
+            [((tls / "e1.key").read_bytes(), (tls / "e1.pem").read_bytes())],
+            root_certificates=(tls / "ca.pem").read_bytes(), require_client_auth=True,
+        )  # fmt: skip
+        replication_pb2_grpc.add_ReplicationServicer_to_server(GrpcLinks(r), server)  # type: ignore[no-untyped-call]
+        server.add_secure_port(address, creds)
+        await server.start()
+        tls_fleet.start("e2", "node", "--upstream", address)
+        await asyncio.to_thread(_link_up_or_refused, e2_log, "hub.role.edgesync.invalid")
+        await asyncio.sleep(1)  # time for anything it wrongly took to land
+        await server.stop(None)
+        await r.close()
+
+    asyncio.run(impostor())
+    tls_fleet.wait_ready()
+    assert json.loads(tls_fleet.ask("e2", "keys", "--json"))["keys"] == []
+    assert "link up" not in e2_log.read_text()
+
+
+def test_a_peer_named_in_its_address_must_hold_that_nodes_certificate(
+    tls_fleet: TlsFleet,
+) -> None:
+    e1 = tls_fleet.start("e1", "node")
+    tls_fleet.start("e2", "node", "--peer", f"e1@{e1}")
+    tls_fleet.wait_ready()
+    tls_fleet.ask("e1", "inc", "peered/n", "2")
+    assert len(tls_fleet.converged()) == 1  # e1's certificate names e1: linked
+    e2 = tls_fleet.procs.pop("e2")
+    e2.kill()
+    e2.wait()
+    # The same address, named as another node: the handshake refuses e1's certificate.
+    tls_fleet.start("e2", "node", "--peer", f"cloud@{e1}")
+    _link_up_or_refused(tls_fleet.root / "e2.log", "cloud.node.edgesync.invalid")
+    tls_fleet.ask("e1", "inc", "peered/n", "3")
+    time.sleep(1)
+    got = json.loads(tls_fleet.ask("e2", "get", "--json", "peered/n"))["values"]
+    assert got == {"PNCounter": 2}  # what it had; nothing since
+
+
+def test_a_node_with_a_certificate_dialers_cannot_check_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_node import certs
+
+    tls = tmp_path / "tls"
+    certs.init_ca(tls)
+    monkeypatch.setattr(certs, "dial_names", lambda node_id, role: ())  # an older issue
+    certs.issue(tls, "old", "edge")
+    refused = cli("node", "--id", "old", "--data", str(tmp_path / "old"), "--listen",
+                  "127.0.0.1:1", "--tls-dir", str(tls), check=False)  # fmt: skip
+    assert refused.returncode == 1
+    assert "old.node.edgesync.invalid" in refused.stderr and "certs issue" in refused.stderr
+    assert not (tmp_path / "old").exists()

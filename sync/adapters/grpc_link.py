@@ -200,37 +200,49 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
 
     # ---- dialing peers ---------------------------------------------------------------------
 
-    async def dial(self, address: str, edge: bool = False) -> None:
+    async def dial(
+        self, address: str, edge: bool = False, node: str | None = None,
+        server_name: str | None = None,
+    ) -> None:  # fmt: skip
         """Keep a link to ``address`` up until cancelled, backing off between attempts.
 
         ``edge``: the node there is an edge (``--peer``), which may send only its own
-        writes, as it may when it dials us. Its certificate's name is not checked
-        from this side (gRPC's Python client does not show it), but its Hello's is
-        the only name whose writes it may send."""
+        writes, as it may when it dials us. ``node``: the node it must be; its Hello
+        must say so. ``server_name``: under TLS, the name its certificate must carry,
+        checked in the handshake (``edge_node.certs.expected_name``) in place of the
+        address, as gRPC's Python client does not show the certificate itself."""
         delay = self.backoff_ms[0]
         while True:
             try:
-                await self._run_link(address, self.credentials, edge)
+                await self._run_link(address, edge, node, server_name)
                 delay = self.backoff_ms[0]  # it was up: start the backoff afresh
             except (grpc.aio.AioRpcError, TimeoutError) as exc:
                 reason = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
-                log.info("link failed", extra={"link": address, "reason": reason})
+                extra = {"link": address, "reason": reason}
+                if server_name is not None:  # a refused certificate looks like a timeout
+                    extra["certificate_must_name"] = server_name
+                log.info("link failed", extra=extra)
             finally:
                 self._close(address)
             await asyncio.sleep(self.rng.uniform(0, delay) / 1000)  # full jitter
             delay = min(delay * 2, self.backoff_ms[1])
 
     async def _run_link(
-        self, address: str, credentials: grpc.ChannelCredentials | None, edge: bool
+        self, address: str, edge: bool, node: str | None, server_name: str | None
     ) -> None:
-        options = channel_options(self.replica.replica.config.max_message_bytes)
+        credentials = self.credentials
+        options: list[tuple[str, int | str]] = [
+            *channel_options(self.replica.replica.config.max_message_bytes)
+        ]
         if credentials is None:
             channel = grpc.aio.insecure_channel(address, options=options)
         else:
+            if server_name is not None:
+                options.append(("grpc.ssl_target_name_override", server_name))
             channel = grpc.aio.secure_channel(address, credentials, options=options)
         async with channel:
             await asyncio.wait_for(channel.channel_ready(), timeout=5)
-            queue = await self._open(address, None, edge)
+            queue = await self._open(address, node, edge)
             metadata = None
             if credentials is None and self.claim is not None:
                 metadata = ((CLAIM_ID, self.claim[0]), (CLAIM_ROLE, self.claim[1]))
