@@ -152,6 +152,8 @@ def _status(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _watch(args: argparse.Namespace) -> int:
+    import grpc
+
     from edge_node.client import values_of
     from sync.adapters.pb import client_pb2, client_pb2_grpc
 
@@ -168,6 +170,15 @@ def _watch(args: argparse.Namespace) -> int:
             # left open can hold a gRPC client at exit (grpc/grpc#3820).
             call.cancel()
             raise
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            # The node went away mid-watch (it stopped, or restarted): say so, not
+            # gRPC's "Cancelling all calls".
+            raise Failure(
+                f"the node at {args.at} ended the watch: it stopped or the connection "
+                f"dropped ({_describe(exc)}); changes after the last line are not shown"
+            ) from None
     return 0
 
 

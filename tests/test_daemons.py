@@ -169,6 +169,26 @@ def test_watch_into_a_reader_that_leaves_exits_quietly(fleet: Fleet) -> None:
     assert watch.wait(timeout=10) == 128 + signal.SIGPIPE and errors == b""
 
 
+def test_a_watch_whose_node_stops_says_so_and_fails(fleet: Fleet) -> None:
+    import select
+
+    node = fleet.start("n", "node")
+    fleet.wait_ready()
+    watch = subprocess.Popen([*CLI, "watch", "--at", node, "--insecure", "k"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert watch.stdout is not None
+    for _ in range(120):  # until the stream is open: a change shows
+        cli("inc", "--at", node, "--insecure", "k", "1")
+        if select.select([watch.stdout], [], [], 0.5)[0]:
+            break
+    assert watch.stdout.readline().startswith("k PNCounter=")
+    fleet.procs["n"].send_signal(signal.SIGTERM)
+    assert fleet.procs.pop("n").wait(timeout=30) == 0
+    _, errors = watch.communicate(timeout=30)
+    assert watch.returncode == 1
+    assert errors.count("\n") == 1 and f"the node at {node} ended the watch" in errors
+
+
 def test_oversized_frame_is_refused_and_the_daemon_keeps_serving(fleet: Fleet) -> None:
     import grpc
 
