@@ -116,10 +116,12 @@ def init_ca(directory: Path) -> Path:
     return directory / "ca.pem"
 
 
-def issue(directory: Path, node_id: str, role: str, hosts: Sequence[str] = ()) -> Path:
+def issue(
+    directory: Path, node_id: str, role: str, hosts: Sequence[str] = (), days: int = VALID_DAYS
+) -> Path:
     """A certificate for ``node_id`` as ``role``, valid for the node id, its
     ``dial_names``, loopback and ``hosts`` (the addresses or DNS names clients dial
-    it at)."""
+    it at), for ``days`` from now."""
     if role not in ROLES:
         raise CertError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     for host in hosts:
@@ -148,7 +150,7 @@ def issue(directory: Path, node_id: str, role: str, hosts: Sequence[str] = ()) -
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
@@ -180,6 +182,30 @@ def names_of(pem: bytes) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     return list(alternative.value.get_values_for_type(x509.DNSName))
+
+
+def valid_until(material: TlsMaterial, directory: Path, node_id: str) -> datetime.datetime:
+    """When the node's certificate, or the CA's if that ends sooner, stops being valid:
+    raises ``CertError`` if either is not valid now (expired, or not yet: a clock off)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ends = []
+    for pem, name, remedy in (
+        (material.ca, "the fleet's CA (ca.pem)",
+         "make a new CA with `edgesync certs init` and issue every certificate again"),
+        (material.cert, f"{node_id}.pem",
+         f"issue a new one with `edgesync certs issue --dir {directory} --id {node_id} ...`"),
+    ):  # fmt: skip
+        cert = x509.load_pem_x509_certificate(pem)
+        if now > cert.not_valid_after_utc:
+            ended = f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+            raise CertError(f"{name} expired on {ended}: {remedy}")
+        if now < cert.not_valid_before_utc:
+            raise CertError(
+                f"{name} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC, "
+                f"and this machine's clock says {now:%Y-%m-%d %H:%M} UTC: is the clock right?"
+            )
+        ends.append(cert.not_valid_after_utc)
+    return min(ends)
 
 
 def identity_of(pem: bytes) -> Identity:

@@ -201,6 +201,8 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
         for p in result["peers"]:
             print(f"  peer {p['address']} connected={p['connected']} lag={p['lag']}{_refusals(p)}")
         print(f"  store {_store_line(result['store'])}")
+        if result.get("certificate_expires"):
+            print(f"  certificate {_expiry_line(result['certificate_expires'])}")
     else:
         print(f"ok {result.get('digest', '')[:16]}")
 
@@ -213,6 +215,14 @@ def _refusals(peer: dict[str, Any]) -> str:
     if peer["refused_by_peer"]:
         out += f" refused_by_peer={peer['refused_by_peer']} ({peer['last_refused_by_peer']})"
     return out
+
+
+def _expiry_line(expires: int) -> str:
+    import datetime
+
+    end = datetime.datetime.fromtimestamp(expires, datetime.UTC)
+    days = (end - datetime.datetime.now(datetime.UTC)).days
+    return f"valid until {end:%Y-%m-%d %H:%M} UTC ({days:,} days)"
 
 
 def _store_line(store: dict[str, int]) -> str:
@@ -244,14 +254,20 @@ def _client(command: Callable[[argparse.Namespace], dict[str, Any]]) -> Callable
 # ---- certificates ----------------------------------------------------------------------
 
 
+def _days(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of days, at least 1, not {text!r}")
+    return int(text)
+
+
 def _certs(args: argparse.Namespace) -> int:
-    from edge_node.certs import CertError, init_ca, issue
+    from edge_node.certs import VALID_DAYS, CertError, init_ca, issue
 
     try:
         if args.action == "init":
             path = init_ca(args.dir)
         else:
-            path = issue(args.dir, args.id, args.role, args.host)
+            path = issue(args.dir, args.id, args.role, args.host, args.days or VALID_DAYS)
     except CertError as exc:
         raise Failure(str(exc)) from None
     print(path)
@@ -422,7 +438,10 @@ def _add_certs(commands: Any) -> None:
     issue.add_argument("--id", required=True)
     issue.add_argument("--role", choices=["edge", "regional", "cloud", "client"], required=True)
     issue.add_argument("--host", action="append", default=[], metavar="ADDRESS",
-                       help="an IP or DNS name peers dial this node at (repeat)")  # fmt: skip
+                       help="an IP or DNS name clients dial this node at (repeat)")  # fmt: skip
+    issue.add_argument("--days", type=_days, default=None,
+                       help="how long it is valid (default 825); a daemon warns daily in its "
+                       "last 30, and shows its end in status and metrics")  # fmt: skip
     certs.set_defaults(run=_certs)
 
 

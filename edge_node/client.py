@@ -41,6 +41,7 @@ def status_of(s: Any) -> dict[str, Any]:
                    "refused_by_peer": p.refused_by_peer,
                    "last_refused_by_peer": p.last_refused_by_peer} for p in s.peers],
         "store": {f.name: getattr(s.store, f.name) for f in s.store.DESCRIPTOR.fields},
+        "certificate_expires": s.certificate_expires,
     }  # fmt: skip
 
 

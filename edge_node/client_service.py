@@ -46,10 +46,13 @@ def values_at(keyspace: Keyspace, path: str) -> list[client_pb2.Value]:
 
 
 class ClientService(client_pb2_grpc.ClientServicer):
-    def __init__(self, replica: AsyncReplica, links: GrpcLinks, role: str) -> None:
+    def __init__(
+        self, replica: AsyncReplica, links: GrpcLinks, role: str, certificate_expires: int = 0
+    ) -> None:
         self.replica = replica
         self.links = links
         self.role = role
+        self.certificate_expires = certificate_expires
 
     async def Get(self, request: Any, context: Any) -> Any:
         return client_pb2.GetReply(
@@ -111,7 +114,7 @@ class ClientService(client_pb2_grpc.ClientServicer):
             self.replica.watchers.remove(changed.put_nowait)
 
     async def Status(self, request: Any, context: Any) -> Any:
-        s = snapshot(self.replica, self.links, self.role)
+        s = snapshot(self.replica, self.links, self.role, self.certificate_expires)
         peers = [
             client_pb2.PeerStatus(
                 address=f.link, connected=f.up, lag=f.lag, refused=f.refused,
@@ -127,6 +130,7 @@ class ClientService(client_pb2_grpc.ClientServicer):
         return client_pb2.StatusReply(
             id=s.node, role=s.role, epoch=s.epoch, version_vector=s.version_vector,
             digest=await self.replica.durable_digest(request.prefix), peers=peers, store=store,
+            certificate_expires=s.certificate_expires,
         )  # fmt: skip
 
 

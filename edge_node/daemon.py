@@ -13,6 +13,7 @@ closes its links and exits 0.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ipaddress
 import logging
 import signal
@@ -35,6 +36,7 @@ from edge_node.certs import (
     load_material,
     material_files,
     names_of,
+    valid_until,
 )
 from edge_node.client_service import ClientService
 from sync._policy import LinkPolicy
@@ -51,6 +53,7 @@ log = logging.getLogger("edgesync.daemon")
 SERVICES = ("edgesync.v1.Replication", "edgesync.v1.Client")
 T = TypeVar("T")
 RECONNECT_MIN_MS = 100  # the first redial waits up to this long
+EXPIRY_WARNING_DAYS = 30  # a certificate this close to its end is warned of daily
 
 
 class ConfigError(ValueError):
@@ -315,7 +318,7 @@ def check_config(cfg: DaemonConfig, role: Role) -> None:
 
 async def serve(cfg: DaemonConfig, role: Role) -> int:
     check_config(cfg, role)
-    server_creds, channel_creds = tls_credentials(cfg)  # a bad certificate: before the store
+    tls = tls_credentials(cfg)  # a bad certificate: refused before the store opens
     tune_malloc()  # before the store and the state take their memory
     storage = LMDBStorage(cfg.data, max_map_size=cfg.max_store_bytes())
     replica = AsyncReplica(
@@ -324,7 +327,7 @@ async def serve(cfg: DaemonConfig, role: Role) -> int:
     )  # fmt: skip
     tune_gc()
     links = GrpcLinks(
-        replica, authenticate=peer_identity, credentials=channel_creds,
+        replica, authenticate=peer_identity, credentials=None if tls is None else tls.channel,
         claim=(cfg.id, cfg.role),
         max_accepted=cfg.max_links if cfg.max_links is not None else role.max_links,
         backoff_ms=(RECONNECT_MIN_MS, cfg.reconnect_max_ms),
@@ -334,11 +337,12 @@ async def serve(cfg: DaemonConfig, role: Role) -> int:
     # --listen binds as well, and the kernel splits clients and peers between the two.
     options = [*channel_options(replica.replica.config.max_message_bytes), ("grpc.so_reuseport", 0)]
     server = grpc.aio.server(options=options)
-    health_servicer = _add_services(server, replica, links, cfg.role)
+    expires = 0 if tls is None else int(tls.expires.timestamp())
+    health_servicer = _add_services(server, replica, links, cfg.role, expires)
     try:
-        _listen(server, cfg.listen, server_creds)
+        _listen(server, cfg.listen, None if tls is None else tls.server)
         await server.start()
-        metrics = _serve_metrics(cfg, replica, links)
+        metrics = _serve_metrics(cfg, replica, links, expires)
     except BaseException:
         # A daemon that cannot start closes its store cleanly: no new epoch next time.
         await server.stop(None)
@@ -350,6 +354,8 @@ async def serve(cfg: DaemonConfig, role: Role) -> int:
     tasks += [asyncio.create_task(_dial(links, cfg, spec, edge=True)) for spec in cfg.peer]
     tasks.append(asyncio.create_task(ticker(replica)))
     tasks.append(asyncio.create_task(collect_everything_hourly(cfg.id)))
+    if tls is not None:
+        tasks.append(asyncio.create_task(warn_before_expiry(cfg.id, tls.expires)))
     stop_beside = await role.start(cfg, replica)
     await _until_signalled()
     log.info("stopping", extra={"node": cfg.id})
@@ -379,7 +385,9 @@ def _listen(server: grpc.aio.Server, address: str, creds: grpc.ServerCredentials
         raise ConfigError(f"cannot listen on {address} (in use?)")
 
 
-def _serve_metrics(cfg: DaemonConfig, replica: AsyncReplica, links: GrpcLinks) -> Any:
+def _serve_metrics(
+    cfg: DaemonConfig, replica: AsyncReplica, links: GrpcLinks, certificate_expires: int
+) -> Any:
     """Prometheus metrics at ``--metrics``, if asked: HTTPS with client certificates
     under ``--tls-dir``, plain HTTP (loopback only) under ``--insecure``."""
     if cfg.metrics is None:
@@ -388,7 +396,9 @@ def _serve_metrics(cfg: DaemonConfig, replica: AsyncReplica, links: GrpcLinks) -
 
     tls = None if cfg.tls_dir is None else material_files(cfg.tls_dir, cfg.id)
     try:
-        return serve_metrics(cfg.metrics, replica, links, cfg.role, tls)
+        return serve_metrics(
+            cfg.metrics, replica, links, cfg.role, tls=tls, certificate_expires=certificate_expires
+        )
     except OSError as exc:
         raise ConfigError(f"cannot serve metrics on {cfg.metrics} (in use?): {exc}") from None
 
@@ -401,16 +411,22 @@ async def _dial(links: GrpcLinks, cfg: DaemonConfig, spec: str, edge: bool) -> N
     await links.dial(address, edge=edge, node=node, server_name=server_name)
 
 
-def tls_credentials(
-    cfg: DaemonConfig,
-) -> tuple[grpc.ServerCredentials | None, grpc.ChannelCredentials | None]:
+@dataclass(frozen=True)
+class Tls:
+    server: grpc.ServerCredentials
+    channel: grpc.ChannelCredentials
+    expires: datetime.datetime  # ours or the CA's certificate's end, the sooner
+
+
+def tls_credentials(cfg: DaemonConfig) -> Tls | None:
     """Mutual TLS from ``--tls-dir``: every peer and client must hold a certificate of
-    our CA, and ours must name this node and its role."""
+    our CA, and ours must name this node and its role, and be valid now."""
     if cfg.tls_dir is None:
-        return None, None
+        return None
     try:
         material = load_material(cfg.tls_dir, cfg.id)
         mine = identity_of(material.cert)
+        expires = valid_until(material, cfg.tls_dir, cfg.id)
     except (CertError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     if (mine.node_id, mine.role) != (cfg.id, cfg.role):
@@ -429,7 +445,20 @@ def tls_credentials(
         [(material.key, material.cert)], root_certificates=material.ca, require_client_auth=True
     )
     channel = grpc.ssl_channel_credentials(material.ca, material.key, material.cert)
-    return server, channel
+    return Tls(server, channel, expires)
+
+
+async def warn_before_expiry(node: str, expires: datetime.datetime) -> None:
+    """Log a warning each day from ``EXPIRY_WARNING_DAYS`` before the certificate ends:
+    after that, every peer refuses this node's handshakes (``certificate_expires`` in
+    ``status`` and the metrics tells the same to a monitor)."""
+    while True:
+        left = expires - datetime.datetime.now(datetime.UTC)
+        if left <= datetime.timedelta(days=EXPIRY_WARNING_DAYS):
+            log.warning("certificate expires soon", extra={
+                "node": node, "expires": f"{expires:%Y-%m-%d %H:%M} UTC",
+                "days_left": max(0, left.days)})  # fmt: skip
+        await asyncio.sleep(24 * 3600)
 
 
 def peer_identity(context: Any) -> tuple[str, str] | None:
@@ -442,10 +471,12 @@ def peer_identity(context: Any) -> tuple[str, str] | None:
 
 
 def _add_services(
-    server: grpc.aio.Server, replica: AsyncReplica, links: GrpcLinks, role: str
-) -> health.aio.HealthServicer:
+    server: grpc.aio.Server, replica: AsyncReplica, links: GrpcLinks, role: str,
+    certificate_expires: int,
+) -> health.aio.HealthServicer:  # fmt: skip
     replication_pb2_grpc.add_ReplicationServicer_to_server(links, server)
-    client_pb2_grpc.add_ClientServicer_to_server(ClientService(replica, links, role), server)
+    service = ClientService(replica, links, role, certificate_expires)
+    client_pb2_grpc.add_ClientServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [

@@ -41,13 +41,15 @@ SCRAPE_TIMEOUT_S = 5.0
 
 class DaemonCollector(Collector):
     def __init__(
-        self, replica: AsyncReplica, links: GrpcLinks, role: str, loop: asyncio.AbstractEventLoop
-    ) -> None:
+        self, replica: AsyncReplica, links: GrpcLinks, role: str, certificate_expires: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:  # fmt: skip
         self.replica, self.links, self.role, self.loop = replica, links, role, loop
+        self.certificate_expires = certificate_expires
 
     def collect(self) -> Iterator[Any]:
         async def take() -> Snapshot:
-            return snapshot(self.replica, self.links, self.role)
+            return snapshot(self.replica, self.links, self.role, self.certificate_expires)
 
         s = asyncio.run_coroutine_threadsafe(take(), self.loop).result(SCRAPE_TIMEOUT_S)
         yield from families(s)
@@ -65,7 +67,10 @@ def families(s: Snapshot) -> Iterator[Any]:
         ("keys", "keys held, removed keys' tombstones included", s.keys),
         ("delta_log_entries", "delta-log entries kept for peers yet to acknowledge", s.log_entries),
         ("actors", "node epochs in the version vector", len(s.version_vector)),
-    ):
+        ("certificate_expiry_timestamp_seconds",
+         "when the TLS certificate (or the CA's, if sooner) ends; 0: plain text",
+         s.certificate_expires),
+    ):  # fmt: skip
         yield GaugeMetricFamily(f"edgesync_{name}", text, value=value)
     for name, text, value in (
         ("commits", "store commits (a group of writes and received deltas each)", s.commits),
@@ -100,12 +105,15 @@ def serve_metrics(
     replica: AsyncReplica,
     links: GrpcLinks,
     role: str,
+    *,
     tls: tuple[Path, Path, Path] | None,
+    certificate_expires: int = 0,
 ) -> Any:
     """Serve /metrics at ``address`` (HOST:PORT) until ``.shutdown()`` of the result;
     ``tls``: (CA, certificate, key) files for HTTPS with client certificates."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DaemonCollector(replica, links, role, asyncio.get_running_loop()))
+    loop = asyncio.get_running_loop()
+    registry.register(DaemonCollector(replica, links, role, certificate_expires, loop))
     ProcessCollector(namespace="edgesync", registry=registry)
     host, port = address.rsplit(":", 1)
     files: dict[str, Any] = {}

@@ -38,9 +38,12 @@ class Snapshot:
     commits: int
     turned_away: int  # links refused at the fan-in limit
     links: tuple[LinkFigures, ...]
+    certificate_expires: int  # Unix seconds: the TLS certificate's (or CA's) end; 0: none
 
 
-def snapshot(replica: AsyncReplica, links: GrpcLinks, role: str) -> Snapshot:
+def snapshot(
+    replica: AsyncReplica, links: GrpcLinks, role: str, certificate_expires: int = 0
+) -> Snapshot:
     """The daemon's figures now; call it on the event loop.
 
     Keys stored are the keyspace's entries, as the digest tree counts them; not
@@ -55,6 +58,7 @@ def snapshot(replica: AsyncReplica, links: GrpcLinks, role: str) -> Snapshot:
         journal_bytes=usage.journal_bytes, write_backs=usage.write_backs,
         keys=len(r.keyspace.entries), log_entries=len(r.log), commits=replica.commits,
         turned_away=links.turned_away, links=tuple(_links(replica, links)),
+        certificate_expires=certificate_expires,
     )  # fmt: skip
 
 

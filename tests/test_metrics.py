@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 from test_daemons import Fleet, cli
 
@@ -95,7 +96,11 @@ def test_metrics_under_tls_ask_for_a_client_certificate_of_the_fleet(tmp_path: P
     try:
         trusted = ssl.create_default_context(cafile=str(tls / "ca.pem"))
         trusted.load_cert_chain(tls / "scraper.pem", tls / "scraper.key")
-        assert info(scrape_when_up(metrics, trusted))["node"] == "cloud"
+        scraped = scrape_when_up(metrics, trusted)
+        assert info(scraped)["node"] == "cloud"
+        pem = x509.load_pem_x509_certificate((tls / "cloud.pem").read_bytes())
+        expiry = one(scraped, "edgesync_certificate_expiry_timestamp_seconds")
+        assert expiry == int(pem.not_valid_after_utc.timestamp())
         stranger = ssl.create_default_context(cafile=str(tls / "ca.pem"))  # no certificate
         with pytest.raises(OSError):
             scrape(metrics, stranger)

@@ -64,11 +64,17 @@ def tls_fleet(tmp_path: Path) -> Iterator[TlsFleet]:
 def test_mutual_tls_fleet_converges_and_refuses_strangers(
     tls_fleet: TlsFleet, tmp_path: Path
 ) -> None:
+    from cryptography import x509
+
     cloud = tls_fleet.start("cloud", "hub", "--role", "cloud")
     tls_fleet.start("e1", "node", "--upstream", cloud)
     tls_fleet.wait_ready()
     tls_fleet.ask("e1", "inc", "fleet/n", "4")
     assert len(tls_fleet.converged()) == 1
+    pem = x509.load_pem_x509_certificate((tls_fleet.tls / "e1.pem").read_bytes())
+    expires = tls_fleet.status("e1")["certificate_expires"]
+    assert expires == int(pem.not_valid_after_utc.timestamp())  # before the CA's end
+    assert "certificate valid until" in tls_fleet.ask("e1", "status")
     assert json.loads(tls_fleet.ask("cloud", "get", "--json", "fleet/n"))["values"] == {
         "PNCounter": 4
     }
@@ -271,3 +277,48 @@ def test_a_node_with_a_certificate_dialers_cannot_check_refuses_to_start(
     assert refused.returncode == 1
     assert "old.node.edgesync.invalid" in refused.stderr and "certs issue" in refused.stderr
     assert not (tmp_path / "old").exists()
+
+
+def test_an_expired_certificate_is_refused_at_start_and_one_near_its_end_warned_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datetime
+    import subprocess
+    import types
+
+    from test_daemons import CLI
+
+    from edge_node import certs
+    from sim.fleet import free_port
+
+    tls = tmp_path / "tls"
+    certs.init_ca(tls)
+
+    class LongAgo(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> LongAgo:
+            return cls.fromtimestamp(time.time() - 900 * 86400, tz)
+
+    with monkeypatch.context() as patch:  # issued 900 days ago, valid for 825
+        patch.setattr(certs, "datetime", types.SimpleNamespace(
+            datetime=LongAgo, UTC=datetime.UTC, timedelta=datetime.timedelta))  # fmt: skip
+        certs.issue(tls, "old", "edge")
+    refused = cli("node", "--id", "old", "--data", str(tmp_path / "old"), "--listen",
+                  "127.0.0.1:1", "--tls-dir", str(tls), check=False)  # fmt: skip
+    assert refused.returncode == 1 and "old.pem expired on" in refused.stderr
+    assert "edgesync certs issue" in refused.stderr and not (tmp_path / "old").exists()
+    certs.issue(tls, "soon", "edge", days=3)
+    cmd = [*CLI, "node", "--id", "soon", "--data", str(tmp_path / "soon"),
+           "--listen", f"127.0.0.1:{free_port()}", "--tls-dir", str(tls)]  # fmt: skip
+    log = tmp_path / "soon.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while "certificate expires soon" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert "days_left=2" in log.read_text()  # 3 days less the moments since
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0

@@ -158,7 +158,7 @@ class StoreStatus(_message.Message):
     def __init__(self, used_bytes: _Optional[int] = ..., max_bytes: _Optional[int] = ..., journal_bytes: _Optional[int] = ..., write_backs: _Optional[int] = ..., keys: _Optional[int] = ..., log_entries: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("id", "role", "epoch", "version_vector", "digest", "peers", "store")
+    __slots__ = ("id", "role", "epoch", "version_vector", "digest", "peers", "store", "certificate_expires")
     class VersionVectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +173,7 @@ class StatusReply(_message.Message):
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_EXPIRES_FIELD_NUMBER: _ClassVar[int]
     id: str
     role: str
     epoch: str
@@ -180,4 +181,5 @@ class StatusReply(_message.Message):
     digest: str
     peers: _containers.RepeatedCompositeFieldContainer[PeerStatus]
     store: StoreStatus
-    def __init__(self, id: _Optional[str] = ..., role: _Optional[str] = ..., epoch: _Optional[str] = ..., version_vector: _Optional[_Mapping[str, int]] = ..., digest: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., store: _Optional[_Union[StoreStatus, _Mapping]] = ...) -> None: ...
+    certificate_expires: int
+    def __init__(self, id: _Optional[str] = ..., role: _Optional[str] = ..., epoch: _Optional[str] = ..., version_vector: _Optional[_Mapping[str, int]] = ..., digest: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., store: _Optional[_Union[StoreStatus, _Mapping]] = ..., certificate_expires: _Optional[int] = ...) -> None: ...
