@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge_node.daemon import DaemonConfig, Stop, daemon_replica_config, prefix_policy
+from edge_node.config import DaemonConfig, prefix_policy
+from edge_node.daemon import Stop, daemon_replica_config
 from sync._policy import LinkPolicy
 from sync._replica import ReplicaConfig
 from sync.adapters.aio import AsyncReplica

@@ -30,6 +30,7 @@ class Failure(Exception):
 
 def _daemon(args: argparse.Namespace, role: Any) -> int:
     from edge_node import daemon
+    from edge_node.config import ConfigError, load_config
 
     flags = {
         "id": args.id, "data": args.data, "listen": args.listen, "role": role.name,
@@ -43,9 +44,9 @@ def _daemon(args: argparse.Namespace, role: Any) -> int:
         **sensors_cli.node_flags(args),
     }  # fmt: skip
     try:
-        cfg = daemon.load_config(args.config, flags)
+        cfg = load_config(args.config, flags)
         daemon.check_config(cfg, role)
-    except daemon.ConfigError as exc:
+    except ConfigError as exc:
         print(f"edgesync {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     daemon.setup_logging()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from edge_node.daemon import DaemonConfig, Stop, daemon_replica_config
+from edge_node.config import DaemonConfig
+from edge_node.daemon import Stop, daemon_replica_config
 from sync._policy import LinkPolicy
 from sync._replica import ReplicaConfig
 from sync.adapters.aio import AsyncReplica

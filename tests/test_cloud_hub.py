@@ -13,7 +13,8 @@ import pytest
 from test_daemons import Fleet, cli
 
 from cloud_hub.hub import HubRole
-from edge_node.daemon import ConfigError, DaemonConfig, check_config
+from edge_node.config import ConfigError, DaemonConfig
+from edge_node.daemon import check_config
 from edge_node.edge import EDGE
 from sim.fleet import free_port
 from sync import GCounter

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_daemons import CLI, Fleet, cli
 
-from edge_node.daemon import ConfigError, load_config
+from edge_node.config import ConfigError, load_config
 from sim.fleet import free_port
 
 

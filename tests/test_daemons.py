@@ -295,7 +295,7 @@ def test_a_full_store_refuses_writes_clearly_and_the_daemon_keeps_serving(
      ("2 GB", 2 * 1000**3), ("10k", 10_240), ("lots", None), ("5XB", None), ("-1M", None)],
 )  # fmt: skip
 def test_store_sizes_parse_with_units(size: int | str, expected: int | None) -> None:
-    from edge_node.daemon import parse_size
+    from edge_node.config import parse_size
 
     assert parse_size(size) == expected
 

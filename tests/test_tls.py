@@ -181,7 +181,7 @@ def test_a_certificate_names_its_node_and_role_for_dialers(tmp_path: Path) -> No
 
 
 def test_dial_targets_may_name_the_node() -> None:
-    from edge_node.daemon import ConfigError, dial_target
+    from edge_node.config import ConfigError, dial_target
 
     assert dial_target("10.0.0.7:7402") == (None, "10.0.0.7:7402")
     assert dial_target("e2@[::1]:7402") == ("e2", "[::1]:7402")
