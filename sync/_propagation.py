@@ -550,8 +550,9 @@ class DeltaLog:
             peer, start, self.next_seq, budget, admit=admit, local_only=local_only,
             max_keys=max_keys,
         )  # fmt: skip
+        interval.start = claimed_start(progress)
         progress.sent = interval.end
-        progress.inflight[(start, interval.end)] = now
+        progress.inflight[(interval.start, interval.end)] = now
         return interval
 
     def probe_interval(
@@ -566,13 +567,17 @@ class DeltaLog:
         progress = self.peers.get(peer)
         if progress is None or not progress.inflight or self.needs_catch_up(peer):
             return None
-        start, end = min(progress.inflight)  # the lowest start: the oldest
+        claimed, end = min(progress.inflight)  # the lowest start: the oldest
+        # Gathered from the acked point: below it the peer holds (or was sent nothing
+        # of) every entry, and the oldest interval in flight holds nothing before it.
+        start = max(claimed, progress.acked)
         used = 0
         for entry in self._from(start, end):
             used += entry.size
             if used > budget:
                 return None
         interval = self._gather(peer, start, end, used, admit=admit, local_only=local_only)
+        interval.start = claimed  # as first sent: its ack is the one awaited
         return None if interval.is_bottom() else interval
 
     def _gather(
@@ -720,6 +725,42 @@ class DeltaLog:
             f"DeltaLog(entries={len(self.entries)}, next_seq={self.next_seq}, "
             f"peers={ {p: (s.acked, s.sent) for p, s in self.peers.items()} })"
         )
+
+
+def claimed_start(progress: PeerProgress) -> int:
+    """Where the next interval sent to the peer starts, as it is told: the end of the
+    last interval still in flight to it, or 1 when none is.
+
+    The receiver merges an interval only when its start is at or below its position
+    in our log, and then moves its position to the interval's end
+    (``Replica._on_deltas``), so the start is a promise: the peer is sent, in this
+    interval, every entry of ours from there on that it lacks. The entries are
+    gathered from ``sent``, as before; below that lie (a) intervals still in flight,
+    which may be lost, so the claim starts after the last of them and waits for it;
+    (b) intervals the peer acknowledged, whose entries it holds; (c) stretches that
+    held nothing for it (its own entries, keys its policy excludes, a declared
+    source's), which we acknowledge ourselves and never send. With none in flight,
+    everything below ``sent`` is (b) or (c) (``sent`` is then the acked point: an
+    interval neither in flight nor acknowledged is one a resend took back), so the
+    claim goes down to the log's start, and reaches the peer's position wherever it
+    stands: a (c) stretch no longer leaves a gap it cannot tell from a loss, nor
+    does our restart (its position in a new epoch's log starts at 1), a lost
+    ``CaughtUp``, or a rewind. A store that lost what it acknowledged tells a lower
+    position in its Hello, which rewinds the acked point to it first
+    (``Replica._resume``): the promise is about the store we talk to.
+
+    Cost: none in messages, and bytes only in the start's varint, usually fewer (1
+    takes one byte). Nothing is minted, so no dot is reused; nothing is sent that
+    was not sent before, so nothing loops. The wire format is unchanged; its
+    meaning is not: a receiver of an older build takes the start as it always did,
+    but a receiver of this build holds, until a resend, an interval from a sender
+    of an older build that starts past a stretch the sender acknowledged itself,
+    and a resend from such a sender starts there again (see docs/architecture.md).
+    """
+    end = 1
+    for _, sent_end in progress.inflight:
+        end = max(end, sent_end)
+    return end
 
 
 def _forgotten(

@@ -26,7 +26,7 @@ from sync._causal import actor_name, node_of
 from sync._codec import Reader, Writer
 from sync._crdt import CRDT, decode
 from sync._digest import DigestTree
-from sync._errors import CodecError, ProtocolError
+from sync._errors import ClockSkewError, CodecError, ProtocolError
 from sync._hlc import DEFAULT_MAX_AHEAD_MS, HybridLogicalClock
 from sync._keyspace import (
     Key,
@@ -174,6 +174,9 @@ class Link:
     silent: bool = False
     probed_at: int = 0
     hellos: int = 0  # Hellos sent on this link
+    # Intervals from the peer's log that start past our position in it, not merged
+    # yet: each waits, as received, for the intervals below it (see ``_on_deltas``).
+    held: dict[tuple[int, int], bytes] = field(default_factory=dict)
     declared: frozenset[str] | None = None
     sources_pending: tuple[int, int] | None = None
     sources_in: int = 0
@@ -203,10 +206,11 @@ class Replica:
         )
         self.links: dict[str, Link] = {}
         self.acked_at_open: dict[str, int] = {}
-        # Per peer, the end of the furthest stretch of its log merged here: persisted
-        # with the merge, and told to peers in each Hello (see _resume). Keyed by the
-        # epoch whose log it is: a new epoch's log may reuse an old one's sequence
-        # numbers for other entries (see _supersede).
+        # Per peer, our position in its log: everything it held for us below it is
+        # merged here, and nothing from past it (see _on_deltas). Persisted with the
+        # merge, and told to peers in each Hello (see _resume). Keyed by the epoch
+        # whose log it is: a new epoch's log may reuse an old one's sequence numbers
+        # for other entries (see _supersede).
         self.received: dict[str, int] = {}
         # Our earlier epochs whose logs ours goes on from, each with the sequence number
         # below which ours holds what theirs held (see _position_in_our_log).
@@ -739,6 +743,7 @@ class Replica:
                 self._on_deltas(link, remote, start, end, payload)
         elif isinstance(msg, CaughtUp):
             self._advance_received(remote, msg.next_seq)
+            self._merge_held(link, remote)
         elif isinstance(msg, Sources):
             self._on_sources(link, remote, msg)
         elif isinstance(msg, SourcesAck):
@@ -785,6 +790,7 @@ class Replica:
         first = state.remote != remote
         new_epoch = False  # it came back under another epoch than the one we tracked
         if first:
+            state.held.clear()  # another log's intervals, or ones the peer will resend
             new_epoch = self._supersede(hello.node_id, remote)
             if remote in self.log.peers:
                 self.log.reset_sent(remote)  # what was in flight before is presumed lost
@@ -849,17 +855,69 @@ class Replica:
         return bool(earlier)
 
     def _on_deltas(self, link: str, remote: str, start: int, end: int, payload: bytes) -> None:
+        """Merge an interval that reaches our position in ``remote``'s log, and the
+        held ones it lets through; hold one that starts past it, unacknowledged.
+
+        Our position is a *prefix*: everything the peer's log held for us below it is
+        merged here. The sender vouches for that: an interval ``[start, end)`` holds
+        every entry of its log in that stretch that it sends us, save those it knows
+        we merged already (``DeltaLog.next_interval``). So merging one that starts at
+        or below our position takes it to ``end``; one past it would leave a gap (an
+        interval lost, or still on its way) that a position at its end would claim,
+        and a copy of this store taken then would claim it for good: the peer
+        rewinds a restored store only to the position it tells (``_resume``), and we
+        did not lack the gap while it was being resent (the
+        ``copy-taken-across-a-gap`` scenario). So such an interval waits in
+        ``Link.held``, neither merged nor acknowledged, until the gap fills; the
+        sender's timer resends from the gap anyway, and that resend covers it. A
+        reordered interval costs nothing more (merged when the one before it comes,
+        within its timeout); a lost one costs what it cost before, a resend from the
+        gap. At most ``window`` intervals wait per link (a stalled stream would hold
+        all it was sent; the resend covers them), each at most a message.
+
+        So everything merged from a peer's log is below our position in it: the
+        position is both what a copy of the store claims and what it holds, and our
+        acknowledgements never pass it (the sender's ``delivered``).
+        """
+        if start > self.received.get(remote, 1):
+            held = self.links[link].held
+            if len(held) < self.config.window:
+                held[(start, end)] = payload
+            return
         self._merge_from(link, remote, payload, end)
         self._advance_received(remote, end)
         self._outbox.append((link, encode_ack(start, end)))
+        self._merge_held(link, remote)
+
+    def _merge_held(self, link: str, remote: str) -> None:
+        """Merge the held intervals our position now reaches, in order; drop those it
+        passed (what they hold came with the intervals that passed them).
+
+        One refused now (a clock too far ahead, since they were held) is dropped,
+        unacknowledged, as if lost: the peer resends it. Raising here would leave the
+        message that let it through merged, the one error changing something.
+        """
+        held = self.links[link].held
+        while held:
+            position = self.received.get(remote, 1)
+            due = min((iv for iv in held if iv[0] <= position), default=None)
+            if due is None:
+                return
+            payload = held.pop(due)
+            if due[1] <= position:
+                continue
+            try:
+                self._merge_from(link, remote, payload, due[1])
+            except (ProtocolError, ClockSkewError) as exc:
+                refused: dict[str, object] = {"peer": remote, "interval": due, "why": str(exc)}
+                self._events.append(Event("held interval refused: awaiting its resend", refused))
+                continue
+            self._advance_received(remote, due[1])
+            self._outbox.append((link, encode_ack(*due)))
 
     def _advance_received(self, remote: str, end: int) -> None:
-        """This store now goes up to ``end`` into ``remote``'s log.
-
-        A gap below ``end`` is an interval that held nothing for us (the peer
-        acknowledges those itself) or, in the simulator's reordering network, one
-        still on its way, which the peer resends until we acknowledge it.
-        """
+        """This store now goes up to ``end`` into ``remote``'s log (see ``_on_deltas``:
+        every entry the peer's log holds for us below ``end`` is merged here)."""
         held = self.received.get(remote)
         if held is None:  # the first from this epoch: it says where we stand from now on
             for old in [p for p in self.received if node_of(p) == node_of(remote)]:
