@@ -26,7 +26,7 @@ from sync._causal import actor_name, node_of
 from sync._codec import Reader, Writer
 from sync._crdt import CRDT, decode
 from sync._digest import DigestTree
-from sync._errors import ClockSkewError, CodecError, ProtocolError
+from sync._errors import CodecError, ProtocolError
 from sync._hlc import DEFAULT_MAX_AHEAD_MS, HybridLogicalClock
 from sync._keyspace import (
     Key,
@@ -174,9 +174,9 @@ class Link:
     silent: bool = False
     probed_at: int = 0
     hellos: int = 0  # Hellos sent on this link
-    # Intervals from the peer's log that start past our position in it, not merged
-    # yet: each waits, as received, for the intervals below it (see ``_on_deltas``).
-    held: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    # Intervals of the peer's log merged here that start past our position in it:
+    # each waits, unacknowledged, for the intervals below it (see ``_on_deltas``).
+    held: set[tuple[int, int]] = field(default_factory=set)
     declared: frozenset[str] | None = None
     sources_pending: tuple[int, int] | None = None
     sources_in: int = 0
@@ -743,7 +743,7 @@ class Replica:
                 self._on_deltas(link, remote, start, end, payload)
         elif isinstance(msg, CaughtUp):
             self._advance_received(remote, msg.next_seq)
-            self._merge_held(link, remote)
+            self._release_held(link, remote)
         elif isinstance(msg, Sources):
             self._on_sources(link, remote, msg)
         elif isinstance(msg, SourcesAck):
@@ -855,65 +855,65 @@ class Replica:
         return bool(earlier)
 
     def _on_deltas(self, link: str, remote: str, start: int, end: int, payload: bytes) -> None:
-        """Merge an interval that reaches our position in ``remote``'s log, and the
-        held ones it lets through; hold one that starts past it, unacknowledged.
+        """Merge an interval; move our position in ``remote``'s log to its end, and
+        acknowledge it, once the position reaches its start.
 
         Our position is a *prefix*: everything the peer's log held for us below it is
         merged here. The sender vouches for that: an interval ``[start, end)`` holds
         every entry of its log in that stretch that it sends us, save those it knows
-        we merged already (``DeltaLog.next_interval``). So merging one that starts at
-        or below our position takes it to ``end``; one past it would leave a gap (an
-        interval lost, or still on its way) that a position at its end would claim,
-        and a copy of this store taken then would claim it for good: the peer
-        rewinds a restored store only to the position it tells (``_resume``), and we
-        did not lack the gap while it was being resent (the
-        ``copy-taken-across-a-gap`` scenario). So such an interval waits in
-        ``Link.held``, neither merged nor acknowledged, until the gap fills; the
+        we merged already (``sync._propagation.claimed_start``). So merging one that
+        starts at or below our position takes it to ``end``. One that starts past it
+        would leave a gap (an interval lost, or still on its way) that a position at
+        its end would claim, and a copy of this store taken then would claim it for
+        good: the peer rewinds a restored store only to the position it tells
+        (``_resume``), and we did not lack the gap while it was being resent (the
+        ``copy-taken-across-a-gap`` scenario). Such an interval is merged at once (a
+        copy of the store, and the peers we relay to, have it as soon as before),
+        but its end waits in ``Link.held``, unacknowledged, until the gap fills; the
         sender's timer resends from the gap anyway, and that resend covers it. A
-        reordered interval costs nothing more (merged when the one before it comes,
-        within its timeout); a lost one costs what it cost before, a resend from the
-        gap. At most ``window`` intervals wait per link (a stalled stream would hold
-        all it was sent; the resend covers them), each at most a message.
+        reordered interval is acknowledged when the one before it comes, within its
+        timeout; a lost one costs what it cost before, a resend from the gap. At
+        most ``window`` ends wait per link (a stalled stream's; the resend covers
+        the rest).
 
-        So everything merged from a peer's log is below our position in it: the
-        position is both what a copy of the store claims and what it holds, and our
-        acknowledgements never pass it (the sender's ``delivered``).
+        So our acknowledgements never pass our position (the sender's ``delivered``
+        is at most it), and a copy of the store claims nothing it lacks: it may hold
+        more than its position says, which costs it a resend once restored.
+
+        A sender of an older build starts an interval past the stretches it
+        acknowledged itself, and resends it from that start for good. So a second
+        interval from the start of a held one is acknowledged as an older build did,
+        the position left where it is (still a true prefix): the link flows, and a
+        later Hello of ours, below what we acknowledged, costs that sender a rewind.
+        Between builds of this one it is a duplicate (a resend starts at or below
+        our position), merged as nothing.
         """
-        if start > self.received.get(remote, 1):
-            held = self.links[link].held
-            if len(held) < self.config.window:
-                held[(start, end)] = payload
-            return
         self._merge_from(link, remote, payload, end)
-        self._advance_received(remote, end)
-        self._outbox.append((link, encode_ack(start, end)))
-        self._merge_held(link, remote)
+        if start <= self.received.get(remote, 1):
+            self._advance_received(remote, end)
+            self._outbox.append((link, encode_ack(start, end)))
+            self._release_held(link, remote)
+            return
+        held = self.links[link].held
+        if any(held_start == start for held_start, _ in held):
+            self._outbox.append((link, encode_ack(start, end)))  # the position stays
+        elif len(held) < self.config.window:
+            held.add((start, end))
 
-    def _merge_held(self, link: str, remote: str) -> None:
-        """Merge the held intervals our position now reaches, in order; drop those it
-        passed (what they hold came with the intervals that passed them).
-
-        One refused now (a clock too far ahead, since they were held) is dropped,
-        unacknowledged, as if lost: the peer resends it. Raising here would leave the
-        message that let it through merged, the one error changing something.
-        """
+    def _release_held(self, link: str, remote: str) -> None:
+        """Move our position over the held intervals it now reaches, in order, and
+        acknowledge them; drop those it passed (what they hold came with the
+        intervals that passed them, whose acks cover them)."""
         held = self.links[link].held
         while held:
             position = self.received.get(remote, 1)
             due = min((iv for iv in held if iv[0] <= position), default=None)
             if due is None:
                 return
-            payload = held.pop(due)
-            if due[1] <= position:
-                continue
-            try:
-                self._merge_from(link, remote, payload, due[1])
-            except (ProtocolError, ClockSkewError) as exc:
-                refused: dict[str, object] = {"peer": remote, "interval": due, "why": str(exc)}
-                self._events.append(Event("held interval refused: awaiting its resend", refused))
-                continue
-            self._advance_received(remote, due[1])
-            self._outbox.append((link, encode_ack(*due)))
+            held.discard(due)
+            if due[1] > position:
+                self._advance_received(remote, due[1])
+                self._outbox.append((link, encode_ack(*due)))
 
     def _advance_received(self, remote: str, end: int) -> None:
         """This store now goes up to ``end`` into ``remote``'s log (see ``_on_deltas``:
