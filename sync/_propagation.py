@@ -236,9 +236,12 @@ class PeerProgress:
     inflight: dict[tuple[int, int], int] = field(default_factory=dict)  # interval -> sent at
     done: set[tuple[int, int]] = field(default_factory=set)  # acked, beyond ``acked``
     behind: bool = False  # the size bound dropped an entry it had not acknowledged
-    # The end of the furthest interval the peer acknowledged receiving (or caught up
-    # to) since we started; ``acked`` also covers intervals that held nothing for it.
+    # At most the peer's position in our log, as the acks of what it received (or
+    # caught up to) tell it (``note_delivered``); ``acked`` also covers intervals
+    # that held nothing for it. Acked intervals it cannot reach yet wait in
+    # ``delivered_held``.
     delivered: int = 0
+    delivered_held: set[tuple[int, int]] = field(default_factory=set)
     # The nodes it receives from directly (declared); per origin actor, the first
     # entry left out of what the peer was sent and the furthest origin-log end of
     # any left out (None: unknown), to tell what it may lack when a source goes.
@@ -264,6 +267,32 @@ class PeerProgress:
     # When its acked point last moved: the retransmission timer restarts there (see
     # "Restarting the timer" above). None: not since the link (re)started.
     restarted_at: int | None = None
+
+    def note_delivered(self, start: int, end: int) -> None:
+        """The peer acknowledged ``[start, end)``: follow its position as it does.
+
+        The peer moves its position to ``end`` when ``start`` is at or below it, and
+        otherwise once the intervals before it come (``Replica._on_deltas``); the
+        same rule over the acks it sent keeps ``delivered`` at most its position
+        (the acks of a live store; a position is 1 until anything is merged). So a
+        Hello whose position is below ``delivered`` is one from a store that lost
+        what it had acknowledged (``Replica._resume``), not one that merely waits
+        for a resend. Held acks are at most ``MAX_HELD`` (an older peer's gaps): a
+        forgotten one only leaves ``delivered`` lower, a rewind found later or not
+        needed, as before this rule.
+        """
+        if start > max(self.delivered, 1):
+            if len(self.delivered_held) < MAX_HELD:
+                self.delivered_held.add((start, end))
+            return
+        self.delivered = max(self.delivered, end)
+        held = self.delivered_held
+        while held:
+            due = min((iv for iv in held if iv[0] <= self.delivered), default=None)
+            if due is None:
+                return
+            held.discard(due)
+            self.delivered = max(self.delivered, due[1])
 
     def settled_at(self, seq: int) -> bool:
         """Whether the peer acknowledged every entry below ``seq``, was sent none at or
@@ -387,6 +416,7 @@ class DeltaLog:
         progress = self.peers[peer]
         progress.acked = progress.sent = seq
         progress.delivered = max(progress.delivered, seq)
+        progress.delivered_held.clear()
         progress.behind = False
         progress.inflight.clear()
         progress.done.clear()
@@ -456,8 +486,8 @@ class DeltaLog:
         a peer that had some left out already is caught up by digest here, as our log
         cannot tell which of them it got: not by its acks (we acknowledge an interval
         that held nothing for it ourselves), nor by its position in ``node``'s log,
-        the end of the furthest interval it got, a lost one perhaps below it, which
-        ``node`` was to resend. Such a peer is one with
+        which says what it got from ``node``, not which of our entries it lacks
+        (the log keeps no origin position for entries it reloaded). Such a peer is one with
         ``skipped`` entries of ``node``, or whose ``trusted_positions`` hold it (left
         out, then not sent again when ``node`` stopped being its source), or any
         whose records a restart forgot.
@@ -484,12 +514,14 @@ class DeltaLog:
         progress = self.peers[peer]
         progress.acked = min(progress.acked, seq)
         progress.delivered = min(progress.delivered, seq)
+        progress.delivered_held.clear()
         _resend(progress)
 
     def reset_sent(self, peer: str) -> None:
         """A link came back: whatever was in flight is presumed lost."""
         progress = self.peers[peer]
         progress.inflight.clear()
+        progress.delivered_held.clear()  # the peer may have restarted, forgetting its own
         progress.sent = progress.acked
         progress.timeouts = 0
         progress.restarted_at = None
@@ -752,10 +784,11 @@ def claimed_start(progress: PeerProgress) -> int:
     Cost: none in messages, and bytes only in the start's varint, usually fewer (1
     takes one byte). Nothing is minted, so no dot is reused; nothing is sent that
     was not sent before, so nothing loops. The wire format is unchanged; its
-    meaning is not: a receiver of an older build takes the start as it always did,
-    but a receiver of this build holds, until a resend, an interval from a sender
-    of an older build that starts past a stretch the sender acknowledged itself,
-    and a resend from such a sender starts there again (see docs/architecture.md).
+    meaning is not: a receiver of an older build takes the start as it always did
+    (its position is the furthest end, as before; ``delivered`` then lags it,
+    which rewinds less); from a sender of an older build, a receiver of this build
+    acknowledges all as before, its position stopping at the sender's first gap
+    (``Replica._on_deltas``), so each of its Hellos costs that sender a rewind.
     """
     end = 1
     for _, sent_end in progress.inflight:
@@ -781,6 +814,7 @@ def _forgotten(
     )
 
 
+MAX_HELD = 64  # acks held per peer until the peer's position can reach them
 MAX_DOUBLINGS = 16  # bounds the exponent; ``longest`` bounds the timeout itself
 
 

@@ -175,7 +175,7 @@ class Link:
     probed_at: int = 0
     hellos: int = 0  # Hellos sent on this link
     # Intervals of the peer's log merged here that start past our position in it:
-    # each waits, unacknowledged, for the intervals below it (see ``_on_deltas``).
+    # the position moves over each once it reaches its start (see ``_on_deltas``).
     held: set[tuple[int, int]] = field(default_factory=set)
     declared: frozenset[str] | None = None
     sources_pending: tuple[int, int] | None = None
@@ -855,8 +855,8 @@ class Replica:
         return bool(earlier)
 
     def _on_deltas(self, link: str, remote: str, start: int, end: int, payload: bytes) -> None:
-        """Merge an interval; move our position in ``remote``'s log to its end, and
-        acknowledge it, once the position reaches its start.
+        """Merge and acknowledge an interval; move our position in ``remote``'s log to
+        its end once the position reaches its start.
 
         Our position is a *prefix*: everything the peer's log held for us below it is
         merged here. The sender vouches for that: an interval ``[start, end)`` holds
@@ -867,43 +867,32 @@ class Replica:
         its end would claim, and a copy of this store taken then would claim it for
         good: the peer rewinds a restored store only to the position it tells
         (``_resume``), and we did not lack the gap while it was being resent (the
-        ``copy-taken-across-a-gap`` scenario). Such an interval is merged at once (a
-        copy of the store, and the peers we relay to, have it as soon as before),
-        but its end waits in ``Link.held``, unacknowledged, until the gap fills; the
-        sender's timer resends from the gap anyway, and that resend covers it. A
-        reordered interval is acknowledged when the one before it comes, within its
-        timeout; a lost one costs what it cost before, a resend from the gap. At
-        most ``window`` ends wait per link (a stalled stream's; the resend covers
-        the rest).
+        ``copy-taken-across-a-gap`` scenario). Such an interval is merged and
+        acknowledged as before (a copy of the store, and the peers we relay to, have
+        it at once), but only its end is held, in memory (``Link.held``, at most
+        ``window`` per link), until the gap fills; the position then moves over it.
+        The sender mirrors this (``PeerProgress.note_delivered``), so what it takes
+        as delivered never passes our position; a held end lost with a restart
+        costs a resend once, not a loss. A copy of the store may hold more than its
+        position says, which costs it a resend once restored, never an entry.
 
-        So our acknowledgements never pass our position (the sender's ``delivered``
-        is at most it), and a copy of the store claims nothing it lacks: it may hold
-        more than its position says, which costs it a resend once restored.
-
-        A sender of an older build starts an interval past the stretches it
-        acknowledged itself, and resends it from that start for good. So a second
-        interval from the start of a held one is acknowledged as an older build did,
-        the position left where it is (still a true prefix): the link flows, and a
-        later Hello of ours, below what we acknowledged, costs that sender a rewind.
-        Between builds of this one it is a duplicate (a resend starts at or below
-        our position), merged as nothing.
+        A sender of an older build leaves gaps where its log held nothing for us:
+        the position stops at the first, and each Hello of ours costs it a rewind
+        from there (its acks are as before, so the link flows).
         """
         self._merge_from(link, remote, payload, end)
+        self._outbox.append((link, encode_ack(start, end)))
         if start <= self.received.get(remote, 1):
             self._advance_received(remote, end)
-            self._outbox.append((link, encode_ack(start, end)))
             self._release_held(link, remote)
             return
         held = self.links[link].held
-        if any(held_start == start for held_start, _ in held):
-            self._outbox.append((link, encode_ack(start, end)))  # the position stays
-        elif len(held) < self.config.window:
+        if len(held) < self.config.window:  # else its end is forgotten: a resend covers it
             held.add((start, end))
 
     def _release_held(self, link: str, remote: str) -> None:
-        """Move our position over the held intervals it now reaches, in order, and
-        acknowledge them; drop those it passed (what they hold came with the
-        intervals that passed them, whose acks cover them)."""
+        """Move our position over the held intervals it now reaches, in order; drop
+        those it passed."""
         held = self.links[link].held
         while held:
             position = self.received.get(remote, 1)
@@ -913,7 +902,6 @@ class Replica:
             held.discard(due)
             if due[1] > position:
                 self._advance_received(remote, due[1])
-                self._outbox.append((link, encode_ack(*due)))
 
     def _advance_received(self, remote: str, end: int) -> None:
         """This store now goes up to ``end`` into ``remote``'s log (see ``_on_deltas``:
@@ -1124,7 +1112,7 @@ class Replica:
         self._acknowledged(remote, start, end)
         progress = self.log.peers.get(remote)
         if progress is not None:
-            progress.delivered = max(progress.delivered, end)
+            progress.note_delivered(start, end)
             self.log.end_backoff(remote)
 
     def _acknowledged(self, remote: str, start: int, end: int) -> None:
