@@ -205,6 +205,9 @@ class Interval:
         """``delta``, or the ``parts`` to join into it when it is asked for (a spliced
         interval comes with its encoding, and its join is seldom needed)."""
         self.start, self.end, self.encoded = start, end, encoded
+        # The first entry gathered: ``start`` is lowered to the start the peer is told
+        # (``claimed_start``) when it is sent.
+        self.first = start
         self._delta, self._parts = delta, parts
 
     @property

@@ -271,7 +271,9 @@ def test_a_rewind_is_stored_so_a_restart_resends_what_the_peer_lost(tmp_path: Pa
         net.pending = [m for m in net.pending if not _deltas_from(m, "a", 1)]
         net.step()
     b = net.nodes["b"].replica
-    assert b.received[net.nodes["a"].replica.actor] == 3
+    # The position no longer jumps past the gap (copy-taken-across-a-gap): b's Hello
+    # below what it acknowledged rewinds a now whether or not the rewind was stored.
+    assert b.received.get(net.nodes["a"].replica.actor, 1) == 1
     assert b.get("count", PNCounter) is None and b.get("other", PNCounter) is not None
     restart(net, tmp_path, "a", config=one_entry_an_interval)  # a crash
     relink(net, "a")
@@ -337,20 +339,22 @@ def test_a_write_a_restored_hub_had_in_flight_reaches_every_hub(tmp_path: Path) 
     assert_lost_write_everywhere(net)
 
 
-def test_the_catch_up_a_relay_owes_survives_its_restart(tmp_path: Path) -> None:
-    """b sees a's store lost what it had and owes c a catch-up; b restarts before it
-    is done. The catch-up is stored with b's batch (as an acknowledged point of 0),
-    so b, reopened, catches c up; kept in memory alone, it was forgotten, and b's
-    stored ack for c, past the entries it had left out, said c had them."""
+def test_a_relay_restarted_midway_still_gets_a_restored_hubs_write_everywhere(
+    tmp_path: Path,
+) -> None:
+    """b sees a's store lost what it had; b restarts while it is sending c what it
+    had left out. c's position in a's log is a prefix, below the write it lacks, so
+    b resends it to c as soon as c stops declaring a (``DeltaLog.declare``), where
+    a position past the write used to make b trust it and owe c a catch-up by digest
+    instead (stored with the batch so a restart keeps it: ``_store_rewind``, whose
+    own test this was; that path needs another setup to be shown here)."""
     net = lose_in_flight_write_then_restore_a(tmp_path)
     net.link("a", "c")
     net.run()
     net.link("a", "b")
-    b, c_actor = net.nodes["b"].replica, net.nodes["c"].replica.actor
-    while not b.log.needs_catch_up(c_actor) and net.step():
-        pass
-    assert b.log.needs_catch_up(c_actor) and net.nodes["b"].storage.acks()[c_actor] == 0
-    restart(net, tmp_path, "b")  # before the catch-up of c is done
+    for _ in range(3):  # b midway through what a's Hello set going
+        net.step()
+    restart(net, tmp_path, "b")
     relink(net, "b")
     assert_lost_write_everywhere(net)
 

@@ -360,7 +360,8 @@ def test_reset_sent_rewinds_to_acked_and_clears_inflight() -> None:
     log.reset_sent("p1")
     progress = log.peers["p1"]
     assert (progress.acked, progress.sent) == (2, 2) and not progress.inflight
-    assert send(log, "p1").start == 2
+    resent = send(log, "p1")
+    assert (resent.first, resent.start) == (2, 1)  # from the acked point; told from 1
 
 
 # ---- collection -----------------------------------------------------------------------
@@ -437,7 +438,7 @@ def test_entry_bound_drops_the_oldest_and_a_peer_behind_needs_catch_up() -> None
     assert sorted(log.entries) == [3, 4] and not log.over_bounds()
     assert log.needs_catch_up("p1") and not log.needs_catch_up("p2")
     assert log.next_interval("p1", 10 * SIZE, everything, 0) is None
-    assert send(log, "p2").start == 4
+    assert send(log, "p2").first == 4
 
 
 def test_byte_bound_drops_the_oldest_and_a_peer_behind_needs_catch_up() -> None:
@@ -611,7 +612,7 @@ def test_resend_stale_acts_as_the_fixed_timer_would_without_counting_a_timeout()
     assert log.resend_stale("stranger", now=100, timeout=100) is False
     p1 = log.peers["p1"]
     assert (p1.acked, p1.sent) == (2, 2) and not p1.inflight and p1.timeouts == 0
-    assert send(log, "p1", now=180).start == second.start  # the acked one is not resent
+    assert send(log, "p1", now=180).first == second.first  # the acked one is not resent
 
 
 def test_a_probe_answer_resends_only_if_something_was_sent_before_the_probe() -> None:
