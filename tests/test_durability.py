@@ -339,15 +339,34 @@ def test_a_write_a_restored_hub_had_in_flight_reaches_every_hub(tmp_path: Path) 
     assert_lost_write_everywhere(net)
 
 
+def test_the_catch_up_a_relay_owes_survives_its_restart(tmp_path: Path) -> None:
+    """b sees a's store lost what it had and owes c a catch-up; b restarts before it
+    is done. The catch-up is stored with b's batch (as an acknowledged point of 0),
+    so b, reopened, catches c up; kept in memory alone, it was forgotten, and b's
+    stored ack for c, past the entries it had left out, said c had them. (c's
+    message that a is no longer its source is lost here: with positions that are
+    prefixes, it would make b resend c the write at once, ``DeltaLog.declare``.)"""
+    net = lose_in_flight_write_then_restore_a(tmp_path)
+    net.pending = [m for m in net.pending if m[:2] != ("c", "b")]
+    net.link("a", "b")
+    b, c_actor = net.nodes["b"].replica, net.nodes["c"].replica.actor
+    while not b.log.needs_catch_up(c_actor) and net.step():
+        pass
+    assert b.log.needs_catch_up(c_actor) and net.nodes["b"].storage.acks()[c_actor] == 0
+    restart(net, tmp_path, "b")  # before the catch-up of c is done
+    relink(net, "b")
+    net.link("a", "c")
+    net.run()
+    assert_lost_write_everywhere(net)
+
+
 def test_a_relay_restarted_midway_still_gets_a_restored_hubs_write_everywhere(
     tmp_path: Path,
 ) -> None:
-    """b sees a's store lost what it had; b restarts while it is sending c what it
-    had left out. c's position in a's log is a prefix, below the write it lacks, so
-    b resends it to c as soon as c stops declaring a (``DeltaLog.declare``), where
-    a position past the write used to make b trust it and owe c a catch-up by digest
-    instead (stored with the batch so a restart keeps it: ``_store_rewind``, whose
-    own test this was; that path needs another setup to be shown here)."""
+    """As above, with c's message that a is gone delivered: c's position in a's log
+    is a prefix, below the write it lacks, so b resends it to c
+    (``DeltaLog.declare``) where a position past the write made b trust it and owe
+    c a catch-up by digest; b restarting midway loses nothing either way."""
     net = lose_in_flight_write_then_restore_a(tmp_path)
     net.link("a", "c")
     net.run()
