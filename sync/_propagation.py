@@ -270,6 +270,11 @@ class PeerProgress:
     # When its acked point last moved: the retransmission timer restarts there (see
     # "Restarting the timer" above). None: not since the link (re)started.
     restarted_at: int | None = None
+    # The log's end when the peer was last rewound while acks of intervals sent
+    # before may still come (0: none since): until the acked point reaches it, those
+    # acks are not taken, and intervals ending at or below it are labeled from where
+    # they were gathered (see ``rewind``).
+    rewound_until: int = 0
 
     def note_delivered(self, start: int, end: int) -> None:
         """The peer acknowledged ``[start, end)``: follow its position as it does.
@@ -420,6 +425,8 @@ class DeltaLog:
         progress.acked = progress.sent = seq
         progress.delivered = max(progress.delivered, seq)
         progress.delivered_held.clear()
+        if seq >= progress.rewound_until:
+            progress.rewound_until = 0  # past any interval sent before the rewind
         progress.behind = False
         progress.inflight.clear()
         progress.done.clear()
@@ -513,8 +520,25 @@ class DeltaLog:
         return caught_up
 
     def rewind(self, peer: str, seq: int) -> None:
-        """``peer`` lost what it acknowledged from ``seq`` on: send it again from there."""
+        """``peer`` lost what it acknowledged from ``seq`` on: send it again from there.
+
+        An interval is labeled with the start it claims (``claimed_start``), often
+        1, so one sent before the rewind and one sent after can share a label while
+        holding different entries (the first left out what a declared source was to
+        send, the second holds it: ``declare``, on a live link). The first one's ack,
+        late or duplicated, would then move the acked point past entries the peer
+        never got (simulator seed 3909 under ``rollback-hub``: a hub's write never
+        reached a hub). So until the acked point reaches the log's end as of now,
+        an ack is taken only for an interval in flight, and an interval ending at
+        or below that end is labeled with the start it was gathered from, which
+        the rewound point bounds: a label an earlier interval had only if it was
+        gathered from there too (as every label was before positions were
+        prefixes). The receiver moves its position over it as over any other once
+        its position reaches that start, which a rewind to its position (``Replica
+        ._resume``) or below where it acknowledged (``declare``) makes so.
+        """
         progress = self.peers[peer]
+        progress.rewound_until = max(progress.rewound_until, self.next_seq)
         progress.acked = min(progress.acked, seq)
         progress.delivered = min(progress.delivered, seq)
         progress.delivered_held.clear()
@@ -585,7 +609,8 @@ class DeltaLog:
             peer, start, self.next_seq, budget, admit=admit, local_only=local_only,
             max_keys=max_keys,
         )  # fmt: skip
-        interval.start = claimed_start(progress)
+        if interval.end > progress.rewound_until:
+            interval.start = claimed_start(progress)
         progress.sent = interval.end
         progress.inflight[(interval.start, interval.end)] = now
         return interval
@@ -680,7 +705,8 @@ class DeltaLog:
         progress = self.peers.get(peer)
         if progress is None or end <= progress.acked or end > self.next_seq:
             return False  # unknown, old, or past anything ever logged: ignore
-        progress.inflight.pop((start, end), None)
+        if progress.inflight.pop((start, end), None) is None and progress.rewound_until:
+            return False  # sent before a rewind, or a copy: see ``rewind``
         moved = False
         if start <= progress.acked:  # in order, the usual case: extends the prefix
             progress.acked = end
@@ -698,6 +724,8 @@ class DeltaLog:
         progress.sent = max(progress.sent, progress.acked)
         for stale in [iv for iv in progress.inflight if iv[1] <= progress.acked]:
             del progress.inflight[stale]  # covered by a wider ack: no longer in flight
+        if progress.acked >= progress.rewound_until:
+            progress.rewound_until = 0  # any ack from before the rewind is old now
         if moved and now is not None:
             progress.restarted_at = now
         return moved

@@ -313,8 +313,9 @@ class Replica:
         if not self.log.entries and self.keyspace.entries:
             self.log.skip()
         for peer, acked in self.acked_at_open.items():
-            # Taken as delivered: the ack may cover intervals that held nothing for the
-            # peer, which at worst costs one needless rewind (a resend or a catch-up).
+            # Taken as delivered: the ack may cover stretches that held nothing for the
+            # peer, past its position; a Hello from the very epoch the row is for says
+            # where it really stands, and one from another epoch is checked (_resume).
             progress = self.log.track(peer, acked)
             progress.delivered = acked
             progress.skips_forgotten, progress.sources_known = True, False
@@ -806,6 +807,11 @@ class Replica:
         if first:
             held = self._position_in_our_log(hello.received)
             restored = self._resume(remote, held) or restored
+            if new_epoch:
+                # Its earlier epoch's acked point is now this epoch's: kept under this
+                # epoch's name too, so that after our restart a Hello from this epoch is
+                # from the one whose acked point we kept (``_resume``).
+                self._store_rewind(remote)
             if new_epoch and not progress.relays:
                 self._resend_earlier_epochs(remote, held)
             self.log.heard_from(remote)
@@ -825,7 +831,8 @@ class Replica:
         before the peer acknowledged the resend, or before its catch-up was done,
         would go on from there, past what the peer lacks (simulator seed 1966 under
         ``rollback-hub``, with a crash of the relay after). A catch-up owed is stored
-        as 0, below any log's floor: reopened, the log catches the peer up again."""
+        as 0, below any log's floor: reopened, the log catches the peer up again.
+        (Also a new epoch's acked point carried over from its earlier one, ``_resume``.)"""
         progress = self.log.peers[remote]
         self._batch.acks[remote] = 0 if progress.behind else progress.acked
 
@@ -918,26 +925,48 @@ class Replica:
         """The peer's store goes up to ``held`` into our log: resend what it lost, if any;
         True if it lost some (its store is an older copy, or empty).
 
-        A peer acknowledges an interval only after persisting it, together with its
-        new position, so its position is never behind its acknowledgements unless its
-        store was restored from an older copy. Then the deltas it acknowledged since
-        that copy are gone from it (and perhaps from our log too, once every peer had
-        acknowledged them): rewind the peer to its position, which resends them, or
-        catches it up by digest if the log no longer holds them. Only the first Hello
-        on a link (or from a new epoch) counts: a store cannot be restored under a
-        live link, and a later Hello may predate a catch-up that has since finished.
+        What we take as delivered never passes the position of a live store
+        (``PeerProgress.note_delivered``), so a position below it is one from a store
+        that lost what it acknowledged: restored from an older copy, or wiped. Then the
+        deltas it acknowledged since that copy are gone from it (and perhaps from our
+        log too, once every peer had acknowledged them): rewind the peer to its
+        position, which resends them, or catches it up by digest if the log no longer
+        holds them. Only the first Hello on a link (or from a new epoch) counts: a
+        store cannot be restored under a live link, and a later Hello may predate a
+        catch-up that has since finished.
+
+        After our own restart, what we take as delivered is the acked point our store
+        kept (``_load``), and that can pass a live store's position: it covers
+        stretches we acknowledged ourselves (they held nothing for the peer), which the
+        position crosses only once an interval claimed from below them is merged
+        (``sync._propagation.claimed_start``), and one carrying a write stamped too far
+        ahead is refused until the clocks agree. Taken as a loss, that rewound the
+        peer and, as if its store had lost its log too, caught up by digest every
+        peer whose skips our restart forgot (``DeltaLog.source_lost_updates``): in
+        seeds 464 and 351 of the default sweep those catch-ups carried a fast clock's
+        writes and were refused for minutes. A store that loses what it acknowledged
+        comes back under a new epoch (wiped: no meta; crashed, or a copy of a live
+        store: not shut down cleanly; a copy of a stopped one: ``--new-epoch``, as
+        README asks, without which its dots could repeat too), so a Hello from the
+        very epoch whose acked point we kept lost nothing below it: its position is
+        what we delivered, and nothing is resent. ``_on_hello`` keeps the acked point
+        under a new epoch's name once its first Hello was checked here, so an epoch
+        we heard just before restarting counts too.
         """
         progress = self.log.peers.get(remote)
-        if progress is not None and held < progress.delivered:
-            lost = {"peer": remote, "from": held, "to": progress.delivered}
-            self._events.append(Event("peer lost acknowledged deltas: resending", lost))
-            self.log.rewind(remote, held)
-            # Stored too (simulator seed 12408: the resend was refused for clock skew,
-            # the peer acknowledged a later interval, and the hub crashed).
-            self._store_rewind(remote)
-            self.rewinds += 1
-            return True
-        return False
+        if progress is None or held >= progress.delivered:
+            return False
+        if progress.delivered <= self.acked_at_open.get(remote, 0):
+            progress.delivered = held  # the same store, short of a stretch we acked
+            return False
+        lost = {"peer": remote, "from": held, "to": progress.delivered}
+        self._events.append(Event("peer lost acknowledged deltas: resending", lost))
+        self.log.rewind(remote, held)
+        # Stored too (simulator seed 12408: the resend was refused for clock skew,
+        # the peer acknowledged a later interval, and the hub crashed).
+        self._store_rewind(remote)
+        self.rewinds += 1
+        return True
 
     def _position_in_our_log(self, received: dict[str, int]) -> int:
         """Where a peer's store stands in our log, from ``received`` (its Hello's

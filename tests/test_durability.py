@@ -523,3 +523,43 @@ def test_a_copy_taken_while_an_interval_was_missing_gets_it_back(tmp_path: Path)
     for name in ("a", "b"):
         assert net.nodes[name].replica.get("count", PNCounter).value() == 3, name  # type: ignore[union-attr]
     assert len(set(net.digests().values())) == 1
+
+
+@pytest.mark.parametrize("peer_restarted_first", [False, True], ids=["same-epoch", "new-epoch"])
+def test_a_restart_takes_no_peer_short_of_a_stretch_it_held_nothing_in_for_a_loss(
+    tmp_path: Path, peer_restarted_first: bool
+) -> None:
+    """Seeds 464 and 351 of the default sweep. a logs b's write, which holds nothing
+    for b (its own) and so is acknowledged by a itself: b's position in a's log stays
+    where it was, below a's acked point. a crashes. Reopened, a took the stored acked
+    point as delivered, so b's Hello said b had lost what it acknowledged: a rewound b
+    and, as b's store would then have lost its log too, caught every peer up by
+    digest (in those seeds the catch-ups carried a fast clock's writes and were
+    refused for minutes). b's store lost nothing: it is the one that acknowledged,
+    under the same epoch (or b crashed first, and a had heard its new epoch before
+    crashing and found nothing lost then). d, cut off, keeps the entry in a's log,
+    so a reopens with a log (an empty one would catch every peer up anyway)."""
+    net = cluster(tmp_path)
+    net.add("d", storage=LMDBStorage(tmp_path / "d"))
+    net.link("a", "d")
+    net.run()
+    net.partition("a", "d")
+    bump(net, "b", "count", 1)
+    net.run()
+    a, b = net.nodes["a"].replica, net.nodes["b"].replica
+    assert a.log.entries and a.log.peers[b.actor].acked == a.log.next_seq  # a acked it
+    assert b.received.get(a.actor, 1) < a.log.next_seq  # b's position did not move
+    if peer_restarted_first:
+        restart(net, tmp_path, "b")  # a crash: b comes back on its store, a new epoch
+        relink(net, "b")
+        assert net.nodes["b"].replica.actor != b.actor
+    events = len(net.stats.events)
+    restart(net, tmp_path, "a")  # a crash
+    relink(net, "a")
+    assert net.nodes["a"].replica.rewinds == 0
+    assert net.stats.events[events:] == ["a: new epoch"]  # no rewind, no catch-up
+    bump(net, "a", "count", 2)  # and the links still carry a's writes
+    net.run()
+    for name in ("a", "b", "c"):
+        assert net.nodes[name].replica.get("count", PNCounter).value() == 3, name  # type: ignore[union-attr]
+    assert len(set(net.digests(["a", "b", "c"]).values())) == 1

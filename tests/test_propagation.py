@@ -207,6 +207,31 @@ def test_a_source_declared_gone_resends_what_the_peer_may_lack_from_it() -> None
     assert paths(send(log, "h3@1", budget=10 * SIZE)) == ["e1a", "h2a", "h2b"]
 
 
+def test_a_late_ack_of_an_interval_sent_before_a_rewind_does_not_ack_the_resend() -> None:
+    """Simulator seed 3909 under rollback-hub. Both intervals claim to start at 1
+    (nothing was in flight); the first left h2's entries out, the second holds them.
+    Under one label, the first one's ack, late, took the peer to have them all, and a
+    hub's write never reached it. Sent after a rewind, an interval is labeled from
+    where it was gathered, and an ack of one no longer in flight is not taken."""
+    log = relayed_log()
+    log.declare("h3@1", frozenset({"h2"}), {})
+    assert log.acknowledge("h3@1", 1, send(log, "h3@1", budget=10 * SIZE).end)
+    add(log, "later")
+    before = send(log, "h3@1", budget=10 * SIZE)
+    assert (before.start, before.end, paths(before)) == (1, 6, ["later"])
+    assert log.declare("h3@1", frozenset(), {"h2@1": 8})  # h2 gone: rewound to 2
+    after = send(log, "h3@1", budget=10 * SIZE)
+    assert paths(after) == ["e1a", "h2a", "h2b", "later"] and after.end == before.end
+    assert after.start == 2  # where it was gathered from, not 1
+    assert not log.acknowledge("h3@1", before.start, before.end)  # the late ack
+    assert log.peers["h3@1"].acked == 2
+    assert log.acknowledge("h3@1", after.start, after.end)
+    assert log.peers["h3@1"].acked == 6
+    add(log, "next")
+    nxt = send(log, "h3@1")
+    assert (nxt.start, nxt.end) == (1, 7)  # past the rewind: claimed from 1 again
+
+
 def test_a_source_gone_from_where_nobody_knows_resends_from_its_first_entry() -> None:
     log = DeltaLog()
     log.append(delta("pushed"), "h2@1", SIZE)  # a catch-up push: no end in h2's log
