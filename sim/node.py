@@ -40,6 +40,7 @@ def dump(storage: Storage) -> WriteBatch:
     batch.entries = dict(storage.entries())
     batch.log_append = list(storage.log())
     batch.acks = storage.acks()
+    batch.received = storage.received()  # a real backup keeps the positions too
     return batch
 
 

@@ -205,6 +205,9 @@ class Interval:
         """``delta``, or the ``parts`` to join into it when it is asked for (a spliced
         interval comes with its encoding, and its join is seldom needed)."""
         self.start, self.end, self.encoded = start, end, encoded
+        # The first entry gathered: ``start`` is lowered to the start the peer is told
+        # (``claimed_start``) when it is sent.
+        self.first = start
         self._delta, self._parts = delta, parts
 
     @property
@@ -236,9 +239,12 @@ class PeerProgress:
     inflight: dict[tuple[int, int], int] = field(default_factory=dict)  # interval -> sent at
     done: set[tuple[int, int]] = field(default_factory=set)  # acked, beyond ``acked``
     behind: bool = False  # the size bound dropped an entry it had not acknowledged
-    # The end of the furthest interval the peer acknowledged receiving (or caught up
-    # to) since we started; ``acked`` also covers intervals that held nothing for it.
+    # At most the peer's position in our log, as the acks of what it received (or
+    # caught up to) tell it (``note_delivered``); ``acked`` also covers intervals
+    # that held nothing for it. Acked intervals it cannot reach yet wait in
+    # ``delivered_held``.
     delivered: int = 0
+    delivered_held: set[tuple[int, int]] = field(default_factory=set)
     # The nodes it receives from directly (declared); per origin actor, the first
     # entry left out of what the peer was sent and the furthest origin-log end of
     # any left out (None: unknown), to tell what it may lack when a source goes.
@@ -264,6 +270,37 @@ class PeerProgress:
     # When its acked point last moved: the retransmission timer restarts there (see
     # "Restarting the timer" above). None: not since the link (re)started.
     restarted_at: int | None = None
+    # The log's end when the peer was last rewound while acks of intervals sent
+    # before may still come (0: none since): until the acked point reaches it, those
+    # acks are not taken, and intervals ending at or below it are labeled from where
+    # they were gathered (see ``rewind``).
+    rewound_until: int = 0
+
+    def note_delivered(self, start: int, end: int) -> None:
+        """The peer acknowledged ``[start, end)``: follow its position as it does.
+
+        The peer moves its position to ``end`` when ``start`` is at or below it, and
+        otherwise once the intervals before it come (``Replica._on_deltas``); the
+        same rule over the acks it sent keeps ``delivered`` at most its position
+        (the acks of a live store; a position is 1 until anything is merged). So a
+        Hello whose position is below ``delivered`` is one from a store that lost
+        what it had acknowledged (``Replica._resume``), not one that merely waits
+        for a resend. Held acks are at most ``MAX_HELD`` (an older peer's gaps): a
+        forgotten one only leaves ``delivered`` lower, a rewind found later or not
+        needed, as before this rule.
+        """
+        if start > max(self.delivered, 1):
+            if len(self.delivered_held) < MAX_HELD:
+                self.delivered_held.add((start, end))
+            return
+        self.delivered = max(self.delivered, end)
+        held = self.delivered_held
+        while held:
+            due = min((iv for iv in held if iv[0] <= self.delivered), default=None)
+            if due is None:
+                return
+            held.discard(due)
+            self.delivered = max(self.delivered, due[1])
 
     def settled_at(self, seq: int) -> bool:
         """Whether the peer acknowledged every entry below ``seq``, was sent none at or
@@ -387,6 +424,9 @@ class DeltaLog:
         progress = self.peers[peer]
         progress.acked = progress.sent = seq
         progress.delivered = max(progress.delivered, seq)
+        progress.delivered_held.clear()
+        if seq >= progress.rewound_until:
+            progress.rewound_until = 0  # past any interval sent before the rewind
         progress.behind = False
         progress.inflight.clear()
         progress.done.clear()
@@ -456,8 +496,8 @@ class DeltaLog:
         a peer that had some left out already is caught up by digest here, as our log
         cannot tell which of them it got: not by its acks (we acknowledge an interval
         that held nothing for it ourselves), nor by its position in ``node``'s log,
-        the end of the furthest interval it got, a lost one perhaps below it, which
-        ``node`` was to resend. Such a peer is one with
+        which says what it got from ``node``, not which of our entries it lacks
+        (the log keeps no origin position for entries it reloaded). Such a peer is one with
         ``skipped`` entries of ``node``, or whose ``trusted_positions`` hold it (left
         out, then not sent again when ``node`` stopped being its source), or any
         whose records a restart forgot.
@@ -480,16 +520,35 @@ class DeltaLog:
         return caught_up
 
     def rewind(self, peer: str, seq: int) -> None:
-        """``peer`` lost what it acknowledged from ``seq`` on: send it again from there."""
+        """``peer`` lost what it acknowledged from ``seq`` on: send it again from there.
+
+        An interval is labeled with the start it claims (``claimed_start``), often
+        1, so one sent before the rewind and one sent after can share a label while
+        holding different entries (the first left out what a declared source was to
+        send, the second holds it: ``declare``, on a live link). The first one's ack,
+        late or duplicated, would then move the acked point past entries the peer
+        never got (simulator seed 3909 under ``rollback-hub``: a hub's write never
+        reached a hub). So until the acked point reaches the log's end as of now,
+        an ack is taken only for an interval in flight, and an interval ending at
+        or below that end is labeled with the start it was gathered from, which
+        the rewound point bounds: a label an earlier interval had only if it was
+        gathered from there too (as every label was before positions were
+        prefixes). The receiver moves its position over it as over any other once
+        its position reaches that start, which a rewind to its position (``Replica
+        ._resume``) or below where it acknowledged (``declare``) makes so.
+        """
         progress = self.peers[peer]
+        progress.rewound_until = max(progress.rewound_until, self.next_seq)
         progress.acked = min(progress.acked, seq)
         progress.delivered = min(progress.delivered, seq)
+        progress.delivered_held.clear()
         _resend(progress)
 
     def reset_sent(self, peer: str) -> None:
         """A link came back: whatever was in flight is presumed lost."""
         progress = self.peers[peer]
         progress.inflight.clear()
+        progress.delivered_held.clear()  # the peer may have restarted, forgetting its own
         progress.sent = progress.acked
         progress.timeouts = 0
         progress.restarted_at = None
@@ -550,8 +609,10 @@ class DeltaLog:
             peer, start, self.next_seq, budget, admit=admit, local_only=local_only,
             max_keys=max_keys,
         )  # fmt: skip
+        if interval.end > progress.rewound_until:
+            interval.start = claimed_start(progress)
         progress.sent = interval.end
-        progress.inflight[(start, interval.end)] = now
+        progress.inflight[(interval.start, interval.end)] = now
         return interval
 
     def probe_interval(
@@ -566,13 +627,17 @@ class DeltaLog:
         progress = self.peers.get(peer)
         if progress is None or not progress.inflight or self.needs_catch_up(peer):
             return None
-        start, end = min(progress.inflight)  # the lowest start: the oldest
+        claimed, end = min(progress.inflight)  # the lowest start: the oldest
+        # Gathered from the acked point: below it the peer holds (or was sent nothing
+        # of) every entry, and the oldest interval in flight holds nothing before it.
+        start = max(claimed, progress.acked)
         used = 0
         for entry in self._from(start, end):
             used += entry.size
             if used > budget:
                 return None
         interval = self._gather(peer, start, end, used, admit=admit, local_only=local_only)
+        interval.start = claimed  # as first sent: its ack is the one awaited
         return None if interval.is_bottom() else interval
 
     def _gather(
@@ -640,7 +705,8 @@ class DeltaLog:
         progress = self.peers.get(peer)
         if progress is None or end <= progress.acked or end > self.next_seq:
             return False  # unknown, old, or past anything ever logged: ignore
-        progress.inflight.pop((start, end), None)
+        if progress.inflight.pop((start, end), None) is None and progress.rewound_until:
+            return False  # sent before a rewind, or a copy: see ``rewind``
         moved = False
         if start <= progress.acked:  # in order, the usual case: extends the prefix
             progress.acked = end
@@ -658,6 +724,8 @@ class DeltaLog:
         progress.sent = max(progress.sent, progress.acked)
         for stale in [iv for iv in progress.inflight if iv[1] <= progress.acked]:
             del progress.inflight[stale]  # covered by a wider ack: no longer in flight
+        if progress.acked >= progress.rewound_until:
+            progress.rewound_until = 0  # any ack from before the rewind is old now
         if moved and now is not None:
             progress.restarted_at = now
         return moved
@@ -722,6 +790,43 @@ class DeltaLog:
         )
 
 
+def claimed_start(progress: PeerProgress) -> int:
+    """Where the next interval sent to the peer starts, as it is told: the end of the
+    last interval still in flight to it, or 1 when none is.
+
+    The receiver merges an interval only when its start is at or below its position
+    in our log, and then moves its position to the interval's end
+    (``Replica._on_deltas``), so the start is a promise: the peer is sent, in this
+    interval, every entry of ours from there on that it lacks. The entries are
+    gathered from ``sent``, as before; below that lie (a) intervals still in flight,
+    which may be lost, so the claim starts after the last of them and waits for it;
+    (b) intervals the peer acknowledged, whose entries it holds; (c) stretches that
+    held nothing for it (its own entries, keys its policy excludes, a declared
+    source's), which we acknowledge ourselves and never send. With none in flight,
+    everything below ``sent`` is (b) or (c) (``sent`` is then the acked point: an
+    interval neither in flight nor acknowledged is one a resend took back), so the
+    claim goes down to the log's start, and reaches the peer's position wherever it
+    stands: a (c) stretch no longer leaves a gap it cannot tell from a loss, nor
+    does our restart (its position in a new epoch's log starts at 1), a lost
+    ``CaughtUp``, or a rewind. A store that lost what it acknowledged tells a lower
+    position in its Hello, which rewinds the acked point to it first
+    (``Replica._resume``): the promise is about the store we talk to.
+
+    Cost: none in messages, and bytes only in the start's varint, usually fewer (1
+    takes one byte). Nothing is minted, so no dot is reused; nothing is sent that
+    was not sent before, so nothing loops. The wire format is unchanged; its
+    meaning is not: a receiver of an older build takes the start as it always did
+    (its position is the furthest end, as before; ``delivered`` then lags it,
+    which rewinds less); from a sender of an older build, a receiver of this build
+    acknowledges all as before, its position stopping at the sender's first gap
+    (``Replica._on_deltas``), so each of its Hellos costs that sender a rewind.
+    """
+    end = 1
+    for _, sent_end in progress.inflight:
+        end = max(end, sent_end)
+    return end
+
+
 def _forgotten(
     progress: PeerProgress, gone: frozenset[str], received: dict[str, int], ours: dict[str, int]
 ) -> bool:
@@ -740,6 +845,7 @@ def _forgotten(
     )
 
 
+MAX_HELD = 64  # acks held per peer until the peer's position can reach them
 MAX_DOUBLINGS = 16  # bounds the exponent; ``longest`` bounds the timeout itself
 
 

@@ -174,6 +174,9 @@ class Link:
     silent: bool = False
     probed_at: int = 0
     hellos: int = 0  # Hellos sent on this link
+    # Intervals of the peer's log merged here that start past our position in it:
+    # the position moves over each once it reaches its start (see ``_on_deltas``).
+    held: set[tuple[int, int]] = field(default_factory=set)
     declared: frozenset[str] | None = None
     sources_pending: tuple[int, int] | None = None
     sources_in: int = 0
@@ -203,10 +206,11 @@ class Replica:
         )
         self.links: dict[str, Link] = {}
         self.acked_at_open: dict[str, int] = {}
-        # Per peer, the end of the furthest stretch of its log merged here: persisted
-        # with the merge, and told to peers in each Hello (see _resume). Keyed by the
-        # epoch whose log it is: a new epoch's log may reuse an old one's sequence
-        # numbers for other entries (see _supersede).
+        # Per peer, our position in its log: everything it held for us below it is
+        # merged here, and nothing from past it (see _on_deltas). Persisted with the
+        # merge, and told to peers in each Hello (see _resume). Keyed by the epoch
+        # whose log it is: a new epoch's log may reuse an old one's sequence numbers
+        # for other entries (see _supersede).
         self.received: dict[str, int] = {}
         # Our earlier epochs whose logs ours goes on from, each with the sequence number
         # below which ours holds what theirs held (see _position_in_our_log).
@@ -309,8 +313,9 @@ class Replica:
         if not self.log.entries and self.keyspace.entries:
             self.log.skip()
         for peer, acked in self.acked_at_open.items():
-            # Taken as delivered: the ack may cover intervals that held nothing for the
-            # peer, which at worst costs one needless rewind (a resend or a catch-up).
+            # Taken as delivered: the ack may cover stretches that held nothing for the
+            # peer, past its position; a Hello from the very epoch the row is for says
+            # where it really stands, and one from another epoch is checked (_resume).
             progress = self.log.track(peer, acked)
             progress.delivered = acked
             progress.skips_forgotten, progress.sources_known = True, False
@@ -739,6 +744,7 @@ class Replica:
                 self._on_deltas(link, remote, start, end, payload)
         elif isinstance(msg, CaughtUp):
             self._advance_received(remote, msg.next_seq)
+            self._release_held(link, remote)
         elif isinstance(msg, Sources):
             self._on_sources(link, remote, msg)
         elif isinstance(msg, SourcesAck):
@@ -785,6 +791,7 @@ class Replica:
         first = state.remote != remote
         new_epoch = False  # it came back under another epoch than the one we tracked
         if first:
+            state.held.clear()  # another log's intervals, or ones the peer will resend
             new_epoch = self._supersede(hello.node_id, remote)
             if remote in self.log.peers:
                 self.log.reset_sent(remote)  # what was in flight before is presumed lost
@@ -800,6 +807,11 @@ class Replica:
         if first:
             held = self._position_in_our_log(hello.received)
             restored = self._resume(remote, held) or restored
+            if new_epoch:
+                # Its earlier epoch's acked point is now this epoch's: kept under this
+                # epoch's name too, so that after our restart a Hello from this epoch is
+                # from the one whose acked point we kept (``_resume``).
+                self._store_rewind(remote)
             if new_epoch and not progress.relays:
                 self._resend_earlier_epochs(remote, held)
             self.log.heard_from(remote)
@@ -819,7 +831,8 @@ class Replica:
         before the peer acknowledged the resend, or before its catch-up was done,
         would go on from there, past what the peer lacks (simulator seed 1966 under
         ``rollback-hub``, with a crash of the relay after). A catch-up owed is stored
-        as 0, below any log's floor: reopened, the log catches the peer up again."""
+        as 0, below any log's floor: reopened, the log catches the peer up again.
+        (Also a new epoch's acked point carried over from its earlier one, ``_resume``.)"""
         progress = self.log.peers[remote]
         self._batch.acks[remote] = 0 if progress.behind else progress.acked
 
@@ -849,17 +862,57 @@ class Replica:
         return bool(earlier)
 
     def _on_deltas(self, link: str, remote: str, start: int, end: int, payload: bytes) -> None:
+        """Merge and acknowledge an interval; move our position in ``remote``'s log to
+        its end once the position reaches its start.
+
+        Our position is a *prefix*: everything the peer's log held for us below it is
+        merged here. The sender vouches for that: an interval ``[start, end)`` holds
+        every entry of its log in that stretch that it sends us, save those it knows
+        we merged already (``sync._propagation.claimed_start``). So merging one that
+        starts at or below our position takes it to ``end``. One that starts past it
+        would leave a gap (an interval lost, or still on its way) that a position at
+        its end would claim, and a copy of this store taken then would claim it for
+        good: the peer rewinds a restored store only to the position it tells
+        (``_resume``), and we did not lack the gap while it was being resent (the
+        ``copy-taken-across-a-gap`` scenario). Such an interval is merged and
+        acknowledged as before (a copy of the store, and the peers we relay to, have
+        it at once), but only its end is held, in memory (``Link.held``, at most
+        ``window`` per link), until the gap fills; the position then moves over it.
+        The sender mirrors this (``PeerProgress.note_delivered``), so what it takes
+        as delivered never passes our position; a held end lost with a restart
+        costs a resend once, not a loss. A copy of the store may hold more than its
+        position says, which costs it a resend once restored, never an entry.
+
+        A sender of an older build leaves gaps where its log held nothing for us:
+        the position stops at the first, and each Hello of ours costs it a rewind
+        from there (its acks are as before, so the link flows).
+        """
         self._merge_from(link, remote, payload, end)
-        self._advance_received(remote, end)
         self._outbox.append((link, encode_ack(start, end)))
+        if start <= self.received.get(remote, 1):
+            self._advance_received(remote, end)
+            self._release_held(link, remote)
+            return
+        held = self.links[link].held
+        if len(held) < self.config.window:  # else its end is forgotten: a resend covers it
+            held.add((start, end))
+
+    def _release_held(self, link: str, remote: str) -> None:
+        """Move our position over the held intervals it now reaches, in order; drop
+        those it passed."""
+        held = self.links[link].held
+        while held:
+            position = self.received.get(remote, 1)
+            due = min((iv for iv in held if iv[0] <= position), default=None)
+            if due is None:
+                return
+            held.discard(due)
+            if due[1] > position:
+                self._advance_received(remote, due[1])
 
     def _advance_received(self, remote: str, end: int) -> None:
-        """This store now goes up to ``end`` into ``remote``'s log.
-
-        A gap below ``end`` is an interval that held nothing for us (the peer
-        acknowledges those itself) or, in the simulator's reordering network, one
-        still on its way, which the peer resends until we acknowledge it.
-        """
+        """This store now goes up to ``end`` into ``remote``'s log (see ``_on_deltas``:
+        every entry the peer's log holds for us below ``end`` is merged here)."""
         held = self.received.get(remote)
         if held is None:  # the first from this epoch: it says where we stand from now on
             for old in [p for p in self.received if node_of(p) == node_of(remote)]:
@@ -872,26 +925,48 @@ class Replica:
         """The peer's store goes up to ``held`` into our log: resend what it lost, if any;
         True if it lost some (its store is an older copy, or empty).
 
-        A peer acknowledges an interval only after persisting it, together with its
-        new position, so its position is never behind its acknowledgements unless its
-        store was restored from an older copy. Then the deltas it acknowledged since
-        that copy are gone from it (and perhaps from our log too, once every peer had
-        acknowledged them): rewind the peer to its position, which resends them, or
-        catches it up by digest if the log no longer holds them. Only the first Hello
-        on a link (or from a new epoch) counts: a store cannot be restored under a
-        live link, and a later Hello may predate a catch-up that has since finished.
+        What we take as delivered never passes the position of a live store
+        (``PeerProgress.note_delivered``), so a position below it is one from a store
+        that lost what it acknowledged: restored from an older copy, or wiped. Then the
+        deltas it acknowledged since that copy are gone from it (and perhaps from our
+        log too, once every peer had acknowledged them): rewind the peer to its
+        position, which resends them, or catches it up by digest if the log no longer
+        holds them. Only the first Hello on a link (or from a new epoch) counts: a
+        store cannot be restored under a live link, and a later Hello may predate a
+        catch-up that has since finished.
+
+        After our own restart, what we take as delivered is the acked point our store
+        kept (``_load``), and that can pass a live store's position: it covers
+        stretches we acknowledged ourselves (they held nothing for the peer), which the
+        position crosses only once an interval claimed from below them is merged
+        (``sync._propagation.claimed_start``), and one carrying a write stamped too far
+        ahead is refused until the clocks agree. Taken as a loss, that rewound the
+        peer and, as if its store had lost its log too, caught up by digest every
+        peer whose skips our restart forgot (``DeltaLog.source_lost_updates``): in
+        seeds 464 and 351 of the default sweep those catch-ups carried a fast clock's
+        writes and were refused for minutes. A store that loses what it acknowledged
+        comes back under a new epoch (wiped: no meta; crashed, or a copy of a live
+        store: not shut down cleanly; a copy of a stopped one: ``--new-epoch``, as
+        README asks, without which its dots could repeat too), so a Hello from the
+        very epoch whose acked point we kept lost nothing below it: its position is
+        what we delivered, and nothing is resent. ``_on_hello`` keeps the acked point
+        under a new epoch's name once its first Hello was checked here, so an epoch
+        we heard just before restarting counts too.
         """
         progress = self.log.peers.get(remote)
-        if progress is not None and held < progress.delivered:
-            lost = {"peer": remote, "from": held, "to": progress.delivered}
-            self._events.append(Event("peer lost acknowledged deltas: resending", lost))
-            self.log.rewind(remote, held)
-            # Stored too (simulator seed 12408: the resend was refused for clock skew,
-            # the peer acknowledged a later interval, and the hub crashed).
-            self._store_rewind(remote)
-            self.rewinds += 1
-            return True
-        return False
+        if progress is None or held >= progress.delivered:
+            return False
+        if progress.delivered <= self.acked_at_open.get(remote, 0):
+            progress.delivered = held  # the same store, short of a stretch we acked
+            return False
+        lost = {"peer": remote, "from": held, "to": progress.delivered}
+        self._events.append(Event("peer lost acknowledged deltas: resending", lost))
+        self.log.rewind(remote, held)
+        # Stored too (simulator seed 12408: the resend was refused for clock skew,
+        # the peer acknowledged a later interval, and the hub crashed).
+        self._store_rewind(remote)
+        self.rewinds += 1
+        return True
 
     def _position_in_our_log(self, received: dict[str, int]) -> int:
         """Where a peer's store stands in our log, from ``received`` (its Hello's
@@ -1066,7 +1141,7 @@ class Replica:
         self._acknowledged(remote, start, end)
         progress = self.log.peers.get(remote)
         if progress is not None:
-            progress.delivered = max(progress.delivered, end)
+            progress.note_delivered(start, end)
             self.log.end_backoff(remote)
 
     def _acknowledged(self, remote: str, start: int, end: int) -> None:

@@ -5,9 +5,9 @@ node id, epoch, whether the last shutdown was clean), the *entries* of the
 replicated map (one per key, sorted by key bytes so a prefix is a range), the
 encoded root *context*, the *delta log* (sequence number to encoded delta) and
 the *acks* (peer to the first sequence number it has not acknowledged) and the
-*received* positions (peer to the end of the furthest stretch of its log merged here,
-which it is told on each Hello, so that it resends what a restored copy of this store
-lost).
+*received* positions (peer to our position in its log: every entry it holds for us
+below it is merged here, see ``Replica._on_deltas``; it is told them on each Hello, so
+that it resends what a restored copy of this store lost).
 
 ``commit`` applies one ``WriteBatch`` atomically and durably: when it returns,
 everything in the batch survives a crash (kill -9, power loss), and if it raises,

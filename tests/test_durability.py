@@ -271,7 +271,9 @@ def test_a_rewind_is_stored_so_a_restart_resends_what_the_peer_lost(tmp_path: Pa
         net.pending = [m for m in net.pending if not _deltas_from(m, "a", 1)]
         net.step()
     b = net.nodes["b"].replica
-    assert b.received[net.nodes["a"].replica.actor] == 3
+    # The position no longer jumps past the gap (copy-taken-across-a-gap): b's Hello
+    # below what it acknowledged rewinds a now whether or not the rewind was stored.
+    assert b.received.get(net.nodes["a"].replica.actor, 1) == 1
     assert b.get("count", PNCounter) is None and b.get("other", PNCounter) is not None
     restart(net, tmp_path, "a", config=one_entry_an_interval)  # a crash
     relink(net, "a")
@@ -341,16 +343,37 @@ def test_the_catch_up_a_relay_owes_survives_its_restart(tmp_path: Path) -> None:
     """b sees a's store lost what it had and owes c a catch-up; b restarts before it
     is done. The catch-up is stored with b's batch (as an acknowledged point of 0),
     so b, reopened, catches c up; kept in memory alone, it was forgotten, and b's
-    stored ack for c, past the entries it had left out, said c had them."""
+    stored ack for c, past the entries it had left out, said c had them. (c's
+    message that a is no longer its source is lost here: with positions that are
+    prefixes, it would make b resend c the write at once, ``DeltaLog.declare``.)"""
     net = lose_in_flight_write_then_restore_a(tmp_path)
-    net.link("a", "c")
-    net.run()
+    net.pending = [m for m in net.pending if m[:2] != ("c", "b")]
     net.link("a", "b")
     b, c_actor = net.nodes["b"].replica, net.nodes["c"].replica.actor
     while not b.log.needs_catch_up(c_actor) and net.step():
         pass
     assert b.log.needs_catch_up(c_actor) and net.nodes["b"].storage.acks()[c_actor] == 0
     restart(net, tmp_path, "b")  # before the catch-up of c is done
+    relink(net, "b")
+    net.link("a", "c")
+    net.run()
+    assert_lost_write_everywhere(net)
+
+
+def test_a_relay_restarted_midway_still_gets_a_restored_hubs_write_everywhere(
+    tmp_path: Path,
+) -> None:
+    """As above, with c's message that a is gone delivered: c's position in a's log
+    is a prefix, below the write it lacks, so b resends it to c
+    (``DeltaLog.declare``) where a position past the write made b trust it and owe
+    c a catch-up by digest; b restarting midway loses nothing either way."""
+    net = lose_in_flight_write_then_restore_a(tmp_path)
+    net.link("a", "c")
+    net.run()
+    net.link("a", "b")
+    for _ in range(3):  # b midway through what a's Hello set going
+        net.step()
+    restart(net, tmp_path, "b")
     relink(net, "b")
     assert_lost_write_everywhere(net)
 
@@ -468,3 +491,75 @@ def edge_write(net: MemoryNetwork, name: str, path: str, value: object) -> None:
     """``name`` sets ``path`` and the network runs until quiet."""
     write(net, name, path, value)
     net.run()
+
+
+def test_a_copy_taken_while_an_interval_was_missing_gets_it_back(tmp_path: Path) -> None:
+    """Found by the simulator (seed 795, sim/scenarios/copy-taken-across-a-gap).
+    a's interval holding entry 1 is lost on its way to b, the one after it arrives,
+    and b's store is copied then. b's position in a's log was the end of the furthest
+    interval merged, past the gap: restored from the copy, b said it held entry 1,
+    a had delivered nothing past that position, and b lacked entry 1 for good. Now
+    b's position moves over an interval only once it reaches the interval's start,
+    so the copy's position is below the gap and a rewinds b to it."""
+    net = MemoryNetwork(random.Random(7))
+    for name in ("a", "b"):
+        net.add(name, storage=LMDBStorage(tmp_path / name))
+    net.link("a", "b")
+    net.run()
+    bump(net, "a", "count", 3)  # entry 1, lost on its way to b
+    net.pending = [m for m in net.pending if m[:2] != ("a", "b")]
+    bump(net, "a", "other", 4)  # entry 2, its own interval: it arrives
+    while net.step():  # no ticks: nothing is resent yet
+        pass
+    b = net.nodes["b"].replica
+    assert b.get("count", PNCounter) is None
+    assert b.get("other", PNCounter) is not None  # entry 2 merged
+    assert b.received.get(net.nodes["a"].replica.actor, 1) == 1  # the position waits
+    restart(net, tmp_path, "b", prepare=lambda: shutil.copytree(tmp_path / "b", tmp_path / "old"))
+    relink(net, "b")  # a resends from the gap; b acknowledges both entries
+    assert net.nodes["b"].replica.get("count", PNCounter).value() == 3  # type: ignore[union-attr]
+    restart(net, tmp_path, "b", prepare=lambda: restore_copy(tmp_path, "b"))
+    relink(net, "b")
+    for name in ("a", "b"):
+        assert net.nodes[name].replica.get("count", PNCounter).value() == 3, name  # type: ignore[union-attr]
+    assert len(set(net.digests().values())) == 1
+
+
+@pytest.mark.parametrize("peer_restarted_first", [False, True], ids=["same-epoch", "new-epoch"])
+def test_a_restart_takes_no_peer_short_of_a_stretch_it_held_nothing_in_for_a_loss(
+    tmp_path: Path, peer_restarted_first: bool
+) -> None:
+    """Seeds 464 and 351 of the default sweep. a logs b's write, which holds nothing
+    for b (its own) and so is acknowledged by a itself: b's position in a's log stays
+    where it was, below a's acked point. a crashes. Reopened, a took the stored acked
+    point as delivered, so b's Hello said b had lost what it acknowledged: a rewound b
+    and, as b's store would then have lost its log too, caught every peer up by
+    digest (in those seeds the catch-ups carried a fast clock's writes and were
+    refused for minutes). b's store lost nothing: it is the one that acknowledged,
+    under the same epoch (or b crashed first, and a had heard its new epoch before
+    crashing and found nothing lost then). d, cut off, keeps the entry in a's log,
+    so a reopens with a log (an empty one would catch every peer up anyway)."""
+    net = cluster(tmp_path)
+    net.add("d", storage=LMDBStorage(tmp_path / "d"))
+    net.link("a", "d")
+    net.run()
+    net.partition("a", "d")
+    bump(net, "b", "count", 1)
+    net.run()
+    a, b = net.nodes["a"].replica, net.nodes["b"].replica
+    assert a.log.entries and a.log.peers[b.actor].acked == a.log.next_seq  # a acked it
+    assert b.received.get(a.actor, 1) < a.log.next_seq  # b's position did not move
+    if peer_restarted_first:
+        restart(net, tmp_path, "b")  # a crash: b comes back on its store, a new epoch
+        relink(net, "b")
+        assert net.nodes["b"].replica.actor != b.actor
+    events = len(net.stats.events)
+    restart(net, tmp_path, "a")  # a crash
+    relink(net, "a")
+    assert net.nodes["a"].replica.rewinds == 0
+    assert net.stats.events[events:] == ["a: new epoch"]  # no rewind, no catch-up
+    bump(net, "a", "count", 2)  # and the links still carry a's writes
+    net.run()
+    for name in ("a", "b", "c"):
+        assert net.nodes[name].replica.get("count", PNCounter).value() == 3, name  # type: ignore[union-attr]
+    assert len(set(net.digests(["a", "b", "c"]).values())) == 1

@@ -207,6 +207,31 @@ def test_a_source_declared_gone_resends_what_the_peer_may_lack_from_it() -> None
     assert paths(send(log, "h3@1", budget=10 * SIZE)) == ["e1a", "h2a", "h2b"]
 
 
+def test_a_late_ack_of_an_interval_sent_before_a_rewind_does_not_ack_the_resend() -> None:
+    """Simulator seed 3909 under rollback-hub. Both intervals claim to start at 1
+    (nothing was in flight); the first left h2's entries out, the second holds them.
+    Under one label, the first one's ack, late, took the peer to have them all, and a
+    hub's write never reached it. Sent after a rewind, an interval is labeled from
+    where it was gathered, and an ack of one no longer in flight is not taken."""
+    log = relayed_log()
+    log.declare("h3@1", frozenset({"h2"}), {})
+    assert log.acknowledge("h3@1", 1, send(log, "h3@1", budget=10 * SIZE).end)
+    add(log, "later")
+    before = send(log, "h3@1", budget=10 * SIZE)
+    assert (before.start, before.end, paths(before)) == (1, 6, ["later"])
+    assert log.declare("h3@1", frozenset(), {"h2@1": 8})  # h2 gone: rewound to 2
+    after = send(log, "h3@1", budget=10 * SIZE)
+    assert paths(after) == ["e1a", "h2a", "h2b", "later"] and after.end == before.end
+    assert after.start == 2  # where it was gathered from, not 1
+    assert not log.acknowledge("h3@1", before.start, before.end)  # the late ack
+    assert log.peers["h3@1"].acked == 2
+    assert log.acknowledge("h3@1", after.start, after.end)
+    assert log.peers["h3@1"].acked == 6
+    add(log, "next")
+    nxt = send(log, "h3@1")
+    assert (nxt.start, nxt.end) == (1, 7)  # past the rewind: claimed from 1 again
+
+
 def test_a_source_gone_from_where_nobody_knows_resends_from_its_first_entry() -> None:
     log = DeltaLog()
     log.append(delta("pushed"), "h2@1", SIZE)  # a catch-up push: no end in h2's log
@@ -360,7 +385,8 @@ def test_reset_sent_rewinds_to_acked_and_clears_inflight() -> None:
     log.reset_sent("p1")
     progress = log.peers["p1"]
     assert (progress.acked, progress.sent) == (2, 2) and not progress.inflight
-    assert send(log, "p1").start == 2
+    resent = send(log, "p1")
+    assert (resent.first, resent.start) == (2, 1)  # from the acked point; told from 1
 
 
 # ---- collection -----------------------------------------------------------------------
@@ -437,7 +463,7 @@ def test_entry_bound_drops_the_oldest_and_a_peer_behind_needs_catch_up() -> None
     assert sorted(log.entries) == [3, 4] and not log.over_bounds()
     assert log.needs_catch_up("p1") and not log.needs_catch_up("p2")
     assert log.next_interval("p1", 10 * SIZE, everything, 0) is None
-    assert send(log, "p2").start == 4
+    assert send(log, "p2").first == 4
 
 
 def test_byte_bound_drops_the_oldest_and_a_peer_behind_needs_catch_up() -> None:
@@ -611,7 +637,7 @@ def test_resend_stale_acts_as_the_fixed_timer_would_without_counting_a_timeout()
     assert log.resend_stale("stranger", now=100, timeout=100) is False
     p1 = log.peers["p1"]
     assert (p1.acked, p1.sent) == (2, 2) and not p1.inflight and p1.timeouts == 0
-    assert send(log, "p1", now=180).start == second.start  # the acked one is not resent
+    assert send(log, "p1", now=180).first == second.first  # the acked one is not resent
 
 
 def test_a_probe_answer_resends_only_if_something_was_sent_before_the_probe() -> None:
