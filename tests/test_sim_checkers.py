@@ -18,7 +18,7 @@ from sim.checkers import (
 from sim.history import Cell, History, Op
 
 SET, COUNTER, LWW, MV = (Cell("k", "", t) for t in ("set", "counter", "lww", "mv"))
-A, B = "a@1", "b@1"
+A, B, C = "a@1", "b@1", "c@1"
 
 
 def op(i: int, kind: str, cell: Cell, actor: str = A, **fields: object) -> Op:
@@ -110,7 +110,7 @@ def test_registers_catch_a_causally_overwritten_value_and_a_wrong_winner() -> No
     # A causally later write wins even with a smaller timestamp (a slow clock).
     assert check_registers(history, {"a": {LWW: "new"}}) == []
     (v,) = check_registers(history, {"a": {LWW: "old"}})
-    assert "overwritten by a causally later write: #1" in v.detail
+    assert "replaced or removed by a causally later operation: #1 by #2" in v.detail
     concurrent = History([first, op(2, "set", LWW, B, value="b", dot=(B, 1), ts=(50, 0))])
     assert check_registers(concurrent, {"a": {LWW: "old"}}) == []
     (wrong,) = check_registers(concurrent, {"a": {LWW: "b"}})
@@ -148,6 +148,36 @@ def test_registers_excuse_a_value_whose_removal_went_with_a_wiped_store() -> Non
     history = History([w, first, again])  # the first removal arrived: the key is empty
     (v,) = check_registers(history, {"n": {LWW: "v"}})
     assert "expected None" in v.detail
+
+
+def test_registers_excuse_a_value_whose_overwrite_went_with_a_wiped_store() -> None:
+    """Seed 30317 (sim/scenarios/lost-overwrite-then-remove.scenario): b overwrites
+    a's value, then removes the key; the hub refuses the overwrite (its timestamp is
+    too far ahead) and takes the removal, and b is wiped. The removal's ``seen`` holds
+    a's dot, but b held only its own write then, so it took out only that: a's value
+    stays, and beats a write concurrent with it that ranks lower (c's, on a slow
+    clock). A write c makes after seeing a's value still replaces it."""
+    saw_a, saw_b = frozenset({(A, 1)}), frozenset({(B, 1)})
+    w = op(1, "set", LWW, value="a.1", dot=(A, 1), ts=(23_781, 0))
+    overwrite = op(2, "set", LWW, B, value="b.2", dot=(B, 1), ts=(166_096, 0), seen=saw_a)
+    remove = op(3, "del", LWW, B, seen=frozenset({(A, 1), (B, 1)}))
+    slow = op(4, "set", LWW, C, value="c.4", dot=(C, 1), ts=(9_799, 2), seen=saw_b)
+    unseen, at_risk = {2: ["n"]}, {2: "wipe b"}
+    history = History([w, overwrite, remove, slow], at_risk, unseen)
+    assert check_registers(history, {"n": {LWW: "a.1"}}) == []
+    (v,) = check_registers(history, {"n": {LWW: "c.4"}})
+    assert "expected 'a.1'" in v.detail
+    history = History([w, overwrite, remove, slow])  # the overwrite arrived: a's value went
+    (v,) = check_registers(history, {"n": {LWW: "a.1"}})
+    assert "expected 'c.4'" in v.detail and "#1 by #2" in v.detail
+    saw = op(4, "set", LWW, C, value="c.4", dot=(C, 1), ts=(9_799, 2), seen=saw_a)
+    history = History([w, overwrite, remove, saw], at_risk, unseen)
+    assert check_registers(history, {"n": {LWW: "c.4"}}) == []
+    mv_w = op(1, "mv", MV, value="p", dot=(A, 1))
+    mv_over = op(2, "mv", MV, B, value="q", dot=(B, 1), seen=saw_a)
+    mv_del = op(3, "del", MV, B, seen=frozenset({(A, 1), (B, 1)}))
+    history = History([mv_w, mv_over, mv_del], at_risk, unseen)
+    assert check_registers(history, {"n": {MV: frozenset({"p"})}}) == []
 
 
 def test_a_counter_removal_that_took_out_nothing_cancels_nothing() -> None:
