@@ -13,29 +13,19 @@ closes its links and exits 0.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from edge_node.certs import (
-    CertError,
-    dial_names,
-    expected_name,
-    identity_of,
-    load_material,
-    material_files,
-    names_of,
-    valid_until,
-)
+from edge_node.certs import expected_name, material_files
 from edge_node.client_service import ClientService
 from edge_node.config import RECONNECT_MIN_MS, ConfigError, DaemonConfig, dial_target
+from edge_node.tls import peer_identity, tls_credentials, warn_before_expiry
 from sync._policy import LinkPolicy
 from sync._replica import ReplicaConfig
 from sync.adapters.aio import AsyncReplica
@@ -49,7 +39,6 @@ from sync.adapters.pb import client_pb2, client_pb2_grpc, replication_pb2, repli
 log = logging.getLogger("edgesync.daemon")
 SERVICES = ("edgesync.v1.Replication", "edgesync.v1.Client")
 T = TypeVar("T")
-EXPIRY_WARNING_DAYS = 30  # a certificate this close to its end is warned of daily
 
 
 Stop = Callable[[], Awaitable[None]]
@@ -197,65 +186,6 @@ async def _dial(links: GrpcLinks, cfg: DaemonConfig, spec: str, edge: bool) -> N
     node, address = dial_target(spec)
     server_name = None if cfg.tls_dir is None else expected_name(node, edge)
     await links.dial(address, edge=edge, node=node, server_name=server_name)
-
-
-@dataclass(frozen=True)
-class Tls:
-    server: grpc.ServerCredentials
-    channel: grpc.ChannelCredentials
-    expires: datetime.datetime  # ours or the CA's certificate's end, the sooner
-
-
-def tls_credentials(cfg: DaemonConfig) -> Tls | None:
-    """Mutual TLS from ``--tls-dir``: every peer and client must hold a certificate of
-    our CA, and ours must name this node and its role, and be valid now."""
-    if cfg.tls_dir is None:
-        return None
-    try:
-        material = load_material(cfg.tls_dir, cfg.id)
-        mine = identity_of(material.cert)
-        expires = valid_until(material, cfg.tls_dir, cfg.id)
-    except (CertError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
-    if (mine.node_id, mine.role) != (cfg.id, cfg.role):
-        raise ConfigError(
-            f"{cfg.id}.pem is for {mine.node_id!r} as {mine.role!r}, not {cfg.id!r} as {cfg.role!r}"
-        )
-    if not set(dial_names(cfg.id, cfg.role)) <= set(names_of(material.cert)):
-        # Peers dialing us check these names in the handshake, and would never link.
-        raise ConfigError(
-            f"{cfg.id}.pem does not name {' or '.join(dial_names(cfg.id, cfg.role))}, which "
-            f"peers dialing this node check (one an earlier edgesync issued): "
-            f"issue it again with `edgesync certs issue --dir {cfg.tls_dir} --id {cfg.id} "
-            f"--role {cfg.role}`"
-        )
-    server = grpc.ssl_server_credentials(
-        [(material.key, material.cert)], root_certificates=material.ca, require_client_auth=True
-    )
-    channel = grpc.ssl_channel_credentials(material.ca, material.key, material.cert)
-    return Tls(server, channel, expires)
-
-
-async def warn_before_expiry(node: str, expires: datetime.datetime) -> None:
-    """Log a warning each day from ``EXPIRY_WARNING_DAYS`` before the certificate ends:
-    after that, every peer refuses this node's handshakes (``certificate_expires`` in
-    ``status`` and the metrics tells the same to a monitor)."""
-    while True:
-        left = expires - datetime.datetime.now(datetime.UTC)
-        if left <= datetime.timedelta(days=EXPIRY_WARNING_DAYS):
-            log.warning("certificate expires soon", extra={
-                "node": node, "expires": f"{expires:%Y-%m-%d %H:%M} UTC",
-                "days_left": max(0, left.days)})  # fmt: skip
-        await asyncio.sleep(24 * 3600)
-
-
-def peer_identity(context: Any) -> tuple[str, str] | None:
-    """(node id, role) from the certificate an incoming peer presented, if any."""
-    pems = context.auth_context().get("x509_pem_cert")
-    if not pems:
-        return None
-    found = identity_of(pems[0])
-    return found.node_id, found.role
 
 
 def _add_services(
