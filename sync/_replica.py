@@ -770,8 +770,9 @@ class Replica:
     def _on_hello(self, link: str, hello: Hello) -> None:
         certified = self.links[link].certified_node
         if certified is not None and hello.node_id != certified:
-            raise ProtocolError(
-                f"peer's certificate is for {certified!r} but it says it is {hello.node_id!r}"
+            raise ProtocolError(  # certified: by its certificate, or the id it was dialed as
+                f"peer is {certified!r} by its certificate (or the id it was dialed as), "
+                f"but its Hello says it is {hello.node_id!r}"
             )
         ours = self.keyspace.actor_progress()
         if hello.progress.get(self.actor, 0) > ours.get(self.actor, 0):

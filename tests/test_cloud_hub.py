@@ -184,3 +184,18 @@ def test_an_edge_takes_only_its_peers_own_writes_on_a_link_it_dialed(fleet: Flee
     assert "x2@0000000000000005 may send only its own updates" in log.read_text()
     fleet.wait_ready()
     assert "forged" not in keys_at(fleet, "e1")
+
+
+def test_a_peer_dialed_by_id_in_plain_text_must_say_that_id(fleet: Fleet) -> None:
+    """``--peer ID@HOST:PORT`` under ``--insecure``: no certificate to check, but the
+    Hello must name ID, or nothing it sends is taken."""
+    e1 = fleet.start("e1", "node")
+    fleet.wait_ready()
+    cli("inc", "--at", e1, "--insecure", "peered/n", "2")
+    fleet.start("e2", "node", "--peer", f"x9@{e1}")
+    log = fleet.root / "e2.log"
+    wait_for(lambda: log.exists() and "its Hello says it is 'e1'" in log.read_text(),
+             "the Hello refused")  # fmt: skip
+    assert "is 'x9' by its certificate (or the id it was dialed as)" in log.read_text()
+    fleet.wait_ready()
+    assert "peered/n" not in keys_at(fleet, "e2")
