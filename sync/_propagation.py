@@ -293,14 +293,7 @@ class PeerProgress:
             if len(self.delivered_held) < MAX_HELD:
                 self.delivered_held.add((start, end))
             return
-        self.delivered = max(self.delivered, end)
-        held = self.delivered_held
-        while held:
-            due = min((iv for iv in held if iv[0] <= self.delivered), default=None)
-            if due is None:
-                return
-            held.discard(due)
-            self.delivered = max(self.delivered, due[1])
+        self.delivered = prefix_over(max(self.delivered, end), self.delivered_held)
 
     def settled_at(self, seq: int) -> bool:
         """Whether the peer acknowledged every entry below ``seq``, was sent none at or
@@ -788,6 +781,23 @@ class DeltaLog:
             f"DeltaLog(entries={len(self.entries)}, next_seq={self.next_seq}, "
             f"peers={ {p: (s.acked, s.sent) for p, s in self.peers.items()} })"
         )
+
+
+def prefix_over(position: int, held: set[tuple[int, int]]) -> int:
+    """How far a prefix at ``position`` reaches over the ``held`` intervals, taken in
+    order of start as it reaches each; those it reached or passed leave ``held``.
+
+    The one rule of a prefix position, on both sides of a link: the receiver's in the
+    sender's log (``Replica._release_held``) and the sender's account of it
+    (``PeerProgress.note_delivered``).
+    """
+    while held:
+        due = min((iv for iv in held if iv[0] <= position), default=None)
+        if due is None:
+            break
+        held.discard(due)
+        position = max(position, due[1])
+    return position
 
 
 def claimed_start(progress: PeerProgress) -> int:

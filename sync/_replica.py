@@ -63,6 +63,7 @@ from sync._propagation import (
     backed_off,
     joined_end,
     overdue,
+    prefix_over,
     probe_sent_at,
     probe_stamp,
 )
@@ -809,12 +810,13 @@ class Replica:
             held = self._position_in_our_log(hello.received)
             restored = self._resume(remote, held) or restored
             if new_epoch:
-                # Its earlier epoch's acked point is now this epoch's: kept under this
-                # epoch's name too, so that after our restart a Hello from this epoch is
-                # from the one whose acked point we kept (``_resume``).
+                if not progress.relays:
+                    self._resend_earlier_epochs(remote, held)
+                # Its earlier epoch's acked point (or the rewound one) is now this
+                # epoch's: kept under this epoch's name too, so that after our restart a
+                # Hello from this epoch is from the one whose acked point we kept
+                # (``_resume``).
                 self._store_rewind(remote)
-            if new_epoch and not progress.relays:
-                self._resend_earlier_epochs(remote, held)
             self.log.heard_from(remote)
             if restored and progress.relays:  # edges are never declared sources
                 for peer in self.log.source_lost_updates(hello.node_id):
@@ -901,15 +903,10 @@ class Replica:
     def _release_held(self, link: str, remote: str) -> None:
         """Move our position over the held intervals it now reaches, in order; drop
         those it passed."""
-        held = self.links[link].held
-        while held:
-            position = self.received.get(remote, 1)
-            due = min((iv for iv in held if iv[0] <= position), default=None)
-            if due is None:
-                return
-            held.discard(due)
-            if due[1] > position:
-                self._advance_received(remote, due[1])
+        position = self.received.get(remote, 1)
+        reached = prefix_over(position, self.links[link].held)
+        if reached > position:
+            self._advance_received(remote, reached)
 
     def _advance_received(self, remote: str, end: int) -> None:
         """This store now goes up to ``end`` into ``remote``'s log (see ``_on_deltas``:
@@ -1027,8 +1024,7 @@ class Replica:
         if held < progress.acked:
             resent = {"peer": remote, "from": held, "to": progress.acked}
             self._events.append(Event("resending an edge its earlier epochs' updates", resent))
-            self.log.rewind(remote, held)
-            self._store_rewind(remote)
+            self.log.rewind(remote, held)  # stored by the caller (_on_hello)
 
     def _merge_from(
         self, link: str, remote: str, payload: bytes, origin_end: int | None = None
