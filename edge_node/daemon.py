@@ -34,7 +34,7 @@ from sync.adapters.gc_policy import collect_everything_hourly, tune_gc
 from sync.adapters.grpc_link import GrpcLinks, channel_options, ticker
 from sync.adapters.lmdb_storage import LMDBStorage
 from sync.adapters.malloc_policy import tune_malloc
-from sync.adapters.pb import client_pb2, client_pb2_grpc, replication_pb2, replication_pb2_grpc
+from sync.adapters.pb import client_pb2, client_pb2_grpc, replication_pb2
 
 log = logging.getLogger("edgesync.daemon")
 SERVICES = ("edgesync.v1.Replication", "edgesync.v1.Client")
@@ -192,7 +192,7 @@ def _add_services(
     server: grpc.aio.Server, replica: AsyncReplica, links: GrpcLinks, role: str,
     certificate_expires: int,
 ) -> health.aio.HealthServicer:  # fmt: skip
-    replication_pb2_grpc.add_ReplicationServicer_to_server(links, server)
+    links.add_to_server(server)
     service = ClientService(replica, links, role, certificate_expires)
     client_pb2_grpc.add_ClientServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()

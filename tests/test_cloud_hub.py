@@ -161,7 +161,6 @@ def test_an_edge_takes_only_its_peers_own_writes_on_a_link_it_dialed(fleet: Flee
     import grpc
 
     from sync.adapters.grpc_link import GrpcLinks
-    from sync.adapters.pb.replication_pb2_grpc import add_ReplicationServicer_to_server
 
     fake = f"127.0.0.1:{free_port()}"
     log = fleet.root / "e1.log"
@@ -169,7 +168,7 @@ def test_an_edge_takes_only_its_peers_own_writes_on_a_link_it_dialed(fleet: Flee
     async def peer_relaying_another_nodes_write() -> None:
         r = await forging_replica(fleet.root, "x2")
         server = grpc.aio.server()
-        add_ReplicationServicer_to_server(GrpcLinks(r), server)  # type: ignore[no-untyped-call]
+        GrpcLinks(r).add_to_server(server)
         server.add_insecure_port(fake)
         await server.start()
         fleet.start("e1", "node", "--peer", fake)  # e1 dials the peer edge

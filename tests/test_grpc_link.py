@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 
 from sync import AWSet, LWWRegister, PNCounter
+from sync.adapters import frames
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.grpc_link import GrpcLinks, channel_options, ticker
 from sync.adapters.lmdb_storage import LMDBStorage
@@ -32,7 +33,7 @@ async def serve(links: GrpcLinks) -> tuple[grpc.aio.Server, str]:
     server = grpc.aio.server(
         options=channel_options(links.replica.replica.config.max_message_bytes)
     )
-    replication_pb2_grpc.add_ReplicationServicer_to_server(links, server)  # type: ignore[no-untyped-call]
+    links.add_to_server(server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, f"127.0.0.1:{port}"
@@ -82,7 +83,13 @@ def test_two_replicas_converge_over_grpc_and_survive_garbage(tmp_path: Path) -> 
 
                 call = stub.Link(junk())
                 refusals = [frame.refusal async for frame in call if frame.refusal]
+                # Bytes that are no Frame at all: refused the same way, not a broken stream.
+                raw_call = channel.stream_stream(frames.METHOD)(iter([b"\xff\xff", b"\x0a\x09x"]))
+                replies = [frames.decode(raw) async for raw in raw_call]
+                raw_refusals = [frame.refusal for frame in replies if frame.refusal]
             assert len(refusals) == 3 and all(refusals)  # each one told why
+            assert len(raw_refusals) == 2
+            assert all("not a replication frame" in reason for reason in raw_refusals)
             await a.update("hits", PNCounter, lambda c, actor: c.increment(actor, 5))
             await until(same)
             counter = b.replica.get("hits", PNCounter)

@@ -212,7 +212,6 @@ def test_an_edge_takes_no_upstream_without_a_hub_certificate(tls_fleet: TlsFleet
     from sync.adapters.aio import AsyncReplica
     from sync.adapters.grpc_link import GrpcLinks
     from sync.adapters.lmdb_storage import LMDBStorage
-    from sync.adapters.pb import replication_pb2_grpc
 
     tls = tls_fleet.tls
     address = f"127.0.0.1:{free_port()}"
@@ -228,7 +227,7 @@ def test_an_edge_takes_no_upstream_without_a_hub_certificate(tls_fleet: TlsFleet
             [((tls / "e1.key").read_bytes(), (tls / "e1.pem").read_bytes())],
             root_certificates=(tls / "ca.pem").read_bytes(), require_client_auth=True,
         )  # fmt: skip
-        replication_pb2_grpc.add_ReplicationServicer_to_server(GrpcLinks(r), server)  # type: ignore[no-untyped-call]
+        GrpcLinks(r).add_to_server(server)
         server.add_secure_port(address, creds)
         await server.start()
         tls_fleet.start("e2", "node", "--upstream", address)

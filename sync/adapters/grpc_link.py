@@ -39,9 +39,9 @@ import grpc
 
 from sync._errors import ProtocolError
 from sync._policy import EVERYTHING, LinkPolicy
+from sync.adapters import frames as wire
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.gc_policy import applying_large_frame
-from sync.adapters.pb import replication_pb2, replication_pb2_grpc
 
 log = logging.getLogger("edgesync.link")
 FRAME_OVERHEAD = 1024
@@ -63,7 +63,7 @@ def channel_options(max_message: int) -> list[tuple[str, int]]:
     ]
 
 
-class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
+class GrpcLinks:
     def __init__(
         self,
         replica: AsyncReplica,
@@ -125,13 +125,18 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
             self.connected[link] = False
             log.info("link down", extra={"link": link, "node": self.replica.replica.node_id})
 
-    async def _receive(self, link: str, frames: AsyncIterator[Any]) -> None:
+    async def _receive(self, link: str, frames: AsyncIterator[bytes]) -> None:
         """Apply each frame as it comes; commits (and the acks after them) follow.
 
         The next frame is applied while the last one commits: the window of
         intervals in flight bounds how far applying runs ahead of the store.
         """
-        async for frame in frames:
+        async for raw in frames:
+            try:
+                frame = wire.decode(raw)
+            except wire.FrameError as exc:
+                self._refuse(link, str(exc))
+                continue
             if frame.refusal:
                 self._refused_by_peer(link, frame.refusal[:MAX_REFUSAL_CHARS])
                 continue
@@ -161,16 +166,26 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
             extra = {"link": link, "reason": reason, "refused": count}
             log.warning("peer refused our frame", extra=extra)
 
-    async def _frames(self, queue: Outgoing) -> AsyncIterator[Any]:
+    async def _frames(self, queue: Outgoing) -> AsyncIterator[bytes]:
         while (item := await queue.get()) is not None:
             if isinstance(item, str):
-                yield replication_pb2.Frame(refusal=item)
+                yield wire.encode_refusal(item)
             else:
-                yield replication_pb2.Frame(message=item)
+                yield wire.encode_message(item)
 
     # ---- serving peers that dial in ------------------------------------------------
 
-    async def Link(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        """Serve the ``Replication`` service on ``server``. Its frames pass as bytes,
+        encoded and decoded by ``sync.adapters.frames`` (see there for why)."""
+        method = grpc.stream_stream_rpc_method_handler(self.Link)
+        service, name = wire.METHOD.rsplit("/", 1)
+        handler = grpc.method_handlers_generic_handler(service.strip("/"), {name: method})
+        server.add_generic_rpc_handlers((handler,))
+
+    async def Link(
+        self, request_iterator: AsyncIterator[bytes], context: Any
+    ) -> AsyncIterator[bytes]:
         link = f"in:{context.peer()}"
         if self.max_accepted is not None and len(self.accepted) >= self.max_accepted:
             self.turned_away += 1
@@ -246,8 +261,7 @@ class GrpcLinks(replication_pb2_grpc.ReplicationServicer):
             metadata = None
             if credentials is None and self.claim is not None:
                 metadata = ((CLAIM_ID, self.claim[0]), (CLAIM_ROLE, self.claim[1]))
-            stub = replication_pb2_grpc.ReplicationStub(channel)
-            call = stub.Link(self._frames(queue), metadata=metadata)
+            call = channel.stream_stream(wire.METHOD)(self._frames(queue), metadata=metadata)
             await self._receive(address, call)
 
 
