@@ -78,6 +78,7 @@ from edge_node.edge import EDGE
 from sync import LWWRegister, PNCounter
 from sync._messages import Deltas, encode_message
 from sync._replica import Replica
+from sync.adapters import frames as frames_codec
 from sync.adapters.aio import AsyncReplica
 from sync.adapters.embedded import fresh_epoch, wall_clock_ms
 from sync.adapters.gc_policy import tune_gc
@@ -275,10 +276,10 @@ class CountingLinks(GrpcLinks):
             self.other_bytes += len(data)
         self._send(link, data)
 
-    async def _receive(self, link: str, frames: AsyncIterator[Any]) -> None:
-        async def counted() -> AsyncIterator[Any]:
+    async def _receive(self, link: str, frames: AsyncIterator[bytes]) -> None:
+        async def counted() -> AsyncIterator[bytes]:
             async for frame in frames:
-                self.other_bytes += len(frame.message)
+                self.other_bytes += len(frames_codec.decode(frame).message)
                 yield frame
 
         await super()._receive(link, counted())
@@ -495,6 +496,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="~10x smaller sizes")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
+    parser.add_argument("--only", choices=[w.name for w in FULL], help="run one workload")
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--echo-client", type=int, nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--tuned", action="store_true", help=argparse.SUPPRESS)
@@ -513,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
     # defaults it took a page fault for most pages of every frame it built.
     tune_malloc()
     tune_gc()
-    workloads = QUICK if args.quick else FULL
+    workloads = tuple(w for w in (QUICK if args.quick else FULL) if args.only in (None, w.name))
     print(
         f"Python {platform.python_version()}, grpcio {grpc.__version__}, {os.cpu_count()} CPUs,"
         f" load average {os.getloadavg()[0]:.2f} at start; workloads: {workloads}"
