@@ -373,7 +373,12 @@ def _length(parts: list[bytes], first: int) -> int:
     return total
 
 
-def splice(parts: list[tuple[Keyspace, bytes, KeyOffsets]]) -> bytes | None:
+# An entry body at least this large is cut out of the payload through a memoryview:
+# one copy instead of two, where a view would cost more than copying a small body.
+_VIEW_FROM: Final = 1024
+
+
+def splice(parts: list[tuple[Keyspace, bytes, KeyOffsets]]) -> list[bytes | memoryview] | None:
     """``encode()`` of the join of ``parts`` (each a keyspace, its encoding, and where
     that puts each key), made by cutting each key's part out of its encoding rather
     than encoding any value again; None unless they all share one actor table (the
@@ -381,36 +386,39 @@ def splice(parts: list[tuple[Keyspace, bytes, KeyOffsets]]) -> bytes | None:
 
     An edge's backlog is many log entries of its own updates on distinct keys:
     sending it joined one interval of them and encoded it again, 6 us a key.
+
+    The encoding comes in pieces, to be joined: the message that carries it joins
+    them once, with its own head (``encode_deltas``), where joining here too copied
+    every byte of a megabyte interval one more time.
     """
     first_encoding, first = parts[0][1], parts[0][2]
     table = first_encoding[: first.table_end]
-    pieces: list[tuple[Key, bytes]] = []
+    pieces: list[tuple[Key, bytes | memoryview]] = []
     for delta, encoding, offsets in parts:
         if encoding[: offsets.table_end] != table:
             return None
         starts = offsets.starts
+        view = memoryview(encoding)
         for i, key in enumerate(sorted(delta.entries)):
-            pieces.append((key, encoding[starts[i] : starts[i + 1]]))
+            start, end = starts[i], starts[i + 1]
+            # A large value is copied once, into the join, rather than sliced first.
+            piece = view[start:end] if end - start >= _VIEW_FROM else encoding[start:end]
+            pieces.append((key, piece))
     pieces.sort(key=_first)
     w = Writer()
-    w.raw(table)
     w.uvarint(len(pieces))
+    out: list[bytes | memoryview] = [table, w.getvalue()]
     last: Key | None = None
     for key, piece in pieces:
         if key == last:
             return None  # a key in two parts: they must be joined
-        w.raw(piece)
+        out.append(piece)
         last = key
-    return w.getvalue()
+    return out
 
 
-def _first(piece: tuple[Key, bytes]) -> Key:
+def _first(piece: tuple[Key, bytes | memoryview]) -> Key:
     return piece[0]
-
-
-# An entry body at least this large is cut out of the payload through a memoryview:
-# one copy instead of two, where a view would cost more than copying a small body.
-_VIEW_FROM: Final = 1024
 
 
 def decode_with_encodings(

@@ -263,14 +263,28 @@ def _take(r: Reader, n: int) -> bytes:
 def encode_deltas(start: int, end: int, payload: bytes, signature: bytes = b"") -> bytes:
     """``encode_message(Deltas(...))`` without the message object: a frozen dataclass
     costs more to build than this to encode, and every interval sent is one."""
+    return encode_deltas_of_pieces(start, end, [payload], signature)
+
+
+def encode_deltas_of_pieces(
+    start: int, end: int, pieces: list[bytes | memoryview], signature: bytes = b""
+) -> bytes:
+    """``encode_deltas`` of the payload ``b"".join(pieces)``, joined once here: the
+    pieces of a spliced interval (``Keyspace.splice``) are copied only into the
+    message."""
+    size = 0
+    for piece in pieces:
+        size += len(piece)
     w = Writer()
     w.u8(PROTOCOL_VERSION)
     w.u8(_DELTAS)
     w.uvarint(start)
     w.uvarint(end)
-    w.blob(payload)
+    w.uvarint(size)
+    head = w.getvalue()
+    w = Writer()
     w.blob(signature)
-    return w.getvalue()
+    return b"".join([head, *pieces, w.getvalue()])
 
 
 def encode_ack(start: int, end: int) -> bytes:

@@ -157,6 +157,7 @@ from dataclasses import dataclass, field
 
 from sync._causal import node_of
 from sync._keyspace import Key, KeyOffsets, Keyspace, splice
+from sync._messages import encode_deltas, encode_deltas_of_pieces
 
 
 @dataclass
@@ -200,11 +201,15 @@ class Interval:
         end: int,
         delta: Keyspace | None,
         encoded: bytes | None = None,
+        *,
         parts: list[Keyspace] | None = None,
+        pieces: list[bytes | memoryview] | None = None,
     ) -> None:
         """``delta``, or the ``parts`` to join into it when it is asked for (a spliced
-        interval comes with its encoding, and its join is seldom needed)."""
+        interval comes with its encoding, in ``pieces`` to be joined, and its join is
+        seldom needed)."""
         self.start, self.end, self.encoded = start, end, encoded
+        self.pieces = pieces
         # The first entry gathered: ``start`` is lowered to the start the peer is told
         # (``claimed_start``) when it is sent.
         self.first = start
@@ -218,15 +223,21 @@ class Interval:
 
     def is_bottom(self) -> bool:
         """Nothing to send: every entry was filtered out."""
-        if self._delta is None and self.encoded is not None:
+        if self._delta is None and (self.encoded is not None or self.pieces is not None):
             return False  # spliced from log entries that hold keys: no join needed to tell
         return self.delta.is_bottom()
 
     def payload(self) -> bytes:
         """The delta's canonical encoding, reusing the log entry's when it is one."""
         if self.encoded is None:
-            self.encoded = self.delta.encode()
+            self.encoded = b"".join(self.pieces) if self.pieces else self.delta.encode()
         return self.encoded
+
+    def message(self) -> bytes:
+        """Its ``Deltas`` message (as claimed: ``start`` may have been lowered)."""
+        if self.encoded is None and self.pieces is not None:
+            return encode_deltas_of_pieces(self.start, self.end, self.pieces)
+        return encode_deltas(self.start, self.end, self.payload())
 
     def __repr__(self) -> str:
         return f"Interval([{self.start}, {self.end}), keys={len(self.delta.entries)})"
@@ -683,7 +694,7 @@ class DeltaLog:
         if spliceable:
             spliced = splice(spliceable)
             if spliced is not None:
-                return Interval(start, end, None, spliced, taken)
+                return Interval(start, end, None, parts=taken, pieces=spliced)
         return Interval(start, end, _joined(taken))
 
     def _from(self, start: int, stop: int) -> Iterator[LogEntry]:

@@ -687,7 +687,7 @@ class Replica:
             state.remote, budget, state.policy.may_push, local_only=not self.config.relay
         )
         if interval is not None:
-            raw = encode_deltas(interval.start, interval.end, interval.payload())
+            raw = interval.message()
             if len(raw) <= budget:
                 self._outbox.append((link, raw))
 
@@ -1258,10 +1258,13 @@ class Replica:
                     self._acknowledged(remote, interval.start, interval.end)
                     floor = log.catch_up_floor()  # the ack may have collected entries
                     continue
-                start, end, payload = interval.start, interval.end, interval.payload()
-                if last is None or last[2] is not payload or last[:2] != (start, end):
-                    last = (start, end, payload, encode_deltas(start, end, payload))
-                ready.messages.append((link, last[3]))
+                if interval.pieces is not None:  # spliced for this peer: no other shares it
+                    ready.messages.append((link, interval.message()))
+                else:  # a log entry as logged: the same message for every peer it goes to
+                    start, end, payload = interval.start, interval.end, interval.payload()
+                    if last is None or last[2] is not payload or last[:2] != (start, end):
+                        last = (start, end, payload, encode_deltas(start, end, payload))
+                    ready.messages.append((link, last[3]))
                 built += 1
 
     # ---- reads -----------------------------------------------------------------------------

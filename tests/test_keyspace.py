@@ -12,6 +12,7 @@ from sync import AWSet, CodecError, GCounter, Keyspace, LWWRegister, PNCounter, 
 from sync._codec import Writer
 from sync._crdt import encode_body
 from sync._keyspace import splice
+from sync._messages import Deltas, decode_message, encode_deltas, encode_deltas_of_pieces
 
 from crdt_histories import ACTORS, OPS
 
@@ -100,22 +101,30 @@ def test_a_splice_of_log_deltas_is_the_encoding_of_their_join(
     keys = [key for d in parts for key in d.entries]
     tables = {raw[: offsets.table_end] for _, raw, offsets in indexed}
     if len(set(keys)) == len(keys) and len(tables) == 1:
-        assert spliced == joined.encode()
+        assert spliced is not None and b"".join(spliced) == joined.encode()
     else:
         assert spliced is None
 
 
-def test_an_edges_backlog_of_interleaved_keys_is_spliced() -> None:
-    """One actor's entries on distinct keys whose orders interleave: the common case."""
+@pytest.mark.parametrize("value_bytes", [0, 1023, 1024, 16 * 1024])
+def test_an_edges_backlog_of_interleaved_keys_is_spliced(value_bytes: int) -> None:
+    """One actor's entries on distinct keys whose orders interleave: the common case;
+    with values small and large (cut through a view from 1 KiB on)."""
     parts = []
     for first in range(3):
         delta = Keyspace()
         for i in range(first, 30, 3):
             delta.merge(Keyspace().apply(f"c/{i}", GCounter, lambda c: c.increment("e1", 2)))
-            value = lambda g, i=i: g.set("e1", i, Timestamp(7, 0))  # noqa: E731
+            content = i.to_bytes(4, "big") * (value_bytes // 4) if value_bytes else i
+            value = lambda g, v=content: g.set("e1", v, Timestamp(7, 0))  # noqa: E731
             delta.merge(Keyspace().apply(f"r/{i}", LWWRegister, value))
         parts.append((delta, *delta.encode_indexed()))
-    assert splice(parts) == join(*(p[0] for p in parts)).encode()
+    spliced = splice(parts)
+    assert spliced is not None
+    assert b"".join(spliced) == join(*(p[0] for p in parts)).encode()
+    message = encode_deltas_of_pieces(3, 9, spliced)
+    assert message == encode_deltas(3, 9, b"".join(spliced))
+    assert decode_message(message) == Deltas(3, 9, join(*(p[0] for p in parts)).encode())
 
 
 def test_removed_key_keeps_a_tombstone_so_stale_copies_cannot_return() -> None:
