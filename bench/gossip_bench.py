@@ -50,6 +50,18 @@ fresh process streaming 1 MB frames with glibc's defaults runs at less than half
 the speed. Held against that, the link would look twice as good as it is; so the
 baseline gets the same policy as the processes it is compared with.
 
+Every process here runs on the daemons' event loop (uvloop where installed,
+``edge_node.daemon.run_event_loop``): the sender as ``edgesync node`` would, and the
+raw stream's client and server likewise, so the loop is no difference between them.
+
+Two more figures say where the large workload's time goes, and hold up under other
+load better than bytes/s: CPU per MB of throughput, both processes together, of
+the link (sender and hub) and of the raw stream (client and server; each of its
+MB goes there and back). At equal use of the two cores, half the raw stream's
+bytes/s means at most twice its CPU per MB. And (raw) py-lmdb making the writes
+the hub makes for the same values (``store_floor``): a floor under the hub's CPU
+that no Python work of ours is part of.
+
 Bytes on the wire are the encoded protocol messages the link carries each way
 (gRPC adds a few bytes of framing per message). Nothing asserts on timings.
 """
@@ -74,6 +86,7 @@ from typing import Any
 
 import grpc
 
+from edge_node.daemon import run_event_loop
 from edge_node.edge import EDGE
 from sync import LWWRegister, PNCounter
 from sync._messages import Deltas, encode_message
@@ -131,6 +144,10 @@ class LinkResult:
     frame_sizes: list[int]
     receiver_cpu_seconds: float  # the hub process's user+system CPU in the timed window
     sender_cpu_seconds: float  # this process's, in the same window
+    # (raw) py-lmdb making the hub's writes of the link's values alone (large values):
+    # CPU seconds, for this many values; see ``store_floor``
+    floor_cpu_seconds: float = 0.0
+    floor_values: int = 0
     round_shares: list[float] = field(default_factory=list)  # each round's bytes/s over
     # the raw segment's after it (with the allocator policy): how much the pooled ratio
     # moves round to round
@@ -159,6 +176,13 @@ class RawResult:
     frames: int
     frame_bytes: int
     seconds: float
+    cpu_seconds: float = 0.0  # client's and server's, each frame going both ways
+
+    @property
+    def cpu_per_mb(self) -> float:
+        """CPU seconds both processes spend per MB of the stream's one-way throughput
+        (each MB goes there and back): the CPU side of its bytes/s."""
+        return self.cpu_seconds / (self.frames * self.frame_bytes / 1e6)
 
     @property
     def messages_per_second(self) -> float:
@@ -194,19 +218,26 @@ async def serve_echo(port: int, max_message: int) -> None:
     await server.wait_for_termination()
 
 
-def echo_segment(port: int, frames: int, size: int, tuned: bool) -> float:
+def echo_segment(
+    port: int, server: int, frames: int, size: int, tuned: bool
+) -> tuple[float, float]:
     """Seconds a fresh client process (``tuned``: with the daemons' allocator policy)
     takes to stream ``frames`` frames of ``size`` bytes to the echo server at ``port``
-    and get them back, after a warm-up of a tenth as many."""
-    cmd = [sys.executable, __file__, "--echo-client", str(port), str(frames), str(size)]
+    (process ``server``) and get them back, after a warm-up of a tenth as many; and
+    the CPU seconds the client and the server spent in that time."""
+    cmd = [sys.executable, __file__, "--echo-client", str(port), str(server), str(frames),
+           str(size)]  # fmt: skip
     done = subprocess.run([*cmd, *(["--tuned"] if tuned else [])], capture_output=True,
                           text=True, check=True, timeout=600)  # fmt: skip
-    return float(done.stdout.split()[-1])
+    seconds, cpu = done.stdout.split()[-2:]
+    return float(seconds), float(cpu)
 
 
-def run_echo_client(port: int, frames: int, size: int, max_message: int) -> None:
-    asyncio.run(timed_echo(port, max(10, frames // 10), size, max_message))
-    print(asyncio.run(timed_echo(port, frames, size, max_message)))
+def run_echo_client(port: int, server: int, frames: int, size: int, max_message: int) -> None:
+    run_event_loop(timed_echo(port, max(10, frames // 10), size, max_message))
+    cpu = time.process_time() + cpu_seconds(server)
+    seconds = run_event_loop(timed_echo(port, frames, size, max_message))
+    print(seconds, time.process_time() + cpu_seconds(server) - cpu)
 
 
 async def timed_echo(port: int, frames: int, size: int, max_message: int) -> float:
@@ -345,7 +376,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def drive_link(
-    address: str, work: Workload, data: Path, *, hub_pid: int, echo_ports: tuple[int, int]
+    address: str,
+    work: Workload,
+    data: Path,
+    *,
+    hub_pid: int,
+    echo: tuple[tuple[int, int], tuple[int, int]],
 ) -> tuple[LinkResult, RawResult, RawResult]:
     """``work.rounds`` rounds of: go offline, load the backlog, drain it over the link
     (timed), then time a raw echo segment of the first round's median frame size, with
@@ -380,8 +416,10 @@ async def drive_link(
         sizes = links.frame_sizes
         if n == 0:
             size = sorted(sizes)[len(sizes) // 2]
-        plain_seconds = await asyncio.to_thread(echo_segment, echo_ports[0], segment, size, False)
-        tuned_seconds = await asyncio.to_thread(echo_segment, echo_ports[1], segment, size, True)
+        plain_seconds, _ = await asyncio.to_thread(echo_segment, *echo[0], segment, size, False)
+        tuned_seconds, tuned_cpu = await asyncio.to_thread(
+            echo_segment, *echo[1], segment, size, True
+        )
         link.round_shares.append(sum(sizes) / seconds / (segment * size / tuned_seconds))
         link.updates += work.updates
         link.seconds += seconds
@@ -391,14 +429,48 @@ async def drive_link(
         link.frame_sizes += sizes
         link.receiver_cpu_seconds += hub_cpu
         link.sender_cpu_seconds += own_cpu
+        if work.value_bytes:
+            per_frame = max(1, round(work.updates / len(sizes)))
+            floor = store_floor(data.parent / f"floor-{n}", work.updates, per_frame,
+                                work.value_bytes, size)  # fmt: skip
+            link.floor_cpu_seconds += floor
+            link.floor_values += work.updates
         plain = RawResult(plain.frames + segment, size, plain.seconds + plain_seconds)
-        raw = RawResult(raw.frames + segment, size, raw.seconds + tuned_seconds)
+        raw = RawResult(raw.frames + segment, size, raw.seconds + tuned_seconds,
+                        raw.cpu_seconds + tuned_cpu)  # fmt: skip
     dial.cancel()
     await asyncio.gather(dial, return_exceptions=True)
     seen = await hub_version_of(address, r.actor)
     assert seen == link.updates, f"the hub has {seen} of {link.updates} updates"
     await r.close()
     return link, plain, raw
+
+
+def store_floor(
+    directory: Path, values: int, per_frame: int, value_bytes: int, frame: int
+) -> float:
+    """CPU seconds raw py-lmdb takes to make the durable writes a hub makes for
+    ``values`` received values: per frame of ``per_frame`` values, one transaction
+    that puts each value (under a key of its own) and the frame's payload once more
+    as the relay log's record, committed with an fsync, on an environment opened as
+    ``LMDBStorage`` opens its own. What a hub spends besides (gRPC, decoding,
+    merging, the digest) is over this floor."""
+    import lmdb
+
+    env = lmdb.open(str(directory), map_size=4 << 30, max_dbs=2, sync=True, metasync=True,
+                    readahead=False)  # fmt: skip
+    entries, log_db = env.open_db(b"entries"), env.open_db(b"log")
+    value, record = os.urandom(value_bytes + 32), os.urandom(frame)
+    began = time.process_time()
+    for first in range(0, values, per_frame):
+        with env.begin(write=True) as txn:
+            with txn.cursor(entries) as cursor:
+                keys = range(first, min(first + per_frame, values))
+                cursor.putmulti([(b"blob/%d\x04" % i, value) for i in keys])
+            txn.put(first.to_bytes(8, "big"), record, db=log_db)
+    cpu = time.process_time() - began
+    env.close()
+    return cpu
 
 
 Run = tuple[Workload, LinkResult, RawResult, RawResult]
@@ -412,14 +484,15 @@ def run_workload(work: Workload, tmp: Path) -> Run:
     echo = [sys.executable, __file__, "--echo-server"]
     with (
         child(cmd, tmp / f"hub-{work.name}.log") as hub,
-        child([*echo, str(plain)], tmp / "echo.log"),
-        child([*echo, str(tuned), "--tuned"], tmp / "echo-tuned.log"),
+        child([*echo, str(plain)], tmp / "echo.log") as plain_server,
+        child([*echo, str(tuned), "--tuned"], tmp / "echo-tuned.log") as tuned_server,
     ):
         for p in (port, plain, tuned):
             wait_for_port(p)
         data = tmp / f"sender-{work.name}"
-        run = drive_link(address, work, data, hub_pid=hub.pid, echo_ports=(plain, tuned))
-        return (work, *asyncio.run(run))
+        servers = ((plain, plain_server.pid), (tuned, tuned_server.pid))
+        run = drive_link(address, work, data, hub_pid=hub.pid, echo=servers)
+        return (work, *run_event_loop(run))
 
 
 # ---- output -----------------------------------------------------------------------------
@@ -439,6 +512,9 @@ def workload_rows(
     is held to; ``plain``: with glibc's defaults, for reference."""
     mb = 1e6
     share = link.bytes_per_second / raw.bytes_per_second
+    link_cpu_per_mb = (link.receiver_cpu_seconds + link.sender_cpu_seconds) / (
+        link.delta_bytes / mb
+    )
     met_rate = link.deltas_per_second >= TARGET_DELTAS
     met_share = share >= TARGET_BYTES_SHARE
     echo = f"{work.name}: (raw) grpc.aio echo"
@@ -447,6 +523,7 @@ def workload_rows(
         [echo, "frame size", f"{raw.frame_bytes:,} B", "", ""],
         [echo, "messages/s", f"{raw.messages_per_second:,.0f}/s", "", ""],
         [echo, "MB/s (one way)", f"{raw.bytes_per_second / mb:,.1f}", "", ""],
+        [echo, "CPU per MB, client and server", f"{raw.cpu_per_mb * 1e3:,.2f} ms", "", ""],
         [echo, "  with glibc's allocator defaults", f"{plain.bytes_per_second / mb:,.1f}",
          f"{plain.bytes_per_second / raw.bytes_per_second:.2f}x", ""],
         [ours, "deltas/s applied+durable", f"{link.deltas_per_second:,.0f}/s", "",
@@ -454,6 +531,11 @@ def workload_rows(
          f">= {TARGET_DELTAS:,}/s: {'met' if met_rate else 'MISSED'}"],
         [ours, "deltas per hub CPU second", f"{link.deltas_per_receiver_cpu_second:,.0f}/s",
          f"{link.receiver_cpu_seconds * 1e6 / link.updates:,.1f} us/delta", ""],
+        *([[ours, "  (raw) py-lmdb making the hub's writes alone",
+            f"{link.floor_cpu_seconds * 1e6 / link.floor_values:,.1f} us/delta", "", ""]]
+          if link.floor_values else []),
+        [ours, "CPU per MB, sender and hub", f"{link_cpu_per_mb * 1e3:,.2f} ms",
+         f"{link_cpu_per_mb / raw.cpu_per_mb:.2f}x (raw)", ""],
         [ours, "sender CPU per delta",
          f"{link.sender_cpu_seconds * 1e6 / link.updates:,.1f} us", "", ""],
         [ours, "Deltas frames/s", f"{link.delta_frames / link.seconds:,.1f}/s",
@@ -498,18 +580,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
     parser.add_argument("--only", choices=[w.name for w in FULL], help="run one workload")
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    parser.add_argument("--echo-client", type=int, nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--echo-client", type=int, nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--tuned", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     max_message = Replica("x", 1, wall_clock_ms, fresh_epoch).config.max_message_bytes
     if args.tuned:
         tune_malloc()
     if args.echo_server:
-        asyncio.run(serve_echo(args.echo_server, max_message))
+        run_event_loop(serve_echo(args.echo_server, max_message))
         return
     if args.echo_client:
-        port, frames, size = args.echo_client
-        run_echo_client(port, frames, size, max_message)
+        port, server, frames, size = args.echo_client
+        run_echo_client(port, server, frames, size, max_message)
         return
     # The sender runs as `edgesync node` does (the hub is a daemon): with glibc's
     # defaults it took a page fault for most pages of every frame it built.
