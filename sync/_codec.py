@@ -175,20 +175,50 @@ def _long_uvarint(n: int) -> bytes:
     return packed.to_bytes((shift >> 3) + 1, "little")
 
 
-class Reader:
-    __slots__ = ("data", "end", "pos")
+class Span:
+    """``data[first:last]``, not copied out: a payload inside a received message.
 
-    def __init__(self, data: bytes, pos: int = 0) -> None:
+    A hub decodes a frame's payload where it lies (``Reader(data, first, last)``);
+    slicing it out first copied every value once more before the decoder copied
+    each out again for the state. ``take`` copies it out only for what keeps it
+    (a log entry).
+    """
+
+    __slots__ = ("data", "first", "last")
+
+    def __init__(self, data: bytes, first: int = 0, last: int = -1) -> None:
         self.data = data
-        self.pos = pos
-        self.end = len(data)
+        self.first = first
+        self.last = len(data) if last < 0 else last
+
+    def take(self) -> bytes:
+        """The bytes themselves, copied out once (``data`` itself if that is all)."""
+        if self.first != 0 or self.last != len(self.data):
+            self.data, self.first = self.data[self.first : self.last], 0
+            self.last = len(self.data)
+        return self.data
+
+    def __repr__(self) -> str:
+        return f"Span({self.last - self.first} bytes at {self.first})"
+
+
+class Reader:
+    """Reads ``data[pos:end]`` (``end`` -1: to the end of ``data``) as if that were
+    all of it: offsets in its errors count from ``pos`` (kept as ``base``)."""
+
+    __slots__ = ("base", "data", "end", "pos")
+
+    def __init__(self, data: bytes, pos: int = 0, end: int = -1) -> None:
+        self.data = data
+        self.base = self.pos = pos
+        self.end = len(data) if end < 0 else end
 
     def remaining(self) -> int:
         return self.end - self.pos
 
     def u8(self) -> int:
         if self.pos >= self.end:
-            raise CodecError(f"truncated input: expected a byte at offset {self.pos}")
+            raise CodecError(f"truncated input: expected a byte at offset {self.pos - self.base}")
         b = self.data[self.pos]
         self.pos += 1
         return b
@@ -208,7 +238,7 @@ class Reader:
         result = shift = 0
         while True:
             if pos >= end:
-                raise CodecError(f"truncated input: expected a byte at offset {pos}")
+                raise CodecError(f"truncated input: expected a byte at offset {pos - self.base}")
             b = data[pos]
             pos += 1
             result |= (b & 0x7F) << shift
@@ -216,11 +246,11 @@ class Reader:
                 break
             shift += 7
             if shift >= 70:
-                raise CodecError(f"varint at offset {start} is longer than 10 bytes")
+                raise CodecError(f"varint at offset {start - self.base} is longer than 10 bytes")
         if b == 0 and pos - start > 1:
-            raise CodecError(f"varint at offset {start} is not minimal")
+            raise CodecError(f"varint at offset {start - self.base} is not minimal")
         if result >> INT_BITS:
-            raise CodecError(f"varint at offset {start} exceeds {INT_BITS} bits")
+            raise CodecError(f"varint at offset {start - self.base} exceeds {INT_BITS} bits")
         self.pos = pos
         return result
 
@@ -245,12 +275,22 @@ class Reader:
         return n
 
     def blob(self) -> bytes:
+        first = self._step_over_blob()
+        return self.data[first : self.pos]  # a slice of bytes is a new bytes
+
+    def blob_span(self) -> Span:
+        """``blob()`` where it lies, stepped over rather than copied out."""
+        first = self._step_over_blob()
+        return Span(self.data, first, self.pos)
+
+    def _step_over_blob(self) -> int:
+        """Read a blob's length and step over its bytes; where they start."""
         n = self.uvarint()
         if n > self.remaining():
             raise CodecError(f"truncated input: {n}-byte string with {self.remaining()} bytes left")
-        out = self.data[self.pos : self.pos + n]  # a slice of bytes is a new bytes
-        self.pos += n
-        return out
+        first = self.pos
+        self.pos = first + n
+        return first
 
     def text(self) -> str:
         raw = self.blob()

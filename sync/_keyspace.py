@@ -422,7 +422,7 @@ def _first(piece: tuple[Key, bytes | memoryview]) -> Key:
 
 
 def decode_with_encodings(
-    data: bytes, max_size: int = DEFAULT_MAX_SIZE, cut: bool = True
+    data: bytes, max_size: int = DEFAULT_MAX_SIZE, cut: bool = True, first: int = 0, last: int = -1
 ) -> tuple[Keyspace, dict[Key, bytes] | None]:
     """Decode a keyspace, and give each entry's own canonical encoding (``encode()``
     of its value) when it can be cut out of ``data``: when the table names one actor.
@@ -431,11 +431,15 @@ def decode_with_encodings(
     names some actor), so its body here, indexed against the same table, is
     byte for byte the body of its own encoding. A receiver that stores an entry
     as received saves encoding it again. ``cut=False``: decode only.
+
+    The keyspace is ``data[first:last]`` (``last`` -1: to the end), decoded where it
+    lies: a payload inside a received message is not copied out to be decoded.
     """
-    if len(data) > max_size:
-        raise CodecError(f"keyspace of {len(data)} bytes exceeds the {max_size}-byte limit")
+    last = len(data) if last < 0 else last
+    if last - first > max_size:
+        raise CodecError(f"keyspace of {last - first} bytes exceeds the {max_size}-byte limit")
     data = bytes(data)
-    r = Reader(data)
+    r = Reader(data, first, last)
     version = r.u8()
     if version != KEYSPACE_FORMAT:
         raise CodecError(

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sync._codec import Reader, Writer
+from sync._codec import Reader, Span, Writer
 from sync._errors import CodecError, ProtocolError
 
 PROTOCOL_VERSION = 1
@@ -300,13 +300,14 @@ def encode_ack(start: int, end: int) -> bytes:
 
 def decode_interval(
     data: bytes, max_size: int = DEFAULT_MAX_MESSAGE
-) -> tuple[int, int, bytes | None] | None:
+) -> tuple[int, int, Span | None] | None:
     """A ``Deltas`` as ``(start, end, payload)``, an ``Ack`` as ``(start, end, None)``,
     refused as ``decode_message`` would refuse it; None for any other kind of message.
 
     ``decode_message`` without the message object, as ``encode_deltas`` encodes one:
     compiled, a frozen dataclass is built by an interpreted ``__init__`` that sets
     each field through ``object.__setattr__``, and most messages received are these.
+    The payload is left where it lies in ``data`` (a ``Span``), to be decoded there.
     """
     if len(data) < 2 or (data[1] != _DELTAS and data[1] != _ACK):
         return None
@@ -317,8 +318,8 @@ def decode_interval(
         start, end = _read_interval(r)
         payload = None
         if kind == _DELTAS:
-            payload = r.blob()
-            r.blob()  # the signature, reserved: checked for form, used by nobody yet
+            payload = r.blob_span()
+            r.blob_span()  # the signature, reserved: checked for form, used by nobody yet
         r.expect_end()
     except ProtocolError:
         raise

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from sync._catchup import CatchUp, answer_expand, answer_list, check_answer
 from sync._causal import actor_name, node_of
-from sync._codec import Reader, Writer
+from sync._codec import Reader, Span, Writer
 from sync._crdt import CRDT, decode
 from sync._digest import DigestTree
 from sync._errors import CodecError, ProtocolError
@@ -377,12 +377,13 @@ class Replica:
         self,
         delta: Keyspace,
         origin: str | None,
-        encoded: bytes | None = None,
+        encoded: Span | None = None,
         origin_end: int | None = None,
     ) -> None:
         """Remember a delta already applied to the keyspace, for the next ready().
 
-        ``encoded``: the delta's canonical encoding, when the caller has it;
+        ``encoded``: the delta's canonical encoding, when the caller has it (copied out
+        of the message it came in only if the log keeps it);
         ``origin_end``: where it ends in the origin's log, when known.
         """
         if delta.is_bottom():
@@ -406,7 +407,7 @@ class Replica:
                 self._pending[origin] = delta  # the replica owns it from here on
                 self._pending_end[origin] = origin_end
                 if encoded is not None:
-                    self._pending_encoded[origin] = encoded
+                    self._pending_encoded[origin] = encoded.take()
             else:
                 pending.absorb(delta)  # deltas of one key coalesce: their join is a delta
                 self._pending_encoded.pop(origin, None)
@@ -417,7 +418,7 @@ class Replica:
                 self._encoded.pop(key, None)
 
     def _note_taken(
-        self, delta: Keyspace, origin: str, encoded: bytes, origin_end: int | None
+        self, delta: Keyspace, origin: str, encoded: Span, origin_end: int | None
     ) -> None:
         """Like ``_note``, for a received delta whose values the state now holds (so
         the log must not keep them, nor join later deltas into them): it is logged
@@ -433,7 +434,7 @@ class Replica:
         else:
             if origin in self._pending:
                 self._seal(origin, self._batch)
-            self._append_log(None, origin, encoded, origin_end, self._batch)
+            self._append_log(None, origin, encoded.take(), origin_end, self._batch)
         self._dirty.update(delta.entries)
 
     # ---- the output --------------------------------------------------------------
@@ -864,7 +865,7 @@ class Replica:
             self.catchups.pop(old, None)  # else it would retry for good
         return bool(earlier)
 
-    def _on_deltas(self, link: str, remote: str, start: int, end: int, payload: bytes) -> None:
+    def _on_deltas(self, link: str, remote: str, start: int, end: int, payload: Span) -> None:
         """Merge and acknowledge an interval; move our position in ``remote``'s log to
         its end once the position reaches its start.
 
@@ -1027,11 +1028,16 @@ class Replica:
             self.log.rewind(remote, held)  # stored by the caller (_on_hello)
 
     def _merge_from(
-        self, link: str, remote: str, payload: bytes, origin_end: int | None = None
+        self, link: str, remote: str, payload: Span, origin_end: int | None = None
     ) -> None:
-        """Merge a Keyspace a peer sent: checked whole first, so bad input changes nothing."""
+        """Merge a Keyspace a peer sent: checked whole first, so bad input changes nothing.
+
+        It is decoded where it lies in the message it came in, and copied out of it
+        only if the log keeps it (a hub fed by one link does not)."""
         try:
-            incoming, encodings = decode_with_encodings(payload, self.config.max_message_bytes)
+            incoming, encodings = decode_with_encodings(
+                payload.data, self.config.max_message_bytes, True, payload.first, payload.last
+            )
         except CodecError as exc:
             raise ProtocolError(f"malformed delta payload from {remote}: {exc}") from None
         state = self.links[link]
@@ -1090,7 +1096,7 @@ class Replica:
         elif isinstance(msg, ListItems):
             answer = answer_list(msg, self.tree)
         else:
-            self._merge_from(link, remote, msg.payload)
+            self._merge_from(link, remote, Span(msg.payload))
             answer = PushAck(msg.session, msg.chunk)
         self._outbox.append((link, encode_message(answer)))
 

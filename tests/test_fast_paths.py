@@ -2,10 +2,11 @@
 
 Coalesced deltas, intervals sent with their log entry's encoding, received
 payloads kept as log entries, received entries stored from slices of the
-payload, the lazily maintained digest tree (and the hashes it computes from
-copies and storage keys handed in), decoded dots and timestamps built without
-their named tuples' ``__new__``, the log skipped while no peer is tracked, and
-the encoder's one-actor head and packed varints.
+payload, payloads decoded where they lie in their message, the lazily
+maintained digest tree (and the hashes it computes from copies and storage keys
+handed in), decoded dots and timestamps built without their named tuples'
+``__new__``, the log skipped while no peer is tracked, and the encoder's
+one-actor head and packed varints.
 """
 
 # Each mutator lambda runs inside ``apply``/``update``, before the loop variable moves on.
@@ -25,6 +26,7 @@ from sync._causal import Dot
 from sync._codec import Writer
 from sync._crdt import _collect_actors, decode, encode, encode_general, sole_actor
 from sync._digest import HOLD_AT_MOST, DigestTree, fingerprint, position
+from sync._errors import CodecError
 from sync._kernel import DotKernel
 from sync._keyspace import Key, _actors, decode_with_encodings, storage_key
 from sync._memnet import introduce
@@ -259,6 +261,35 @@ def test_entry_encodings_cut_from_a_payload_are_the_entries_own(data: st.DataObj
             assert encodings == {key: v.encode() for key, v in ks.entries.items()}
         else:
             assert encodings is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_a_payload_decoded_where_it_lies_in_its_message_is_the_payload_copied_out(
+    data: st.DataObject,
+) -> None:
+    """A received payload is decoded inside its message (``Span``), not copied out
+    first: the values, the entries' encodings and each refusal (its offsets too) are
+    what decoding the payload alone gives, and nothing past its end is read."""
+    cls = data.draw(st.sampled_from(crdt_types()))
+    history = data.draw(histories(cls, max_steps=8))
+    ks = Keyspace()
+    for n, value in enumerate(v for v in history.snapshots if not v.is_bottom()):
+        ks.entries[(f"k/{n}", cls.TYPE_TAG)] = value
+    payload = ks.encode()
+    before, after = data.draw(st.binary(max_size=8)), data.draw(st.binary(min_size=1, max_size=8))
+    message = before + payload + after
+    for size in (len(payload), *data.draw(st.lists(st.integers(0, len(payload) - 1)))):
+        alone = _decoded_or_refusal(payload[:size], 0, -1)
+        assert _decoded_or_refusal(message, len(before), len(before) + size) == alone
+
+
+def _decoded_or_refusal(raw: bytes, first: int, last: int) -> object:
+    try:
+        ks, encodings = decode_with_encodings(raw, first=first, last=last)
+    except CodecError as exc:
+        return str(exc)
+    return ks.encode(), encodings
 
 
 def test_a_received_delta_of_new_keys_is_stored_as_encoding_its_values_gives() -> None:
