@@ -59,3 +59,10 @@ def test_a_refusal_frame_carries_its_reason_and_no_message() -> None:
 def test_bytes_that_are_no_frame_are_refused(raw: bytes) -> None:
     with pytest.raises(frames.FrameError, match="not a replication frame"):
         frames.decode(raw)
+
+
+def test_the_stream_is_the_method_the_proto_declares() -> None:
+    service = replication_pb2.DESCRIPTOR.services_by_name["Replication"]
+    link = service.methods_by_name["Link"]
+    assert f"/{service.full_name}/{link.name}" == frames.METHOD
+    assert link.client_streaming and link.server_streaming
