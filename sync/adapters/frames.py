@@ -5,9 +5,10 @@ message (field 1), room for a signature (2), or a refusal's reason (3). Going
 through the generated class copies each message four times besides gRPC's own
 copies: into protobuf's arena when a frame is built, out of it when it is
 serialized, into the arena again when one is parsed, and out when ``.message`` is
-read. A relay's frames are about a megabyte each, so those copies (and the page
-faults of the fresh memory they land in) were a fifth of what a hub spent on a
-stream of large values.
+read. An edge's frames of large values are about a megabyte each, and those copies
+(with the page faults of the fresh memory they land in) took 17% of the sender's
+event-loop thread and 6% of the hub's (``perf`` over ``bench/gossip_bench.py``'s
+large workload).
 
 A frame that holds only a message is, in protobuf's encoding, the byte 0x0a (field
 1, length-delimited), the message's length as a varint, and the message: this
