@@ -24,10 +24,13 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
+from sync._codec import Reader, Writer
+from sync._errors import CodecError
 from sync.adapters.pb import replication_pb2
 
 MESSAGE_TAG = 0x0A  # field 1 (message), wire type 2 (length-delimited)
-METHOD = "/edgesync.v1.Replication/Link"  # the stream's full gRPC method name
+SERVICE, LINK = "edgesync.v1.Replication", "Link"  # the stream's service and method
+METHOD = f"/{SERVICE}/{LINK}"  # its full gRPC method name
 
 
 class FrameError(ValueError):
@@ -68,24 +71,22 @@ def decode(raw: bytes) -> Frame:
 
 
 def _header(length: int) -> bytes:
-    out = bytearray((MESSAGE_TAG,))
-    while length >= 0x80:
-        out.append(length & 0x7F | 0x80)
-        length >>= 7
-    out.append(length)
-    return bytes(out)
+    """Field 1's tag and ``length``: protobuf's varints are the codec's (LEB128)."""
+    w = Writer()
+    w.u8(MESSAGE_TAG)
+    w.uvarint(length)
+    return w.getvalue()
 
 
 def _message_start(raw: bytes) -> int | None:
-    """Where the message starts in ``raw`` if ``raw`` is a message-only frame."""
+    """Where the message starts in ``raw`` if ``raw`` is a message-only frame. A
+    length the codec will not read (longer than it need be, or past 64 bits) is
+    left to protobuf, which decides."""
     if not raw or raw[0] != MESSAGE_TAG:
         return None
-    length, shift, pos = 0, 0, 1
-    while pos < len(raw) and pos <= 10:
-        byte = raw[pos]
-        pos += 1
-        length |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return pos if pos + length == len(raw) and length > 0 else None
-        shift += 7
-    return None
+    r = Reader(raw, 1)
+    try:
+        length = r.uvarint()
+    except CodecError:
+        return None
+    return r.pos if length > 0 and r.remaining() == length else None

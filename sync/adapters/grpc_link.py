@@ -179,8 +179,7 @@ class GrpcLinks:
         """Serve the ``Replication`` service on ``server``. Its frames pass as bytes,
         encoded and decoded by ``sync.adapters.frames`` (see there for why)."""
         method = grpc.stream_stream_rpc_method_handler(self.Link)
-        service, name = wire.METHOD.rsplit("/", 1)
-        handler = grpc.method_handlers_generic_handler(service.strip("/"), {name: method})
+        handler = grpc.method_handlers_generic_handler(wire.SERVICE, {wire.LINK: method})
         server.add_generic_rpc_handlers((handler,))
 
     async def Link(
