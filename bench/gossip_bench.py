@@ -88,6 +88,7 @@ import grpc
 
 from edge_node.daemon import run_event_loop
 from edge_node.edge import EDGE
+from sim.fleet import free_port
 from sync import LWWRegister, PNCounter
 from sync._messages import Deltas, encode_message
 from sync._replica import Replica
@@ -191,13 +192,6 @@ class RawResult:
     @property
     def bytes_per_second(self) -> float:
         return self.frames * self.frame_bytes / self.seconds
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # ---- (raw) the echo stream ----------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,10 +26,11 @@ from typing import Any
 import grpc
 
 from edge_node.daemon import run_event_loop
+from sim.fleet import free_port
+from sync.adapters.frames import LINK, METHOD, SERVICE
 from sync.adapters.grpc_link import channel_options
 from sync.adapters.malloc_policy import tune_malloc
 
-SERVICE, METHOD = "edgesync.v1.Replication", "/edgesync.v1.Replication/Link"
 OPTIONS = channel_options(8 * 1024 * 1024)
 
 
@@ -50,7 +50,7 @@ async def serve(port: int, work_ms: float) -> None:
     server = grpc.aio.server(options=OPTIONS)
     handler = grpc.stream_stream_rpc_method_handler(link)
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE, {"Link": handler}),)
+        (grpc.method_handlers_generic_handler(SERVICE, {LINK: handler}),)
     )
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -86,13 +86,6 @@ def measure(port: int, work_ms: float, frames: int, size: int) -> float:
             return run_event_loop(stream(port, frames, size)) * 1000 / frames
         finally:
             child.terminate()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def main() -> None:
